@@ -1,0 +1,152 @@
+//! Command-line flags shared by several subcommands.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use sluice::sink::ParquetCompression;
+use sluice::source::format::parse_char_option;
+use sluice::source::{CsvOptions, Format, NewlinesInValues};
+use sluice::{ReadOptions, SinkOptions, WriteMode};
+
+/// How to read inputs.
+#[derive(Debug, Clone, Args)]
+pub struct ReadArgs {
+    /// Format of every input (default: from each file's extension).
+    #[arg(long = "format-in", value_name = "FORMAT", value_parser = parse_format)]
+    pub format_in: Option<Format>,
+    /// CSV files have no header line (columns are named column_1, column_2, ...).
+    #[arg(long)]
+    pub no_header: bool,
+    /// CSV field delimiter (`,` by default, tab for .tsv; `\t` or `tab` for tab).
+    #[arg(long, value_name = "CHAR", value_parser = char_parser("delimiter"))]
+    pub delimiter: Option<u8>,
+    /// CSV quote character.
+    #[arg(long, value_name = "CHAR", default_value = "\"", value_parser = char_parser("quote"))]
+    pub quote: u8,
+    /// CSV escape character inside quotes (default: a doubled quote).
+    #[arg(long, value_name = "CHAR", value_parser = char_parser("escape"))]
+    pub escape: Option<u8>,
+    /// Skip CSV lines starting with this character.
+    #[arg(long, value_name = "CHAR", value_parser = char_parser("comment"))]
+    pub comment: Option<u8>,
+    /// A string to read as NULL (the empty field always is).
+    #[arg(long, value_name = "STRING")]
+    pub null_value: Option<String>,
+    /// Whether quoted CSV values may hold line breaks: auto scans big files before splitting.
+    #[arg(long, value_name = "auto|true|false", default_value = "auto", value_parser = parse_newlines)]
+    pub newlines_in_values: NewlinesInValues,
+    /// Column types, e.g. 'id BIGINT, ts TIMESTAMP', or a file holding them.
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Option<String>,
+    /// Align columns by name across files (true) or by position (false).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub union_by_name: bool,
+    /// Add a column with this name holding each row's source file.
+    #[arg(long, value_name = "NAME")]
+    pub file_column: Option<String>,
+    /// Rows sampled from every file to infer its types.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub infer_rows: usize,
+    /// Read key=value folder names below input folders as columns.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hive_partitioning: bool,
+}
+
+impl ReadArgs {
+    /// The library's read options for these flags and inputs.
+    pub fn to_options(&self, paths: Vec<String>) -> ReadOptions {
+        ReadOptions {
+            paths,
+            format: self.format_in,
+            csv: CsvOptions {
+                header: !self.no_header,
+                delimiter: self.delimiter,
+                quote: self.quote,
+                escape: self.escape,
+                comment: self.comment,
+                null_value: self.null_value.clone(),
+                newlines_in_values: self.newlines_in_values,
+            },
+            union_by_name: self.union_by_name,
+            schema: self.schema.clone(),
+            file_column: self.file_column.clone(),
+            infer_rows: self.infer_rows,
+            hive_partitioning: self.hive_partitioning,
+        }
+    }
+}
+
+/// How to write the output.
+#[derive(Debug, Clone, Args)]
+pub struct WriteArgs {
+    /// Output folder, or a single file when it ends in .parquet/.csv/.ndjson.
+    #[arg(long = "to", value_name = "PATH")]
+    pub to: String,
+    /// Output format (default: from the output's extension, else parquet).
+    #[arg(long = "format-out", value_name = "FORMAT", value_parser = parse_format)]
+    pub format_out: Option<Format>,
+    /// Number of output files (per folder with --partition-by). Default: one per thread,
+    /// or one per partition folder.
+    #[arg(long, value_name = "N")]
+    pub files: Option<usize>,
+    /// Write Hive-style col=value/ folders for these columns (comma-separated).
+    #[arg(long, value_name = "COLS", value_delimiter = ',')]
+    pub partition_by: Vec<String>,
+    /// What to do if the output exists.
+    #[arg(long, value_name = "error|overwrite|append", default_value = "error", value_parser = parse_mode)]
+    pub mode: WriteMode,
+    /// Parquet compression: zstd, snappy, gzip, lz4 or none.
+    #[arg(long, value_name = "CODEC", value_parser = parse_compression)]
+    pub compression: Option<ParquetCompression>,
+}
+
+impl WriteArgs {
+    /// The library's sink options for these flags.
+    pub fn to_options(&self) -> SinkOptions {
+        SinkOptions {
+            path: self.to.clone(),
+            format: self.format_out,
+            files: self.files,
+            partition_by: self.partition_by.clone(),
+            mode: self.mode,
+            compression: self.compression,
+        }
+    }
+}
+
+/// Flags for commands that run a job.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Worker threads (default: number of cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Write a machine-readable report here.
+    #[arg(long, value_name = "PATH")]
+    pub report_json: Option<PathBuf>,
+    /// Show progress even when stderr is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+    /// Print no summary at the end.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse().map_err(|e: sluice::Error| e.to_string())
+}
+
+fn parse_mode(s: &str) -> Result<WriteMode, String> {
+    s.parse().map_err(|e: sluice::Error| e.to_string())
+}
+
+fn parse_newlines(s: &str) -> Result<NewlinesInValues, String> {
+    s.parse().map_err(|e: sluice::Error| e.to_string())
+}
+
+fn parse_compression(s: &str) -> Result<ParquetCompression, String> {
+    s.parse().map_err(|e: sluice::Error| e.to_string())
+}
+
+fn char_parser(name: &'static str) -> impl Fn(&str) -> Result<u8, String> + Clone {
+    move |s| parse_char_option(name, s).map_err(|e| e.to_string())
+}

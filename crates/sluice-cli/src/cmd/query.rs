@@ -1,0 +1,100 @@
+//! `sluice query "SELECT ..." --table NAME=INPUT...`
+
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use sluice::datafusion::arrow::{csv, json, util::pretty};
+use sluice::Source;
+
+use crate::args::ReadArgs;
+
+/// How to print query results.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    /// An aligned table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// Run SQL over files and print the result.
+#[derive(Debug, Args)]
+pub struct QueryCmd {
+    /// The SQL query (DataFusion dialect).
+    #[arg(value_name = "SQL")]
+    pub sql: String,
+    /// Register a table: NAME=INPUT (repeat the flag to add more inputs or tables).
+    #[arg(
+        long = "table",
+        short = 't',
+        value_name = "NAME=INPUT",
+        required = true
+    )]
+    pub tables: Vec<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+    /// Worker threads (default: number of cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl QueryCmd {
+    /// Runs the query and prints the result to stdout.
+    pub async fn execute(self, threads: usize) -> anyhow::Result<()> {
+        let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+        for spec in &self.tables {
+            let Some((name, input)) = spec.split_once('=') else {
+                bail!("--table takes NAME=INPUT, not '{spec}'");
+            };
+            let (name, input) = (name.trim(), input.trim());
+            if name.is_empty() || input.is_empty() {
+                bail!("--table takes NAME=INPUT, not '{spec}'");
+            }
+            match tables.iter_mut().find(|(n, _)| n == name) {
+                Some((_, inputs)) => inputs.push(input.to_string()),
+                None => tables.push((name.to_string(), vec![input.to_string()])),
+            }
+        }
+        let ctx = sluice::context::session(threads);
+        for (name, inputs) in tables {
+            let source = Source::open(&ctx, self.read.to_options(inputs)).await?;
+            let df = source.to_dataframe(&ctx)?;
+            ctx.register_table(name.as_str(), df.into_view())?;
+        }
+        let df = ctx
+            .sql(&self.sql)
+            .await
+            .with_context(|| format!("in query: {}", self.sql.trim()))?;
+        let stdout = std::io::stdout();
+        match self.output {
+            Output::Table => {
+                let batches = df.collect().await?;
+                let text = pretty::pretty_format_batches(&batches)?;
+                writeln!(stdout.lock(), "{text}")?;
+            }
+            Output::Csv => {
+                let mut stream = df.execute_stream().await?;
+                let mut writer = csv::Writer::new(stdout.lock());
+                while let Some(batch) = stream.next().await {
+                    writer.write(&batch?)?;
+                }
+            }
+            Output::Ndjson => {
+                let mut stream = df.execute_stream().await?;
+                let mut writer = json::LineDelimitedWriter::new(stdout.lock());
+                while let Some(batch) = stream.next().await {
+                    writer.write(&batch?)?;
+                }
+                writer.finish()?;
+            }
+        }
+        Ok(())
+    }
+}

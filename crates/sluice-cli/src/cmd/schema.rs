@@ -1,0 +1,75 @@
+//! `sluice schema INPUT...`
+
+use clap::Args;
+use sluice::source::merge::type_name;
+use sluice::Source;
+
+use crate::args::ReadArgs;
+
+/// Print the merged schema of inputs and how each file differs from it.
+#[derive(Debug, Args)]
+pub struct SchemaCmd {
+    /// Input files, folders and globs.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SchemaCmd {
+    /// Prints the schema.
+    pub async fn execute(self) -> anyhow::Result<()> {
+        let ctx = sluice::context::session(sluice::context::default_threads());
+        let source = Source::open(&ctx, self.read.to_options(self.inputs.clone())).await?;
+        let schema = source.output_schema();
+        let diffs = source.differences();
+        if self.json {
+            let columns: Vec<_> = schema
+                .fields()
+                .iter()
+                .map(|f| serde_json::json!({"name": f.name(), "type": type_name(f.data_type())}))
+                .collect();
+            let files: Vec<_> = diffs
+                .iter()
+                .map(|(file, notes)| serde_json::json!({"file": file, "differences": notes}))
+                .collect();
+            let out = serde_json::json!({
+                "columns": columns,
+                "decisions": source.decisions,
+                "files": files,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            return Ok(());
+        }
+        let width = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        println!("{:width$}  type", "column");
+        for f in schema.fields() {
+            println!("{:width$}  {}", f.name(), type_name(f.data_type()));
+        }
+        if !source.decisions.is_empty() {
+            println!();
+            for d in &source.decisions {
+                println!("widened {d}");
+            }
+        }
+        println!();
+        println!("{} file(s):", diffs.len());
+        for (file, notes) in diffs {
+            if notes.is_empty() {
+                println!("  {file}: matches");
+            } else {
+                println!("  {file}: {}", notes.join("; "));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! `sluice`: ingest, enrich, transform and write data files in parallel.
+//!
+//! Exit codes: 0 success, 1 data or user error (one line on stderr), 2 usage error.
+
+mod args;
+mod cmd;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Ingest many data files in parallel, union them by name, transform with SQL, write clean output.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read files, folders and globs and write them as one dataset.
+    Ingest(cmd::ingest::IngestCmd),
+    /// Print the merged schema of inputs and how each file differs from it.
+    Schema(cmd::schema::SchemaCmd),
+    /// Run SQL over files and print the result.
+    Query(cmd::query::QueryCmd),
+    /// Run a pipeline file.
+    Run(cmd::run::RunCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let threads = match &cli.command {
+        Command::Ingest(c) => c.run.threads,
+        Command::Run(c) => c.run.threads,
+        Command::Query(c) => c.threads,
+        Command::Schema(_) => None,
+    }
+    .unwrap_or_else(sluice::context::default_threads)
+    .max(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Ingest(c) => c.execute(threads).await,
+            Command::Schema(c) => c.execute().await,
+            Command::Query(c) => c.execute(threads).await,
+            Command::Run(c) => c.execute().await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&render(&e)));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A closed stdout (e.g. `sluice query ... | head`) is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes, leaving out causes the message already contains (DataFusion
+/// errors repeat their sources in their own text).
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(text.trim()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(text.trim());
+    }
+    out
+}
+
+/// Errors print as one line: nested causes are joined, line breaks folded.
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,125 @@
+//! The progress bar on stderr and the end-of-run summary.
+
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice::{Progress, Report};
+
+/// A running progress display; stops when dropped or finished.
+pub struct ProgressDisplay {
+    bar: Option<ProgressBar>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    /// Starts a display when stderr is a terminal or `force` is set.
+    pub fn start(progress: Arc<Progress>, force: bool) -> ProgressDisplay {
+        if !(force || std::io::stderr().is_terminal()) {
+            return ProgressDisplay {
+                bar: None,
+                task: None,
+            };
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            loop {
+                let files = progress.files_total.load(Ordering::Relaxed);
+                let bytes = progress.bytes_total.load(Ordering::Relaxed);
+                let rows = progress.rows_out();
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                let msg = if files == 0 {
+                    "resolving inputs and sampling schemas...".to_string()
+                } else {
+                    format!(
+                        "{} files ({}) -> {} rows written, {}/s",
+                        files,
+                        HumanBytes(bytes),
+                        HumanCount(rows),
+                        HumanCount((rows as f64 / secs) as u64)
+                    )
+                };
+                b.set_message(msg);
+                b.tick();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        ProgressDisplay {
+            bar: Some(bar),
+            task: Some(task),
+        }
+    }
+
+    /// Stops and clears the display.
+    pub fn finish(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The one-screen summary printed to stderr at the end of a run.
+pub fn summary(report: &Report) -> String {
+    let mut out = String::new();
+    let rate = report.rows_out as f64 / report.seconds.max(0.001);
+    out.push_str(&format!(
+        "sluice: {} files ({}) -> {} ({} files, {}, {}) in {:.2}s\n",
+        report.files_read,
+        HumanBytes(report.bytes_read),
+        report.output,
+        report.files_written,
+        report.output_format,
+        HumanBytes(report.bytes_written),
+        report.seconds
+    ));
+    out.push_str(&format!(
+        "  rows: {} in, {} out ({}/s)",
+        HumanCount(report.rows_in),
+        HumanCount(report.rows_out),
+        HumanCount(rate as u64)
+    ));
+    if report.rows_filtered_by_sql > 0 {
+        out.push_str(&format!(
+            ", {} removed by SQL",
+            HumanCount(report.rows_filtered_by_sql)
+        ));
+    }
+    out.push('\n');
+    for d in &report.schema_decisions {
+        out.push_str(&format!("  schema: {d}\n"));
+    }
+    for f in &report.unsplit_files {
+        out.push_str(&format!(
+            "  note: {f} has line breaks inside quoted values: read in one piece\n"
+        ));
+    }
+    if !report.skipped_files.is_empty() {
+        out.push_str(&format!(
+            "  skipped {} file(s) of unknown format inside input folders (e.g. {})\n",
+            report.skipped_files.len(),
+            report.skipped_files[0]
+        ));
+    }
+    out
+}

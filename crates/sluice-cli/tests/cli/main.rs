@@ -1,0 +1,10 @@
+//! Integration tests: the real `sluice` binary on real files in temp folders.
+
+mod errors;
+mod formats;
+mod inputs;
+mod output;
+mod pipeline;
+mod schema;
+mod split;
+mod workdir;

@@ -1,0 +1,131 @@
+//! Output layout: file counts, Hive partitions, modes, single files, the manifest.
+
+use crate::workdir::{python, Workdir};
+
+fn rows(n: usize) -> String {
+    let mut s = String::from("id,country,year,amount\n");
+    let countries = ["DE", "FR", "US", "GB", ""];
+    for i in 0..n {
+        s.push_str(&format!(
+            "{i},{},{},{}.5\n",
+            countries[i % 5],
+            2020 + i % 3,
+            i
+        ));
+    }
+    s
+}
+
+#[test]
+fn files_n_yields_n_files() {
+    let wd = Workdir::new();
+    wd.write("in.csv", rows(50_000));
+    for n in [1usize, 3, 7] {
+        let out = format!("out{n}");
+        let report = wd.ingest(&["in.csv", "--to", &out, "--files", &n.to_string()]);
+        assert_eq!(wd.data_files(&out).len(), n, "--files {n}");
+        assert_eq!(report["files_written"], n as u64);
+        assert_eq!(report["rows_out"], 50_000);
+    }
+    // Default for a folder: one file per thread.
+    wd.ingest(&["in.csv", "--to", "dflt", "--threads", "2"]);
+    assert_eq!(wd.data_files("dflt").len(), 2);
+}
+
+#[test]
+fn partition_by_writes_hive_folders_with_the_right_rows() {
+    let wd = Workdir::new();
+    wd.write("in.csv", rows(1_000));
+    let report = wd.ingest(&["in.csv", "--to", "out", "--partition-by", "country,year"]);
+    assert_eq!(report["rows_out"], 1_000);
+    let files = wd.data_files("out");
+    // 5 countries (one empty -> default partition) x 3 years, one file per folder.
+    assert_eq!(files.len(), 15, "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with("country=DE/year=2020/")));
+    assert!(files
+        .iter()
+        .any(|f| f.starts_with("country=__HIVE_DEFAULT_PARTITION__/year=2021/")));
+}
+
+#[test]
+fn partition_folders_hold_the_right_rows() {
+    let wd = Workdir::new();
+    wd.write("in.csv", rows(1_000));
+    wd.ingest(&["in.csv", "--to", "out", "--partition-by", "country"]);
+    let out = wd.ok(&[
+        "query",
+        "SELECT count(*) AS bad FROM t WHERE src NOT LIKE concat('out/country=', coalesce(country, '__HIVE_DEFAULT_PARTITION__'), '/%')",
+        "-t",
+        "t=out",
+        "--file-column",
+        "src",
+        "--output",
+        "csv",
+    ]);
+    assert_eq!(out.trim(), "bad\n0");
+    let per = wd.query(
+        "SELECT country, count(*) AS n FROM t GROUP BY country ORDER BY country",
+        &[("t", "out")],
+    );
+    assert_eq!(
+        per,
+        ["country,n", "DE,200", "FR,200", "GB,200", "US,200", ",200"]
+    );
+    // Partition columns are not repeated inside the files.
+    let inner = wd.data_files("out")[0].clone();
+    let schema: serde_json::Value =
+        serde_json::from_str(&wd.ok(&["schema", &format!("out/{inner}"), "--json"])).expect("json");
+    let cols: Vec<&str> = schema["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(cols, ["id", "year", "amount"]);
+    if let Some(out) = python(&format!(
+        "import pyarrow.dataset as ds\n\
+         d = ds.dataset(r'{}', format='parquet', partitioning='hive')\n\
+         print(d.count_rows(), sorted(set(d.to_table().column('country').to_pylist()), key=str))",
+        wd.path("out").display()
+    )) {
+        assert!(out.starts_with("1000 "), "{out}");
+        assert!(out.contains("'DE'") && out.contains("'US'"), "{out}");
+    }
+}
+
+#[test]
+fn modes_error_overwrite_append() {
+    let wd = Workdir::new();
+    wd.write("a.csv", "id\n1\n2\n");
+    wd.write("b.csv", "id\n3\n");
+    wd.ingest(&["a.csv", "--to", "out"]);
+    let err = wd.fails(&["ingest", "b.csv", "--to", "out"], 1);
+    assert!(err.contains("already exists"), "{err}");
+    wd.ingest(&["b.csv", "--to", "out", "--mode", "append"]);
+    let ids = wd.query("SELECT id FROM t ORDER BY id", &[("t", "out")]);
+    assert_eq!(ids, ["id", "1", "2", "3"]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&wd.read("out/_SUCCESS")).expect("manifest");
+    assert_eq!(manifest["rows"], 3);
+    wd.ingest(&["b.csv", "--to", "out", "--mode", "overwrite"]);
+    let ids = wd.query("SELECT id FROM t ORDER BY id", &[("t", "out")]);
+    assert_eq!(ids, ["id", "3"]);
+    // No staging folders are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(wd.root())
+        .expect("ls")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".sluice"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn single_file_outputs() {
+    let wd = Workdir::new();
+    wd.write("in.csv", rows(20_000));
+    let report = wd.ingest(&["in.csv", "--to", "one.parquet", "--threads", "2"]);
+    assert_eq!(report["files_written"], 1);
+    assert!(wd.path("one.parquet").is_file());
+    let n = wd.query("SELECT count(*) AS n FROM t", &[("t", "one.parquet")]);
+    assert_eq!(n, ["n", "20000"]);
+}

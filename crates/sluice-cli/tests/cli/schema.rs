@@ -1,0 +1,144 @@
+//! Union by name, widening, and conflicts.
+
+use crate::workdir::Workdir;
+
+#[test]
+fn union_by_name_aligns_columns_in_any_order() {
+    let wd = Workdir::new();
+    wd.write("in/a.csv", "id,name,value\n1,x,1.5\n");
+    // Same columns in another order, plus one more: by position this would misalign.
+    wd.write("in/b.csv", "id,extra,name,value\n2,e,y,2.5\n");
+    wd.write("in/c.csv", "value,id\n3.5,3\n");
+    let report = wd.ingest(&[
+        "in",
+        "--to",
+        "out.csv",
+        "--sql",
+        "SELECT * FROM source ORDER BY id",
+    ]);
+    assert_eq!(report["rows_out"], 3);
+    assert_eq!(
+        wd.read("out.csv"),
+        "id,name,value,extra\n1,x,1.5,\n2,y,2.5,e\n3,,3.5,\n"
+    );
+}
+
+#[test]
+fn widening_follows_int_double_string_and_is_reported() {
+    let wd = Workdir::new();
+    wd.write("in/a.csv", "k,n,s\n1,1,10\n");
+    wd.write("in/b.csv", "k,n,s\n2,2.5,ten\n");
+    let report = wd.ingest(&["in", "--to", "out"]);
+    let decisions = report["schema_decisions"].to_string();
+    assert!(
+        decisions.contains("column 'n': BIGINT in in/a.csv, DOUBLE in in/b.csv -> DOUBLE"),
+        "{decisions}"
+    );
+    assert!(
+        decisions.contains("column 's': BIGINT in in/a.csv, VARCHAR in in/b.csv -> VARCHAR"),
+        "{decisions}"
+    );
+    let rows = wd.query(
+        "SELECT k, n, s, arrow_typeof(n) tn, arrow_typeof(s) ts FROM t ORDER BY k",
+        &[("t", "out")],
+    );
+    assert_eq!(
+        rows,
+        [
+            "k,n,s,tn,ts",
+            "1,1.0,10,Float64,Utf8",
+            "2,2.5,ten,Float64,Utf8"
+        ]
+    );
+}
+
+#[test]
+fn schema_command_prints_merge_and_differences() {
+    let wd = Workdir::new();
+    wd.write("in/a.csv", "id,name\n1,x\n");
+    wd.write("in/b.csv", "name,id,score\ny,2.5,7\n");
+    let out = wd.ok(&["schema", "in"]);
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(lines.contains(&vec!["id", "DOUBLE"]), "{out}");
+    assert!(lines.contains(&vec!["score", "BIGINT"]), "{out}");
+    assert!(
+        out.contains("widened column 'id': BIGINT in in/a.csv, DOUBLE in in/b.csv -> DOUBLE"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "in/a.csv: 'id' is BIGINT here (read as DOUBLE); missing 'score' (read as NULL)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("in/b.csv: matches"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&wd.ok(&["schema", "in", "--json"])).expect("json");
+    assert_eq!(json["columns"][0]["type"], "DOUBLE");
+}
+
+#[test]
+fn incompatible_types_in_typed_files_name_both_files() {
+    let wd = Workdir::new();
+    wd.write("a.csv", "flag\ntrue\n");
+    wd.write("b.csv", "flag\n5\n");
+    wd.ingest(&["a.csv", "--to", "p/a.parquet"]);
+    wd.ingest(&["b.csv", "--to", "p/b.parquet"]);
+    let err = wd.fails(&["ingest", "p", "--to", "out"], 1);
+    assert!(
+        err.contains("p/a.parquet") && err.contains("p/b.parquet"),
+        "{err}"
+    );
+    assert!(
+        err.contains("'flag'") && err.contains("BOOLEAN") && err.contains("BIGINT"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn union_by_position_when_asked() {
+    let wd = Workdir::new();
+    wd.write("in/a.csv", "id,name\n1,x\n");
+    wd.write("in/b.csv", "key,label\n2,y\n");
+    wd.ingest(&[
+        "in",
+        "--to",
+        "out.csv",
+        "--union-by-name",
+        "false",
+        "--sql",
+        "SELECT * FROM source ORDER BY id",
+    ]);
+    assert_eq!(wd.read("out.csv"), "id,name\n1,x\n2,y\n");
+    wd.write("in/c.csv", "one\n3\n");
+    let err = wd.fails(
+        &["ingest", "in", "--to", "o2", "--union-by-name", "false"],
+        1,
+    );
+    assert!(err.contains("in/c.csv"), "{err}");
+}
+
+#[test]
+fn explicit_schema_sets_types() {
+    let wd = Workdir::new();
+    wd.write("in/a.csv", "id,code,ts\n1,007,2024-01-01 10:00:00\n");
+    wd.write("schema.sql", "code VARCHAR, id INT");
+    wd.ingest(&["in", "--to", "out", "--schema", "code VARCHAR, id INT"]);
+    let rows = wd.query(
+        "SELECT id, code, arrow_typeof(id) t, arrow_typeof(ts) tt FROM t",
+        &[("t", "out")],
+    );
+    assert_eq!(rows, ["id,code,t,tt", "1,007,Int32,Timestamp(µs)"]);
+    wd.ingest(&["in", "--to", "out2", "--schema", "schema.sql"]);
+    let rows = wd.query("SELECT code FROM t", &[("t", "out2")]);
+    assert_eq!(rows, ["code", "007"]);
+    let err = wd.fails(
+        &["ingest", "in", "--to", "o3", "--schema", "id NOTATYPE"],
+        1,
+    );
+    assert!(err.contains("--schema"), "{err}");
+}

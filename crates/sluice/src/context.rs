@@ -1,0 +1,28 @@
+//! The DataFusion session sluice runs in.
+
+use datafusion::execution::config::SessionConfig;
+use datafusion::prelude::SessionContext;
+
+/// The number of CPU cores, the default for `--threads`.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// A session tuned for ingest: `threads` partitions, byte-range splitting of large files,
+/// plain (non-view) string types so every format reads into the same Arrow types.
+pub fn session(threads: usize) -> SessionContext {
+    let threads = threads.max(1);
+    let mut config = SessionConfig::new()
+        .with_target_partitions(threads)
+        .with_repartition_file_scans(true)
+        .with_repartition_file_min_size(1 << 20)
+        .with_batch_size(8192)
+        .with_information_schema(true);
+    let options = config.options_mut();
+    options.execution.parquet.schema_force_view_types = false;
+    options.execution.collect_statistics = false;
+    options.sql_parser.map_string_types_to_utf8view = false;
+    SessionContext::new_with_config(config)
+}

@@ -1,0 +1,125 @@
+//! The engine's error type.
+
+use std::path::PathBuf;
+
+/// Result alias used across the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a sluice job, with enough context to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An input path, directory or glob matched no file.
+    #[error("no input files match '{0}'")]
+    NoMatch(String),
+
+    /// An input path does not exist.
+    #[error("input not found: {0}")]
+    NotFound(String),
+
+    /// A glob pattern could not be parsed.
+    #[error("invalid glob '{pattern}': {reason}")]
+    BadGlob {
+        /// The pattern as the user wrote it.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The format of a file could not be told from its name.
+    #[error("cannot tell the format of '{0}' from its extension: pass --format-in csv|ndjson|parquet|orc")]
+    UnknownFormat(String),
+
+    /// A file could not be read or parsed while looking at its schema.
+    #[error("{file}: {reason}")]
+    File {
+        /// The file concerned.
+        file: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// Two files disagree on a column type in a way that cannot be widened.
+    #[error("column '{column}' is {left_type} in {left_file} but {right_type} in {right_file}: types cannot be merged (give an explicit --schema)")]
+    SchemaConflict {
+        /// The column name.
+        column: String,
+        /// One file.
+        left_file: String,
+        /// Its type there.
+        left_type: String,
+        /// The other file.
+        right_file: String,
+        /// Its type there.
+        right_type: String,
+    },
+
+    /// An option value is invalid.
+    #[error("invalid option: {0}")]
+    Config(String),
+
+    /// A pipeline file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    Pipeline {
+        /// The pipeline file.
+        path: PathBuf,
+        /// What is wrong (for parse errors, it names the line and the key).
+        reason: String,
+    },
+
+    /// The output already exists and the mode does not allow touching it.
+    #[error("output '{0}' already exists (use --mode overwrite or --mode append)")]
+    OutputExists(String),
+
+    /// An I/O error on a named path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path being accessed.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An error from the query engine (SQL, execution, reading data).
+    #[error(transparent)]
+    Engine(#[from] datafusion::error::DataFusionError),
+
+    /// An error from object storage.
+    #[error(transparent)]
+    Store(#[from] datafusion::object_store::Error),
+
+    /// An error from Arrow.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    /// An error writing Parquet.
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A file-level error with a reason.
+    pub fn file(file: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::File {
+            file: file.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<Error> for datafusion::error::DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Engine(e) => e,
+            other => datafusion::error::DataFusionError::External(Box::new(other)),
+        }
+    }
+}

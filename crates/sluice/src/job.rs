@@ -1,0 +1,124 @@
+//! A job: read the inputs, run SQL steps, write the output, and report.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use crate::context;
+use crate::error::{Error, Result};
+use crate::report::{rows_scanned, scan_partitions, Progress, Report};
+use crate::sink::{self, SinkOptions};
+use crate::source::{ReadOptions, Source};
+
+/// One SQL step. The table `source` is the output of the step before it (the read for the
+/// first step); a step with a `name` can also be referred to by that name later.
+#[derive(Debug, Clone, Default)]
+pub struct Transform {
+    /// Optional name of this step's result.
+    pub name: Option<String>,
+    /// A `SELECT` statement in DataFusion's SQL dialect.
+    pub sql: String,
+}
+
+/// A complete job: source, SQL steps, sink.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// What to read.
+    pub source: ReadOptions,
+    /// SQL steps, in order.
+    pub transforms: Vec<Transform>,
+    /// Where to write.
+    pub sink: SinkOptions,
+    /// Threads (and partitions) to use.
+    pub threads: usize,
+}
+
+/// The name of the table holding the previous stage's output in SQL steps.
+pub const SOURCE_TABLE: &str = "source";
+
+impl Job {
+    /// Runs the job to completion and returns its report.
+    pub async fn run(&self, progress: &Progress) -> Result<Report> {
+        let started = Instant::now();
+        let ctx = context::session(self.threads);
+        let source = Source::open(&ctx, self.source.clone()).await?;
+        progress
+            .files_total
+            .store(source.files.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes_total
+            .store(source.total_bytes(), Ordering::Relaxed);
+        let df = apply_transforms(&ctx, source.to_dataframe(&ctx)?, &self.transforms).await?;
+        let (written, plan) =
+            match sink::write(df, &self.sink, self.threads, Arc::clone(&progress.write)).await {
+                Ok(done) => done,
+                Err(Error::Engine(e)) => {
+                    // Name the file behind a read error when the engine did not.
+                    return Err(match source.locate_error().await {
+                        Some(located) => located,
+                        None => Error::Engine(e),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+        let rows_in = rows_scanned(&plan);
+        Ok(Report {
+            files_read: source.files.len() as u64,
+            bytes_read: source.total_bytes(),
+            rows_in,
+            rows_out: written.rows,
+            rows_filtered_by_sql: if self.transforms.is_empty() {
+                0
+            } else {
+                rows_in.saturating_sub(written.rows)
+            },
+            files_written: written.files.len() as u64,
+            bytes_written: written.bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            output: self.sink.path.clone(),
+            output_format: self.sink.resolved_format().to_string(),
+            schema_decisions: source.decisions.clone(),
+            skipped_files: source.skipped.clone(),
+            empty_files: source.empty.clone(),
+            unsplit_files: source
+                .files
+                .iter()
+                .filter(|f| f.newlines_in_values)
+                .map(|f| f.input.display.clone())
+                .collect(),
+            threads: self.threads,
+            input_partitions: scan_partitions(&plan),
+        })
+    }
+}
+
+/// Registers `df` as `source` and runs each SQL step on the previous one's output.
+pub async fn apply_transforms(
+    ctx: &SessionContext,
+    df: DataFrame,
+    transforms: &[Transform],
+) -> Result<DataFrame> {
+    let mut current = df;
+    for (i, step) in transforms.iter().enumerate() {
+        ctx.deregister_table(SOURCE_TABLE)?;
+        ctx.register_table(SOURCE_TABLE, current.clone().into_view())?;
+        let label = step
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("transform #{}", i + 1));
+        current = ctx.sql(&step.sql).await.map_err(|e| {
+            Error::Config(format!(
+                "{label}: {} (in: {})",
+                crate::source::infer::clean_engine_error(&e),
+                step.sql.trim()
+            ))
+        })?;
+        if let Some(name) = &step.name {
+            ctx.deregister_table(name.as_str())?;
+            ctx.register_table(name.as_str(), current.clone().into_view())?;
+        }
+    }
+    Ok(current)
+}

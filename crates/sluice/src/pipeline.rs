@@ -1,0 +1,303 @@
+//! The pipeline file (`sluice run PIPELINE.toml`): a `[source]`, optional `[[transform]]`
+//! steps and a `[sink]`, with keys named like the CLI flags. Unknown keys are errors that name
+//! the key and its line. Relative paths are resolved against the pipeline file's folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::job::{Job, Transform};
+use crate::sink::{SinkOptions, WriteMode};
+use crate::source::format::parse_char_option;
+use crate::source::{CsvOptions, Format, NewlinesInValues, ReadOptions};
+
+/// One value or a list of them (`paths = "a.csv"` or `paths = ["a.csv", "b/"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// A list.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `[source]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Files, folders and globs.
+    pub paths: OneOrMany,
+    /// `csv`, `ndjson`, `parquet` or `orc` (default: from each file's extension).
+    pub format: Option<String>,
+    /// CSV files have a header line (default true).
+    pub header: Option<bool>,
+    /// CSV delimiter.
+    pub delimiter: Option<String>,
+    /// CSV quote character.
+    pub quote: Option<String>,
+    /// CSV escape character.
+    pub escape: Option<String>,
+    /// CSV comment prefix.
+    pub comment: Option<String>,
+    /// A string read as NULL.
+    pub null_value: Option<String>,
+    /// `auto`, `true` or `false`.
+    pub newlines_in_values: Option<toml::Value>,
+    /// Explicit column types (`id BIGINT, ts TIMESTAMP`) or a file holding them.
+    pub schema: Option<String>,
+    /// Align columns by name (default true).
+    pub union_by_name: Option<bool>,
+    /// Name of a column holding each row's source file.
+    pub file_column: Option<String>,
+    /// Rows sampled per file for inference.
+    pub infer_rows: Option<usize>,
+    /// Read `key=value` folders as columns (default true).
+    pub hive_partitioning: Option<bool>,
+}
+
+/// `[[transform]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSpec {
+    /// Optional name, usable as a table in later steps.
+    pub name: Option<String>,
+    /// The SQL statement; `source` is the previous stage's output.
+    pub sql: String,
+}
+
+/// `[sink]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// Output folder or file.
+    pub path: String,
+    /// `parquet`, `csv` or `ndjson`.
+    pub format: Option<String>,
+    /// Number of output files.
+    pub files: Option<usize>,
+    /// Hive partition columns.
+    pub partition_by: Option<OneOrMany>,
+    /// `error`, `overwrite` or `append`.
+    pub mode: Option<String>,
+    /// Parquet codec.
+    pub compression: Option<String>,
+}
+
+/// `[settings]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsSpec {
+    /// Threads to use (default: number of cores).
+    pub threads: Option<usize>,
+}
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// What to read.
+    pub source: SourceSpec,
+    /// SQL steps, in file order.
+    #[serde(default)]
+    pub transform: Vec<TransformSpec>,
+    /// Where to write.
+    pub sink: SinkSpec,
+    /// Run settings.
+    #[serde(default)]
+    pub settings: SettingsSpec,
+}
+
+/// Reads and validates a pipeline file into a [`Job`].
+pub fn load(path: &Path) -> Result<Job> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    parse(&text, path)
+}
+
+/// Parses pipeline text; `path` names the file in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Job> {
+    let fail = |reason: String| Error::Pipeline {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let spec: PipelineSpec = toml::from_str(text).map_err(|e| {
+        let start = e.span().map(|s| s.start.min(text.len()));
+        let line = error_line(text, e.message(), start)
+            .map(|l| format!("line {l}: "))
+            .unwrap_or_default();
+        fail(format!("{line}{}", e.message().trim()))
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    spec.into_job(&base).map_err(|e| match e {
+        Error::Config(reason) => fail(reason),
+        other => other,
+    })
+}
+
+/// The 1-based line an error is about. For an unknown key, toml's span covers the whole
+/// table, so the key itself is looked up from there on.
+fn error_line(text: &str, message: &str, start: Option<usize>) -> Option<usize> {
+    let start = start?;
+    let line_of = |offset: usize| {
+        text.as_bytes()[..offset]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    };
+    let key = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key);
+    if let Some(key) = key {
+        let mut offset = start;
+        for line in text[start..].split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if let Some(after) = trimmed.strip_prefix(key) {
+                if after.trim_start().starts_with('=') {
+                    return Some(line_of(offset));
+                }
+            }
+            offset += line.len();
+        }
+    }
+    Some(line_of(start))
+}
+
+fn char_opt(name: &str, v: &Option<String>) -> Result<Option<u8>> {
+    v.as_deref().map(|s| parse_char_option(name, s)).transpose()
+}
+
+/// Joins a relative path onto the pipeline's folder; absolute paths stay as they are.
+fn anchor(base: &Path, p: &str) -> String {
+    if Path::new(p).is_absolute() || base.as_os_str().is_empty() {
+        p.to_string()
+    } else {
+        let joined: PathBuf = base.join(p);
+        joined.display().to_string()
+    }
+}
+
+impl PipelineSpec {
+    fn into_job(self, base: &Path) -> Result<Job> {
+        let s = self.source;
+        let newlines = match &s.newlines_in_values {
+            None => NewlinesInValues::Auto,
+            Some(toml::Value::Boolean(true)) => NewlinesInValues::Yes,
+            Some(toml::Value::Boolean(false)) => NewlinesInValues::No,
+            Some(toml::Value::String(v)) => v.parse()?,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "newlines_in_values must be auto, true or false, not {other}"
+                )))
+            }
+        };
+        let csv = CsvOptions {
+            header: s.header.unwrap_or(true),
+            delimiter: char_opt("delimiter", &s.delimiter)?,
+            quote: char_opt("quote", &s.quote)?.unwrap_or(b'"'),
+            escape: char_opt("escape", &s.escape)?,
+            comment: char_opt("comment", &s.comment)?,
+            null_value: s.null_value,
+            newlines_in_values: newlines,
+        };
+        let paths: Vec<String> = s.paths.into_vec().iter().map(|p| anchor(base, p)).collect();
+        if paths.is_empty() {
+            return Err(Error::Config("[source] paths is empty".into()));
+        }
+        let schema = s.schema.map(|spec| {
+            let anchored = anchor(base, &spec);
+            if Path::new(&anchored).is_file() {
+                anchored
+            } else {
+                spec
+            }
+        });
+        let source = ReadOptions {
+            paths,
+            format: s.format.as_deref().map(str::parse::<Format>).transpose()?,
+            csv,
+            union_by_name: s.union_by_name.unwrap_or(true),
+            schema,
+            file_column: s.file_column,
+            infer_rows: s.infer_rows.unwrap_or(1000),
+            hive_partitioning: s.hive_partitioning.unwrap_or(true),
+        };
+        let k = self.sink;
+        let sink = SinkOptions {
+            path: anchor(base, &k.path),
+            format: k.format.as_deref().map(str::parse::<Format>).transpose()?,
+            files: k.files,
+            partition_by: k.partition_by.map(OneOrMany::into_vec).unwrap_or_default(),
+            mode: k
+                .mode
+                .as_deref()
+                .map(str::parse::<WriteMode>)
+                .transpose()?
+                .unwrap_or_default(),
+            compression: k.compression.as_deref().map(str::parse).transpose()?,
+        };
+        let transforms = self
+            .transform
+            .into_iter()
+            .map(|t| Transform {
+                name: t.name,
+                sql: t.sql,
+            })
+            .collect();
+        Ok(Job {
+            source,
+            transforms,
+            sink,
+            threads: self
+                .settings
+                .threads
+                .unwrap_or_else(crate::context::default_threads),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = "[source]\npaths = [\"a.csv\"]\nbogus = 1\n\n[sink]\npath = \"out\"\n";
+        let err = parse(text, Path::new("p.toml")).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("bogus"), "{msg}");
+    }
+
+    #[test]
+    fn relative_paths_are_anchored() {
+        let text = "[source]\npaths = \"data/*.csv\"\n[sink]\npath = \"out\"\nmode = \"overwrite\"\n[[transform]]\nsql = \"SELECT 1\"\n";
+        let job = parse(text, Path::new("dir/p.toml")).expect("parse");
+        assert_eq!(job.source.paths, vec!["dir/data/*.csv".to_string()]);
+        assert_eq!(job.sink.path, "dir/out");
+        assert_eq!(job.sink.mode, WriteMode::Overwrite);
+        assert_eq!(job.transforms.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let text = "[source]\npaths = \"a.csv\"\ndelimiter = \"ab\"\n[sink]\npath = \"o\"\n";
+        assert!(parse(text, Path::new("p.toml")).is_err());
+        let text = "[source]\npaths = \"a.csv\"\n[sink]\npath = \"o\"\nmode = \"replace\"\n";
+        let msg = parse(text, Path::new("p.toml"))
+            .expect_err("mode")
+            .to_string();
+        assert!(msg.contains("mode"), "{msg}");
+    }
+}

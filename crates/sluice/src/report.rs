@@ -1,0 +1,90 @@
+//! Row accounting, live progress counters and the end-of-run report.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::physical_plan::ExecutionPlan;
+use serde::Serialize;
+
+use crate::sink::WriteProgress;
+
+/// Live counters shared with a progress display while a job runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Input files in the job (known after resolving).
+    pub files_total: AtomicU64,
+    /// Input bytes in the job.
+    pub bytes_total: AtomicU64,
+    /// Rows written so far.
+    pub write: Arc<WriteProgress>,
+}
+
+impl Progress {
+    /// Rows written so far.
+    pub fn rows_out(&self) -> u64 {
+        self.write.rows.load(Ordering::Relaxed)
+    }
+}
+
+/// The machine-readable report of a run (`--report-json`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Input files read.
+    pub files_read: u64,
+    /// Bytes of input files (compressed size for compressed files).
+    pub bytes_read: u64,
+    /// Rows read from the inputs.
+    pub rows_in: u64,
+    /// Rows written to the output.
+    pub rows_out: u64,
+    /// Rows removed by the user's SQL (`WHERE`, `DISTINCT`, aggregation...): `rows_in - rows_out`
+    /// when SQL steps ran, otherwise 0.
+    pub rows_filtered_by_sql: u64,
+    /// Output files written.
+    pub files_written: u64,
+    /// Bytes of output files.
+    pub bytes_written: u64,
+    /// Wall-clock seconds for the whole job.
+    pub seconds: f64,
+    /// The output path.
+    pub output: String,
+    /// The output format.
+    pub output_format: String,
+    /// Schema widening decisions taken while merging files.
+    pub schema_decisions: Vec<String>,
+    /// Files inside input folders skipped because their format is unknown.
+    pub skipped_files: Vec<String>,
+    /// Zero-byte input files (no rows, not read).
+    pub empty_files: Vec<String>,
+    /// Files read without byte-range splitting because quoted values hold line breaks.
+    pub unsplit_files: Vec<String>,
+    /// Threads (partitions) used.
+    pub threads: usize,
+    /// Partitions the file scans produced: above the file count when big files were split
+    /// into byte ranges.
+    pub input_partitions: usize,
+}
+
+/// Sums the rows produced by every file scan in an executed plan.
+pub fn rows_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let mut total = 0u64;
+    if plan.is::<DataSourceExec>() {
+        if let Some(metrics) = plan.metrics() {
+            total += metrics.output_rows().unwrap_or(0) as u64;
+        }
+        return total;
+    }
+    for child in plan.children() {
+        total += rows_scanned(child);
+    }
+    total
+}
+
+/// Counts the output partitions of every file scan in a plan.
+pub fn scan_partitions(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    if plan.is::<DataSourceExec>() {
+        return plan.properties().output_partitioning().partition_count();
+    }
+    plan.children().into_iter().map(scan_partitions).sum()
+}

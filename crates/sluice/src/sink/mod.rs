@@ -1,0 +1,464 @@
+//! Writing results: Parquet, CSV or NDJSON; a chosen number of files; Hive-style
+//! `partition_by` folders; written to a staging folder and moved into place at the end.
+
+pub mod hive;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+use datafusion::logical_expr::{cast, Expr};
+use datafusion::physical_plan::{execute_stream_partitioned, ExecutionPlan};
+use datafusion::prelude::DataFrame;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::source::Format;
+pub use writer::ParquetCompression;
+
+/// What to do when the output already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// Fail if the output exists (Spark's `errorifexists`, the default).
+    #[default]
+    Error,
+    /// Replace the output, at commit time only.
+    Overwrite,
+    /// Add new files beside the existing ones.
+    Append,
+}
+
+impl FromStr for WriteMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "error" | "errorifexists" => Ok(WriteMode::Error),
+            "overwrite" => Ok(WriteMode::Overwrite),
+            "append" => Ok(WriteMode::Append),
+            other => Err(Error::Config(format!(
+                "mode must be error, overwrite or append, not '{other}'"
+            ))),
+        }
+    }
+}
+
+/// Where and how to write (the `[sink]` section, or `ingest --to` flags).
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// A directory, or a single file when it ends in a format's extension.
+    pub path: String,
+    /// Output format; default from the path's extension, else Parquet.
+    pub format: Option<Format>,
+    /// Number of output files (per partition folder with `partition_by`).
+    pub files: Option<usize>,
+    /// Columns to partition by, Hive-style (`col=value/`).
+    pub partition_by: Vec<String>,
+    /// What to do when the output exists.
+    pub mode: WriteMode,
+    /// Parquet compression codec (zstd by default).
+    pub compression: Option<ParquetCompression>,
+}
+
+/// One file written.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct WrittenFile {
+    /// Path relative to the output root (or the file itself for single-file output).
+    pub path: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// What a write produced.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WriteSummary {
+    /// Files written, in name order.
+    pub files: Vec<WrittenFile>,
+    /// Total rows written.
+    pub rows: u64,
+    /// Total bytes written.
+    pub bytes: u64,
+}
+
+/// Live counters a progress display can read while the write runs.
+#[derive(Debug, Default)]
+pub struct WriteProgress {
+    /// Rows written so far.
+    pub rows: AtomicU64,
+}
+
+impl SinkOptions {
+    /// The output format this sink writes.
+    pub fn resolved_format(&self) -> Format {
+        self.format
+            .or_else(|| {
+                self.single_file_target()
+                    .then(|| Format::from_path(&self.path))
+                    .flatten()
+            })
+            .unwrap_or(Format::Parquet)
+    }
+
+    /// True when the path names one file (it ends in a known extension and no
+    /// partitioning or file count asks for a folder).
+    pub fn single_file_target(&self) -> bool {
+        self.partition_by.is_empty()
+            && self.files.unwrap_or(1) == 1
+            && Format::from_path(&self.path).is_some()
+    }
+
+    fn validate(&self, schema: &Schema) -> Result<()> {
+        if self.path.is_empty() {
+            return Err(Error::Config("the output path is empty".into()));
+        }
+        if self.files == Some(0) {
+            return Err(Error::Config("--files must be at least 1".into()));
+        }
+        if self.resolved_format() == Format::Orc {
+            return Err(Error::Config(
+                "ORC output is not supported: write parquet, csv or ndjson".into(),
+            ));
+        }
+        for col in &self.partition_by {
+            if schema.index_of(col).is_err() {
+                return Err(Error::Config(format!(
+                    "partition_by column '{col}' is not in the output (columns: {})",
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        if !self.partition_by.is_empty() && self.partition_by.len() == schema.fields().len() {
+            return Err(Error::Config(
+                "partition_by names every column: no data columns would be left".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Writes a DataFrame and commits it. Returns what was written and the executed plan (whose
+/// metrics tell how many rows were read).
+pub async fn write(
+    df: DataFrame,
+    options: &SinkOptions,
+    threads: usize,
+    progress: Arc<WriteProgress>,
+) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
+    let format = options.resolved_format();
+    let df = portable_types(df, format)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    options.validate(&schema)?;
+    let target = PathBuf::from(&options.path);
+    let single = options.single_file_target();
+    check_target(&target, options.mode, single)?;
+
+    let streams = if single {
+        1
+    } else {
+        options.files.unwrap_or(threads.max(1))
+    };
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let hash_by = (!options.partition_by.is_empty() && options.files.is_none())
+        .then_some(options.partition_by.as_slice());
+    let plan = shape_partitions(plan, streams, hash_by)?;
+
+    let job = uuid::Uuid::new_v4().simple().to_string();
+    let job = &job[..12];
+    let staging = staging_dir(&target, job)?;
+    std::fs::create_dir_all(&staging).map_err(|e| Error::io(staging.display().to_string(), e))?;
+
+    let result = run_writers(
+        Arc::clone(&plan),
+        task_ctx,
+        &schema,
+        options,
+        format,
+        &staging,
+        job,
+        single,
+        progress,
+    )
+    .await;
+    let files = match result {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    let summary = commit(&staging, &target, options.mode, single, files)?;
+    Ok((summary, plan))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_writers(
+    plan: Arc<dyn ExecutionPlan>,
+    task_ctx: Arc<datafusion::execution::TaskContext>,
+    schema: &SchemaRef,
+    options: &SinkOptions,
+    format: Format,
+    staging: &Path,
+    job: &str,
+    single: bool,
+    progress: Arc<WriteProgress>,
+) -> Result<Vec<WrittenFile>> {
+    let streams = execute_stream_partitioned(plan, task_ctx)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, stream) in streams.into_iter().enumerate() {
+        let spec = writer::PartSpec {
+            dir: staging.to_path_buf(),
+            name: if single {
+                format!("part-00000-{job}.{}", format.extension())
+            } else {
+                format!("part-{i:05}-{job}.{}", format.extension())
+            },
+            schema: Arc::clone(schema),
+            format,
+            compression: options.compression.unwrap_or_default(),
+            partition_by: options.partition_by.clone(),
+        };
+        let progress = Arc::clone(&progress);
+        tasks.spawn(async move { writer::write_stream(stream, spec, progress).await });
+    }
+    let mut files = Vec::new();
+    let mut first_err: Option<Error> = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(mut written)) => files.append(&mut written),
+            Ok(Err(e)) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                    tasks.abort_all();
+                }
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                if first_err.is_none() {
+                    first_err = Some(Error::Config(format!("writer task failed: {e}")));
+                    tasks.abort_all();
+                }
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// Gives the plan exactly `streams` output partitions: one writer task (and file) each.
+///
+/// With `hash_by`, rows are hash-partitioned on those columns so that each partition folder
+/// is written by exactly one task, i.e. holds one file.
+fn shape_partitions(
+    plan: Arc<dyn ExecutionPlan>,
+    streams: usize,
+    hash_by: Option<&[String]>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_expr::expressions::col;
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::physical_plan::Partitioning as P;
+    if let Some(cols) = hash_by {
+        let schema = plan.schema();
+        let exprs = cols
+            .iter()
+            .map(|c| col(c, &schema))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        return Ok(Arc::new(RepartitionExec::try_new(
+            plan,
+            P::Hash(exprs, streams),
+        )?));
+    }
+    let have = plan.properties().output_partitioning().partition_count();
+    if have == streams {
+        Ok(plan)
+    } else if streams == 1 {
+        Ok(Arc::new(CoalescePartitionsExec::new(plan)))
+    } else {
+        Ok(Arc::new(RepartitionExec::try_new(
+            plan,
+            P::RoundRobinBatch(streams),
+        )?))
+    }
+}
+
+/// Converts types other engines misread: second-precision timestamps become milliseconds
+/// in Parquet (which has no second unit), and dictionary columns are written as plain values.
+fn portable_types(df: DataFrame, format: Format) -> Result<DataFrame> {
+    let schema = df.schema().as_arrow().clone();
+    let needs = schema
+        .fields()
+        .iter()
+        .any(|f| convert_type(f.data_type(), format).is_some());
+    if !needs {
+        return Ok(df);
+    }
+    let exprs: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = Expr::Column(datafusion::common::Column::new_unqualified(f.name()));
+            match convert_type(f.data_type(), format) {
+                Some(dt) => cast(c, dt).alias(f.name()),
+                None => c,
+            }
+        })
+        .collect();
+    Ok(df.select(exprs)?)
+}
+
+fn convert_type(dt: &DataType, format: Format) -> Option<DataType> {
+    match dt {
+        DataType::Timestamp(TimeUnit::Second, tz) if format == Format::Parquet => {
+            Some(DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))
+        }
+        DataType::Dictionary(_, value) => Some(value.as_ref().clone()),
+        DataType::Utf8View => Some(DataType::Utf8),
+        DataType::BinaryView => Some(DataType::Binary),
+        _ => None,
+    }
+}
+
+fn check_target(target: &Path, mode: WriteMode, single: bool) -> Result<()> {
+    let exists = target.exists();
+    match mode {
+        WriteMode::Error if exists => Err(Error::OutputExists(target.display().to_string())),
+        WriteMode::Append if single && exists => Err(Error::Config(format!(
+            "cannot append to the single file '{}': write to a folder",
+            target.display()
+        ))),
+        WriteMode::Append | WriteMode::Overwrite if exists && target.is_file() != single => {
+            Err(Error::Config(format!(
+                "'{}' is a {} but the output is a {}",
+                target.display(),
+                if target.is_file() { "file" } else { "folder" },
+                if single { "file" } else { "folder" }
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A staging folder beside the target, so the final rename stays on one file system.
+fn staging_dir(target: &Path, job: &str) -> Result<PathBuf> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .ok_or_else(|| Error::Config(format!("bad output path '{}'", target.display())))?;
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(parent.display().to_string(), e))?;
+    Ok(parent.join(format!(".sluice-staging-{name}-{job}")))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path.display().to_string(), e)
+}
+
+/// Moves the staged files into place and writes the `_SUCCESS` manifest.
+fn commit(
+    staging: &Path,
+    target: &Path,
+    mode: WriteMode,
+    single: bool,
+    files: Vec<WrittenFile>,
+) -> Result<WriteSummary> {
+    let rows = files.iter().map(|f| f.rows).sum();
+    let bytes = files.iter().map(|f| f.bytes).sum();
+    if single {
+        let file = files
+            .first()
+            .ok_or_else(|| Error::Config("no output file was written".into()))?;
+        let staged = staging.join(&file.path);
+        if target.exists() {
+            std::fs::remove_file(target).map_err(io_err(target))?;
+        }
+        std::fs::rename(&staged, target).map_err(io_err(target))?;
+        std::fs::remove_dir_all(staging).map_err(io_err(staging))?;
+        let written = WrittenFile {
+            path: target.display().to_string(),
+            rows: file.rows,
+            bytes: file.bytes,
+        };
+        return Ok(WriteSummary {
+            files: vec![written],
+            rows,
+            bytes,
+        });
+    }
+    let mut all_files = files.clone();
+    match mode {
+        WriteMode::Append if target.exists() => {
+            for f in &files {
+                let from = staging.join(&f.path);
+                let to = target.join(&f.path);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+                }
+                std::fs::rename(&from, &to).map_err(io_err(&to))?;
+            }
+            std::fs::remove_dir_all(staging).map_err(io_err(staging))?;
+            // The manifest lists every file now in the folder that an earlier manifest listed.
+            if let Ok(old) = read_manifest(target) {
+                let mut merged = old.files;
+                merged.extend(all_files);
+                all_files = merged;
+            }
+        }
+        WriteMode::Overwrite if target.exists() => {
+            let trash = staging.with_extension("old");
+            std::fs::rename(target, &trash).map_err(io_err(target))?;
+            std::fs::rename(staging, target).map_err(io_err(target))?;
+            std::fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
+        }
+        _ => {
+            std::fs::rename(staging, target).map_err(io_err(target))?;
+        }
+    }
+    all_files.sort_by(|a, b| a.path.cmp(&b.path));
+    let manifest = Manifest {
+        rows: all_files.iter().map(|f| f.rows).sum(),
+        bytes: all_files.iter().map(|f| f.bytes).sum(),
+        files: all_files,
+    };
+    let path = target.join("_SUCCESS");
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Config(e.to_string()))?;
+    std::fs::write(&path, json).map_err(io_err(&path))?;
+    Ok(WriteSummary { files, rows, bytes })
+}
+
+/// The `_SUCCESS` manifest written last into an output folder.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// Total rows in the listed files.
+    pub rows: u64,
+    /// Total bytes of the listed files.
+    pub bytes: u64,
+    /// The data files of the output.
+    pub files: Vec<ManifestFile>,
+}
+
+/// One file in a manifest.
+pub type ManifestFile = WrittenFile;
+
+/// Reads the `_SUCCESS` manifest of an output folder.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join("_SUCCESS");
+    let text = std::fs::read(&path).map_err(io_err(&path))?;
+    serde_json::from_slice(&text).map_err(|e| Error::file(path.display().to_string(), e))
+}

@@ -1,0 +1,280 @@
+//! Per-stream file writers: one output partition stream becomes one file, or one file per
+//! Hive partition folder it sees.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::StreamExt;
+
+use super::{hive, WriteProgress, WrittenFile};
+use crate::error::{Error, Result};
+use crate::source::Format;
+
+/// Parquet compression codecs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParquetCompression {
+    /// zstd (the default): small files, fast to read.
+    #[default]
+    Zstd,
+    /// Snappy: Spark's default.
+    Snappy,
+    /// gzip.
+    Gzip,
+    /// LZ4 (raw).
+    Lz4,
+    /// No compression.
+    None,
+}
+
+impl FromStr for ParquetCompression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "zstd" => Ok(ParquetCompression::Zstd),
+            "snappy" => Ok(ParquetCompression::Snappy),
+            "gzip" => Ok(ParquetCompression::Gzip),
+            "lz4" => Ok(ParquetCompression::Lz4),
+            "none" | "uncompressed" => Ok(ParquetCompression::None),
+            other => Err(Error::Config(format!(
+                "compression must be zstd, snappy, gzip, lz4 or none, not '{other}'"
+            ))),
+        }
+    }
+}
+
+impl ParquetCompression {
+    fn codec(self) -> Compression {
+        match self {
+            ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
+            ParquetCompression::Snappy => Compression::SNAPPY,
+            ParquetCompression::Gzip => Compression::GZIP(Default::default()),
+            ParquetCompression::Lz4 => Compression::LZ4_RAW,
+            ParquetCompression::None => Compression::UNCOMPRESSED,
+        }
+    }
+}
+
+/// What one writer task produces.
+#[derive(Debug, Clone)]
+pub struct PartSpec {
+    /// The staging folder.
+    pub dir: PathBuf,
+    /// File name of each file this task writes.
+    pub name: String,
+    /// Schema of the incoming batches (partition columns included).
+    pub schema: SchemaRef,
+    /// Output format.
+    pub format: Format,
+    /// Parquet codec.
+    pub compression: ParquetCompression,
+    /// Hive partition columns.
+    pub partition_by: Vec<String>,
+}
+
+enum FileWriter {
+    Parquet(Box<ArrowWriter<BufWriter<File>>>),
+    Csv(Box<datafusion::arrow::csv::Writer<BufWriter<File>>>),
+    Json(datafusion::arrow::json::LineDelimitedWriter<BufWriter<File>>),
+}
+
+struct OpenFile {
+    rel: String,
+    abs: PathBuf,
+    writer: FileWriter,
+    rows: u64,
+}
+
+impl OpenFile {
+    fn create(spec: &PartSpec, rel: String, schema: &SchemaRef) -> Result<OpenFile> {
+        let abs = spec.dir.join(&rel);
+        if let Some(parent) = abs.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(parent.display().to_string(), e))?;
+        }
+        let file = File::create(&abs).map_err(|e| Error::io(abs.display().to_string(), e))?;
+        let out = BufWriter::with_capacity(1 << 20, file);
+        let writer = match spec.format {
+            Format::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(spec.compression.codec())
+                    .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
+                    .build();
+                FileWriter::Parquet(Box::new(ArrowWriter::try_new(
+                    out,
+                    Arc::clone(schema),
+                    Some(props),
+                )?))
+            }
+            Format::Csv => FileWriter::Csv(Box::new(
+                datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(out),
+            )),
+            Format::Ndjson => {
+                FileWriter::Json(datafusion::arrow::json::LineDelimitedWriter::new(out))
+            }
+            Format::Orc => {
+                return Err(Error::Config("ORC output is not supported".into()));
+            }
+        };
+        let mut f = OpenFile {
+            rel,
+            abs,
+            writer,
+            rows: 0,
+        };
+        if let FileWriter::Csv(w) = &mut f.writer {
+            // An empty CSV still gets its header line.
+            w.write(&RecordBatch::new_empty(Arc::clone(schema)))?;
+        }
+        Ok(f)
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match &mut self.writer {
+            FileWriter::Parquet(w) => w.write(batch)?,
+            FileWriter::Csv(w) => w.write(batch)?,
+            FileWriter::Json(w) => w.write(batch)?,
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<WrittenFile> {
+        let flush = |mut out: BufWriter<File>| -> Result<()> {
+            use std::io::Write;
+            out.flush()
+                .map_err(|e| Error::io(self.abs.display().to_string(), e))?;
+            let file = out
+                .into_inner()
+                .map_err(|e| Error::io(self.abs.display().to_string(), e.into_error()))?;
+            file.sync_all()
+                .map_err(|e| Error::io(self.abs.display().to_string(), e))
+        };
+        match self.writer {
+            FileWriter::Parquet(w) => flush(w.into_inner()?)?,
+            FileWriter::Csv(w) => flush(w.into_inner())?,
+            FileWriter::Json(mut w) => {
+                w.finish()?;
+                flush(w.into_inner())?
+            }
+        }
+        let bytes = std::fs::metadata(&self.abs)
+            .map_err(|e| Error::io(self.abs.display().to_string(), e))?
+            .len();
+        Ok(WrittenFile {
+            path: self.rel,
+            rows: self.rows,
+            bytes,
+        })
+    }
+}
+
+/// Drains one stream into its file(s) and returns what was written.
+pub async fn write_stream(
+    mut stream: SendableRecordBatchStream,
+    spec: PartSpec,
+    progress: Arc<WriteProgress>,
+) -> Result<Vec<WrittenFile>> {
+    if spec.partition_by.is_empty() {
+        // Opened up front so `--files N` always yields N files.
+        let mut file = OpenFile::create(&spec, spec.name.clone(), &spec.schema)?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            file.write(&batch)?;
+            progress
+                .rows
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        }
+        return Ok(vec![file.finish()?]);
+    }
+
+    let part_idx: Vec<usize> = spec
+        .partition_by
+        .iter()
+        .map(|c| spec.schema.index_of(c))
+        .collect::<std::result::Result<_, _>>()?;
+    let data_idx: Vec<usize> = (0..spec.schema.fields().len())
+        .filter(|i| !part_idx.contains(i))
+        .collect();
+    let data_schema: SchemaRef = Arc::new(spec.schema.project(&data_idx)?);
+    let mut open: HashMap<String, OpenFile> = HashMap::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        for (folder, rows) in split_by_partition(&batch, &spec.partition_by, &part_idx)? {
+            let indices = UInt32Array::from(rows);
+            let columns: Vec<ArrayRef> = data_idx
+                .iter()
+                .map(|&i| take(batch.column(i).as_ref(), &indices, None))
+                .collect::<std::result::Result<_, _>>()?;
+            let part = RecordBatch::try_new(Arc::clone(&data_schema), columns)?;
+            let file = match open.get_mut(&folder) {
+                Some(f) => f,
+                None => {
+                    let rel = format!("{folder}/{}", spec.name);
+                    let f = OpenFile::create(&spec, rel, &data_schema)?;
+                    open.entry(folder).or_insert(f)
+                }
+            };
+            file.write(&part)?;
+            progress
+                .rows
+                .fetch_add(part.num_rows() as u64, Ordering::Relaxed);
+        }
+    }
+    open.into_values().map(OpenFile::finish).collect()
+}
+
+/// Groups a batch's rows by their partition folder (`a=1/b=x`).
+fn split_by_partition(
+    batch: &RecordBatch,
+    names: &[String],
+    idx: &[usize],
+) -> Result<Vec<(String, Vec<u32>)>> {
+    let strings: Vec<ArrayRef> = idx
+        .iter()
+        .map(|&i| cast(batch.column(i).as_ref(), &DataType::Utf8))
+        .collect::<std::result::Result<_, _>>()?;
+    let strings: Vec<&StringArray> = strings
+        .iter()
+        .map(|a| {
+            a.as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| Error::Config("partition value did not cast to text".into()))
+        })
+        .collect::<Result<_>>()?;
+    let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut key = String::new();
+    for row in 0..batch.num_rows() {
+        key.clear();
+        for (n, (name, arr)) in names.iter().zip(&strings).enumerate() {
+            if n > 0 {
+                key.push('/');
+            }
+            let v = (!arr.is_null(row)).then(|| arr.value(row));
+            key.push_str(&hive::segment(name, v));
+        }
+        match index.get(&key) {
+            Some(&g) => groups[g].1.push(row as u32),
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key.clone(), vec![row as u32]));
+            }
+        }
+    }
+    Ok(groups)
+}

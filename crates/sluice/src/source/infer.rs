@@ -1,0 +1,410 @@
+//! Per-file schema inference: every file is sampled (not just the first one).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::Session;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::object_store::path::Path as StorePath;
+use datafusion::object_store::{ObjectMeta, ObjectStore};
+use datafusion_orc::OrcFormat;
+
+use super::format::{CsvOptions, Format};
+use super::resolve::InputFile;
+use crate::error::{Error, Result};
+
+/// The DataFusion [`FileFormat`] that reads `file` with the user's options.
+///
+/// `newlines_in_values` only matters for CSV: it turns off byte-range splitting.
+pub fn file_format(
+    file: &InputFile,
+    csv: &CsvOptions,
+    infer_rows: usize,
+    newlines_in_values: bool,
+) -> Result<Arc<dyn FileFormat>> {
+    let compression = file.compression.to_datafusion();
+    Ok(match file.format {
+        Format::Csv => {
+            let null_regex = csv
+                .null_value
+                .as_ref()
+                .map(|v| format!("^{}$", regex_escape(v)));
+            Arc::new(
+                CsvFormat::default()
+                    .with_has_header(csv.header)
+                    .with_delimiter(csv.delimiter_for(&file.display))
+                    .with_quote(csv.quote)
+                    .with_escape(csv.escape)
+                    .with_comment(csv.comment)
+                    .with_null_regex(null_regex)
+                    .with_newlines_in_values(newlines_in_values)
+                    .with_file_compression_type(compression)
+                    .with_schema_infer_max_rec(infer_rows),
+            )
+        }
+        Format::Ndjson => Arc::new(
+            JsonFormat::default()
+                .with_file_compression_type(compression)
+                .with_schema_infer_max_rec(infer_rows),
+        ),
+        Format::Parquet => Arc::new(ParquetFormat::default().with_force_view_types(false)),
+        Format::Orc => Arc::new(OrcFormat),
+    })
+}
+
+/// Escapes regex metacharacters so a null string matches literally.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The object-store location of a local file.
+pub fn store_path(file: &InputFile) -> Result<StorePath> {
+    StorePath::from_absolute_path(&file.path).map_err(|e| Error::file(&file.display, e))
+}
+
+/// The object-store metadata of a local file.
+pub fn object_meta(file: &InputFile) -> Result<ObjectMeta> {
+    Ok(ObjectMeta {
+        location: store_path(file)?,
+        last_modified: chrono::Utc::now(),
+        size: file.size,
+        e_tag: None,
+        version: None,
+    })
+}
+
+/// Infers one file's schema from a sample of its rows (or its footer, for Parquet and ORC).
+pub async fn infer_file_schema(
+    state: &dyn Session,
+    store: &Arc<dyn ObjectStore>,
+    file: &InputFile,
+    csv: &CsvOptions,
+    infer_rows: usize,
+) -> Result<SchemaRef> {
+    if file.size == 0 {
+        return Err(Error::file(&file.display, "file is empty"));
+    }
+    let schema = if file.format == Format::Csv {
+        let (path, compression, display) =
+            (file.path.clone(), file.compression, file.display.clone());
+        let format = arrow_csv_format(file, csv)?;
+        let (quote, escape) = (csv.quote, csv.escape);
+        tokio::task::spawn_blocking(move || {
+            infer_csv(&path, compression, format, quote, escape, infer_rows)
+                .map_err(|e| Error::file(&display, e))
+        })
+        .await
+        .map_err(|e| Error::file(&file.display, e))??
+    } else {
+        let format = file_format(file, csv, infer_rows, false)?;
+        let meta = object_meta(file)?;
+        let schema = format
+            .infer_schema(state, store, &[meta])
+            .await
+            .map_err(|e| Error::file(&file.display, clean_engine_error(&e)))?;
+        schema.as_ref().clone()
+    };
+    let mut schema = normalize_inferred(&schema, file.format);
+    if file.format == Format::Ndjson {
+        let (path, compression) = (file.path.clone(), file.compression);
+        schema = tokio::task::spawn_blocking(move || {
+            super::temporal::refine_json_schema(&path, compression, &schema, infer_rows)
+        })
+        .await
+        .map_err(|e| Error::file(&file.display, e))?;
+    }
+    Ok(Arc::new(schema))
+}
+
+/// The arrow-csv dialect for a file.
+fn arrow_csv_format(
+    file: &InputFile,
+    csv: &CsvOptions,
+) -> Result<datafusion::arrow::csv::reader::Format> {
+    let mut format = datafusion::arrow::csv::reader::Format::default()
+        .with_header(csv.header)
+        .with_delimiter(csv.delimiter_for(&file.display))
+        .with_quote(csv.quote);
+    if let Some(e) = csv.escape {
+        format = format.with_escape(e);
+    }
+    if let Some(c) = csv.comment {
+        format = format.with_comment(c);
+    }
+    if let Some(v) = &csv.null_value {
+        let re = regex::Regex::new(&format!("^({}|)$", regex_escape(v)))
+            .map_err(|e| Error::Config(format!("null value '{v}': {e}")))?;
+        format = format.with_null_regex(re);
+    }
+    Ok(format)
+}
+
+/// Bytes read at a time while sampling a CSV file.
+const SAMPLE_CHUNK: usize = 1 << 20;
+
+/// Infers a CSV file's schema from its first `rows` records (decompressing as needed).
+///
+/// The sample is read in 1 MiB steps until it holds `rows` whole records or the file ends,
+/// then cut after the last line break outside quotes, so a record is never cut in half.
+fn infer_csv(
+    path: &std::path::Path,
+    compression: super::format::Compression,
+    format: datafusion::arrow::csv::reader::Format,
+    quote: u8,
+    escape: Option<u8>,
+    rows: usize,
+) -> std::result::Result<Schema, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut reader = compression
+        .to_datafusion()
+        .convert_read(file)
+        .map_err(|e| e.to_string())?;
+    let mut sample: Vec<u8> = Vec::new();
+    let mut scanner = RecordCounter::new(quote, escape);
+    let mut eof = false;
+    // One more record than asked for covers the header line.
+    while scanner.records < rows + 1 {
+        let start = sample.len();
+        sample.resize(start + SAMPLE_CHUNK, 0);
+        let mut filled = start;
+        while filled < sample.len() {
+            let n = reader
+                .read(&mut sample[filled..])
+                .map_err(|e| format!("cannot read: {e}"))?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            filled += n;
+        }
+        sample.truncate(filled);
+        scanner.feed(&sample[start..]);
+        if eof {
+            break;
+        }
+    }
+    let end = if eof {
+        sample.len()
+    } else {
+        scanner.last_boundary
+    };
+    let (schema, _) = format
+        .infer_schema(&sample[..end], Some(rows))
+        .map_err(|e| e.to_string().trim_start_matches("Csv error: ").to_string())?;
+    Ok(schema)
+}
+
+/// Counts records (line breaks outside quotes) and remembers where the last one ended.
+struct RecordCounter {
+    quote: u8,
+    escape: Option<u8>,
+    in_quote: bool,
+    skip_next: bool,
+    records: usize,
+    offset: usize,
+    last_boundary: usize,
+}
+
+impl RecordCounter {
+    fn new(quote: u8, escape: Option<u8>) -> Self {
+        RecordCounter {
+            quote,
+            escape: escape.filter(|e| *e != quote),
+            in_quote: false,
+            skip_next: false,
+            records: 0,
+            offset: 0,
+            last_boundary: 0,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.skip_next {
+                self.skip_next = false;
+                continue;
+            }
+            if b == self.quote {
+                self.in_quote = !self.in_quote;
+            } else if self.in_quote && Some(b) == self.escape {
+                self.skip_next = true;
+            } else if b == b'\n' && !self.in_quote {
+                self.records += 1;
+                self.last_boundary = self.offset + i + 1;
+            }
+        }
+        self.offset += bytes.len();
+    }
+}
+
+/// Makes inferred types consistent across formats and engines.
+///
+/// * Timestamps inferred from text become microsecond precision: Parquet has no second unit
+///   (DataFusion would write a bare INT64), and microseconds are Spark's and DuckDB's native unit.
+/// * Header names lose a UTF-8 byte-order mark and surrounding whitespace.
+fn normalize_inferred(schema: &Schema, format: Format) -> Schema {
+    let mut seen = std::collections::HashSet::new();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut name = f.name().trim_start_matches('\u{feff}').trim().to_string();
+            if name.is_empty() {
+                name = format!("column_{}", i + 1);
+            }
+            // Repeated header names get a suffix, as in DuckDB: a, a_1, a_2.
+            if !seen.insert(name.clone()) {
+                let mut n = 1;
+                while !seen.insert(format!("{name}_{n}")) {
+                    n += 1;
+                }
+                name = format!("{name}_{n}");
+            }
+            let dt = match (format.is_text(), f.data_type()) {
+                (true, DataType::Timestamp(_, tz)) => {
+                    DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+                }
+                (_, dt) => dt.clone(),
+            };
+            Field::new(name, dt, true)
+        })
+        .collect();
+    Schema::new(fields)
+}
+
+/// Engine errors carry nested context; keep the innermost, readable part.
+pub fn clean_engine_error(e: &datafusion::error::DataFusionError) -> String {
+    let s = e.find_root().to_string();
+    s.strip_prefix("Arrow error: ")
+        .or_else(|| s.strip_prefix("External error: "))
+        .or_else(|| s.strip_prefix("Execution error: "))
+        .unwrap_or(&s)
+        .to_string()
+}
+
+/// Scans CSV bytes, chunk by chunk, for a line break inside a quoted value.
+///
+/// Quote parity is tracked with `memchr`: a doubled quote (`""`) toggles twice and leaves the
+/// state unchanged, and with an escape character the byte after it is skipped inside quotes.
+/// A stray quote inside an unquoted field can only make the answer "yes" wrongly, which turns
+/// splitting off: slower, never incorrect.
+#[derive(Debug, Clone)]
+pub struct QuoteScanner {
+    quote: u8,
+    escape: Option<u8>,
+    in_quote: bool,
+    skip_next: bool,
+}
+
+impl QuoteScanner {
+    /// A scanner for the given quote and escape characters.
+    pub fn new(quote: u8, escape: Option<u8>) -> Self {
+        QuoteScanner {
+            quote,
+            escape: escape.filter(|e| *e != quote),
+            in_quote: false,
+            skip_next: false,
+        }
+    }
+
+    /// Feeds the next chunk; returns true once a line break inside quotes has been seen.
+    pub fn feed(&mut self, bytes: &[u8]) -> bool {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.skip_next {
+                self.skip_next = false;
+                i += 1;
+                continue;
+            }
+            let rest = &bytes[i..];
+            if !self.in_quote {
+                match memchr::memchr(self.quote, rest) {
+                    None => return false,
+                    Some(k) => {
+                        self.in_quote = true;
+                        i += k + 1;
+                    }
+                }
+                continue;
+            }
+            let hit = match self.escape {
+                Some(esc) => memchr::memchr3(self.quote, esc, b'\n', rest),
+                None => memchr::memchr2(self.quote, b'\n', rest),
+            };
+            let Some(k) = hit else { return false };
+            match rest[k] {
+                b'\n' => return true,
+                c if c == self.quote => self.in_quote = false,
+                _ => self.skip_next = true,
+            }
+            i += k + 1;
+        }
+        false
+    }
+}
+
+/// True when `bytes` holds a line break inside a quoted value.
+pub fn has_newline_in_quotes(bytes: &[u8], quote: u8, escape: Option<u8>) -> bool {
+    QuoteScanner::new(quote, escape).feed(bytes)
+}
+
+/// Reads a local file in chunks and reports whether it has a line break inside quotes.
+pub fn file_has_newline_in_quotes(
+    path: &std::path::Path,
+    quote: u8,
+    escape: Option<u8>,
+) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 8 << 20];
+    let mut scanner = QuoteScanner::new(quote, escape);
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if scanner.feed(&buf[..n]) {
+            return Ok(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_newline_in_quotes;
+
+    #[test]
+    fn detects_quoted_newlines() {
+        assert!(!has_newline_in_quotes(b"a,b\n1,\"x,y\"\n", b'"', None));
+        assert!(has_newline_in_quotes(b"a,b\n1,\"x\ny\"\n", b'"', None));
+        assert!(!has_newline_in_quotes(
+            b"a\n\"he said \"\"hi\"\"\"\n",
+            b'"',
+            None
+        ));
+        assert!(has_newline_in_quotes(b"a\n\"\"\"\n\"\n", b'"', None));
+        assert!(!has_newline_in_quotes(b"a\n\"x\\\"\"\n", b'"', Some(b'\\')));
+        assert!(has_newline_in_quotes(
+            b"a\n\"x\\\"\n\"\n",
+            b'"',
+            Some(b'\\')
+        ));
+        // split across chunks
+        let mut sc = super::QuoteScanner::new(b'"', Some(b'\\'));
+        assert!(!sc.feed(b"a\n\"x\\"));
+        assert!(!sc.feed(b"\"y"));
+        assert!(sc.feed(b"\n\""));
+    }
+}

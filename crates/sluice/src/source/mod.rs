@@ -1,0 +1,596 @@
+//! Reading inputs: resolving paths, inferring and merging schemas, and building one
+//! DataFrame that unions every file by column name.
+
+pub mod format;
+pub mod hive;
+pub mod infer;
+pub mod merge;
+pub mod resolve;
+pub mod table;
+pub mod temporal;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{cast, lit, when, Expr};
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::{StreamExt, TryStreamExt};
+
+pub use format::{Compression, CsvOptions, Format, NewlinesInValues};
+pub use hive::HiveColumn;
+pub use resolve::InputFile;
+
+use crate::error::{Error, Result};
+use merge::{merge_schemas, type_name, FileSchema};
+
+/// How to read the inputs (the `[source]` section of a pipeline, or `ingest` flags).
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Files, directories and globs, in any mix.
+    pub paths: Vec<String>,
+    /// Force one format for every file instead of telling it from the extension.
+    pub format: Option<Format>,
+    /// CSV dialect.
+    pub csv: CsvOptions,
+    /// Align columns by name across files (default). When off, columns align by position
+    /// and every file must have the same number of columns.
+    pub union_by_name: bool,
+    /// An explicit schema (`id BIGINT, ts TIMESTAMP`, or a path to a file holding it):
+    /// listed columns get these types, other columns keep their inferred types.
+    pub schema: Option<String>,
+    /// Add a column with this name holding each row's source file.
+    pub file_column: Option<String>,
+    /// Rows sampled per file for type inference.
+    pub infer_rows: usize,
+    /// Turn `key=value` folders below an input folder or glob root into columns (like
+    /// Spark and DuckDB). Only applies when every file sits under the same keys.
+    pub hive_partitioning: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            paths: Vec::new(),
+            format: None,
+            csv: CsvOptions::default(),
+            union_by_name: true,
+            schema: None,
+            file_column: None,
+            infer_rows: 1000,
+            hive_partitioning: true,
+        }
+    }
+}
+
+/// One file with what was learned about it.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The resolved file.
+    pub input: InputFile,
+    /// Its own schema (inferred or stored).
+    pub schema: SchemaRef,
+    /// For CSV: true when a quoted value holds a line break, so the file is read unsplit.
+    pub newlines_in_values: bool,
+}
+
+/// Resolved inputs with their merged schema, ready to become a DataFrame.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Every input file, in input order, without duplicates.
+    pub files: Vec<SourceFile>,
+    /// Files inside directories that were skipped because their format is unknown.
+    pub skipped: Vec<String>,
+    /// Zero-byte files, which hold no rows and are not read.
+    pub empty: Vec<String>,
+    /// The schema every row is read into (without the file column); Hive partition columns
+    /// come last.
+    pub schema: SchemaRef,
+    /// Columns taken from Hive-style folder names, with one value per file.
+    pub hive_columns: Vec<HiveColumn>,
+    /// Widening decisions, one line each.
+    pub decisions: Vec<String>,
+    options: ReadOptions,
+}
+
+impl Source {
+    /// Resolves the inputs, samples every file's schema in parallel and merges them.
+    pub async fn open(ctx: &SessionContext, options: ReadOptions) -> Result<Source> {
+        let (files, skipped) = resolve::resolve_inputs(&options.paths, options.format)?;
+        if files.is_empty() {
+            return Err(Error::NoMatch(options.paths.join(" ")));
+        }
+        let state = ctx.state();
+        let store = ctx
+            .runtime_env()
+            .object_store(ObjectStoreUrl::local_filesystem())?;
+        let split_min = state.config_options().optimizer.repartition_file_min_size as u64;
+        // Zero-byte files hold no rows (an empty part of an earlier output, say): they are
+        // listed in the report and not read.
+        let (empty, files): (Vec<InputFile>, Vec<InputFile>) =
+            files.into_iter().partition(|f| f.size == 0);
+        let empty: Vec<String> = empty.into_iter().map(|f| f.display).collect();
+        if files.is_empty() {
+            return Err(Error::file(
+                empty.join(", "),
+                if empty.len() == 1 {
+                    "file is empty"
+                } else {
+                    "all input files are empty"
+                },
+            ));
+        }
+        let csv = &options.csv;
+        let infer_rows = options.infer_rows.max(1);
+        let described: Vec<SourceFile> = futures::stream::iter(files)
+            .map(|input| {
+                let state = &state;
+                let store = &store;
+                async move {
+                    let schema =
+                        infer::infer_file_schema(state, store, &input, csv, infer_rows).await?;
+                    let newlines = newlines_in_values(&input, csv, split_min).await?;
+                    Ok::<_, Error>(SourceFile {
+                        input,
+                        schema,
+                        newlines_in_values: newlines,
+                    })
+                }
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+
+        let (schema, decisions) = target_schema(ctx, &described, &options).await?;
+        let hive_columns = if options.hive_partitioning {
+            hive::hive_columns(&described, &schema)
+        } else {
+            Vec::new()
+        };
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(hive_columns.iter().map(|h| h.field.clone()));
+        Ok(Source {
+            files: described,
+            skipped,
+            empty,
+            schema: Arc::new(Schema::new(fields)),
+            hive_columns,
+            decisions,
+            options,
+        })
+    }
+
+    /// Total bytes of all input files.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.input.size).sum()
+    }
+
+    /// The schema of the DataFrame (with the file column, when asked for).
+    pub fn output_schema(&self) -> Schema {
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if let Some(name) = &self.options.file_column {
+            fields.push(Field::new(name, DataType::Utf8, false));
+        }
+        Schema::new(fields)
+    }
+
+    /// Builds the DataFrame: one scan per group of files sharing a layout, each projected
+    /// onto the merged schema by name, then `UNION ALL`.
+    pub fn to_dataframe(&self, ctx: &SessionContext) -> Result<DataFrame> {
+        let mut groups: Vec<(GroupKey, Vec<&SourceFile>)> = Vec::new();
+        let mut index: HashMap<GroupKey, usize> = HashMap::new();
+        for f in &self.files {
+            let key = GroupKey::of(f, &self.options.csv);
+            match index.get(&key) {
+                Some(&i) => groups[i].1.push(f),
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push((key, vec![f]));
+                }
+            }
+        }
+        let mut union: Option<DataFrame> = None;
+        for (_, files) in groups {
+            let df = self.group_frame(ctx, &files)?;
+            union = Some(match union {
+                None => df,
+                Some(u) => u.union(df)?,
+            });
+        }
+        union.ok_or_else(|| Error::NoMatch(self.options.paths.join(" ")))
+    }
+
+    fn group_frame(&self, ctx: &SessionContext, files: &[&SourceFile]) -> Result<DataFrame> {
+        let first = files[0];
+        let target = &self.schema;
+        let data_columns = target.fields().len() - self.hive_columns.len();
+        // Which target column each file column feeds.
+        let mapping: Vec<(String, usize)> = first
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(pos, f)| {
+                let idx = if self.options.union_by_name {
+                    target.index_of(f.name()).ok()
+                } else {
+                    Some(pos).filter(|p| *p < data_columns)
+                };
+                idx.map(|i| (f.name().clone(), i)).ok_or_else(|| {
+                    Error::file(
+                        &first.input.display,
+                        format!("column '{}' has no place in the output schema", f.name()),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        // A CSV null string is matched on text, then cast (the CSV reader has no null regex).
+        let null_text = match first.input.format {
+            Format::Csv => self.options.csv.null_value.clone(),
+            _ => None,
+        };
+        // Text formats parse straight into the target type; typed formats are cast after.
+        let read_schema: SchemaRef = if null_text.is_some() {
+            Arc::new(Schema::new(
+                mapping
+                    .iter()
+                    .map(|(name, _)| Field::new(name, DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            ))
+        } else if first.input.format.is_text() {
+            Arc::new(Schema::new(
+                mapping
+                    .iter()
+                    .map(|(name, i)| Field::new(name, target.field(*i).data_type().clone(), true))
+                    .collect::<Vec<_>>(),
+            ))
+        } else {
+            Arc::clone(&first.schema)
+        };
+        let format = infer::file_format(
+            &first.input,
+            &self.options.csv,
+            self.options.infer_rows,
+            first.newlines_in_values,
+        )?;
+        // Per-file constant columns: Hive folder values, then the source path.
+        let mut partition_fields: Vec<Field> =
+            self.hive_columns.iter().map(|h| h.field.clone()).collect();
+        if let Some(name) = &self.options.file_column {
+            partition_fields.push(Field::new(name, DataType::Utf8, false));
+        }
+        let table_files = files
+            .iter()
+            .map(|f| {
+                let mut values: Vec<ScalarValue> = self
+                    .hive_columns
+                    .iter()
+                    .map(|h| h.value_for(&f.input))
+                    .collect::<Result<_>>()?;
+                if self.options.file_column.is_some() {
+                    values.push(ScalarValue::Utf8(Some(f.input.display.clone())));
+                }
+                Ok(table::TableFile {
+                    path: infer::store_path(&f.input)?.to_string(),
+                    size: f.input.size,
+                    partition_values: values,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let table = table::FileSetTable::new(
+            format,
+            ObjectStoreUrl::local_filesystem(),
+            Arc::clone(&read_schema),
+            partition_fields,
+            table_files,
+        );
+        let df = ctx.read_table(Arc::new(table))?;
+        let mut exprs: Vec<Expr> = Vec::with_capacity(target.fields().len() + 1);
+        for (i, field) in target.fields().iter().enumerate() {
+            let expr = if i >= data_columns {
+                Expr::Column(Column::new_unqualified(field.name()))
+            } else {
+                match mapping.iter().find(|(_, t)| *t == i) {
+                    Some((name, _)) => {
+                        let mut column = Expr::Column(Column::new_unqualified(name));
+                        if let Some(null_text) = &null_text {
+                            column = when(
+                                column.clone().eq(lit(null_text.as_str())),
+                                lit(ScalarValue::Utf8(None)),
+                            )
+                            .when(column.clone().eq(lit("")), lit(ScalarValue::Utf8(None)))
+                            .otherwise(column)?;
+                        }
+                        let have = read_schema.field_with_name(name)?.data_type();
+                        if have == field.data_type() {
+                            column
+                        } else {
+                            cast(column, field.data_type().clone())
+                        }
+                    }
+                    None => lit(ScalarValue::try_from(field.data_type())?),
+                }
+            };
+            exprs.push(expr.alias(field.name()));
+        }
+        if let Some(name) = &self.options.file_column {
+            exprs.push(Expr::Column(Column::new_unqualified(name)));
+        }
+        Ok(df.select(exprs)?)
+    }
+
+    /// Finds which file an execution error came from, by reading the text files one at a
+    /// time on one thread until one fails the same way. Used only on the error path: the
+    /// engine's CSV and JSON errors do not name the file.
+    pub async fn locate_error(&self) -> Option<Error> {
+        let ctx = crate::context::session(1);
+        for file in self.files.iter().filter(|f| f.input.format.is_text()) {
+            let df = match self.group_frame(&ctx, &[file]) {
+                Ok(df) => df,
+                Err(e) => return Some(e),
+            };
+            let failed = match df.execute_stream().await {
+                Err(e) => Some(e),
+                Ok(mut stream) => {
+                    let mut failed = None;
+                    while let Some(batch) = stream.next().await {
+                        if let Err(e) = batch {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    failed
+                }
+            };
+            if let Some(e) = failed {
+                return Some(Error::file(&file.input.display, describe_read_error(&e)));
+            }
+        }
+        None
+    }
+
+    /// For each file, the columns where it differs from the merged schema.
+    pub fn differences(&self) -> Vec<(String, Vec<String>)> {
+        self.files
+            .iter()
+            .map(|f| {
+                let mut notes = Vec::new();
+                let data = self.schema.fields().len() - self.hive_columns.len();
+                for field in self.schema.fields().iter().take(data) {
+                    match f.schema.field_with_name(field.name()) {
+                        Err(_) => notes.push(format!("missing '{}' (read as NULL)", field.name())),
+                        Ok(own)
+                            if own.data_type() != field.data_type()
+                                && own.data_type() != &DataType::Null =>
+                        {
+                            notes.push(format!(
+                                "'{}' is {} here (read as {})",
+                                field.name(),
+                                type_name(own.data_type()),
+                                type_name(field.data_type())
+                            ))
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                if f.newlines_in_values {
+                    notes.push("quoted values hold line breaks: read without splitting".into());
+                }
+                (f.input.display.clone(), notes)
+            })
+            .collect()
+    }
+}
+
+/// Files that can share one scan: same format, compression, dialect and column layout.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct GroupKey {
+    format: Format,
+    compression: Compression,
+    delimiter: u8,
+    newlines_in_values: bool,
+    columns: Vec<(String, Option<DataType>)>,
+}
+
+impl GroupKey {
+    fn of(f: &SourceFile, csv: &CsvOptions) -> GroupKey {
+        let typed = !f.input.format.is_text();
+        GroupKey {
+            format: f.input.format,
+            compression: f.input.compression,
+            delimiter: csv.delimiter_for(&f.input.display),
+            newlines_in_values: f.newlines_in_values,
+            columns: f
+                .schema
+                .fields()
+                .iter()
+                .map(|fl| (fl.name().clone(), typed.then(|| fl.data_type().clone())))
+                .collect(),
+        }
+    }
+}
+
+/// Decides whether a CSV file must be read without byte-range splitting.
+async fn newlines_in_values(input: &InputFile, csv: &CsvOptions, split_min: u64) -> Result<bool> {
+    if input.format != Format::Csv {
+        return Ok(false);
+    }
+    match csv.newlines_in_values {
+        NewlinesInValues::Yes => Ok(true),
+        NewlinesInValues::No => Ok(false),
+        // Compressed and small files are never split, so there is nothing to protect.
+        NewlinesInValues::Auto
+            if input.compression != Compression::None || input.size < split_min =>
+        {
+            Ok(false)
+        }
+        NewlinesInValues::Auto => {
+            let path = input.path.clone();
+            let (quote, escape) = (csv.quote, csv.escape);
+            let found = tokio::task::spawn_blocking(move || {
+                infer::file_has_newline_in_quotes(&path, quote, escape)
+            })
+            .await
+            .map_err(|e| Error::file(&input.display, e))?
+            .map_err(|e| Error::io(&input.display, e))?;
+            Ok(found)
+        }
+    }
+}
+
+/// The merged schema, with explicit types applied.
+async fn target_schema(
+    ctx: &SessionContext,
+    files: &[SourceFile],
+    options: &ReadOptions,
+) -> Result<(SchemaRef, Vec<String>)> {
+    let (mut fields, decisions): (Vec<Field>, Vec<String>) = if options.union_by_name {
+        let inputs: Vec<FileSchema<'_>> = files
+            .iter()
+            .map(|f| FileSchema {
+                file: &f.input.display,
+                format: f.input.format,
+                schema: &f.schema,
+            })
+            .collect();
+        let merged = merge_schemas(&inputs)?;
+        (
+            merged
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect(),
+            merged.decisions,
+        )
+    } else {
+        by_position(files)?
+    };
+    if let Some(spec) = &options.schema {
+        let explicit = parse_schema(ctx, spec).await?;
+        for ef in explicit.fields() {
+            match fields.iter_mut().find(|f| f.name() == ef.name()) {
+                Some(f) => *f = Field::new(ef.name(), ef.data_type().clone(), true),
+                None => fields.push(Field::new(ef.name(), ef.data_type().clone(), true)),
+            }
+        }
+    }
+    Ok((Arc::new(Schema::new(fields)), decisions))
+}
+
+/// Position-aligned schema (union by name off): names from the first file, types widened.
+fn by_position(files: &[SourceFile]) -> Result<(Vec<Field>, Vec<String>)> {
+    let first = &files[0];
+    let mut fields: Vec<Field> = first
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut decisions = Vec::new();
+    for f in &files[1..] {
+        if f.schema.fields().len() != fields.len() {
+            return Err(Error::file(
+                &f.input.display,
+                format!(
+                    "has {} columns but {} has {} (union by position needs equal counts; turn on --union-by-name)",
+                    f.schema.fields().len(),
+                    first.input.display,
+                    fields.len()
+                ),
+            ));
+        }
+        for (target, own) in fields.iter_mut().zip(f.schema.fields()) {
+            if target.data_type() == own.data_type() {
+                continue;
+            }
+            let text = first.input.format.is_text() && f.input.format.is_text();
+            let w = merge::widen(target.data_type(), own.data_type(), text).ok_or_else(|| {
+                Error::SchemaConflict {
+                    column: target.name().clone(),
+                    left_file: first.input.display.clone(),
+                    left_type: type_name(target.data_type()),
+                    right_file: f.input.display.clone(),
+                    right_type: type_name(own.data_type()),
+                }
+            })?;
+            if w != *target.data_type() {
+                decisions.push(format!(
+                    "column '{}': {} -> {} (from {})",
+                    target.name(),
+                    type_name(target.data_type()),
+                    type_name(&w),
+                    f.input.display
+                ));
+                *target = Field::new(target.name(), w, true);
+            }
+        }
+    }
+    for f in fields.iter_mut() {
+        if f.data_type() == &DataType::Null {
+            *f = Field::new(f.name(), DataType::Utf8, true);
+        }
+    }
+    Ok((fields, decisions))
+}
+
+/// Parses an explicit schema (`id BIGINT, ts TIMESTAMP`) in DataFusion's SQL dialect, or the
+/// same text read from a file when `spec` names an existing file.
+pub async fn parse_schema(ctx: &SessionContext, spec: &str) -> Result<Schema> {
+    let text = if std::path::Path::new(spec).is_file() {
+        std::fs::read_to_string(spec).map_err(|e| Error::io(spec, e))?
+    } else {
+        spec.to_string()
+    };
+    let sql = format!(
+        "CREATE TABLE __sluice_schema ({})",
+        text.trim().trim_end_matches(',')
+    );
+    let plan = ctx.state().create_logical_plan(&sql).await.map_err(|e| {
+        Error::Config(format!(
+            "--schema '{}': {}",
+            text.trim(),
+            infer::clean_engine_error(&e)
+        ))
+    })?;
+    let schema = plan.schema().as_arrow().clone();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let dt = match f.data_type() {
+                DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+                    DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+                }
+                other => other.clone(),
+            };
+            Field::new(f.name(), dt, true)
+        })
+        .collect();
+    Ok(Schema::new(fields))
+}
+
+/// A reader error in words that do not promise more than they know: arrow counts data
+/// records from the start of the read, not physical lines of the file.
+pub fn describe_read_error(e: &datafusion::error::DataFusionError) -> String {
+    let msg = infer::clean_engine_error(e);
+    let msg = msg
+        .strip_prefix("Parser error: ")
+        .unwrap_or(&msg)
+        .to_string();
+    match msg.find(" at line ") {
+        Some(i) => format!(
+            "{} at data row {}",
+            &msg[..i],
+            &msg[i + " at line ".len()..]
+        ),
+        None => msg,
+    }
+}

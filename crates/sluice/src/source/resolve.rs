@@ -1,0 +1,287 @@
+//! Resolving user inputs (files, directories, globs) into a de-duplicated list of files.
+//!
+//! Directories are walked recursively. Like Spark, entries whose name starts with `.` or `_`
+//! are skipped below a directory or glob root (`_SUCCESS`, `.crc` files, `_temporary/`),
+//! but a file the user names explicitly is always read.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
+use walkdir::WalkDir;
+
+use super::format::{Compression, Format};
+use crate::error::{Error, Result};
+
+/// One input file, resolved and sized.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    /// The path as shown to the user (and written into `--file-column`).
+    pub display: String,
+    /// The absolute local path.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// The data format of the file.
+    pub format: Format,
+    /// The compression of the file, from its extension.
+    pub compression: Compression,
+    /// Hive-style `key=value` folders between the input root and the file
+    /// (`None` for `__HIVE_DEFAULT_PARTITION__`), percent-decoded.
+    pub partitions: Vec<(String, Option<String>)>,
+}
+
+/// Characters that make an input a glob pattern.
+const GLOB_CHARS: &[char] = &['*', '?', '['];
+
+/// Returns true when the input should be treated as a glob pattern.
+pub fn is_glob(input: &str) -> bool {
+    input.contains(GLOB_CHARS)
+}
+
+/// Resolves inputs into files.
+///
+/// `format` forces the format of every file (`--format-in`); otherwise each file's format comes
+/// from its extension, and files inside directories whose extension names no known format are
+/// skipped (and returned in the second list so the caller can say so).
+pub fn resolve_inputs(
+    inputs: &[String],
+    format: Option<Format>,
+) -> Result<(Vec<InputFile>, Vec<String>)> {
+    let mut seen = HashSet::new();
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    for input in inputs {
+        let mut found = Vec::new();
+        if is_glob(input) {
+            expand_glob(input, format, &mut found)?;
+        } else {
+            let path = Path::new(input);
+            let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NotFound(input.clone()),
+                _ => Error::io(input.clone(), e),
+            })?;
+            if meta.is_dir() {
+                walk_dir(path, &mut found)?;
+            } else {
+                // Explicitly named: never skipped, and its format must be known.
+                let (fmt, compression) = detect(input, format)?;
+                found.push((
+                    path.to_path_buf(),
+                    input.clone(),
+                    Some((fmt, compression)),
+                    Vec::new(),
+                ));
+            }
+        }
+        let mut matched = 0usize;
+        for (path, display, detected, partitions) in found {
+            let (fmt, compression) = match detected {
+                Some(d) => d,
+                None => match detect(&display, format) {
+                    Ok(d) => d,
+                    Err(_) => {
+                        skipped.push(display);
+                        continue;
+                    }
+                },
+            };
+            matched += 1;
+            let canonical = std::fs::canonicalize(&path).map_err(|e| Error::io(&display, e))?;
+            if !seen.insert(canonical.clone()) {
+                continue;
+            }
+            let size = std::fs::metadata(&canonical)
+                .map_err(|e| Error::io(&display, e))?
+                .len();
+            files.push(InputFile {
+                display,
+                path: canonical,
+                size,
+                format: fmt,
+                compression,
+                partitions,
+            });
+        }
+        if matched == 0 {
+            return Err(Error::NoMatch(input.clone()));
+        }
+    }
+    Ok((files, skipped))
+}
+
+/// (path, display, detected format, hive partitions)
+type Found = Vec<(
+    PathBuf,
+    String,
+    Option<(Format, Compression)>,
+    Vec<(String, Option<String>)>,
+)>;
+
+fn detect(name: &str, forced: Option<Format>) -> Result<(Format, Compression)> {
+    let compression = Compression::from_path(name);
+    let fmt = match forced {
+        Some(f) => f,
+        None => Format::from_path(name).ok_or_else(|| Error::UnknownFormat(name.to_string()))?,
+    };
+    Ok((fmt, compression))
+}
+
+/// True for names Spark treats as hidden: `.foo`, `_SUCCESS`, `_temporary`.
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') || name.starts_with('_')
+}
+
+fn walk_dir(root: &Path, out: &mut Found) -> Result<()> {
+    let walker = WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
+    for entry in walker {
+        let entry = entry.map_err(|e| {
+            let path = e
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| root.display().to_string());
+            Error::file(path, e)
+        })?;
+        if entry.file_type().is_file() {
+            let display = entry.path().display().to_string();
+            let parts = hive_segments(root, entry.path());
+            out.push((entry.path().to_path_buf(), display, None, parts));
+        }
+    }
+    Ok(())
+}
+
+/// Splits a glob into the directory to walk (its literal prefix) and the matcher.
+fn expand_glob(pattern: &str, forced: Option<Format>, out: &mut Found) -> Result<()> {
+    let bad = |reason: String| Error::BadGlob {
+        pattern: pattern.to_string(),
+        reason,
+    };
+    let matcher: GlobMatcher = GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| bad(e.kind().to_string()))?
+        .compile_matcher();
+    // The literal prefix: every component before the first one with a glob character.
+    let mut base = PathBuf::new();
+    for comp in Path::new(pattern).components() {
+        let s = comp.as_os_str().to_string_lossy();
+        if is_glob(&s) {
+            break;
+        }
+        base.push(comp.as_os_str());
+    }
+    let walk_root = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base.clone()
+    };
+    if !walk_root.is_dir() {
+        return Ok(());
+    }
+    let strip_dot = base.as_os_str().is_empty();
+    let walker = WalkDir::new(&walk_root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            // Unreadable folders under a glob root are skipped, as `ls` would.
+            Err(_) => continue,
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let path = entry.path();
+        let candidate = if strip_dot {
+            path.strip_prefix(".").unwrap_or(path)
+        } else {
+            path
+        };
+        if matcher.is_match(candidate) {
+            // A file the glob names is asked for: an unknown format is an error, not a skip.
+            let display = candidate.display().to_string();
+            let detected = detect(&display, forced)?;
+            let parts = hive_segments(&walk_root, path);
+            out.push((path.to_path_buf(), display, Some(detected), parts));
+        }
+    }
+    Ok(())
+}
+
+/// The `key=value` folders between `root` and `file`, percent-decoded.
+fn hive_segments(root: &Path, file: &Path) -> Vec<(String, Option<String>)> {
+    let Ok(rel) = file.strip_prefix(root) else {
+        return Vec::new();
+    };
+    let Some(parent) = rel.parent() else {
+        return Vec::new();
+    };
+    parent
+        .components()
+        .filter_map(|c| {
+            let s = c.as_os_str().to_string_lossy();
+            let (k, v) = s.split_once('=')?;
+            if k.is_empty() {
+                return None;
+            }
+            let v = (v != crate::sink::hive::DEFAULT_PARTITION).then(|| unescape(v));
+            Some((unescape(k), v))
+        })
+        .collect()
+}
+
+/// Reverses Hive/Spark `%XX` escaping.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
+        {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hive_folders_are_decoded() {
+        let parts = hive_segments(
+            Path::new("/out"),
+            Path::new(
+                "/out/country=DE/ts=2024-01-01 10%3A00/day=__HIVE_DEFAULT_PARTITION__/f.parquet",
+            ),
+        );
+        assert_eq!(
+            parts,
+            vec![
+                ("country".to_string(), Some("DE".to_string())),
+                ("ts".to_string(), Some("2024-01-01 10:00".to_string())),
+                ("day".to_string(), None),
+            ]
+        );
+        assert_eq!(unescape("a%2Fb%"), "a/b%");
+    }
+}
