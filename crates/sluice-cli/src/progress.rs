@@ -15,39 +15,41 @@ pub struct ProgressDisplay {
 }
 
 impl ProgressDisplay {
-    /// Starts a display when stderr is a terminal or `force` is set.
+    /// Starts a display when stderr is a terminal; with `force` and no terminal, prints a
+    /// plain progress line every two seconds instead (for logs).
     pub fn start(progress: Arc<Progress>, force: bool) -> ProgressDisplay {
-        if !(force || std::io::stderr().is_terminal()) {
-            return ProgressDisplay {
-                bar: None,
-                task: None,
-            };
+        if !std::io::stderr().is_terminal() {
+            let task = force.then(|| tokio::spawn(log_lines(progress)));
+            return ProgressDisplay { bar: None, task };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} (eta {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         let b = bar.clone();
         let task = tokio::spawn(async move {
             let started = std::time::Instant::now();
             loop {
                 let files = progress.files_total.load(Ordering::Relaxed);
-                let bytes = progress.bytes_total.load(Ordering::Relaxed);
+                let total = progress.bytes_total.load(Ordering::Relaxed);
                 let rows = progress.rows_out();
                 let secs = started.elapsed().as_secs_f64().max(0.001);
-                let msg = if files == 0 {
-                    "resolving inputs and sampling schemas...".to_string()
+                if files == 0 {
+                    b.set_message("resolving inputs, sampling schemas");
                 } else {
-                    format!(
-                        "{} files ({}) -> {} rows written, {}/s",
+                    b.set_length(total);
+                    b.set_position(progress.bytes_read().min(total));
+                    b.set_message(format!(
+                        "files {}/{} | rows {} ({}/s)",
+                        progress.files_done().min(files),
                         files,
-                        HumanBytes(bytes),
                         HumanCount(rows),
                         HumanCount((rows as f64 / secs) as u64)
-                    )
-                };
-                b.set_message(msg);
+                    ));
+                }
                 b.tick();
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
@@ -76,6 +78,30 @@ impl ProgressDisplay {
 impl Drop for ProgressDisplay {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Plain progress lines for a log.
+async fn log_lines(progress: Arc<Progress>) {
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rows = progress.rows_out();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        eprintln!(
+            "progress: {:.0}s files {}/{} bytes {}/{} rows {} ({}/s)",
+            secs,
+            progress.files_done(),
+            progress.files_total.load(Ordering::Relaxed),
+            HumanBytes(
+                progress
+                    .bytes_read()
+                    .min(progress.bytes_total.load(Ordering::Relaxed))
+            ),
+            HumanBytes(progress.bytes_total.load(Ordering::Relaxed)),
+            HumanCount(rows),
+            HumanCount((rows as f64 / secs) as u64)
+        );
     }
 }
 

@@ -4,12 +4,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::object_store::local::LocalFileSystem;
+use datafusion::object_store::ObjectStore;
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::context;
 use crate::error::{Error, Result};
 use crate::report::{rows_scanned, scan_partitions, Progress, Report};
 use crate::sink::{self, SinkOptions};
+use crate::source::counting::CountingStore;
 use crate::source::{ReadOptions, Source};
 
 /// One SQL step. The table `source` is the output of the step before it (the read for the
@@ -43,7 +47,19 @@ impl Job {
     pub async fn run(&self, progress: &Progress) -> Result<Report> {
         let started = Instant::now();
         let ctx = context::session(self.threads);
+        let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        ctx.register_object_store(
+            ObjectStoreUrl::local_filesystem().as_ref(),
+            Arc::new(CountingStore::new(local, Arc::clone(&progress.read))),
+        );
         let source = Source::open(&ctx, self.source.clone()).await?;
+        let sizes = source
+            .files
+            .iter()
+            .map(|f| Ok((crate::source::infer::store_path(&f.input)?, f.input.size)))
+            .collect::<Result<_>>()?;
+        let _ = progress.files.set(sizes);
+        progress.read.reset();
         progress
             .files_total
             .store(source.files.len() as u64, Ordering::Relaxed);

@@ -1,13 +1,17 @@
 //! Row accounting, live progress counters and the end-of-run report.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use datafusion::object_store::path::Path;
 
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::ExecutionPlan;
 use serde::Serialize;
 
 use crate::sink::WriteProgress;
+use crate::source::counting::ReadCounter;
 
 /// Live counters shared with a progress display while a job runs.
 #[derive(Debug, Default)]
@@ -18,12 +22,29 @@ pub struct Progress {
     pub bytes_total: AtomicU64,
     /// Rows written so far.
     pub write: Arc<WriteProgress>,
+    /// Bytes the scans fetched so far.
+    pub read: Arc<ReadCounter>,
+    /// Input files and their sizes (set once inputs are resolved).
+    pub files: OnceLock<HashMap<Path, u64>>,
 }
 
 impl Progress {
     /// Rows written so far.
     pub fn rows_out(&self) -> u64 {
         self.write.rows.load(Ordering::Relaxed)
+    }
+
+    /// Input bytes fetched so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Input files read to their end so far.
+    pub fn files_done(&self) -> u64 {
+        self.files
+            .get()
+            .map(|sizes| self.read.files_done(sizes))
+            .unwrap_or(0)
     }
 }
 

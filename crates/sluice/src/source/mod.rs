@@ -1,6 +1,7 @@
 //! Reading inputs: resolving paths, inferring and merging schemas, and building one
 //! DataFrame that unions every file by column name.
 
+pub mod counting;
 pub mod format;
 pub mod hive;
 pub mod infer;
