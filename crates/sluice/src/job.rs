@@ -53,6 +53,7 @@ impl Job {
             Arc::new(CountingStore::new(local, Arc::clone(&progress.read))),
         );
         let source = Source::open(&ctx, self.source.clone()).await?;
+        check_not_reading_output(&source, &self.sink)?;
         let sizes = source
             .files
             .iter()
@@ -137,4 +138,23 @@ pub async fn apply_transforms(
         }
     }
     Ok(current)
+}
+
+/// Refuses an output that would overwrite or swallow its own inputs.
+fn check_not_reading_output(source: &Source, sink: &SinkOptions) -> Result<()> {
+    let target = std::path::Path::new(&sink.path);
+    let Ok(target) = std::fs::canonicalize(target) else {
+        return Ok(()); // does not exist yet: cannot hold inputs
+    };
+    if let Some(f) = source
+        .files
+        .iter()
+        .find(|f| f.input.path.starts_with(&target))
+    {
+        return Err(Error::Config(format!(
+            "the output '{}' holds the input '{}': write somewhere else",
+            sink.path, f.input.display
+        )));
+    }
+    Ok(())
 }

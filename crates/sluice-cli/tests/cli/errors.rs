@@ -79,6 +79,24 @@ fn data_errors_exit_1_with_one_line() {
 }
 
 #[test]
+fn output_inside_input_is_refused() {
+    let wd = Workdir::new();
+    wd.write("data/a.csv", "id\n1\n");
+    wd.ingest(&["data", "--to", "data/out"]);
+    // data/out now holds Parquet files: reading data/ again while replacing data/out would
+    // read the old output and then delete it.
+    let err = wd.fails(
+        &["ingest", "data", "--to", "data/out", "--mode", "overwrite"],
+        1,
+    );
+    assert!(err.contains("holds the input 'data/out/"), "{err}");
+    assert!(
+        wd.path("data/out/_SUCCESS").is_file(),
+        "old output untouched"
+    );
+}
+
+#[test]
 fn a_bad_value_after_the_sample_names_the_file() {
     let wd = Workdir::new();
     let mut csv = String::from("id,n\n");
