@@ -102,7 +102,7 @@ def summarize(path, job):
     cols = duckdb.sql(f"DESCRIBE SELECT * FROM {src}").fetchall()
     names = sorted(c[0] for c in cols)
     row = duckdb.sql(f"SELECT count(*), round(sum(amount), 2), sum(quantity::DOUBLE), "
-                     f"count(DISTINCT country), count(ts), max(ts)::VARCHAR FROM {src}").fetchone()
+                     f"count(DISTINCT country), count(ts), max(ts)::VARCHAR FROM {src}").fetchall()[0]
     ts_type = [c[1] for c in cols if c[0] == "ts"]
     return {"rows": row[0], "amount": row[1], "quantity": row[2], "countries": row[3],
             "ts_count": row[4], "ts_max": row[5], "ts_type": ts_type, "columns": names}

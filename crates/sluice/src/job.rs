@@ -100,11 +100,10 @@ impl Job {
             skipped_files: source.skipped.clone(),
             empty_files: source.empty.clone(),
             unsplit_files: source
-                .files
-                .iter()
-                .filter(|f| f.newlines_in_values)
-                .map(|f| f.input.display.clone())
-                .collect(),
+                .unsplit
+                .lock()
+                .map(|names| names.clone())
+                .unwrap_or_default(),
             threads: self.threads,
             input_partitions: scan_partitions(&plan),
         })

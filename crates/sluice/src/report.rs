@@ -78,7 +78,8 @@ pub struct Report {
     pub skipped_files: Vec<String>,
     /// Zero-byte input files (no rows, not read).
     pub empty_files: Vec<String>,
-    /// Files read without byte-range splitting because quoted values hold line breaks.
+    /// Big CSV files read whole because no record boundary could be told safely near a cut
+    /// (a one-column file, stray quotes inside fields, rows with the wrong field count).
     pub unsplit_files: Vec<String>,
     /// Threads (partitions) used.
     pub threads: usize,

@@ -53,13 +53,53 @@ fn split_big_csv_gives_identical_rows() {
 
 // regression: a quoted line break at a split edge must not cut the row
 #[test]
-fn quoted_newlines_are_detected_and_read_whole() {
+fn files_with_quoted_newlines_are_split_at_record_starts() {
     let wd = Workdir::new();
-    wd.write("nl.csv", big_csv(60_000, Some(7)));
-    let one = run(&wd, "nl.csv", "one.csv", "1");
-    let many = run(&wd, "nl.csv", "many.csv", "4");
-    assert_eq!(many["unsplit_files"][0], "nl.csv", "{many}");
-    assert_eq!(many["input_partitions"], 1, "{many}");
+    // Every second value holds a line break, so most cuts land inside quotes.
+    for every in [2, 7] {
+        let name = format!("nl{every}.csv");
+        wd.write(&name, big_csv(60_000, Some(every)));
+        let one = run(&wd, &name, &format!("one{every}.csv"), "1");
+        let many = run(&wd, &name, &format!("many{every}.csv"), "4");
+        assert_eq!(many["unsplit_files"], serde_json::json!([]), "{many}");
+        assert!(
+            many["input_partitions"].as_u64() >= Some(4),
+            "not split: {many}"
+        );
+        assert_eq!(one["rows_out"], 60_000);
+        assert_eq!(many["rows_out"], 60_000);
+        assert!(wd.read(&format!("one{every}.csv")) == wd.read(&format!("many{every}.csv")));
+    }
+}
+
+#[test]
+fn newlines_in_values_true_reads_files_whole() {
+    let wd = Workdir::new();
+    wd.write("nl.csv", big_csv(40_000, Some(5)));
+    let report = wd.ingest(&[
+        "nl.csv",
+        "--to",
+        "o",
+        "--threads",
+        "4",
+        "--newlines-in-values",
+        "true",
+    ]);
+    assert_eq!(report["input_partitions"], 1, "{report}");
+    assert_eq!(report["rows_out"], 40_000);
+}
+
+#[test]
+fn stray_quotes_keep_a_file_whole_and_correct() {
+    let wd = Workdir::new();
+    let mut s = String::from("id,size,label\n");
+    for i in 0..60_000 {
+        s.push_str(&format!("{i},{}\" screen,\"quoted, {i}\"\n", i % 90));
+    }
+    wd.write("stray.csv", &s);
+    let one = run(&wd, "stray.csv", "one.csv", "1");
+    let many = run(&wd, "stray.csv", "many.csv", "4");
+    assert_eq!(many["unsplit_files"][0], "stray.csv", "{many}");
     assert_eq!(one["rows_out"], 60_000);
     assert_eq!(many["rows_out"], 60_000);
     assert!(wd.read("one.csv") == wd.read("many.csv"));

@@ -7,6 +7,7 @@ pub mod hive;
 pub mod infer;
 pub mod merge;
 pub mod resolve;
+pub mod split;
 pub mod table;
 pub mod temporal;
 
@@ -73,8 +74,6 @@ pub struct SourceFile {
     pub input: InputFile,
     /// Its own schema (inferred or stored).
     pub schema: SchemaRef,
-    /// For CSV: true when a quoted value holds a line break, so the file is read unsplit.
-    pub newlines_in_values: bool,
 }
 
 /// Resolved inputs with their merged schema, ready to become a DataFrame.
@@ -93,6 +92,9 @@ pub struct Source {
     pub hive_columns: Vec<HiveColumn>,
     /// Widening decisions, one line each.
     pub decisions: Vec<String>,
+    /// Big CSV files that could not be cut at a record boundary and were read whole
+    /// (filled in when the scan is planned).
+    pub unsplit: Arc<std::sync::Mutex<Vec<String>>>,
     options: ReadOptions,
 }
 
@@ -107,7 +109,6 @@ impl Source {
         let store = ctx
             .runtime_env()
             .object_store(ObjectStoreUrl::local_filesystem())?;
-        let split_min = state.config_options().optimizer.repartition_file_min_size as u64;
         // Zero-byte files hold no rows (an empty part of an earlier output, say): they are
         // listed in the report and not read.
         let (empty, files): (Vec<InputFile>, Vec<InputFile>) =
@@ -132,12 +133,7 @@ impl Source {
                 async move {
                     let schema =
                         infer::infer_file_schema(state, store, &input, csv, infer_rows).await?;
-                    let newlines = newlines_in_values(&input, csv, split_min).await?;
-                    Ok::<_, Error>(SourceFile {
-                        input,
-                        schema,
-                        newlines_in_values: newlines,
-                    })
+                    Ok::<_, Error>(SourceFile { input, schema })
                 }
             })
             .buffered(16)
@@ -159,6 +155,7 @@ impl Source {
             schema: Arc::new(Schema::new(fields)),
             hive_columns,
             decisions,
+            unsplit: Arc::default(),
             options,
         })
     }
@@ -255,11 +252,16 @@ impl Source {
         } else {
             Arc::clone(&first.schema)
         };
+        // CSV splitting: sluice cuts big files at record starts itself (`auto`), leaves it to
+        // DataFusion (`false`), or reads every file whole (`true`).
+        let csv_split = first.input.format == Format::Csv
+            && first.input.compression == Compression::None
+            && self.options.csv.newlines_in_values == NewlinesInValues::Auto;
         let format = infer::file_format(
             &first.input,
             &self.options.csv,
             self.options.infer_rows,
-            first.newlines_in_values,
+            self.options.csv.newlines_in_values != NewlinesInValues::No,
         )?;
         // Per-file constant columns: Hive folder values, then the source path.
         let mut partition_fields: Vec<Field> =
@@ -282,16 +284,27 @@ impl Source {
                     path: infer::store_path(&f.input)?.to_string(),
                     size: f.input.size,
                     partition_values: values,
+                    display: f.input.display.clone(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let table = table::FileSetTable::new(
+        let mut table = table::FileSetTable::new(
             format,
             ObjectStoreUrl::local_filesystem(),
             Arc::clone(&read_schema),
             partition_fields,
             table_files,
         );
+        if csv_split {
+            let dialect = split::Dialect {
+                delimiter: self.options.csv.delimiter_for(&first.input.display),
+                quote: self.options.csv.quote,
+                escape: self.options.csv.escape,
+                comment: self.options.csv.comment,
+                columns: first.schema.fields().len(),
+            };
+            table = table.with_csv_split(dialect, Arc::clone(&self.unsplit));
+        }
         let df = ctx.read_table(Arc::new(table))?;
         let mut exprs: Vec<Expr> = Vec::with_capacity(target.fields().len() + 1);
         for (i, field) in target.fields().iter().enumerate() {
@@ -381,9 +394,6 @@ impl Source {
                         Ok(_) => {}
                     }
                 }
-                if f.newlines_in_values {
-                    notes.push("quoted values hold line breaks: read without splitting".into());
-                }
                 (f.input.display.clone(), notes)
             })
             .collect()
@@ -396,7 +406,6 @@ struct GroupKey {
     format: Format,
     compression: Compression,
     delimiter: u8,
-    newlines_in_values: bool,
     columns: Vec<(String, Option<DataType>)>,
 }
 
@@ -407,41 +416,12 @@ impl GroupKey {
             format: f.input.format,
             compression: f.input.compression,
             delimiter: csv.delimiter_for(&f.input.display),
-            newlines_in_values: f.newlines_in_values,
             columns: f
                 .schema
                 .fields()
                 .iter()
                 .map(|fl| (fl.name().clone(), typed.then(|| fl.data_type().clone())))
                 .collect(),
-        }
-    }
-}
-
-/// Decides whether a CSV file must be read without byte-range splitting.
-async fn newlines_in_values(input: &InputFile, csv: &CsvOptions, split_min: u64) -> Result<bool> {
-    if input.format != Format::Csv {
-        return Ok(false);
-    }
-    match csv.newlines_in_values {
-        NewlinesInValues::Yes => Ok(true),
-        NewlinesInValues::No => Ok(false),
-        // Compressed and small files are never split, so there is nothing to protect.
-        NewlinesInValues::Auto
-            if input.compression != Compression::None || input.size < split_min =>
-        {
-            Ok(false)
-        }
-        NewlinesInValues::Auto => {
-            let path = input.path.clone();
-            let (quote, escape) = (csv.quote, csv.escape);
-            let found = tokio::task::spawn_blocking(move || {
-                infer::file_has_newline_in_quotes(&path, quote, escape)
-            })
-            .await
-            .map_err(|e| Error::file(&input.display, e))?
-            .map_err(|e| Error::io(&input.display, e))?;
-            Ok(found)
         }
     }
 }

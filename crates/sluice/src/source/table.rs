@@ -4,9 +4,10 @@
 //! values. sluice already knows the exact files (deduplicated, in order) and wants each row to
 //! carry its source path, so this provider builds the file scan directly: files become
 //! [`PartitionedFile`]s carrying the path as a partition value, grouped over the target
-//! partitions. The physical optimizer still splits large files into byte ranges.
+//! partitions. Big CSV files are cut into record-aligned byte ranges here (see
+//! [`super::split`]); other formats are split by DataFusion's physical optimizer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
@@ -20,8 +21,11 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Expr;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
+
+use super::split::{aligned_cut, Dialect, WINDOW};
 
 /// A set of files read with one format and one file schema.
 #[derive(Debug)]
@@ -32,6 +36,9 @@ pub struct FileSetTable {
     partition_fields: Vec<FieldRef>,
     table_schema: SchemaRef,
     files: Vec<PartitionedFile>,
+    displays: Vec<String>,
+    csv_split: Option<Dialect>,
+    unsplit: Arc<Mutex<Vec<String>>>,
 }
 
 /// One file of a [`FileSetTable`].
@@ -43,6 +50,8 @@ pub struct TableFile {
     pub size: u64,
     /// One value per partition field (Hive folders, the file column).
     pub partition_values: Vec<ScalarValue>,
+    /// The name shown to the user.
+    pub display: String,
 }
 
 impl FileSetTable {
@@ -59,6 +68,7 @@ impl FileSetTable {
         let mut fields: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
         fields.extend(partition_fields.iter().cloned());
         let table_schema = Arc::new(Schema::new(fields));
+        let displays = files.iter().map(|f| f.display.clone()).collect();
         let files = files
             .into_iter()
             .map(|f| PartitionedFile::new(f.path, f.size).with_partition_values(f.partition_values))
@@ -70,8 +80,94 @@ impl FileSetTable {
             partition_fields,
             table_schema,
             files,
+            displays,
+            csv_split: None,
+            unsplit: Arc::default(),
         }
     }
+
+    /// Splits big files into record-aligned byte ranges with this CSV dialect (the format
+    /// must have DataFusion's own splitting turned off). Files that cannot be cut safely are
+    /// read whole and their names added to `unsplit`.
+    pub fn with_csv_split(mut self, dialect: Dialect, unsplit: Arc<Mutex<Vec<String>>>) -> Self {
+        self.csv_split = Some(dialect);
+        self.unsplit = unsplit;
+        self
+    }
+
+    /// Groups files into `partitions` groups of about equal bytes, cutting big files at
+    /// record starts.
+    async fn plan_csv_ranges(
+        &self,
+        state: &dyn Session,
+        dialect: &Dialect,
+        partitions: usize,
+    ) -> Result<Vec<FileGroup>> {
+        let min = state.config_options().optimizer.repartition_file_min_size as u64;
+        let total: u64 = self.files.iter().map(|f| f.object_meta.size).sum();
+        if partitions < 2 || total < min {
+            return Ok(FileGroup::new(self.files.clone()).split_files(partitions));
+        }
+        let store = state.runtime_env().object_store(&self.store_url)?;
+        let target = total.div_ceil(partitions as u64).max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new()];
+        let mut filled = 0u64;
+        for (file, display) in self.files.iter().zip(&self.displays) {
+            let size = file.object_meta.size;
+            let mut start = 0u64;
+            while start < size {
+                let room = target.saturating_sub(filled).max(1);
+                let last_group = groups.len() >= partitions;
+                let end = if last_group || size - start <= room {
+                    size
+                } else {
+                    match cut_at(&store, file, start + room, dialect).await? {
+                        Some(cut) if cut > start && cut < size => cut,
+                        _ => {
+                            if let Ok(mut names) = self.unsplit.lock() {
+                                if !names.contains(display) {
+                                    names.push(display.clone());
+                                }
+                            }
+                            size
+                        }
+                    }
+                };
+                let part = if start == 0 && end == size {
+                    file.clone()
+                } else {
+                    file.clone().with_range(start as i64, end as i64)
+                };
+                if let Some(g) = groups.last_mut() {
+                    g.push(part);
+                }
+                filled += end - start;
+                start = end;
+                if filled >= target && groups.len() < partitions {
+                    groups.push(Vec::new());
+                    filled = 0;
+                }
+            }
+        }
+        groups.retain(|g| !g.is_empty());
+        Ok(groups.into_iter().map(FileGroup::new).collect())
+    }
+}
+
+/// Reads a window around `target` and returns the first record start at or after it.
+async fn cut_at(
+    store: &Arc<dyn ObjectStore>,
+    file: &PartitionedFile,
+    target: u64,
+    dialect: &Dialect,
+) -> Result<Option<u64>> {
+    let size = file.object_meta.size;
+    let from = target.saturating_sub(WINDOW);
+    let to = (target + WINDOW).min(size);
+    let bytes = store
+        .get_range(&file.object_meta.location, from..to)
+        .await?;
+    Ok(aligned_cut(&bytes, (target - from) as usize, dialect).map(|c| from + c as u64))
 }
 
 #[async_trait]
@@ -102,8 +198,11 @@ impl TableProvider for FileSetTable {
             .with_table_partition_cols(self.partition_fields.clone())
             .build();
         let source = self.format.file_source(table_schema);
-        let groups = FileGroup::new(self.files.clone())
-            .split_files(state.config().target_partitions().max(1));
+        let partitions = state.config().target_partitions().max(1);
+        let groups = match &self.csv_split {
+            Some(dialect) => self.plan_csv_ranges(state, dialect, partitions).await?,
+            None => FileGroup::new(self.files.clone()).split_files(partitions),
+        };
         let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
             .with_file_groups(groups)
             .with_projection_indices(projection.cloned())?

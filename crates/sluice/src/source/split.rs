@@ -1,0 +1,264 @@
+//! Record-aligned byte-range splitting of big CSV files.
+//!
+//! DataFusion splits a CSV file at arbitrary byte offsets and starts each range at the next
+//! line break, which cuts a quoted value holding a line break in two. Knowing for sure
+//! whether an offset lies inside quotes means reading everything before it, which would cost
+//! a second pass over the file. Instead, sluice reads a small window around each cut and
+//! parses it twice, once assuming the window starts outside quotes and once inside: the
+//! right assumption yields whole records with the file's column count and quotes only at
+//! field edges, the wrong one does not. The cut moves to the first record start after the target under the one hypothesis
+//! that holds. When neither or both hold (a one-column file, dirty rows, a window with too
+//! few records) the file is not cut there: slower, never wrong.
+//!
+//! The ranges are handed to DataFusion with splitting turned off for the scan, so they stay
+//! exactly as planned; DataFusion's reader starts a range right after the line break before
+//! its start and ends it at the line break at or after its end, which here are the record
+//! boundaries themselves.
+
+/// What a window parse needs to know about the file.
+#[derive(Debug, Clone, Copy)]
+pub struct Dialect {
+    /// Field delimiter.
+    pub delimiter: u8,
+    /// Quote character.
+    pub quote: u8,
+    /// Escape character inside quotes, if any.
+    pub escape: Option<u8>,
+    /// Comment prefix, if any.
+    pub comment: Option<u8>,
+    /// Columns every record must have.
+    pub columns: usize,
+}
+
+/// Bytes read on each side of a cut.
+pub const WINDOW: u64 = 64 * 1024;
+
+/// Whole records a hypothesis must parse to be believed.
+const MIN_RECORDS: usize = 4;
+
+/// The record ends (offsets just after a line break outside quotes) found by parsing
+/// `window` from the given starting quote state, or `None` if a complete record has the
+/// wrong number of fields or a quote stands inside a field.
+fn record_ends(window: &[u8], d: &Dialect, start_in_quote: bool) -> Option<Vec<usize>> {
+    let mut in_quote = start_in_quote;
+    let mut skip = false;
+    let mut fields = 1usize;
+    let mut content = false; // the record has bytes besides a line break
+    let mut comment_line = false;
+    let mut first = true; // the first record is partial: its field count is unknown
+    let mut ends = Vec::new();
+    for (i, &b) in window.iter().enumerate() {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if in_quote {
+            if b == d.quote {
+                // A closing quote ends its field: what follows is a delimiter, a line
+                // break, a doubled quote, or the end of the window.
+                match window.get(i + 1) {
+                    None => {}
+                    Some(&n) if n == d.delimiter || n == b'\r' || n == b'\n' || n == d.quote => {}
+                    Some(_) => return None,
+                }
+                in_quote = false;
+            } else if Some(b) == d.escape {
+                skip = true;
+            }
+            continue;
+        }
+        if b == b'\n' {
+            if !first && content && !comment_line && fields != d.columns {
+                return None;
+            }
+            first = false;
+            ends.push(i + 1);
+            fields = 1;
+            content = false;
+            comment_line = false;
+            continue;
+        }
+        if !content && b != b'\r' {
+            content = true;
+            comment_line = d.comment == Some(b);
+        }
+        if comment_line {
+            continue;
+        }
+        if b == d.quote {
+            // An opening quote starts its field (or doubles the quote just closed).
+            if i > 0 {
+                let p = window[i - 1];
+                if !(p == d.delimiter || p == b'\n' || p == d.quote) {
+                    return None;
+                }
+            }
+            in_quote = true;
+        } else if b == d.delimiter {
+            fields += 1;
+        }
+    }
+    Some(ends)
+}
+
+/// The first record start at or after `target` (an offset into `window`), if exactly one
+/// quote-state hypothesis parses `window` into well-formed records.
+pub fn aligned_cut(window: &[u8], target: usize, d: &Dialect) -> Option<usize> {
+    if d.columns < 2 {
+        return None;
+    }
+    let out = record_ends(window, d, false).filter(|e| e.len() > MIN_RECORDS);
+    let inside = record_ends(window, d, true).filter(|e| e.len() > MIN_RECORDS);
+    let ends = match (out, inside) {
+        (Some(e), None) | (None, Some(e)) => e,
+        (Some(a), Some(b)) => {
+            // Both parse: fine only if they agree on the cut.
+            let ca = a.iter().find(|&&e| e >= target).copied();
+            let cb = b.iter().find(|&&e| e >= target).copied();
+            return if ca == cb { ca } else { None };
+        }
+        (None, None) => return None,
+    };
+    // The cut must leave whole records on both sides within the window.
+    let cut = ends.iter().copied().find(|&e| e >= target)?;
+    (cut < window.len()).then_some(cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dialect(columns: usize) -> Dialect {
+        Dialect {
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            comment: None,
+            columns,
+        }
+    }
+
+    fn rows(n: usize, newline_every: usize) -> String {
+        let mut s = String::new();
+        for i in 0..n {
+            if i % newline_every == 0 {
+                s.push_str(&format!("{i},\"multi\nline, \"\"q\"\"\",x\n"));
+            } else {
+                s.push_str(&format!("{i},\"plain, text\",y\n"));
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn cut_lands_on_a_record_start_even_inside_quotes() {
+        let data = rows(200, 3);
+        let bytes = data.as_bytes();
+        for target in [10usize, 777, 1500, 2999] {
+            let cut = aligned_cut(bytes, target, &dialect(3)).expect("a cut");
+            assert!(cut >= target);
+            // The cut is at the start of a line whose first field is a row number.
+            let rest = &data[cut..];
+            let first_field = rest.split(',').next().unwrap_or("");
+            assert!(
+                first_field.parse::<usize>().is_ok(),
+                "cut at {cut}: {:?}",
+                &rest[..20]
+            );
+            assert_eq!(&bytes[cut - 1..cut], b"\n");
+        }
+    }
+
+    #[test]
+    fn a_window_starting_inside_quotes_is_recognised() {
+        let data = rows(200, 2);
+        // Start the window in the middle of a quoted value that holds a line break.
+        let start = data.find("multi\n").expect("multi") + 2;
+        let window = &data.as_bytes()[start..];
+        let cut = aligned_cut(window, 0, &dialect(3)).expect("a cut");
+        assert!(window[..cut].ends_with(b"\n"));
+        let rest = std::str::from_utf8(&window[cut..]).expect("utf8");
+        assert!(
+            rest.split(',')
+                .next()
+                .unwrap_or("")
+                .parse::<usize>()
+                .is_ok(),
+            "{rest:.30}"
+        );
+    }
+
+    #[test]
+    fn stray_quotes_inside_fields_stop_the_cut() {
+        let data = "1,a 5\" screen,x\n".repeat(50);
+        assert_eq!(aligned_cut(data.as_bytes(), 100, &dialect(3)), None);
+    }
+
+    #[test]
+    fn ambiguous_or_dirty_windows_are_not_cut() {
+        // One column: every hypothesis parses.
+        let one = "a\nb\nc\nd\ne\nf\ng\n".repeat(10);
+        assert_eq!(aligned_cut(one.as_bytes(), 5, &dialect(1)), None);
+        // Wrong field counts everywhere.
+        let dirty = "1,2\n1,2,3\n1\n".repeat(20);
+        assert_eq!(aligned_cut(dirty.as_bytes(), 5, &dialect(3)), None);
+    }
+
+    /// Record starts found by reading the whole text from the beginning.
+    fn true_starts(data: &[u8]) -> std::collections::HashSet<usize> {
+        let mut starts = std::collections::HashSet::new();
+        let mut in_quote = false;
+        for (i, &b) in data.iter().enumerate() {
+            if b == b'"' {
+                in_quote = !in_quote;
+            } else if b == b'\n' && !in_quote {
+                starts.insert(i + 1);
+            }
+        }
+        starts
+    }
+
+    // Property: over many seeded random files and cut targets, every cut that is made is a
+    // true record start.
+    #[test]
+    fn every_cut_is_a_true_record_start() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut cuts = 0;
+        for _ in 0..40 {
+            let mut data = String::new();
+            let rows = 200 + (next() % 300) as usize;
+            for i in 0..rows {
+                let text = match next() % 4 {
+                    0 => "\"two\nlines, \"\"q\"\"\"".to_string(),
+                    1 => "\"a\r\nb\"".to_string(),
+                    2 => format!("plain{}", next() % 100),
+                    _ => "\"\"".to_string(),
+                };
+                data.push_str(&format!("{i},{text},{}\r\n", next() % 7));
+            }
+            let bytes = data.as_bytes();
+            let truth = true_starts(bytes);
+            for _ in 0..20 {
+                let from = (next() as usize) % bytes.len();
+                let window = &bytes[from..(from + 4096).min(bytes.len())];
+                let target = (next() as usize) % window.len();
+                if let Some(cut) = aligned_cut(window, target, &dialect(3)) {
+                    cuts += 1;
+                    assert!(
+                        truth.contains(&(from + cut)),
+                        "cut {} is not a record start",
+                        from + cut
+                    );
+                    assert!(cut >= target);
+                }
+            }
+        }
+        assert!(cuts > 300, "too few cuts were made: {cuts}");
+    }
+}
