@@ -90,22 +90,35 @@ def measure(cmd):
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def summarize(path, job):
-    """What every engine must agree on: group rows, or row count and column sums."""
-    import duckdb
-    if job.startswith("groupby"):
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
-        return [(r["country"], r["category"], int(r["n"]), round(float(r["total"]), 2),
-                 round(float(r["q"]), 3)) for r in rows]
+SUMMARIZE = r"""
+import csv, json, sys
+import duckdb
+path, job = sys.argv[1], sys.argv[2]
+if job.startswith("groupby"):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    out = [(r["country"], r["category"], int(r["n"]), round(float(r["total"]), 2),
+            round(float(r["q"]), 3)) for r in rows]
+else:
     src = f"read_parquet('{path}/**/*.parquet')"
     cols = duckdb.sql(f"DESCRIBE SELECT * FROM {src}").fetchall()
-    names = sorted(c[0] for c in cols)
     row = duckdb.sql(f"SELECT count(*), round(sum(amount), 2), sum(quantity::DOUBLE), "
                      f"count(DISTINCT country), count(ts), max(ts)::VARCHAR FROM {src}").fetchall()[0]
-    ts_type = [c[1] for c in cols if c[0] == "ts"]
-    return {"rows": row[0], "amount": row[1], "quantity": row[2], "countries": row[3],
-            "ts_count": row[4], "ts_max": row[5], "ts_type": ts_type, "columns": names}
+    out = {"rows": row[0], "amount": row[1], "quantity": row[2], "countries": row[3],
+           "ts_count": row[4], "ts_max": row[5], "ts_type": [c[1] for c in cols if c[0] == "ts"],
+           "columns": sorted(c[0] for c in cols)}
+print(json.dumps(out))
+"""
+
+
+def summarize(path, job):
+    """What every engine must agree on: group rows, or row count and column sums.
+
+    Runs in a child process so that this runner stays small: a forked child's peak RSS
+    starts from its parent's, which would inflate every measurement."""
+    out = subprocess.run([sys.executable, "-c", SUMMARIZE, path, job], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)
 
 
 def main():
