@@ -142,3 +142,27 @@ fn explicit_schema_sets_types() {
     );
     assert!(err.contains("--schema"), "{err}");
 }
+
+#[test]
+fn ndjson_types_widen_across_files() {
+    let wd = Workdir::new();
+    wd.write("in/a.ndjson", "{\"x\": 1, \"y\": 1}\n");
+    wd.write("in/b.ndjson", "{\"x\": \"a\", \"y\": 2.5}\n");
+    wd.write(
+        "in/c.ndjson",
+        "{\"x\": true, \"y\": null, \"z\": {\"k\": 1}}\n",
+    );
+    let rows = wd.query(
+        "SELECT x, y, arrow_typeof(x) tx, arrow_typeof(y) ty FROM t ORDER BY x",
+        &[("t", "in")],
+    );
+    assert_eq!(
+        rows,
+        [
+            "x,y,tx,ty",
+            "1,1.0,Utf8,Float64",
+            "a,2.5,Utf8,Float64",
+            "true,,Utf8,Float64"
+        ]
+    );
+}

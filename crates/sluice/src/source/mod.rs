@@ -234,7 +234,8 @@ impl Source {
             Format::Csv => self.options.csv.null_value.clone(),
             _ => None,
         };
-        // Text formats parse straight into the target type; typed formats are cast after.
+        // CSV parses straight into the target type; other formats read their own types (JSON
+        // numbers do not decode into a string column) and are cast after.
         let read_schema: SchemaRef = if null_text.is_some() {
             Arc::new(Schema::new(
                 mapping
@@ -242,7 +243,7 @@ impl Source {
                     .map(|(name, _)| Field::new(name, DataType::Utf8, true))
                     .collect::<Vec<_>>(),
             ))
-        } else if first.input.format.is_text() {
+        } else if first.input.format == Format::Csv {
             Arc::new(Schema::new(
                 mapping
                     .iter()
@@ -411,7 +412,8 @@ struct GroupKey {
 
 impl GroupKey {
     fn of(f: &SourceFile, csv: &CsvOptions) -> GroupKey {
-        let typed = !f.input.format.is_text();
+        // Only CSV groups read into the target types; the rest group by their own types.
+        let typed = f.input.format != Format::Csv;
         GroupKey {
             format: f.input.format,
             compression: f.input.compression,
