@@ -1,5 +1,6 @@
 //! Integration tests: the real `sluice` binary on real files in temp folders.
 
+mod crash;
 mod errors;
 mod formats;
 mod inputs;

@@ -110,13 +110,70 @@ fn modes_error_overwrite_append() {
     wd.ingest(&["b.csv", "--to", "out", "--mode", "overwrite"]);
     let ids = wd.query("SELECT id FROM t ORDER BY id", &[("t", "out")]);
     assert_eq!(ids, ["id", "3"]);
-    // No staging folders are left behind.
+    // No staging folders are left behind, and the manifest matches the files.
     let leftovers: Vec<_> = std::fs::read_dir(wd.root())
         .expect("ls")
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".sluice"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".sluice-staging")
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    let manifest = sluice::sink::read_manifest(&wd.path("out")).expect("manifest");
+    assert_eq!(manifest.rows, 1);
+    manifest
+        .verify(&wd.path("out"))
+        .expect("files match the manifest");
+}
+
+#[test]
+fn append_keeps_old_files_and_lists_all_in_the_manifest() {
+    let wd = Workdir::new();
+    wd.write("a.csv", "id\n1\n2\n");
+    wd.write("b.csv", "id\n3\n");
+    wd.ingest(&["a.csv", "--to", "out", "--files", "1"]);
+    let before = wd.data_files("out");
+    let first = std::fs::read(wd.path(&format!("out/{}", before[0]))).expect("read");
+    wd.ingest(&["b.csv", "--to", "out", "--mode", "append", "--files", "1"]);
+    let after = wd.data_files("out");
+    assert_eq!(after.len(), 2);
+    assert!(after.contains(&before[0]), "old file kept under its name");
+    let same = std::fs::read(wd.path(&format!("out/{}", before[0]))).expect("read");
+    assert!(first == same, "old file untouched");
+    let manifest = sluice::sink::read_manifest(&wd.path("out")).expect("manifest");
+    assert_eq!(manifest.rows, 3);
+    assert_eq!(manifest.files.len(), 2);
+    manifest
+        .verify(&wd.path("out"))
+        .expect("files match the manifest");
+}
+
+#[test]
+fn leftovers_of_a_crashed_job_are_cleaned_up() {
+    let wd = Workdir::new();
+    wd.write("a.csv", "id\n1\n");
+    wd.ingest(&["a.csv", "--to", "out"]);
+    // An unfinished staging folder, as a job killed mid-write leaves it.
+    wd.write(
+        ".sluice-staging-out-deadbeef0000/part-00000-deadbeef0000.parquet",
+        "half a file",
+    );
+    wd.ingest(&["a.csv", "--to", "out", "--mode", "overwrite"]);
+    assert!(!wd.path(".sluice-staging-out-deadbeef0000").exists());
+    // A crash between the fallback commit's two renames: old output parked, new one staged.
+    std::fs::rename(wd.path("out"), wd.path(".sluice-staging-out-feedface0000")).expect("mv");
+    std::fs::create_dir_all(wd.path(".sluice-staging-out-feedface0000-old")).expect("mkdir");
+    wd.write("b.csv", "id\n2\n");
+    let err = wd.fails(&["ingest", "b.csv", "--to", "out"], 1);
+    assert!(
+        err.contains("already exists"),
+        "the staged output was put in place first: {err}"
+    );
+    let ids = wd.query("SELECT id FROM t", &[("t", "out")]);
+    assert_eq!(ids, ["id", "1"]);
+    assert!(!wd.path(".sluice-staging-out-feedface0000-old").exists());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Writing results: Parquet, CSV or NDJSON; a chosen number of files; Hive-style
 //! `partition_by` folders; written to a staging folder and moved into place at the end.
 
+pub mod commit;
 pub mod hive;
 mod writer;
 
@@ -17,6 +18,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::source::Format;
+use commit::Commit;
+pub use commit::Manifest;
 pub use writer::ParquetCompression;
 
 /// What to do when the output already exists.
@@ -72,6 +75,8 @@ pub struct WrittenFile {
     pub rows: u64,
     /// Size in bytes.
     pub bytes: u64,
+    /// CRC-32 (IEEE) of the file's bytes.
+    pub crc32: u32,
 }
 
 /// What a write produced.
@@ -175,8 +180,12 @@ pub async fn write(
 
     let job = uuid::Uuid::new_v4().simple().to_string();
     let job = &job[..12];
-    let staging = staging_dir(&target, job)?;
-    std::fs::create_dir_all(&staging).map_err(|e| Error::io(staging.display().to_string(), e))?;
+    let commit = Commit::begin(&target, job)?;
+    // The target may have changed while we waited for the lock or recovered a crash.
+    check_target(&target, options.mode, single)?;
+    for note in &commit.recovered {
+        tracing::warn!("{}: {note}", target.display());
+    }
 
     let result = run_writers(
         Arc::clone(&plan),
@@ -184,7 +193,7 @@ pub async fn write(
         &schema,
         options,
         format,
-        &staging,
+        commit.staging(),
         job,
         single,
         progress,
@@ -193,11 +202,23 @@ pub async fn write(
     let files = match result {
         Ok(files) => files,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
+            commit.abort();
             return Err(e);
         }
     };
-    let summary = commit(&staging, &target, options.mode, single, files)?;
+    let summary = WriteSummary {
+        rows: files.iter().map(|f| f.rows).sum(),
+        bytes: files.iter().map(|f| f.bytes).sum(),
+        files: files.clone(),
+    };
+    if single {
+        let file = files
+            .first()
+            .ok_or_else(|| Error::Config("no output file was written".into()))?;
+        commit.commit_file(&file.path)?;
+    } else {
+        commit.commit_dir(options.mode, files)?;
+    }
     Ok((summary, plan))
 }
 
@@ -352,113 +373,7 @@ fn check_target(target: &Path, mode: WriteMode, single: bool) -> Result<()> {
     }
 }
 
-/// A staging folder beside the target, so the final rename stays on one file system.
-fn staging_dir(target: &Path, job: &str) -> Result<PathBuf> {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .ok_or_else(|| Error::Config(format!("bad output path '{}'", target.display())))?;
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(parent.display().to_string(), e))?;
-    Ok(parent.join(format!(".sluice-staging-{name}-{job}")))
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::io(path.display().to_string(), e)
-}
-
-/// Moves the staged files into place and writes the `_SUCCESS` manifest.
-fn commit(
-    staging: &Path,
-    target: &Path,
-    mode: WriteMode,
-    single: bool,
-    files: Vec<WrittenFile>,
-) -> Result<WriteSummary> {
-    let rows = files.iter().map(|f| f.rows).sum();
-    let bytes = files.iter().map(|f| f.bytes).sum();
-    if single {
-        let file = files
-            .first()
-            .ok_or_else(|| Error::Config("no output file was written".into()))?;
-        let staged = staging.join(&file.path);
-        if target.exists() {
-            std::fs::remove_file(target).map_err(io_err(target))?;
-        }
-        std::fs::rename(&staged, target).map_err(io_err(target))?;
-        std::fs::remove_dir_all(staging).map_err(io_err(staging))?;
-        let written = WrittenFile {
-            path: target.display().to_string(),
-            rows: file.rows,
-            bytes: file.bytes,
-        };
-        return Ok(WriteSummary {
-            files: vec![written],
-            rows,
-            bytes,
-        });
-    }
-    let mut all_files = files.clone();
-    match mode {
-        WriteMode::Append if target.exists() => {
-            for f in &files {
-                let from = staging.join(&f.path);
-                let to = target.join(&f.path);
-                if let Some(parent) = to.parent() {
-                    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-                }
-                std::fs::rename(&from, &to).map_err(io_err(&to))?;
-            }
-            std::fs::remove_dir_all(staging).map_err(io_err(staging))?;
-            // The manifest lists every file now in the folder that an earlier manifest listed.
-            if let Ok(old) = read_manifest(target) {
-                let mut merged = old.files;
-                merged.extend(all_files);
-                all_files = merged;
-            }
-        }
-        WriteMode::Overwrite if target.exists() => {
-            let trash = staging.with_extension("old");
-            std::fs::rename(target, &trash).map_err(io_err(target))?;
-            std::fs::rename(staging, target).map_err(io_err(target))?;
-            std::fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
-        }
-        _ => {
-            std::fs::rename(staging, target).map_err(io_err(target))?;
-        }
-    }
-    all_files.sort_by(|a, b| a.path.cmp(&b.path));
-    let manifest = Manifest {
-        rows: all_files.iter().map(|f| f.rows).sum(),
-        bytes: all_files.iter().map(|f| f.bytes).sum(),
-        files: all_files,
-    };
-    let path = target.join("_SUCCESS");
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Config(e.to_string()))?;
-    std::fs::write(&path, json).map_err(io_err(&path))?;
-    Ok(WriteSummary { files, rows, bytes })
-}
-
-/// The `_SUCCESS` manifest written last into an output folder.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Manifest {
-    /// Total rows in the listed files.
-    pub rows: u64,
-    /// Total bytes of the listed files.
-    pub bytes: u64,
-    /// The data files of the output.
-    pub files: Vec<ManifestFile>,
-}
-
-/// One file in a manifest.
-pub type ManifestFile = WrittenFile;
-
 /// Reads the `_SUCCESS` manifest of an output folder.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join("_SUCCESS");
-    let text = std::fs::read(&path).map_err(io_err(&path))?;
-    serde_json::from_slice(&text).map_err(|e| Error::file(path.display().to_string(), e))
+    Manifest::read(dir)
 }

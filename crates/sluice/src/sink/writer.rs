@@ -84,10 +84,30 @@ pub struct PartSpec {
     pub partition_by: Vec<String>,
 }
 
+/// A file that computes the CRC-32 of what is written to it.
+struct HashingFile {
+    file: File,
+    hasher: crc32fast::Hasher,
+}
+
+impl std::io::Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+type Out = BufWriter<HashingFile>;
+
 enum FileWriter {
-    Parquet(Box<ArrowWriter<BufWriter<File>>>),
-    Csv(Box<datafusion::arrow::csv::Writer<BufWriter<File>>>),
-    Json(datafusion::arrow::json::LineDelimitedWriter<BufWriter<File>>),
+    Parquet(Box<ArrowWriter<Out>>),
+    Csv(Box<datafusion::arrow::csv::Writer<Out>>),
+    Json(datafusion::arrow::json::LineDelimitedWriter<Out>),
 }
 
 struct OpenFile {
@@ -105,7 +125,13 @@ impl OpenFile {
                 .map_err(|e| Error::io(parent.display().to_string(), e))?;
         }
         let file = File::create(&abs).map_err(|e| Error::io(abs.display().to_string(), e))?;
-        let out = BufWriter::with_capacity(1 << 20, file);
+        let out = BufWriter::with_capacity(
+            1 << 20,
+            HashingFile {
+                file,
+                hasher: crc32fast::Hasher::new(),
+            },
+        );
         let writer = match spec.format {
             Format::Parquet => {
                 let props = WriterProperties::builder()
@@ -154,24 +180,27 @@ impl OpenFile {
     }
 
     fn finish(self) -> Result<WrittenFile> {
-        let flush = |mut out: BufWriter<File>| -> Result<()> {
+        let flush = |mut out: Out| -> Result<u32> {
             use std::io::Write;
             out.flush()
                 .map_err(|e| Error::io(self.abs.display().to_string(), e))?;
-            let file = out
+            let inner = out
                 .into_inner()
                 .map_err(|e| Error::io(self.abs.display().to_string(), e.into_error()))?;
-            file.sync_all()
-                .map_err(|e| Error::io(self.abs.display().to_string(), e))
+            inner
+                .file
+                .sync_all()
+                .map_err(|e| Error::io(self.abs.display().to_string(), e))?;
+            Ok(inner.hasher.finalize())
         };
-        match self.writer {
+        let crc32 = match self.writer {
             FileWriter::Parquet(w) => flush(w.into_inner()?)?,
             FileWriter::Csv(w) => flush(w.into_inner())?,
             FileWriter::Json(mut w) => {
                 w.finish()?;
                 flush(w.into_inner())?
             }
-        }
+        };
         let bytes = std::fs::metadata(&self.abs)
             .map_err(|e| Error::io(self.abs.display().to_string(), e))?
             .len();
@@ -179,6 +208,7 @@ impl OpenFile {
             path: self.rel,
             rows: self.rows,
             bytes,
+            crc32,
         })
     }
 }

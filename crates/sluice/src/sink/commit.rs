@@ -1,0 +1,306 @@
+//! Atomic commit of an output folder.
+//!
+//! A job writes into a staging folder beside its target (`.sluice-staging-NAME-JOB`), fsyncs
+//! every file, and writes the `_SUCCESS` manifest into it last. Then, on Linux, one
+//! `renameat2(RENAME_EXCHANGE)` swaps the staging folder and the target: every reader sees
+//! either the complete old folder or the complete new one, whatever moment the process dies.
+//! `append` stages hard links to the existing files beside the new ones, so the set of files
+//! changes in that one exchange too. What is left in the staging path afterwards (the old
+//! output, or an unfinished job's files) is removed by this commit or, after a crash, by the
+//! next job writing to the same target. A lock file keeps two jobs off one target.
+//!
+//! Where the exchange is not available (another OS or a file system without it), overwrite
+//! falls back to two renames; a crash between them leaves the complete new output in the
+//! staging folder, and the next job moves it into place before it starts.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{WriteMode, WrittenFile};
+use crate::error::{Error, Result};
+
+/// The manifest file written last into an output folder.
+pub const MANIFEST: &str = "_SUCCESS";
+
+const STAGING_PREFIX: &str = ".sluice-staging-";
+
+/// The `_SUCCESS` manifest: what a complete output holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub version: u32,
+    /// The job that wrote the latest files.
+    pub job: String,
+    /// Total rows in the listed files.
+    pub rows: u64,
+    /// Total bytes of the listed files.
+    pub bytes: u64,
+    /// The data files of the output, relative to its folder.
+    pub files: Vec<WrittenFile>,
+}
+
+impl Manifest {
+    /// Builds a manifest over `files`.
+    pub fn new(job: &str, mut files: Vec<WrittenFile>) -> Manifest {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Manifest {
+            version: 1,
+            job: job.to_string(),
+            rows: files.iter().map(|f| f.rows).sum(),
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            files,
+        }
+    }
+
+    /// Reads the manifest of an output folder.
+    pub fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+        serde_json::from_slice(&text).map_err(|e| Error::file(path.display().to_string(), e))
+    }
+
+    /// Checks that every listed file exists with its size and checksum.
+    pub fn verify(&self, dir: &Path) -> Result<()> {
+        for f in &self.files {
+            let path = dir.join(&f.path);
+            let data =
+                std::fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+            if data.len() as u64 != f.bytes || crc32fast::hash(&data) != f.crc32 {
+                return Err(Error::file(
+                    path.display().to_string(),
+                    "does not match the manifest (size or checksum)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A job's hold on an output target: the lock, the staging folder, and the commit.
+#[derive(Debug)]
+pub struct Commit {
+    target: PathBuf,
+    staging: PathBuf,
+    job: String,
+    _lock: File,
+    /// Leftovers of earlier jobs that were cleaned up before this one started.
+    pub recovered: Vec<String>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path.display().to_string(), e)
+}
+
+impl Commit {
+    /// Locks the target, cleans up after crashed jobs, and creates a fresh staging folder.
+    pub fn begin(target: &Path, job: &str) -> Result<Commit> {
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .ok_or_else(|| Error::Config(format!("bad output path '{}'", target.display())))?;
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        let lock_path = parent.join(format!(".sluice-lock-{name}"));
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Config(format!(
+                    "another sluice job is writing '{}'",
+                    target.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(lock_path.display().to_string(), e))
+            }
+        }
+        let recovered = recover(&parent, &name, target)?;
+        let staging = parent.join(format!("{STAGING_PREFIX}{name}-{job}"));
+        std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+        Ok(Commit {
+            target: target.to_path_buf(),
+            staging,
+            job: job.to_string(),
+            _lock: lock,
+            recovered,
+        })
+    }
+
+    /// The folder to write data files into.
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Removes the staging folder after a failed job.
+    pub fn abort(self) {
+        let _ = std::fs::remove_dir_all(&self.staging);
+    }
+
+    /// Moves a single staged file onto the target path (one atomic rename).
+    pub fn commit_file(self, staged: &str) -> Result<()> {
+        let from = self.staging.join(staged);
+        std::fs::rename(&from, &self.target).map_err(io_err(&self.target))?;
+        sync_parent(&self.target);
+        std::fs::remove_dir_all(&self.staging).map_err(io_err(&self.staging))?;
+        Ok(())
+    }
+
+    /// Publishes the staged folder: writes the manifest, then swaps it into place.
+    /// Returns the manifest now describing the target.
+    pub fn commit_dir(self, mode: WriteMode, files: Vec<WrittenFile>) -> Result<Manifest> {
+        let target_exists = self.target.exists();
+        let mut listed = files;
+        if mode == WriteMode::Append && target_exists {
+            // Stage hard links to the existing files so the exchange adds the new ones as a set.
+            let old = Manifest::read(&self.target)
+                .map(|m| m.files)
+                .or_else(|_| existing_files(&self.target))?;
+            for f in &old {
+                let from = self.target.join(&f.path);
+                let to = self.staging.join(&f.path);
+                if let Some(p) = to.parent() {
+                    std::fs::create_dir_all(p).map_err(io_err(p))?;
+                }
+                std::fs::hard_link(&from, &to).map_err(io_err(&from))?;
+            }
+            listed.extend(old);
+        }
+        let manifest = Manifest::new(&self.job, listed);
+        let manifest_path = self.staging.join(MANIFEST);
+        let json =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Config(e.to_string()))?;
+        let mut f = File::create(&manifest_path).map_err(io_err(&manifest_path))?;
+        std::io::Write::write_all(&mut f, &json).map_err(io_err(&manifest_path))?;
+        f.sync_all().map_err(io_err(&manifest_path))?;
+        sync_dir(&self.staging);
+        if target_exists {
+            if exchange(&self.staging, &self.target).is_err() {
+                // Two renames; `recover` finishes the job if we die in between.
+                let old = old_path(&self.staging);
+                std::fs::rename(&self.target, &old).map_err(io_err(&self.target))?;
+                std::fs::rename(&self.staging, &self.target).map_err(io_err(&self.target))?;
+                std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+            } else {
+                // The staging path now holds the old output.
+                std::fs::remove_dir_all(&self.staging).map_err(io_err(&self.staging))?;
+            }
+        } else {
+            std::fs::rename(&self.staging, &self.target).map_err(io_err(&self.target))?;
+        }
+        sync_parent(&self.target);
+        Ok(manifest)
+    }
+}
+
+/// Data files in a folder without a manifest (not written by sluice): every visible file.
+fn existing_files(dir: &Path) -> Result<Vec<WrittenFile>> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| {
+            let n = e.file_name().to_string_lossy();
+            !n.starts_with('.') && !n.starts_with('_')
+        })
+    {
+        let entry = entry.map_err(|e| Error::file(dir.display().to_string(), e))?;
+        if entry.file_type().is_file() {
+            let data = std::fs::read(entry.path()).map_err(io_err(entry.path()))?;
+            let rel = entry
+                .path()
+                .strip_prefix(dir)
+                .map_err(|e| Error::file(dir.display().to_string(), e))?;
+            out.push(WrittenFile {
+                path: rel.display().to_string(),
+                rows: 0,
+                bytes: data.len() as u64,
+                crc32: crc32fast::hash(&data),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Cleans up what crashed jobs left beside `target`: a staging folder holding a complete new
+/// output whose target is missing (a crash between the fallback's two renames) is moved into
+/// place; every other staging folder is removed.
+fn recover(parent: &Path, name: &str, target: &Path) -> Result<Vec<String>> {
+    let prefix = format!("{STAGING_PREFIX}{name}-");
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(found);
+    };
+    let mut leftovers: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    leftovers.sort();
+    for path in &leftovers {
+        // A crash between the fallback's two renames: the old output was moved aside and the
+        // complete new one is still staged. Finish the commit.
+        let interrupted = old_path(path).is_dir() && path.join(MANIFEST).is_file();
+        if interrupted && !target.exists() {
+            std::fs::rename(path, target).map_err(io_err(target))?;
+            found.push(format!(
+                "finished the interrupted commit of {}",
+                path.display()
+            ));
+        }
+    }
+    for path in leftovers {
+        if !path.exists() {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+        } else {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        found.push(format!("removed {}", path.display()));
+    }
+    Ok(found)
+}
+
+/// Where the fallback commit parks the old output.
+fn old_path(staging: &Path) -> PathBuf {
+    let mut name = staging.as_os_str().to_os_string();
+    name.push("-old");
+    PathBuf::from(name)
+}
+
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::result::Result<(), std::io::Error> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE)
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_a: &Path, _b: &Path) -> std::result::Result<(), std::io::Error> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Makes a rename in a folder durable.
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+fn sync_parent(path: &Path) {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+        _ => sync_dir(Path::new(".")),
+    }
+}
