@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use sluice::sink::ParquetCompression;
 use sluice::source::format::parse_char_option;
-use sluice::source::{CsvOptions, Format, NewlinesInValues};
+use sluice::source::{CsvOptions, Format, NewlinesInValues, OnError};
 use sluice::{ReadOptions, SinkOptions, WriteMode};
 
 /// How to read inputs.
@@ -47,6 +47,13 @@ pub struct ReadArgs {
     /// Rows sampled from every file to infer its types.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub infer_rows: usize,
+    /// Rows that cannot be read: fail (stop), skip (drop and count), reject (write them to
+    /// OUT/_rejects/ with file, line and reason).
+    #[arg(long, value_name = "fail|skip|reject", default_value = "reject", value_parser = parse_on_error)]
+    pub on_error: OnError,
+    /// Files at least this many bytes are split into byte ranges read in parallel.
+    #[arg(long, value_name = "BYTES")]
+    pub split_min_size: Option<usize>,
     /// Read key=value folder names below input folders as columns.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub hive_partitioning: bool,
@@ -72,6 +79,8 @@ impl ReadArgs {
             file_column: self.file_column.clone(),
             infer_rows: self.infer_rows,
             hive_partitioning: self.hive_partitioning,
+            on_error: self.on_error,
+            split_min_size: self.split_min_size,
         }
     }
 }
@@ -140,6 +149,10 @@ fn parse_mode(s: &str) -> Result<WriteMode, String> {
 }
 
 fn parse_newlines(s: &str) -> Result<NewlinesInValues, String> {
+    s.parse().map_err(|e: sluice::Error| e.to_string())
+}
+
+fn parse_on_error(s: &str) -> Result<OnError, String> {
     s.parse().map_err(|e: sluice::Error| e.to_string())
 }
 

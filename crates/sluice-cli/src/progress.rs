@@ -125,6 +125,19 @@ pub fn summary(report: &Report) -> String {
         HumanCount(report.rows_out),
         HumanCount(rate as u64)
     ));
+    if report.rows_rejected > 0 {
+        out.push_str(&format!(
+            ", {} rejected (see {})",
+            HumanCount(report.rows_rejected),
+            report
+                .rejects_path
+                .as_deref()
+                .unwrap_or("the rejects folder")
+        ));
+    }
+    if report.rows_skipped > 0 {
+        out.push_str(&format!(", {} skipped", HumanCount(report.rows_skipped)));
+    }
     if report.rows_filtered_by_sql > 0 {
         out.push_str(&format!(
             ", {} removed by SQL",

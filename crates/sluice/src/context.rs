@@ -13,11 +13,16 @@ pub fn default_threads() -> usize {
 /// A session tuned for ingest: `threads` partitions, byte-range splitting of large files,
 /// plain (non-view) string types so every format reads into the same Arrow types.
 pub fn session(threads: usize) -> SessionContext {
+    session_with(threads, None)
+}
+
+/// [`session`] with another minimum size for splitting a file into byte ranges.
+pub fn session_with(threads: usize, split_min_size: Option<usize>) -> SessionContext {
     let threads = threads.max(1);
     let mut config = SessionConfig::new()
         .with_target_partitions(threads)
         .with_repartition_file_scans(true)
-        .with_repartition_file_min_size(1 << 20)
+        .with_repartition_file_min_size(split_min_size.unwrap_or(1 << 20).max(1))
         .with_batch_size(8192)
         .with_information_schema(true);
     let options = config.options_mut();

@@ -53,6 +53,10 @@ pub enum Error {
         right_type: String,
     },
 
+    /// A bad row stopped the job (`--on-error fail`): file:line, offset, column, reason.
+    #[error("{0}")]
+    BadRow(String),
+
     /// An option value is invalid.
     #[error("invalid option: {0}")]
     Config(String),

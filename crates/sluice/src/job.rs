@@ -11,7 +11,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::context;
 use crate::error::{Error, Result};
-use crate::report::{rows_scanned, scan_partitions, Progress, Report};
+use crate::report::{rows_scanned, scan_partitions, FileReport, Progress, Report};
 use crate::sink::{self, SinkOptions};
 use crate::source::counting::CountingStore;
 use crate::source::{ReadOptions, Source};
@@ -46,7 +46,7 @@ impl Job {
     /// Runs the job to completion and returns its report.
     pub async fn run(&self, progress: &Progress) -> Result<Report> {
         let started = Instant::now();
-        let ctx = context::session(self.threads);
+        let ctx = context::session_with(self.threads, self.source.split_min_size);
         let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
         ctx.register_object_store(
             ObjectStoreUrl::local_filesystem().as_ref(),
@@ -68,28 +68,55 @@ impl Job {
             .bytes_total
             .store(source.total_bytes(), Ordering::Relaxed);
         let df = apply_transforms(&ctx, source.to_dataframe(&ctx)?, &self.transforms).await?;
-        let (written, plan) =
-            match sink::write(df, &self.sink, self.threads, Arc::clone(&progress.write)).await {
-                Ok(done) => done,
-                Err(Error::Engine(e)) => {
-                    // Name the file behind a read error when the engine did not.
-                    return Err(match source.locate_error().await {
-                        Some(located) => located,
-                        None => Error::Engine(e),
-                    });
-                }
-                Err(e) => return Err(e),
-            };
-        let rows_in = rows_scanned(&plan);
+        let (written, plan) = match sink::write(
+            df,
+            &self.sink,
+            self.threads,
+            Arc::clone(&progress.write),
+            Some(&source.rejects),
+        )
+        .await
+        {
+            Ok(done) => done,
+            Err(Error::Engine(e)) if bad_row(&e).is_some() => {
+                return Err(Error::BadRow(bad_row(&e).unwrap_or_default()));
+            }
+            Err(Error::Engine(e)) => {
+                // Name the file behind a read error when the engine did not.
+                return Err(match source.locate_error().await {
+                    Some(located) => located,
+                    None => Error::Engine(e),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let rows_ok = rows_scanned(&plan);
+        let (rejected, skipped) = (source.rejects.rejected(), source.rejects.skipped());
+        let rows_in = rows_ok + rejected + skipped;
         Ok(Report {
             files_read: source.files.len() as u64,
             bytes_read: source.total_bytes(),
             rows_in,
             rows_out: written.rows,
+            rows_rejected: rejected,
+            rows_skipped: skipped,
+            rejects_path: (rejected > 0).then(|| rejects_path(&self.sink)),
+            files: source
+                .rejects
+                .per_file()
+                .into_iter()
+                .map(|(file, c)| FileReport {
+                    file,
+                    rows_in: c.rows_ok + c.rows_rejected + c.rows_skipped,
+                    rows_ok: c.rows_ok,
+                    rows_rejected: c.rows_rejected,
+                    rows_skipped: c.rows_skipped,
+                })
+                .collect(),
             rows_filtered_by_sql: if self.transforms.is_empty() {
                 0
             } else {
-                rows_in.saturating_sub(written.rows)
+                rows_ok.saturating_sub(written.rows)
             },
             files_written: written.files.len() as u64,
             bytes_written: written.bytes,
@@ -156,4 +183,29 @@ fn check_not_reading_output(source: &Source, sink: &SinkOptions) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The message of a bad row that stopped the job, if that is what `e` is.
+fn bad_row(e: &datafusion::error::DataFusionError) -> Option<String> {
+    match e.find_root() {
+        datafusion::error::DataFusionError::External(inner) => {
+            match inner.downcast_ref::<Error>() {
+                Some(Error::BadRow(msg)) => Some(msg.clone()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Where rejected rows end up for a sink.
+fn rejects_path(sink: &SinkOptions) -> String {
+    if sink.single_file_target() {
+        format!("{}{}", sink.path, crate::sink::commit::REJECTS_DIR)
+    } else {
+        std::path::Path::new(&sink.path)
+            .join(crate::sink::commit::REJECTS_DIR)
+            .display()
+            .to_string()
+    }
 }

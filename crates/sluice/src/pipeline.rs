@@ -63,6 +63,10 @@ pub struct SourceSpec {
     pub infer_rows: Option<usize>,
     /// Read `key=value` folders as columns (default true).
     pub hive_partitioning: Option<bool>,
+    /// `fail`, `skip` or `reject` (default) for rows that cannot be read.
+    pub on_error: Option<String>,
+    /// Files at least this many bytes are split into ranges.
+    pub split_min_size: Option<usize>,
 }
 
 /// `[[transform]]`
@@ -232,6 +236,13 @@ impl PipelineSpec {
             file_column: s.file_column,
             infer_rows: s.infer_rows.unwrap_or(1000),
             hive_partitioning: s.hive_partitioning.unwrap_or(true),
+            on_error: s
+                .on_error
+                .as_deref()
+                .map(str::parse)
+                .transpose()?
+                .unwrap_or_default(),
+            split_min_size: s.split_min_size,
         };
         let k = self.sink;
         let sink = SinkOptions {

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::sink::WriteProgress;
 use crate::source::counting::ReadCounter;
+use crate::source::csv_scan::CsvScanExec;
 
 /// Live counters shared with a progress display while a job runs.
 #[derive(Debug, Default)]
@@ -59,6 +60,14 @@ pub struct Report {
     pub rows_in: u64,
     /// Rows written to the output.
     pub rows_out: u64,
+    /// Rows that could not be read and went to the rejects dataset.
+    pub rows_rejected: u64,
+    /// Rows that could not be read and were dropped (`--on-error skip`).
+    pub rows_skipped: u64,
+    /// Where rejected rows were written, when there were any.
+    pub rejects_path: Option<String>,
+    /// Per input file (CSV): rows passed on, rejected and skipped.
+    pub files: Vec<FileReport>,
     /// Rows removed by the user's SQL (`WHERE`, `DISTINCT`, aggregation...): `rows_in - rows_out`
     /// when SQL steps ran, otherwise 0.
     pub rows_filtered_by_sql: u64,
@@ -88,10 +97,25 @@ pub struct Report {
     pub input_partitions: usize,
 }
 
-/// Sums the rows produced by every file scan in an executed plan.
+/// Row counts of one input file.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileReport {
+    /// The file.
+    pub file: String,
+    /// Rows read (`rows_ok + rows_rejected + rows_skipped`).
+    pub rows_in: u64,
+    /// Rows passed on.
+    pub rows_ok: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+    /// Rows skipped.
+    pub rows_skipped: u64,
+}
+
+/// Sums the good rows produced by every file scan in an executed plan.
 pub fn rows_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     let mut total = 0u64;
-    if plan.is::<DataSourceExec>() {
+    if plan.is::<DataSourceExec>() || plan.is::<CsvScanExec>() {
         if let Some(metrics) = plan.metrics() {
             total += metrics.output_rows().unwrap_or(0) as u64;
         }
@@ -105,7 +129,7 @@ pub fn rows_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
 
 /// Counts the output partitions of every file scan in a plan.
 pub fn scan_partitions(plan: &Arc<dyn ExecutionPlan>) -> usize {
-    if plan.is::<DataSourceExec>() {
+    if plan.is::<DataSourceExec>() || plan.is::<CsvScanExec>() {
         return plan.properties().output_partitioning().partition_count();
     }
     plan.children().into_iter().map(scan_partitions).sum()

@@ -106,11 +106,30 @@ fn a_bad_value_after_the_sample_names_the_file() {
     csv.push_str("50,abc\n");
     wd.write("late.csv", csv);
     let err = wd.fails(
-        &["ingest", "late.csv", "--to", "o", "--infer-rows", "10"],
+        &[
+            "ingest",
+            "late.csv",
+            "--to",
+            "o",
+            "--infer-rows",
+            "10",
+            "--on-error",
+            "fail",
+        ],
         1,
     );
-    assert!(err.contains("late.csv"), "{err}");
-    assert!(err.contains("'abc'") && err.contains("Int64"), "{err}");
-    assert!(err.contains("data row 51"), "{err}");
+    assert_eq!(
+        err.trim(),
+        "error: late.csv:52: cannot parse 'abc' as type 'Int64' (byte 285, column 'n', type_mismatch)"
+    );
     assert!(!wd.path("o").exists(), "nothing is committed on failure");
+    // The default, reject: the row goes to the rejects dataset, the rest is written.
+    let report = wd.ingest(&["late.csv", "--to", "o", "--infer-rows", "10"]);
+    assert_eq!(report["rows_in"], 51);
+    assert_eq!(report["rows_out"], 50);
+    assert_eq!(report["rows_rejected"], 1);
+    let rejects = wd.read("o/_rejects/rejects.ndjson");
+    let r: serde_json::Value = serde_json::from_str(rejects.trim()).expect("json");
+    assert_eq!(r["line"], 52);
+    assert_eq!(r["raw"], "50,abc");
 }

@@ -6,6 +6,7 @@ mod formats;
 mod inputs;
 mod output;
 mod pipeline;
+mod rejects;
 mod schema;
 mod split;
 mod workdir;

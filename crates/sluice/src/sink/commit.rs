@@ -26,6 +26,10 @@ pub const MANIFEST: &str = "_SUCCESS";
 
 const STAGING_PREFIX: &str = ".sluice-staging-";
 
+/// The folder rejected rows are written to, inside an output folder. For a single-file
+/// output it sits beside the file as `NAME_rejects/`.
+pub const REJECTS_DIR: &str = "_rejects";
+
 /// The `_SUCCESS` manifest: what a complete output holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -148,6 +152,16 @@ impl Commit {
 
     /// Moves a single staged file onto the target path (one atomic rename).
     pub fn commit_file(self, staged: &str) -> Result<()> {
+        let rejects = self.staging.join(REJECTS_DIR);
+        if rejects.is_dir() {
+            let mut name = self.target.as_os_str().to_os_string();
+            name.push(REJECTS_DIR);
+            let beside = PathBuf::from(name);
+            if beside.exists() {
+                std::fs::remove_dir_all(&beside).map_err(io_err(&beside))?;
+            }
+            std::fs::rename(&rejects, &beside).map_err(io_err(&beside))?;
+        }
         let from = self.staging.join(staged);
         std::fs::rename(&from, &self.target).map_err(io_err(&self.target))?;
         sync_parent(&self.target);

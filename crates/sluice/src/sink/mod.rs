@@ -158,6 +158,7 @@ pub async fn write(
     options: &SinkOptions,
     threads: usize,
     progress: Arc<WriteProgress>,
+    rejects: Option<&crate::source::Rejects>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
     let format = options.resolved_format();
     let df = portable_types(df, format)?;
@@ -186,6 +187,10 @@ pub async fn write(
     for note in &commit.recovered {
         tracing::warn!("{}: {note}", target.display());
     }
+    // Rejected rows are staged with the output and committed with it.
+    if let Some(r) = rejects {
+        r.set_dir(commit.staging().join(commit::REJECTS_DIR));
+    }
 
     let result = run_writers(
         Arc::clone(&plan),
@@ -199,6 +204,10 @@ pub async fn write(
         progress,
     )
     .await;
+    let result = match (result, rejects) {
+        (Ok(files), Some(r)) => r.finish().map(|()| files),
+        (other, _) => other,
+    };
     let files = match result {
         Ok(files) => files,
         Err(e) => {

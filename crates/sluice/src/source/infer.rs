@@ -98,9 +98,14 @@ pub async fn infer_file_schema(
         let (path, compression, display) =
             (file.path.clone(), file.compression, file.display.clone());
         let format = arrow_csv_format(file, csv)?;
-        let (quote, escape) = (csv.quote, csv.escape);
+        let dialect = (
+            csv.delimiter_for(&file.display),
+            csv.quote,
+            csv.escape,
+            csv.comment,
+        );
         tokio::task::spawn_blocking(move || {
-            infer_csv(&path, compression, format, quote, escape, infer_rows)
+            infer_csv(&path, compression, format, dialect, infer_rows)
                 .map_err(|e| Error::file(&display, e))
         })
         .await
@@ -160,8 +165,7 @@ fn infer_csv(
     path: &std::path::Path,
     compression: super::format::Compression,
     format: datafusion::arrow::csv::reader::Format,
-    quote: u8,
-    escape: Option<u8>,
+    (delimiter, quote, escape, comment): (u8, u8, Option<u8>, Option<u8>),
     rows: usize,
 ) -> std::result::Result<Schema, String> {
     use std::io::Read;
@@ -199,10 +203,70 @@ fn infer_csv(
     } else {
         scanner.last_boundary
     };
+    let clean = well_formed_rows(&sample[..end], delimiter, quote, escape, comment);
     let (schema, _) = format
-        .infer_schema(&sample[..end], Some(rows))
+        .infer_schema(&clean[..], Some(rows))
         .map_err(|e| e.to_string().trim_start_matches("Csv error: ").to_string())?;
     Ok(schema)
+}
+
+/// The sample without rows that would stop inference: rows whose field count differs from
+/// the first row's, and rows that are not UTF-8. (Those rows are reported when the data is
+/// read; they must not decide the types.)
+fn well_formed_rows(
+    data: &[u8],
+    delimiter: u8,
+    quote: u8,
+    escape: Option<u8>,
+    comment: Option<u8>,
+) -> Vec<u8> {
+    let mut reader = csv_core::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .quote(quote)
+        .escape(escape)
+        .double_quote(escape.is_none())
+        .comment(comment)
+        .build();
+    let mut out = vec![0u8; 1 << 16];
+    let mut ends = vec![0usize; 1024];
+    let mut kept = Vec::with_capacity(data.len());
+    let (mut pos, mut start, mut fields, mut expected) = (0usize, 0usize, 0usize, None);
+    loop {
+        let (res, nin, _, nend) = reader.read_record(&data[pos..], &mut out, &mut ends[fields..]);
+        pos += nin;
+        fields += nend;
+        match res {
+            csv_core::ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
+            csv_core::ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+            csv_core::ReadRecordResult::Record => {
+                let row = &data[start..pos];
+                let want = *expected.get_or_insert(fields);
+                if fields == want && std::str::from_utf8(row).is_ok() {
+                    kept.extend_from_slice(row);
+                    if !row.ends_with(b"\n") {
+                        kept.push(b'\n');
+                    }
+                }
+                start = pos;
+                fields = 0;
+            }
+            csv_core::ReadRecordResult::InputEmpty => {
+                if pos >= data.len() {
+                    let (res, _, _, nend) = reader.read_record(&[], &mut out, &mut ends[fields..]);
+                    fields += nend;
+                    if matches!(res, csv_core::ReadRecordResult::Record)
+                        && Some(fields) == expected
+                        && std::str::from_utf8(&data[start..]).is_ok()
+                    {
+                        kept.extend_from_slice(&data[start..]);
+                    }
+                    break;
+                }
+            }
+            csv_core::ReadRecordResult::End => break,
+        }
+    }
+    kept
 }
 
 /// Counts records (line breaks outside quotes) and remembers where the last one ended.

@@ -2,10 +2,12 @@
 //! DataFrame that unions every file by column name.
 
 pub mod counting;
+pub mod csv_scan;
 pub mod format;
 pub mod hive;
 pub mod infer;
 pub mod merge;
+pub mod rejects;
 pub mod resolve;
 pub mod split;
 pub mod table;
@@ -17,12 +19,13 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{cast, lit, when, Expr};
+use datafusion::logical_expr::{cast, lit, Expr};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 
 pub use format::{Compression, CsvOptions, Format, NewlinesInValues};
 pub use hive::HiveColumn;
+pub use rejects::{OnError, Rejects};
 pub use resolve::InputFile;
 
 use crate::error::{Error, Result};
@@ -50,6 +53,10 @@ pub struct ReadOptions {
     /// Turn `key=value` folders below an input folder or glob root into columns (like
     /// Spark and DuckDB). Only applies when every file sits under the same keys.
     pub hive_partitioning: bool,
+    /// What to do with rows that cannot be read (CSV files).
+    pub on_error: OnError,
+    /// Files at least this big are split into byte ranges (default 1 MiB).
+    pub split_min_size: Option<usize>,
 }
 
 impl Default for ReadOptions {
@@ -63,6 +70,8 @@ impl Default for ReadOptions {
             file_column: None,
             infer_rows: 1000,
             hive_partitioning: true,
+            on_error: OnError::default(),
+            split_min_size: None,
         }
     }
 }
@@ -95,6 +104,8 @@ pub struct Source {
     /// Big CSV files that could not be cut at a record boundary and were read whole
     /// (filled in when the scan is planned).
     pub unsplit: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Bad rows and per-file row counts (CSV files).
+    pub rejects: Arc<Rejects>,
     options: ReadOptions,
 }
 
@@ -156,6 +167,7 @@ impl Source {
             hive_columns,
             decisions,
             unsplit: Arc::default(),
+            rejects: Arc::new(Rejects::new(options.on_error)),
             options,
         })
     }
@@ -229,21 +241,7 @@ impl Source {
                 })
             })
             .collect::<Result<_>>()?;
-        // A CSV null string is matched on text, then cast (the CSV reader has no null regex).
-        let null_text = match first.input.format {
-            Format::Csv => self.options.csv.null_value.clone(),
-            _ => None,
-        };
-        // CSV parses straight into the target type; other formats read their own types (JSON
-        // numbers do not decode into a string column) and are cast after.
-        let read_schema: SchemaRef = if null_text.is_some() {
-            Arc::new(Schema::new(
-                mapping
-                    .iter()
-                    .map(|(name, _)| Field::new(name, DataType::Utf8, true))
-                    .collect::<Vec<_>>(),
-            ))
-        } else if first.input.format == Format::Csv {
+        let read_schema: SchemaRef = if first.input.format == Format::Csv {
             Arc::new(Schema::new(
                 mapping
                     .iter()
@@ -293,9 +291,31 @@ impl Source {
             format,
             ObjectStoreUrl::local_filesystem(),
             Arc::clone(&read_schema),
-            partition_fields,
+            partition_fields.clone(),
             table_files,
         );
+        if first.input.format == Format::Csv {
+            let csv = &self.options.csv;
+            let null_regex = csv
+                .null_value
+                .as_ref()
+                .map(|v| regex::Regex::new(&format!("^(?:{})?$", regex::escape(v))))
+                .transpose()
+                .map_err(|e| Error::Config(format!("null value: {e}")))?;
+            let config = csv_scan::CsvScanConfig {
+                file_schema: Arc::clone(&read_schema),
+                partition_fields: partition_fields.into_iter().map(Arc::new).collect(),
+                header: csv.header,
+                delimiter: csv.delimiter_for(&first.input.display),
+                quote: csv.quote,
+                escape: csv.escape,
+                comment: csv.comment,
+                null_regex,
+                compression: first.input.compression.to_datafusion(),
+                batch_size: 8192,
+            };
+            table = table.with_csv_reader(config, Arc::clone(&self.rejects));
+        }
         if csv_split {
             let dialect = split::Dialect {
                 delimiter: self.options.csv.delimiter_for(&first.input.display),
@@ -314,15 +334,7 @@ impl Source {
             } else {
                 match mapping.iter().find(|(_, t)| *t == i) {
                     Some((name, _)) => {
-                        let mut column = Expr::Column(Column::new_unqualified(name));
-                        if let Some(null_text) = &null_text {
-                            column = when(
-                                column.clone().eq(lit(null_text.as_str())),
-                                lit(ScalarValue::Utf8(None)),
-                            )
-                            .when(column.clone().eq(lit("")), lit(ScalarValue::Utf8(None)))
-                            .otherwise(column)?;
-                        }
+                        let column = Expr::Column(Column::new_unqualified(name));
                         let have = read_schema.field_with_name(name)?.data_type();
                         if have == field.data_type() {
                             column

@@ -25,6 +25,8 @@ use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::csv_scan::{CsvRange, CsvScanConfig, CsvScanExec};
+use super::rejects::Rejects;
 use super::split::{aligned_cut, Dialect, WINDOW};
 
 /// A set of files read with one format and one file schema.
@@ -39,6 +41,7 @@ pub struct FileSetTable {
     displays: Vec<String>,
     csv_split: Option<Dialect>,
     unsplit: Arc<Mutex<Vec<String>>>,
+    csv_reader: Option<(CsvScanConfig, Arc<Rejects>)>,
 }
 
 /// One file of a [`FileSetTable`].
@@ -83,7 +86,14 @@ impl FileSetTable {
             displays,
             csv_split: None,
             unsplit: Arc::default(),
+            csv_reader: None,
         }
+    }
+
+    /// Reads the files with sluice's row-checking CSV reader instead of DataFusion's.
+    pub fn with_csv_reader(mut self, config: CsvScanConfig, rejects: Arc<Rejects>) -> Self {
+        self.csv_reader = Some((config, rejects));
+        self
     }
 
     /// Splits big files into record-aligned byte ranges with this CSV dialect (the format
@@ -203,6 +213,49 @@ impl TableProvider for FileSetTable {
             Some(dialect) => self.plan_csv_ranges(state, dialect, partitions).await?,
             None => FileGroup::new(self.files.clone()).split_files(partitions),
         };
+        if let Some((config, rejects)) = &self.csv_reader {
+            let display: std::collections::HashMap<&str, &String> = self
+                .files
+                .iter()
+                .zip(&self.displays)
+                .map(|(f, d)| (f.object_meta.location.as_ref(), d))
+                .collect();
+            let ranges = groups
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|f| {
+                            let size = f.object_meta.size;
+                            let (start, end) = f
+                                .range
+                                .as_ref()
+                                .map(|r| (r.start as u64, r.end as u64))
+                                .unwrap_or((0, size));
+                            CsvRange {
+                                location: f.object_meta.location.clone(),
+                                display: display
+                                    .get(f.object_meta.location.as_ref())
+                                    .map(|d| d.to_string())
+                                    .unwrap_or_else(|| f.object_meta.location.to_string()),
+                                start,
+                                end,
+                                size,
+                                partition_values: f.partition_values.clone(),
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut config = config.clone();
+            config.batch_size = state.config().batch_size();
+            return Ok(Arc::new(CsvScanExec::try_new(
+                config,
+                self.store_url.clone(),
+                ranges,
+                projection.cloned(),
+                Arc::clone(rejects),
+            )?));
+        }
         let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
             .with_file_groups(groups)
             .with_projection_indices(projection.cloned())?

@@ -1,0 +1,220 @@
+//! Nothing lost: every bad row is rejected (or skipped, or stops the job) with its file,
+//! physical line, byte offset, column and reason, and rows_in = rows_out + rejected + skipped.
+
+use std::collections::BTreeSet;
+
+use crate::workdir::Workdir;
+
+const SCHEMA: &str = "id BIGINT, amount DOUBLE, day DATE";
+
+/// (file, line, byte offset, column, kind) of every bad row in tests/data/bad/.
+fn expected() -> BTreeSet<(String, u64, u64, Option<String>, String)> {
+    let rows: [(&str, u64, u64, Option<&str>, &str); 7] = [
+        ("fields.csv", 3, 27, None, "too_many_fields"),
+        ("fields.csv", 4, 43, None, "too_few_fields"),
+        (
+            "quoted_newlines.csv",
+            4,
+            34,
+            Some("amount"),
+            "type_mismatch",
+        ),
+        ("types_crlf.csv", 3, 33, Some("amount"), "type_mismatch"),
+        ("types_crlf.csv", 4, 51, Some("day"), "type_mismatch"),
+        ("unterminated.csv", 4, 31, None, "unterminated_quote"),
+        ("utf8.csv", 3, 23, None, "invalid_utf8"),
+    ];
+    rows.iter()
+        .map(|(f, l, o, c, k)| {
+            (
+                format!("bad/{f}"),
+                *l,
+                *o,
+                c.map(str::to_string),
+                k.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn corpus() -> Workdir {
+    let wd = Workdir::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/bad");
+    for entry in std::fs::read_dir(&dir).expect("corpus") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".csv") {
+            wd.write(
+                &format!("bad/{name}"),
+                std::fs::read(entry.path()).expect("read"),
+            );
+        }
+    }
+    wd
+}
+
+fn rejects_of(wd: &Workdir, out: &str) -> BTreeSet<(String, u64, u64, Option<String>, String)> {
+    wd.read(&format!("{out}/_rejects/rejects.ndjson"))
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (
+                v["file"].as_str().unwrap_or_default().to_string(),
+                v["line"].as_u64().unwrap_or_default(),
+                v["byte_offset"].as_u64().unwrap_or_default(),
+                v["column"].as_str().map(str::to_string),
+                v["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn assert_identity(report: &serde_json::Value) {
+    let n = |k: &str| report[k].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(
+        n("rows_in"),
+        n("rows_out") + n("rows_rejected") + n("rows_skipped"),
+        "accounting: {report}"
+    );
+    for f in report["files"].as_array().expect("files") {
+        let m = |k: &str| f[k].as_u64().unwrap_or(u64::MAX);
+        assert_eq!(
+            m("rows_in"),
+            m("rows_ok") + m("rows_rejected") + m("rows_skipped"),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn reject_mode_records_every_bad_row_exactly() {
+    let wd = corpus();
+    let report = wd.ingest(&["bad", "--to", "out", "--schema", SCHEMA]);
+    assert_identity(&report);
+    assert_eq!(report["rows_rejected"], 7, "{report}");
+    assert_eq!(report["rows_out"], 11);
+    assert_eq!(rejects_of(&wd, "out"), expected());
+    assert_eq!(report["rejects_path"], "out/_rejects");
+    // The raw text is kept.
+    let text = wd.read("out/_rejects/rejects.ndjson");
+    assert!(text.contains("\"raw\":\"2,bob,2.5,extra\""), "{text}");
+    // Readers of the output skip the _rejects folder.
+    let n = wd.query("SELECT count(*) AS n FROM t", &[("t", "out")]);
+    assert_eq!(n, ["n", "11"]);
+}
+
+#[test]
+fn forced_splitting_gives_the_same_rejects_and_lines() {
+    let wd = corpus();
+    let whole = wd.ingest(&["bad", "--to", "whole", "--schema", SCHEMA, "--threads", "1"]);
+    let split = wd.ingest(&[
+        "bad",
+        "--to",
+        "split",
+        "--schema",
+        SCHEMA,
+        "--threads",
+        "4",
+        "--split-min-size",
+        "1",
+    ]);
+    assert_identity(&split);
+    assert_eq!(whole["rows_out"], split["rows_out"]);
+    assert_eq!(rejects_of(&wd, "whole"), rejects_of(&wd, "split"));
+}
+
+#[test]
+fn big_files_split_with_bad_rows_keep_exact_lines() {
+    let wd = Workdir::new();
+    let mut csv = String::from("id,amount,text\n");
+    let mut bad = BTreeSet::new();
+    for i in 0..60_000u64 {
+        let offset = csv.len() as u64;
+        if i % 9_973 == 5 {
+            csv.push_str(&format!("{i},oops,\"bad, row\"\n"));
+            bad.insert(offset);
+        } else if i % 100 == 0 {
+            csv.push_str(&format!("{i},1.5,\"two\nlines\"\n"));
+        } else {
+            csv.push_str(&format!("{i},2.5,\"plain, text\"\n"));
+        }
+    }
+    // Physical lines: every quoted line break adds one.
+    let mut expected = BTreeSet::new();
+    for offset in &bad {
+        let line = 1 + csv.as_bytes()[..*offset as usize]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as u64;
+        expected.insert((line, *offset));
+    }
+    wd.write("big.csv", &csv);
+    for threads in ["1", "4"] {
+        let out = format!("out{threads}");
+        let report = wd.ingest(&[
+            "big.csv",
+            "--to",
+            &out,
+            "--threads",
+            threads,
+            "--infer-rows",
+            "3",
+        ]);
+        assert_identity(&report);
+        assert_eq!(report["rows_rejected"], bad.len() as u64);
+        if threads == "4" {
+            assert!(report["input_partitions"].as_u64() >= Some(4), "{report}");
+        }
+        let got: BTreeSet<(u64, u64)> = rejects_of(&wd, &out)
+            .into_iter()
+            .map(|r| (r.1, r.2))
+            .collect();
+        assert_eq!(got, expected);
+    }
+}
+
+#[test]
+fn skip_mode_counts_and_writes_no_rejects() {
+    let wd = corpus();
+    let report = wd.ingest(&[
+        "bad",
+        "--to",
+        "out",
+        "--schema",
+        SCHEMA,
+        "--on-error",
+        "skip",
+    ]);
+    assert_identity(&report);
+    assert_eq!(report["rows_skipped"], 7);
+    assert_eq!(report["rows_rejected"], 0);
+    assert!(!wd.path("out/_rejects").exists());
+}
+
+#[test]
+fn fail_mode_stops_at_the_first_bad_row_with_its_position() {
+    let wd = corpus();
+    let cases = [
+        ("bad/fields.csv", "bad/fields.csv:3: expected 3 fields, found 4 (byte 27, too_many_fields)"),
+        ("bad/types_crlf.csv", "bad/types_crlf.csv:3: cannot parse 'abc' as type 'Float64' (byte 33, column 'amount', type_mismatch)"),
+        ("bad/utf8.csv", "bad/utf8.csv:3: the row is not valid UTF-8 (byte 23, invalid_utf8)"),
+        ("bad/unterminated.csv", "bad/unterminated.csv:4: a quoted value is not closed before the end of the file (byte 31, unterminated_quote)"),
+    ];
+    for (file, message) in cases {
+        let err = wd.fails(
+            &[
+                "ingest",
+                file,
+                "--to",
+                "o",
+                "--schema",
+                SCHEMA,
+                "--on-error",
+                "fail",
+            ],
+            1,
+        );
+        assert_eq!(err.trim(), format!("error: {message}"));
+        assert!(!wd.path("o").exists());
+    }
+}

@@ -1,0 +1,731 @@
+//! `CsvScanExec`: sluice's CSV reader, with row-level error handling.
+//!
+//! Each partition reads its byte ranges (record-aligned, see [`super::split`]) and feeds them
+//! to arrow-csv's decoder, the same fast path DataFusion uses. The bytes of the rows in the
+//! current batch are kept; when the decoder rejects the batch (a value that does not parse,
+//! a row with the wrong field count, invalid UTF-8), the batch is split into rows with
+//! `csv-core` and every row is decoded alone: good rows go on, bad rows go to
+//! [`Rejects`] with their file, physical line, byte offset, column and reason. Clean data
+//! never takes the slow path. Physical line numbers come from counting line breaks in what
+//! was read; for a range that starts inside a file the count before it is read once, on the
+//! first bad row only.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::csv::reader::{Decoder, ReaderBuilder};
+use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::object_store::path::Path;
+use datafusion::object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::StreamExt;
+
+use super::rejects::{RejectRecord, Rejects, RAW_CAP};
+
+/// One byte range of one file.
+#[derive(Debug, Clone)]
+pub struct CsvRange {
+    /// Object-store location.
+    pub location: Path,
+    /// The file as shown to the user.
+    pub display: String,
+    /// First byte (a record start).
+    pub start: u64,
+    /// One past the last byte (a record end), or the file size.
+    pub end: u64,
+    /// The file's size.
+    pub size: u64,
+    /// Values of the per-file columns.
+    pub partition_values: Vec<ScalarValue>,
+}
+
+/// How to read the files.
+#[derive(Debug, Clone)]
+pub struct CsvScanConfig {
+    /// Columns in the file, in file order, with the types to parse into.
+    pub file_schema: SchemaRef,
+    /// Per-file constant columns appended after the file columns.
+    pub partition_fields: Vec<FieldRef>,
+    /// The first line of each file is a header.
+    pub header: bool,
+    /// Field delimiter.
+    pub delimiter: u8,
+    /// Quote character.
+    pub quote: u8,
+    /// Escape character.
+    pub escape: Option<u8>,
+    /// Comment prefix.
+    pub comment: Option<u8>,
+    /// Values matching this are NULL (besides the empty field).
+    pub null_regex: Option<regex::Regex>,
+    /// Whole-file compression.
+    pub compression: FileCompressionType,
+    /// Rows per batch.
+    pub batch_size: usize,
+}
+
+impl CsvScanConfig {
+    fn decoder(&self, header: bool) -> Decoder {
+        let mut b = ReaderBuilder::new(Arc::clone(&self.file_schema))
+            .with_header(header)
+            .with_delimiter(self.delimiter)
+            .with_quote(self.quote)
+            .with_batch_size(self.batch_size);
+        if let Some(e) = self.escape {
+            b = b.with_escape(e);
+        }
+        if let Some(c) = self.comment {
+            b = b.with_comment(c);
+        }
+        if let Some(r) = &self.null_regex {
+            b = b.with_null_regex(r.clone());
+        }
+        b.build_decoder()
+    }
+
+    fn splitter(&self) -> csv_core::Reader {
+        csv_core::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .quote(self.quote)
+            .escape(self.escape)
+            .double_quote(self.escape.is_none())
+            .comment(self.comment)
+            .build()
+    }
+}
+
+/// Reads CSV ranges into batches, sending bad rows to a [`Rejects`] collector.
+#[derive(Debug)]
+pub struct CsvScanExec {
+    config: Arc<CsvScanConfig>,
+    store_url: ObjectStoreUrl,
+    partitions: Vec<Vec<CsvRange>>,
+    projection: Option<Vec<usize>>,
+    rejects: Arc<Rejects>,
+    schema: SchemaRef,
+    cache: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl CsvScanExec {
+    /// A scan of `partitions` (each a list of ranges read in order).
+    pub fn try_new(
+        config: CsvScanConfig,
+        store_url: ObjectStoreUrl,
+        partitions: Vec<Vec<CsvRange>>,
+        projection: Option<Vec<usize>>,
+        rejects: Arc<Rejects>,
+    ) -> Result<Self> {
+        let mut fields: Vec<FieldRef> = config.file_schema.fields().iter().cloned().collect();
+        fields.extend(config.partition_fields.iter().cloned());
+        let full = Schema::new(fields);
+        let schema = Arc::new(match &projection {
+            Some(p) => full.project(p)?,
+            None => full,
+        });
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(CsvScanExec {
+            config: Arc::new(config),
+            store_url,
+            partitions,
+            projection,
+            rejects,
+            schema,
+            cache,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+impl DisplayAs for CsvScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let ranges: usize = self.partitions.iter().map(Vec::len).sum();
+        write!(
+            f,
+            "CsvScanExec: partitions={}, ranges={ranges}, on_error={:?}",
+            self.partitions.len(),
+            self.rejects.mode
+        )
+    }
+}
+
+impl ExecutionPlan for CsvScanExec {
+    fn name(&self) -> &str {
+        "CsvScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "CsvScanExec has no children".into(),
+            ))
+        }
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
+    ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let store = context.runtime_env().object_store(&self.store_url)?;
+        let ranges = self.partitions.get(partition).cloned().unwrap_or_default();
+        let config = Arc::clone(&self.config);
+        let rejects = Arc::clone(&self.rejects);
+        let projection = self.projection.clone();
+        let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            for range in ranges {
+                let mut reader = RangeReader::new(&config, &range);
+                let bytes = read_stream(&store, &range, &config).await?;
+                futures::pin_mut!(bytes);
+                while let Some(chunk) = bytes.next().await {
+                    let out = reader.feed(&chunk?)?;
+                    send(
+                        &tx,
+                        out,
+                        &range,
+                        &config,
+                        &rejects,
+                        &store,
+                        projection.as_deref(),
+                        &metrics,
+                    )
+                    .await?;
+                }
+                let out = reader.finish()?;
+                send(
+                    &tx,
+                    out,
+                    &range,
+                    &config,
+                    &rejects,
+                    &store,
+                    projection.as_deref(),
+                    &metrics,
+                )
+                .await?;
+            }
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+}
+
+/// The bytes of a range, decompressed.
+async fn read_stream(
+    store: &Arc<dyn ObjectStore>,
+    range: &CsvRange,
+    config: &CsvScanConfig,
+) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
+    let whole = range.start == 0 && range.end >= range.size;
+    let opts = GetOptions {
+        range: (!whole).then_some(GetRange::Bounded(range.start..range.end)),
+        ..Default::default()
+    };
+    let raw = store
+        .get_opts(&range.location, opts)
+        .await?
+        .into_stream()
+        .map(|r| r.map_err(|e| DataFusionError::ObjectStore(Box::new(e))))
+        .boxed();
+    config.compression.convert_stream(raw)
+}
+
+/// Output of a reader step: good batches and bad rows (lines relative to the range).
+#[derive(Default)]
+struct Step {
+    batches: Vec<RecordBatch>,
+    bad: Vec<RejectRecord>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    step: Step,
+    range: &CsvRange,
+    config: &CsvScanConfig,
+    rejects: &Rejects,
+    store: &Arc<dyn ObjectStore>,
+    projection: Option<&[usize]>,
+    metrics: &BaselineMetrics,
+) -> Result<()> {
+    if !step.bad.is_empty() {
+        // Lines so far count from the range start; add the lines before it, once.
+        let base = if range.start == 0 {
+            0
+        } else {
+            lines_before(store, range, config).await?
+        };
+        for mut bad in step.bad {
+            bad.line += base;
+            rejects.bad_row(bad).map_err(DataFusionError::from)?;
+        }
+    }
+    for batch in step.batches {
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        rejects.count_ok(&range.display, batch.num_rows() as u64);
+        let batch = with_partition_values(batch, range, config, projection)?;
+        metrics.record_output(batch.num_rows());
+        if tx.send(Ok(batch)).await.is_err() {
+            return Ok(()); // the consumer went away
+        }
+    }
+    Ok(())
+}
+
+/// Line breaks before a range's start (read on the error path only).
+async fn lines_before(
+    store: &Arc<dyn ObjectStore>,
+    range: &CsvRange,
+    _config: &CsvScanConfig,
+) -> Result<u64> {
+    let bytes = store.get_range(&range.location, 0..range.start).await?;
+    Ok(memchr::memchr_iter(b'\n', &bytes).count() as u64)
+}
+
+fn with_partition_values(
+    batch: RecordBatch,
+    range: &CsvRange,
+    config: &CsvScanConfig,
+    projection: Option<&[usize]>,
+) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for v in &range.partition_values {
+        columns.push(v.to_array_of_size(n)?);
+    }
+    let mut fields: Vec<FieldRef> = config.file_schema.fields().iter().cloned().collect();
+    fields.extend(config.partition_fields.iter().cloned());
+    let full = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    Ok(match projection {
+        Some(p) => full.project(p)?,
+        None => full,
+    })
+}
+
+/// Decodes one range, keeping the bytes of the current batch for the slow path.
+struct RangeReader {
+    config: CsvScanConfig,
+    display: String,
+    decoder: Decoder,
+    /// Bytes handed to the decoder since the last good batch.
+    pending: Vec<u8>,
+    /// File offset of `pending[0]`.
+    pending_offset: u64,
+    /// Line breaks in the range before `pending`.
+    lines_before_pending: u64,
+    /// `pending` starts with the header line.
+    header_pending: bool,
+}
+
+impl RangeReader {
+    fn new(config: &CsvScanConfig, range: &CsvRange) -> Self {
+        let header = config.header && range.start == 0;
+        RangeReader {
+            config: config.clone(),
+            display: range.display.clone(),
+            decoder: config.decoder(header),
+            pending: Vec::new(),
+            pending_offset: range.start,
+            lines_before_pending: 0,
+            header_pending: header,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<Step> {
+        let mut step = Step::default();
+        let mut pos = 0;
+        while pos < chunk.len() {
+            match self.decoder.decode(&chunk[pos..]) {
+                Ok(n) => {
+                    self.pending.extend_from_slice(&chunk[pos..pos + n]);
+                    pos += n;
+                    if self.decoder.capacity() == 0 {
+                        self.flush(&mut step)?;
+                    } else if n == 0 {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    self.recover(&chunk[pos..], false, &mut step)?;
+                    pos = chunk.len();
+                }
+            }
+        }
+        Ok(step)
+    }
+
+    fn finish(&mut self) -> Result<Step> {
+        let mut step = Step::default();
+        match self.decoder.decode(&[]) {
+            Ok(_) => match self.decoder.flush() {
+                Ok(Some(batch)) => {
+                    step.batches.push(batch);
+                    self.pending.clear();
+                }
+                Ok(None) => self.pending.clear(),
+                Err(_) => self.recover(&[], true, &mut step)?,
+            },
+            Err(_) => self.recover(&[], true, &mut step)?,
+        }
+        if !self.pending.is_empty() {
+            // A partial record the decoder held at the end: read it as the last row.
+            self.recover(&[], true, &mut step)?;
+        }
+        Ok(step)
+    }
+
+    fn flush(&mut self, step: &mut Step) -> Result<()> {
+        match self.decoder.flush() {
+            Ok(Some(batch)) => {
+                step.batches.push(batch);
+                self.advance(self.pending.len());
+                self.pending.clear();
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(_) => self.recover(&[], false, step),
+        }
+    }
+
+    /// Marks `n` bytes of `pending` as done.
+    fn advance(&mut self, n: usize) {
+        self.lines_before_pending += memchr::memchr_iter(b'\n', &self.pending[..n]).count() as u64;
+        self.pending_offset += n as u64;
+        self.header_pending = false;
+    }
+
+    /// The slow path: splits `pending + extra` into rows and decodes each alone.
+    fn recover(&mut self, extra: &[u8], at_eof: bool, step: &mut Step) -> Result<()> {
+        self.pending.extend_from_slice(extra);
+        let data = std::mem::take(&mut self.pending);
+        let (rows, done) = split_rows(&data, &self.config, at_eof);
+        // Rows as (start, end, in_quote), the header dropped and CRLF remnants trimmed.
+        let rows: Vec<(usize, usize, bool)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(*i == 0 && self.header_pending))
+            .map(|(_, &(start, end, q))| {
+                // csv-core ends a CRLF row at the CR: the LF opens the next span.
+                let start = start
+                    + data[start..end]
+                        .iter()
+                        .take_while(|b| **b == b'\n' || **b == b'\r')
+                        .count();
+                (start, end, q)
+            })
+            .filter(|(start, end, _)| start < end)
+            .collect();
+        let mut good = Vec::new();
+        let cfg = &self.config;
+        let span = |from: usize, to: usize| {
+            decode_rows(cfg, &data[rows[from].0..rows[to - 1].1], to - from)
+        };
+        let single = |j: usize| decode_rows(cfg, &data[rows[j].0..rows[j].1], 1);
+        let mut i = 0;
+        while i < rows.len() {
+            // Decode the rest in one go; the decoder's error points near the first bad row.
+            let err = match span(i, rows.len()) {
+                Ok(batch) => {
+                    good.extend(batch);
+                    break;
+                }
+                Err(e) => e,
+            };
+            // Trust the hint only once checked: the row fails alone and every row before it
+            // decodes. Otherwise look row by row. No row is ever dropped unaccounted.
+            let hinted = failing_row(&err).map(|k| i + k).and_then(|h| {
+                [h.saturating_sub(1), h, h + 1]
+                    .into_iter()
+                    .filter(|&j| j >= i && j < rows.len())
+                    .find(|&j| single(j).is_err())
+                    .filter(|&j| j == i || span(i, j).is_ok())
+            });
+            let bad = hinted.unwrap_or_else(|| {
+                (i..rows.len())
+                    .find(|&j| single(j).is_err())
+                    .unwrap_or(rows.len())
+            });
+            if bad > i {
+                match span(i, bad) {
+                    Ok(batch) => good.extend(batch),
+                    Err(_) => {
+                        for (j, &row) in rows.iter().enumerate().take(bad).skip(i) {
+                            match single(j) {
+                                Ok(batch) => good.extend(batch),
+                                Err(e) => step.bad.push(self.reject(&data, row, &e)),
+                            }
+                        }
+                    }
+                }
+            }
+            if bad < rows.len() {
+                let e = single(bad).err().unwrap_or(err);
+                step.bad.push(self.reject(&data, rows[bad], &e));
+            }
+            i = bad + 1;
+        }
+        if !good.is_empty() {
+            let schema = good[0].schema();
+            step.batches.push(concat_batches(&schema, &good)?);
+        }
+        // Keep the unfinished tail for the next chunk, with a fresh decoder.
+        self.pending = data;
+        self.advance(done);
+        self.pending.drain(..done);
+        self.decoder = self.config.decoder(false);
+        if !self.pending.is_empty() {
+            // The tail is one partial row (every complete row was taken above): the decoder
+            // takes it whole and waits for the rest. Should it refuse, the next flush takes
+            // the slow path with these same bytes.
+            let _ = self.decoder.decode(&self.pending);
+        }
+        Ok(())
+    }
+
+    /// The reject record of row `(start, end, in_quote)` of `data` (the pending bytes).
+    fn reject(
+        &self,
+        data: &[u8],
+        (start, end, in_quote): (usize, usize, bool),
+        err: &datafusion::arrow::error::ArrowError,
+    ) -> RejectRecord {
+        let line = 1
+            + self.lines_before_pending
+            + memchr::memchr_iter(b'\n', &data[..start]).count() as u64;
+        self.classify(
+            &data[start..end],
+            in_quote,
+            err,
+            line,
+            self.pending_offset + start as u64,
+        )
+    }
+
+    fn classify(
+        &self,
+        raw: &[u8],
+        in_quote: bool,
+        err: &datafusion::arrow::error::ArrowError,
+        line: u64,
+        offset: u64,
+    ) -> RejectRecord {
+        let columns = self.config.file_schema.fields().len();
+        let text = trim_terminator(raw);
+        let (kind, column, message) = if std::str::from_utf8(text).is_err() {
+            (
+                "invalid_utf8",
+                None,
+                "the row is not valid UTF-8".to_string(),
+            )
+        } else if in_quote {
+            (
+                "unterminated_quote",
+                None,
+                "a quoted value is not closed before the end of the file".to_string(),
+            )
+        } else {
+            let fields = count_fields(text, &self.config);
+            if fields > columns {
+                (
+                    "too_many_fields",
+                    None,
+                    format!("expected {columns} fields, found {fields}"),
+                )
+            } else if fields < columns {
+                (
+                    "too_few_fields",
+                    None,
+                    format!("expected {columns} fields, found {fields}"),
+                )
+            } else {
+                let msg = err.to_string();
+                let column = msg
+                    .split(" for column ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .and_then(|i| {
+                        self.config
+                            .file_schema
+                            .fields()
+                            .get(i)
+                            .map(|f| f.name().clone())
+                    });
+                let what = msg
+                    .split("Error while parsing value ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(" for column ").next())
+                    .map(|s| format!("cannot parse {s}"))
+                    .unwrap_or(msg);
+                ("type_mismatch", column, what)
+            }
+        };
+        let truncated = raw.len() > RAW_CAP;
+        RejectRecord {
+            file: self.display.clone(),
+            line,
+            byte_offset: offset,
+            column,
+            kind,
+            message,
+            raw: String::from_utf8_lossy(&text[..text.len().min(RAW_CAP)]).into_owned(),
+            raw_truncated: truncated,
+        }
+    }
+}
+
+fn trim_terminator(raw: &[u8]) -> &[u8] {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    raw.strip_suffix(b"\r").unwrap_or(raw)
+}
+
+/// Splits `data` into rows `(start, end, ends_inside_quotes)`; returns them and how many
+/// bytes they cover. Without `at_eof`, an unterminated last row is left for later.
+pub(crate) fn split_rows(
+    data: &[u8],
+    config: &CsvScanConfig,
+    at_eof: bool,
+) -> (Vec<(usize, usize, bool)>, usize) {
+    let mut reader = config.splitter();
+    let mut out = vec![0u8; 1 << 16];
+    let mut ends = vec![0usize; 1024];
+    let mut rows = Vec::new();
+    let mut pos = 0;
+    let mut row_start = 0;
+    let mut done = 0;
+    loop {
+        let input = &data[pos..];
+        let (res, nin, _, _) = reader.read_record(input, &mut out, &mut ends);
+        pos += nin;
+        match res {
+            csv_core::ReadRecordResult::Record => {
+                rows.push((row_start, pos, false));
+                row_start = pos;
+                done = pos;
+            }
+            csv_core::ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
+            csv_core::ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+            csv_core::ReadRecordResult::InputEmpty => {
+                if !at_eof {
+                    break;
+                }
+                // Signal the end of input to finish the last row.
+                let (res, _, _, _) = reader.read_record(&[], &mut out, &mut ends);
+                if matches!(res, csv_core::ReadRecordResult::Record) && row_start < data.len() {
+                    let unterminated = data[row_start..]
+                        .iter()
+                        .filter(|&&b| b == config.quote)
+                        .count()
+                        % 2
+                        == 1;
+                    rows.push((row_start, data.len(), unterminated));
+                }
+                done = data.len();
+                break;
+            }
+            csv_core::ReadRecordResult::End => {
+                done = data.len();
+                break;
+            }
+        }
+        if pos >= data.len() && !at_eof {
+            break;
+        }
+    }
+    (rows, done)
+}
+
+fn count_fields(row: &[u8], config: &CsvScanConfig) -> usize {
+    let mut reader = config.splitter();
+    let mut out = vec![0u8; row.len() + 16];
+    let mut ends = vec![0usize; row.len() + 2];
+    let (_, _, _, nend) = reader.read_record(row, &mut out, &mut ends);
+    let (_, _, _, nend2) = reader.read_record(&[], &mut out, &mut ends[nend..]);
+    nend + nend2
+}
+
+/// Decodes `n` rows in one batch.
+fn decode_rows(
+    config: &CsvScanConfig,
+    raw: &[u8],
+    n: usize,
+) -> std::result::Result<Option<RecordBatch>, datafusion::arrow::error::ArrowError> {
+    let mut c = config.clone();
+    c.batch_size = n.max(1);
+    let mut d = c.decoder(false);
+    let mut pos = 0;
+    while pos < raw.len() {
+        let used = d.decode(&raw[pos..])?;
+        if used == 0 {
+            break;
+        }
+        pos += used;
+    }
+    d.decode(&[])?;
+    d.flush()
+}
+
+/// The 0-based row an arrow-csv decoding error points at (its messages count rows from 0
+/// for values and from 1 for field counts and UTF-8).
+fn failing_row(err: &datafusion::arrow::error::ArrowError) -> Option<usize> {
+    let msg = err.to_string();
+    let number_after = |key: &str| -> Option<usize> {
+        let rest = msg.split(key).nth(1)?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    if msg.contains("Error while parsing value") {
+        number_after(" at line ")
+    } else {
+        number_after("for line ").and_then(|l| l.checked_sub(1))
+    }
+}

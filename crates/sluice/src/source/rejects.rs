@@ -1,0 +1,206 @@
+//! Bad rows: what to do with them (`--on-error`), where rejected rows go, and the counts.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// What happens to a row that cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Stop at the first bad row with its file, line, offset, column and reason.
+    Fail,
+    /// Drop bad rows, counting them in the report.
+    Skip,
+    /// Write bad rows to the rejects dataset (the default).
+    #[default]
+    Reject,
+}
+
+impl FromStr for OnError {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fail" => Ok(OnError::Fail),
+            "skip" => Ok(OnError::Skip),
+            "reject" => Ok(OnError::Reject),
+            other => Err(Error::Config(format!(
+                "on-error must be fail, skip or reject, not '{other}'"
+            ))),
+        }
+    }
+}
+
+/// Most bytes of a bad row kept in its reject record.
+pub const RAW_CAP: usize = 4096;
+
+/// One rejected row.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectRecord {
+    /// The file it came from.
+    pub file: String,
+    /// 1-based physical line where the row starts.
+    pub line: u64,
+    /// Byte offset of the row in the (uncompressed) file.
+    pub byte_offset: u64,
+    /// The column at fault, when known.
+    pub column: Option<String>,
+    /// `too_many_fields`, `too_few_fields`, `type_mismatch`, `invalid_utf8`,
+    /// `unterminated_quote`, `malformed_json`.
+    pub kind: &'static str,
+    /// What went wrong, in words.
+    pub message: String,
+    /// The row's raw text (lossy UTF-8), capped at [`RAW_CAP`] bytes.
+    pub raw: String,
+    /// True when `raw` was cut.
+    pub raw_truncated: bool,
+}
+
+impl RejectRecord {
+    /// The one-line error `--on-error fail` stops with.
+    pub fn to_error(&self) -> Error {
+        let column = self
+            .column
+            .as_ref()
+            .map(|c| format!(", column '{c}'"))
+            .unwrap_or_default();
+        Error::BadRow(format!(
+            "{}:{}: {} (byte {}{column}, {})",
+            self.file, self.line, self.message, self.byte_offset, self.kind
+        ))
+    }
+}
+
+/// Row counts of one input file.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileCounts {
+    /// Rows read and passed on.
+    pub rows_ok: u64,
+    /// Rows written to the rejects dataset.
+    pub rows_rejected: u64,
+    /// Rows dropped (`--on-error skip`).
+    pub rows_skipped: u64,
+}
+
+/// Collects bad rows from all scan partitions.
+#[derive(Debug)]
+pub struct Rejects {
+    /// The mode in force.
+    pub mode: OnError,
+    dir: Mutex<Option<PathBuf>>,
+    writer: Mutex<Option<BufWriter<File>>>,
+    per_file: Mutex<BTreeMap<String, FileCounts>>,
+    rejected: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Rejects {
+    /// A collector for the given mode.
+    pub fn new(mode: OnError) -> Self {
+        Rejects {
+            mode,
+            dir: Mutex::new(None),
+            writer: Mutex::new(None),
+            per_file: Mutex::new(BTreeMap::new()),
+            rejected: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the folder rejected rows are written to (inside the output's staging folder, so
+    /// they are committed with the output).
+    pub fn set_dir(&self, dir: PathBuf) {
+        if let Ok(mut d) = self.dir.lock() {
+            *d = Some(dir);
+        }
+    }
+
+    /// Counts good rows of a file.
+    pub fn count_ok(&self, file: &str, rows: u64) {
+        if let Ok(mut m) = self.per_file.lock() {
+            m.entry(file.to_string()).or_default().rows_ok += rows;
+        }
+    }
+
+    /// Handles one bad row according to the mode; `Err` in `fail` mode.
+    pub fn bad_row(&self, record: RejectRecord) -> Result<()> {
+        match self.mode {
+            OnError::Fail => Err(record.to_error()),
+            OnError::Skip => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut m) = self.per_file.lock() {
+                    m.entry(record.file).or_default().rows_skipped += 1;
+                }
+                Ok(())
+            }
+            OnError::Reject => {
+                self.write(&record)?;
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut m) = self.per_file.lock() {
+                    m.entry(record.file).or_default().rows_rejected += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn write(&self, record: &RejectRecord) -> Result<()> {
+        let dir = self
+            .dir
+            .lock()
+            .ok()
+            .and_then(|d| d.clone())
+            .ok_or_else(|| Error::Config("rejected rows have nowhere to go".into()))?;
+        let mut guard = self
+            .writer
+            .lock()
+            .map_err(|_| Error::Config("rejects writer poisoned".into()))?;
+        if guard.is_none() {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+            let path = dir.join("rejects.ndjson");
+            let f = File::create(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+            *guard = Some(BufWriter::new(f));
+        }
+        if let Some(w) = guard.as_mut() {
+            let line = serde_json::to_string(record).map_err(|e| Error::Config(e.to_string()))?;
+            writeln!(w, "{line}").map_err(|e| Error::io(dir.display().to_string(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and syncs the rejects file (before the commit).
+    pub fn finish(&self) -> Result<()> {
+        if let Ok(mut guard) = self.writer.lock() {
+            if let Some(mut w) = guard.take() {
+                w.flush().map_err(|e| Error::io("rejects", e))?;
+                if let Ok(f) = w.into_inner() {
+                    f.sync_all().map_err(|e| Error::io("rejects", e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows rejected so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Rows skipped so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Per-file counts (for files read by the row-checking CSV reader).
+    pub fn per_file(&self) -> BTreeMap<String, FileCounts> {
+        self.per_file.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
