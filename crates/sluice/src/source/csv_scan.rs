@@ -23,7 +23,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::object_store::path::Path;
-use datafusion::object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -75,6 +75,8 @@ pub struct CsvScanConfig {
     pub compression: FileCompressionType,
     /// Rows per batch.
     pub batch_size: usize,
+    /// File columns to decode (all when `None`); set by [`CsvScanExec::try_new`].
+    pub file_projection: Option<Vec<usize>>,
 }
 
 impl CsvScanConfig {
@@ -92,6 +94,9 @@ impl CsvScanConfig {
         }
         if let Some(r) = &self.null_regex {
             b = b.with_null_regex(r.clone());
+        }
+        if let Some(p) = &self.file_projection {
+            b = b.with_projection(p.clone());
         }
         b.build_decoder()
     }
@@ -123,7 +128,7 @@ pub struct CsvScanExec {
 impl CsvScanExec {
     /// A scan of `partitions` (each a list of ranges read in order).
     pub fn try_new(
-        config: CsvScanConfig,
+        mut config: CsvScanConfig,
         store_url: ObjectStoreUrl,
         partitions: Vec<Vec<CsvRange>>,
         projection: Option<Vec<usize>>,
@@ -132,6 +137,14 @@ impl CsvScanExec {
         let mut fields: Vec<FieldRef> = config.file_schema.fields().iter().cloned().collect();
         fields.extend(config.partition_fields.iter().cloned());
         let full = Schema::new(fields);
+        // Only the file columns the plan needs are parsed (their values alone are checked).
+        let n_file = config.file_schema.fields().len();
+        config.file_projection = projection.as_ref().map(|p| {
+            let mut cols: Vec<usize> = p.iter().copied().filter(|&i| i < n_file).collect();
+            cols.sort_unstable();
+            cols.dedup();
+            cols
+        });
         let schema = Arc::new(match &projection {
             Some(p) => full.project(p)?,
             None => full,
@@ -257,23 +270,34 @@ impl ExecutionPlan for CsvScanExec {
     }
 }
 
-/// The bytes of a range, decompressed.
+/// Bytes read per request.
+const READ_CHUNK: u64 = 1 << 20;
+
+/// The bytes of a range, decompressed, fetched in 1 MiB ranged reads.
 async fn read_stream(
     store: &Arc<dyn ObjectStore>,
     range: &CsvRange,
     config: &CsvScanConfig,
 ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
-    let whole = range.start == 0 && range.end >= range.size;
-    let opts = GetOptions {
-        range: (!whole).then_some(GetRange::Bounded(range.start..range.end)),
-        ..Default::default()
-    };
-    let raw = store
-        .get_opts(&range.location, opts)
-        .await?
-        .into_stream()
-        .map(|r| r.map_err(|e| DataFusionError::ObjectStore(Box::new(e))))
-        .boxed();
+    let store = Arc::clone(store);
+    let location = range.location.clone();
+    let (start, end) = (range.start, range.end.min(range.size));
+    let raw = futures::stream::unfold(start, move |pos| {
+        let store = Arc::clone(&store);
+        let location = location.clone();
+        async move {
+            if pos >= end {
+                return None;
+            }
+            let to = (pos + READ_CHUNK).min(end);
+            let got = store
+                .get_range(&location, pos..to)
+                .await
+                .map_err(|e| DataFusionError::ObjectStore(Box::new(e)));
+            Some((got, to))
+        }
+    })
+    .boxed();
     config.compression.convert_stream(raw)
 }
 
@@ -338,17 +362,35 @@ fn with_partition_values(
     projection: Option<&[usize]>,
 ) -> Result<RecordBatch> {
     let n = batch.num_rows();
+    let n_file = config.file_schema.fields().len();
+    let decoded = batch.num_columns();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for v in &range.partition_values {
         columns.push(v.to_array_of_size(n)?);
     }
-    let mut fields: Vec<FieldRef> = config.file_schema.fields().iter().cloned().collect();
+    let mut fields: Vec<FieldRef> = batch.schema().fields().iter().cloned().collect();
     fields.extend(config.partition_fields.iter().cloned());
-    let full = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-    Ok(match projection {
-        Some(p) => full.project(p)?,
-        None => full,
-    })
+    let all = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    let Some(projection) = projection else {
+        return Ok(all);
+    };
+    // Map table column indices onto [decoded file columns..., partition columns...].
+    let file_cols = config.file_projection.as_deref();
+    let positions = projection
+        .iter()
+        .map(|&i| {
+            if i < n_file {
+                match file_cols {
+                    Some(cols) => cols.iter().position(|&c| c == i),
+                    None => Some(i),
+                }
+            } else {
+                Some(decoded + (i - n_file))
+            }
+            .ok_or_else(|| DataFusionError::Internal(format!("column {i} was not decoded")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(all.project(&positions)?)
 }
 
 /// Decodes one range, keeping the bytes of the current batch for the slow path.

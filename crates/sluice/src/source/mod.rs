@@ -313,6 +313,7 @@ impl Source {
                 null_regex,
                 compression: first.input.compression.to_datafusion(),
                 batch_size: 8192,
+                file_projection: None,
             };
             table = table.with_csv_reader(config, Arc::clone(&self.rejects));
         }
