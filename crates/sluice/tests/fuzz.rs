@@ -26,7 +26,7 @@ fn random_csv(rng: &mut Rng) -> Vec<u8> {
     let len = (rng.next() % 3000) as usize;
     for _ in 0..len {
         // Mostly well-formed rows, with random bytes mixed in.
-        if rng.next() % 5 == 0 {
+        if rng.next().is_multiple_of(5) {
             out.push(ALPHABET[(rng.next() % ALPHABET.len() as u64) as usize]);
         } else {
             let row = format!(
