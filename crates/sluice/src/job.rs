@@ -125,7 +125,7 @@ impl Job {
             output_format: self.sink.resolved_format().to_string(),
             schema_decisions: source.decisions.clone(),
             skipped_files: source.skipped.clone(),
-            empty_files: source.empty.clone(),
+            files_failed: source.rejects.failed(),
             unsplit_files: source
                 .unsplit
                 .lock()

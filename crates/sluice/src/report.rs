@@ -85,8 +85,9 @@ pub struct Report {
     pub schema_decisions: Vec<String>,
     /// Files inside input folders skipped because their format is unknown.
     pub skipped_files: Vec<String>,
-    /// Zero-byte input files (no rows, not read).
-    pub empty_files: Vec<String>,
+    /// Files that could not be read as a whole (empty, corrupt, cut off), with the reason;
+    /// the job went on without them (`skip` and `reject` modes).
+    pub files_failed: Vec<crate::source::rejects::FailedFile>,
     /// Big CSV files read whole because no record boundary could be told safely near a cut
     /// (a one-column file, stray quotes inside fields, rows with the wrong field count).
     pub unsplit_files: Vec<String>,

@@ -218,3 +218,82 @@ fn fail_mode_stops_at_the_first_bad_row_with_its_position() {
         assert!(!wd.path("o").exists());
     }
 }
+
+fn faulty_inputs(wd: &Workdir) {
+    wd.write("in/good.csv", "id,amount\n1,1.5\n2,2.5\n");
+    wd.write("in/empty.csv", "");
+    wd.write(
+        "in/corrupt.parquet",
+        b"PAR1 this is not parquet at all PAR1",
+    );
+    // A gzip stream cut in half.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, "id,amount\n".repeat(2000).as_bytes()).expect("gz");
+    let full = gz.finish().expect("gz");
+    wd.write("in/cut.csv.gz", &full[..full.len() / 2]);
+}
+
+#[test]
+fn whole_file_faults_are_reported_and_the_rest_is_read() {
+    let wd = Workdir::new();
+    faulty_inputs(&wd);
+    let report = wd.ingest(&["in", "missing.csv", "--to", "out"]);
+    assert_identity(&report);
+    assert_eq!(report["rows_out"], 2, "{report}");
+    let failed: BTreeSet<String> = report["files_failed"]
+        .as_array()
+        .expect("files_failed")
+        .iter()
+        .map(|f| f["file"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let expected: BTreeSet<String> = [
+        "in/empty.csv",
+        "in/corrupt.parquet",
+        "in/cut.csv.gz",
+        "missing.csv",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(failed, expected, "{report}");
+    for f in report["files_failed"].as_array().expect("files_failed") {
+        assert!(!f["reason"].as_str().unwrap_or_default().is_empty(), "{f}");
+    }
+    // skip mode does the same.
+    let report = wd.ingest(&["in", "--to", "out2", "--on-error", "skip"]);
+    assert_eq!(report["files_failed"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn whole_file_faults_stop_fail_mode_with_one_line() {
+    let wd = Workdir::new();
+    faulty_inputs(&wd);
+    for (input, expected) in [
+        ("in/empty.csv", "in/empty.csv: file is empty"),
+        ("in/corrupt.parquet", "in/corrupt.parquet:"),
+        ("in/cut.csv.gz", "in/cut.csv.gz:"),
+        ("missing.csv", "input not found: missing.csv"),
+    ] {
+        let err = wd.fails(
+            &[
+                "ingest",
+                "in/good.csv",
+                input,
+                "--to",
+                "o",
+                "--on-error",
+                "fail",
+            ],
+            1,
+        );
+        assert!(err.contains(expected), "{input}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!wd.path("o").exists());
+    }
+    // A glob matching nothing is an error in every mode.
+    let err = wd.fails(&["ingest", "in/good.csv", "nothing/*.csv", "--to", "o"], 1);
+    assert!(
+        err.contains("no input files match 'nothing/*.csv'"),
+        "{err}"
+    );
+}

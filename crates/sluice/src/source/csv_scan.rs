@@ -33,7 +33,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::rejects::{RejectRecord, Rejects, RAW_CAP};
+use super::rejects::{OnError, RejectRecord, Rejects, RAW_CAP};
 
 /// One byte range of one file.
 #[derive(Debug, Clone)]
@@ -234,11 +234,25 @@ impl ExecutionPlan for CsvScanExec {
         let tx = builder.tx();
         builder.spawn(async move {
             for range in ranges {
-                let mut reader = RangeReader::new(&config, &range);
-                let bytes = read_stream(&store, &range, &config).await?;
-                futures::pin_mut!(bytes);
-                while let Some(chunk) = bytes.next().await {
-                    let out = reader.feed(&chunk?)?;
+                let read = async {
+                    let mut reader = RangeReader::new(&config, &range);
+                    let bytes = read_stream(&store, &range, &config).await?;
+                    futures::pin_mut!(bytes);
+                    while let Some(chunk) = bytes.next().await {
+                        let out = reader.feed(&chunk?)?;
+                        send(
+                            &tx,
+                            out,
+                            &range,
+                            &config,
+                            &rejects,
+                            &store,
+                            projection.as_deref(),
+                            &metrics,
+                        )
+                        .await?;
+                    }
+                    let out = reader.finish()?;
                     send(
                         &tx,
                         out,
@@ -249,25 +263,28 @@ impl ExecutionPlan for CsvScanExec {
                         projection.as_deref(),
                         &metrics,
                     )
-                    .await?;
+                    .await
+                };
+                match read.await {
+                    Ok(()) => {}
+                    Err(e) if rejects.mode == OnError::Fail || is_bad_row(&e) => return Err(e),
+                    // A file that breaks while being read (cut off, unreadable): the rows
+                    // before the break are kept and counted, the file is reported, and the
+                    // job goes on.
+                    Err(e) => {
+                        rejects.file_failed(&range.display, &super::infer::clean_engine_error(&e))
+                    }
                 }
-                let out = reader.finish()?;
-                send(
-                    &tx,
-                    out,
-                    &range,
-                    &config,
-                    &rejects,
-                    &store,
-                    projection.as_deref(),
-                    &metrics,
-                )
-                .await?;
             }
             Ok(())
         });
         Ok(builder.build())
     }
+}
+
+fn is_bad_row(e: &DataFusionError) -> bool {
+    matches!(e.find_root(), DataFusionError::External(inner)
+        if matches!(inner.downcast_ref::<crate::error::Error>(), Some(crate::error::Error::BadRow(_))))
 }
 
 /// Bytes read per request.

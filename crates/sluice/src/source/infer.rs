@@ -111,6 +111,9 @@ pub async fn infer_file_schema(
         .await
         .map_err(|e| Error::file(&file.display, e))??
     } else {
+        if file.format == Format::Parquet {
+            check_parquet_footer(file)?;
+        }
         let format = file_format(file, csv, infer_rows, false)?;
         let meta = object_meta(file)?;
         let schema = format
@@ -129,6 +132,33 @@ pub async fn infer_file_schema(
         .map_err(|e| Error::file(&file.display, e))?;
     }
     Ok(Arc::new(schema))
+}
+
+/// Checks a Parquet file's magic bytes and footer length before the parquet crate reads it
+/// (it panics, in debug builds, on a footer length larger than the file).
+fn check_parquet_footer(file: &InputFile) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let bad = |why: &str| Error::file(&file.display, format!("not a valid Parquet file: {why}"));
+    if file.size < 12 {
+        return Err(bad("too short"));
+    }
+    let mut f = std::fs::File::open(&file.path).map_err(|e| Error::io(&file.display, e))?;
+    let mut head = [0u8; 4];
+    f.read_exact(&mut head)
+        .map_err(|e| Error::io(&file.display, e))?;
+    let mut tail = [0u8; 8];
+    f.seek(SeekFrom::End(-8))
+        .map_err(|e| Error::io(&file.display, e))?;
+    f.read_exact(&mut tail)
+        .map_err(|e| Error::io(&file.display, e))?;
+    if &head != b"PAR1" || &tail[4..] != b"PAR1" {
+        return Err(bad("no PAR1 magic at both ends"));
+    }
+    let footer = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
+    if footer + 12 > file.size {
+        return Err(bad("the footer length is larger than the file (cut off?)"));
+    }
+    Ok(())
 }
 
 /// The arrow-csv dialect for a file.

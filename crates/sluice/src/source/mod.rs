@@ -17,11 +17,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{cast, lit, Expr};
 use datafusion::prelude::{DataFrame, SessionContext};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 pub use format::{Compression, CsvOptions, Format, NewlinesInValues};
 pub use hive::HiveColumn;
@@ -92,8 +93,6 @@ pub struct Source {
     pub files: Vec<SourceFile>,
     /// Files inside directories that were skipped because their format is unknown.
     pub skipped: Vec<String>,
-    /// Zero-byte files, which hold no rows and are not read.
-    pub empty: Vec<String>,
     /// The schema every row is read into (without the file column); Hive partition columns
     /// come last.
     pub schema: SchemaRef,
@@ -112,44 +111,76 @@ pub struct Source {
 impl Source {
     /// Resolves the inputs, samples every file's schema in parallel and merges them.
     pub async fn open(ctx: &SessionContext, options: ReadOptions) -> Result<Source> {
-        let (files, skipped) = resolve::resolve_inputs(&options.paths, options.format)?;
+        let tolerate = options.on_error != OnError::Fail;
+        let (files, skipped, missing) =
+            resolve::resolve_inputs_tolerant(&options.paths, options.format, tolerate)?;
         if files.is_empty() {
-            return Err(Error::NoMatch(options.paths.join(" ")));
+            return Err(match missing.first() {
+                Some(m) => Error::NotFound(m.clone()),
+                None => Error::NoMatch(options.paths.join(" ")),
+            });
         }
         let state = ctx.state();
         let store = ctx
             .runtime_env()
             .object_store(ObjectStoreUrl::local_filesystem())?;
-        // Zero-byte files hold no rows (an empty part of an earlier output, say): they are
-        // listed in the report and not read.
-        let (empty, files): (Vec<InputFile>, Vec<InputFile>) =
-            files.into_iter().partition(|f| f.size == 0);
-        let empty: Vec<String> = empty.into_iter().map(|f| f.display).collect();
-        if files.is_empty() {
-            return Err(Error::file(
-                empty.join(", "),
-                if empty.len() == 1 {
-                    "file is empty"
-                } else {
-                    "all input files are empty"
-                },
-            ));
+        let rejects = Arc::new(Rejects::new(options.on_error));
+        for m in &missing {
+            rejects.file_failed(m, "not found");
         }
         let csv = &options.csv;
         let infer_rows = options.infer_rows.max(1);
-        let described: Vec<SourceFile> = futures::stream::iter(files)
+        let results: Vec<(InputFile, Result<SchemaRef>)> = futures::stream::iter(files)
             .map(|input| {
                 let state = &state;
                 let store = &store;
                 async move {
-                    let schema =
-                        infer::infer_file_schema(state, store, &input, csv, infer_rows).await?;
-                    Ok::<_, Error>(SourceFile { input, schema })
+                    // A zero-byte file is a whole-file fault like a corrupt one.
+                    let schema = if input.size == 0 {
+                        Err(Error::file(&input.display, "file is empty (0 bytes)"))
+                    } else {
+                        // Read each file's footer or sample in its own task: a reader that
+                        // panics on a corrupt file costs that file, not the job.
+                        let (state, store, file, csv) =
+                            (state.clone(), Arc::clone(store), input.clone(), csv.clone());
+                        let task = SpawnedTask::spawn(async move {
+                            infer::infer_file_schema(&state, &store, &file, &csv, infer_rows).await
+                        });
+                        match task.join().await {
+                            Ok(result) => result,
+                            Err(e) => Err(Error::file(
+                                &input.display,
+                                format!("the reader crashed on this file (corrupt?): {e}"),
+                            )),
+                        }
+                    };
+                    (input, schema)
                 }
             })
             .buffered(16)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+        // Whole-file faults stop the job in `fail` mode; otherwise the file is reported in
+        // `files_failed` and the others are read.
+        let mut described = Vec::with_capacity(results.len());
+        let mut first_failure = None;
+        for (input, schema) in results {
+            match schema {
+                Ok(schema) => described.push(SourceFile { input, schema }),
+                Err(e) if options.on_error == OnError::Fail => return Err(e),
+                Err(e) => {
+                    let reason = match &e {
+                        Error::File { reason, .. } => reason.clone(),
+                        other => other.to_string(),
+                    };
+                    rejects.file_failed(&input.display, &reason);
+                    first_failure.get_or_insert(e);
+                }
+            }
+        }
+        if described.is_empty() {
+            return Err(first_failure.unwrap_or_else(|| Error::NoMatch(options.paths.join(" "))));
+        }
 
         let (schema, decisions) = target_schema(ctx, &described, &options).await?;
         let hive_columns = if options.hive_partitioning {
@@ -162,12 +193,11 @@ impl Source {
         Ok(Source {
             files: described,
             skipped,
-            empty,
             schema: Arc::new(Schema::new(fields)),
             hive_columns,
             decisions,
             unsplit: Arc::default(),
-            rejects: Arc::new(Rejects::new(options.on_error)),
+            rejects,
             options,
         })
     }

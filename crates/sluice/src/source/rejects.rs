@@ -100,6 +100,16 @@ pub struct Rejects {
     per_file: Mutex<BTreeMap<String, FileCounts>>,
     rejected: AtomicU64,
     skipped: AtomicU64,
+    failed: Mutex<Vec<FailedFile>>,
+}
+
+/// A file that could not be read as a whole (missing, empty, corrupt, cut off).
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedFile {
+    /// The file.
+    pub file: String,
+    /// Why.
+    pub reason: String,
 }
 
 impl Rejects {
@@ -112,6 +122,7 @@ impl Rejects {
             per_file: Mutex::new(BTreeMap::new()),
             rejected: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            failed: Mutex::new(Vec::new()),
         }
     }
 
@@ -187,6 +198,21 @@ impl Rejects {
             }
         }
         Ok(())
+    }
+
+    /// Records a file that could not be read (in `skip` and `reject` modes).
+    pub fn file_failed(&self, file: &str, reason: &str) {
+        if let Ok(mut f) = self.failed.lock() {
+            f.push(FailedFile {
+                file: file.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Files that could not be read.
+    pub fn failed(&self) -> Vec<FailedFile> {
+        self.failed.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
     /// Rows rejected so far.

@@ -48,6 +48,19 @@ pub fn resolve_inputs(
     inputs: &[String],
     format: Option<Format>,
 ) -> Result<(Vec<InputFile>, Vec<String>)> {
+    let (files, skipped, missing) = resolve_inputs_tolerant(inputs, format, false)?;
+    debug_assert!(missing.is_empty());
+    Ok((files, skipped))
+}
+
+/// [`resolve_inputs`], but with `tolerate_missing` a path that does not exist is returned in
+/// the third list instead of failing. (A glob that matches nothing is always an error.)
+pub fn resolve_inputs_tolerant(
+    inputs: &[String],
+    format: Option<Format>,
+    tolerate_missing: bool,
+) -> Result<(Vec<InputFile>, Vec<String>, Vec<String>)> {
+    let mut missing = Vec::new();
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     let mut skipped = Vec::new();
@@ -57,10 +70,17 @@ pub fn resolve_inputs(
             expand_glob(input, format, &mut found)?;
         } else {
             let path = Path::new(input);
-            let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::NotFound(input.clone()),
-                _ => Error::io(input.clone(), e),
-            })?;
+            let meta = match std::fs::metadata(path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tolerate_missing => {
+                    missing.push(input.clone());
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::NotFound(input.clone()))
+                }
+                Err(e) => return Err(Error::io(input.clone(), e)),
+            };
             if meta.is_dir() {
                 walk_dir(path, &mut found)?;
             } else {
@@ -107,7 +127,7 @@ pub fn resolve_inputs(
             return Err(Error::NoMatch(input.clone()));
         }
     }
-    Ok((files, skipped))
+    Ok((files, skipped, missing))
 }
 
 /// (path, display, detected format, hive partitions)
