@@ -5,11 +5,11 @@ use std::collections::BTreeSet;
 
 use crate::workdir::Workdir;
 
-const SCHEMA: &str = "id BIGINT, amount DOUBLE, day DATE";
+const SCHEMA: &str = "id BIGINT, amount DOUBLE, day DATE, v DOUBLE";
 
 /// (file, line, byte offset, column, kind) of every bad row in tests/data/bad/.
 fn expected() -> BTreeSet<(String, u64, u64, Option<String>, String)> {
-    let rows: [(&str, u64, u64, Option<&str>, &str); 7] = [
+    let rows: [(&str, u64, u64, Option<&str>, &str); 11] = [
         ("fields.csv", 3, 27, None, "too_many_fields"),
         ("fields.csv", 4, 43, None, "too_few_fields"),
         (
@@ -23,6 +23,10 @@ fn expected() -> BTreeSet<(String, u64, u64, Option<String>, String)> {
         ("types_crlf.csv", 4, 51, Some("day"), "type_mismatch"),
         ("unterminated.csv", 4, 31, None, "unterminated_quote"),
         ("utf8.csv", 3, 23, None, "invalid_utf8"),
+        ("json.ndjson", 2, 20, Some("v"), "type_mismatch"),
+        ("json.ndjson", 3, 43, None, "malformed_json"),
+        ("json.ndjson", 5, 60, None, "malformed_json"),
+        ("json.ndjson", 7, 86, None, "malformed_json"),
     ];
     rows.iter()
         .map(|(f, l, o, c, k)| {
@@ -43,7 +47,7 @@ fn corpus() -> Workdir {
     for entry in std::fs::read_dir(&dir).expect("corpus") {
         let entry = entry.expect("entry");
         let name = entry.file_name().to_string_lossy().to_string();
-        if name.ends_with(".csv") {
+        if name.ends_with(".csv") || name.ends_with(".ndjson") {
             wd.write(
                 &format!("bad/{name}"),
                 std::fs::read(entry.path()).expect("read"),
@@ -91,8 +95,8 @@ fn reject_mode_records_every_bad_row_exactly() {
     let wd = corpus();
     let report = wd.ingest(&["bad", "--to", "out", "--schema", SCHEMA]);
     assert_identity(&report);
-    assert_eq!(report["rows_rejected"], 7, "{report}");
-    assert_eq!(report["rows_out"], 11);
+    assert_eq!(report["rows_rejected"], 11, "{report}");
+    assert_eq!(report["rows_out"], 13);
     assert_eq!(rejects_of(&wd, "out"), expected());
     assert_eq!(report["rejects_path"], "out/_rejects");
     // The raw text is kept.
@@ -100,7 +104,7 @@ fn reject_mode_records_every_bad_row_exactly() {
     assert!(text.contains("\"raw\":\"2,bob,2.5,extra\""), "{text}");
     // Readers of the output skip the _rejects folder.
     let n = wd.query("SELECT count(*) AS n FROM t", &[("t", "out")]);
-    assert_eq!(n, ["n", "11"]);
+    assert_eq!(n, ["n", "13"]);
 }
 
 #[test]
@@ -186,7 +190,7 @@ fn skip_mode_counts_and_writes_no_rejects() {
         "skip",
     ]);
     assert_identity(&report);
-    assert_eq!(report["rows_skipped"], 7);
+    assert_eq!(report["rows_skipped"], 11);
     assert_eq!(report["rows_rejected"], 0);
     assert!(!wd.path("out/_rejects").exists());
 }

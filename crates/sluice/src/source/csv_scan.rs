@@ -52,9 +52,52 @@ pub struct CsvRange {
     pub partition_values: Vec<ScalarValue>,
 }
 
+/// The row format a [`CsvScanExec`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFormat {
+    /// CSV, split into rows by `csv-core`.
+    Csv,
+    /// Newline-delimited JSON: one object per line.
+    Json,
+}
+
+/// A CSV or JSON decoder behind one interface.
+enum AnyDecoder {
+    Csv(Box<Decoder>),
+    Json(datafusion::arrow::json::reader::Decoder, usize),
+}
+
+type ArrowResult<T> = std::result::Result<T, datafusion::arrow::error::ArrowError>;
+
+impl AnyDecoder {
+    fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize> {
+        match self {
+            AnyDecoder::Csv(d) => d.decode(buf),
+            AnyDecoder::Json(d, _) => d.decode(buf),
+        }
+    }
+
+    /// A batch is complete and must be flushed before more input.
+    fn full(&self) -> bool {
+        match self {
+            AnyDecoder::Csv(d) => d.capacity() == 0,
+            AnyDecoder::Json(d, batch) => d.len() >= *batch,
+        }
+    }
+
+    fn flush(&mut self) -> ArrowResult<Option<RecordBatch>> {
+        match self {
+            AnyDecoder::Csv(d) => d.flush(),
+            AnyDecoder::Json(d, _) => d.flush(),
+        }
+    }
+}
+
 /// How to read the files.
 #[derive(Debug, Clone)]
 pub struct CsvScanConfig {
+    /// CSV or NDJSON.
+    pub format: RowFormat,
     /// Columns in the file, in file order, with the types to parse into.
     pub file_schema: SchemaRef,
     /// Per-file constant columns appended after the file columns.
@@ -80,7 +123,18 @@ pub struct CsvScanConfig {
 }
 
 impl CsvScanConfig {
-    fn decoder(&self, header: bool) -> Decoder {
+    fn decoder(&self, header: bool) -> ArrowResult<AnyDecoder> {
+        if self.format == RowFormat::Json {
+            let schema = match &self.file_projection {
+                Some(p) => Arc::new(self.file_schema.project(p)?),
+                None => Arc::clone(&self.file_schema),
+            };
+            let batch = self.batch_size.max(1);
+            let d = datafusion::arrow::json::ReaderBuilder::new(schema)
+                .with_batch_size(batch)
+                .build_decoder()?;
+            return Ok(AnyDecoder::Json(d, batch));
+        }
         let mut b = ReaderBuilder::new(Arc::clone(&self.file_schema))
             .with_header(header)
             .with_delimiter(self.delimiter)
@@ -98,7 +152,7 @@ impl CsvScanConfig {
         if let Some(p) = &self.file_projection {
             b = b.with_projection(p.clone());
         }
-        b.build_decoder()
+        Ok(AnyDecoder::Csv(Box::new(b.build_decoder())))
     }
 
     fn splitter(&self) -> csv_core::Reader {
@@ -235,7 +289,7 @@ impl ExecutionPlan for CsvScanExec {
         builder.spawn(async move {
             for range in ranges {
                 let read = async {
-                    let mut reader = RangeReader::new(&config, &range);
+                    let mut reader = RangeReader::new(&config, &range)?;
                     let bytes = read_stream(&store, &range, &config).await?;
                     futures::pin_mut!(bytes);
                     while let Some(chunk) = bytes.next().await {
@@ -414,7 +468,7 @@ fn with_partition_values(
 struct RangeReader {
     config: CsvScanConfig,
     display: String,
-    decoder: Decoder,
+    decoder: AnyDecoder,
     /// Bytes handed to the decoder since the last good batch.
     pending: Vec<u8>,
     /// File offset of `pending[0]`.
@@ -426,17 +480,17 @@ struct RangeReader {
 }
 
 impl RangeReader {
-    fn new(config: &CsvScanConfig, range: &CsvRange) -> Self {
-        let header = config.header && range.start == 0;
-        RangeReader {
+    fn new(config: &CsvScanConfig, range: &CsvRange) -> Result<Self> {
+        let header = config.header && range.start == 0 && config.format == RowFormat::Csv;
+        Ok(RangeReader {
             config: config.clone(),
             display: range.display.clone(),
-            decoder: config.decoder(header),
+            decoder: config.decoder(header)?,
             pending: Vec::new(),
             pending_offset: range.start,
             lines_before_pending: 0,
             header_pending: header,
-        }
+        })
     }
 
     fn feed(&mut self, chunk: &[u8]) -> Result<Step> {
@@ -447,7 +501,7 @@ impl RangeReader {
                 Ok(n) => {
                     self.pending.extend_from_slice(&chunk[pos..pos + n]);
                     pos += n;
-                    if self.decoder.capacity() == 0 {
+                    if self.decoder.full() {
                         self.flush(&mut step)?;
                     } else if n == 0 {
                         break;
@@ -506,7 +560,10 @@ impl RangeReader {
     fn recover(&mut self, extra: &[u8], at_eof: bool, step: &mut Step) -> Result<()> {
         self.pending.extend_from_slice(extra);
         let data = std::mem::take(&mut self.pending);
-        let (rows, done) = split_rows(&data, &self.config, at_eof);
+        let (rows, done) = match self.config.format {
+            RowFormat::Csv => split_rows(&data, &self.config, at_eof),
+            RowFormat::Json => split_lines(&data, at_eof),
+        };
         // Rows as (start, end, in_quote), the header dropped and CRLF remnants trimmed.
         let rows: Vec<(usize, usize, bool)> = rows
             .iter()
@@ -580,7 +637,7 @@ impl RangeReader {
         self.pending = data;
         self.advance(done);
         self.pending.drain(..done);
-        self.decoder = self.config.decoder(false);
+        self.decoder = self.config.decoder(false)?;
         if !self.pending.is_empty() {
             // The tail is one partial row (every complete row was taken above): the decoder
             // takes it whole and waits for the rest. Should it refuse, the next flush takes
@@ -625,6 +682,23 @@ impl RangeReader {
                 None,
                 "the row is not valid UTF-8".to_string(),
             )
+        } else if self.config.format == RowFormat::Json {
+            match serde_json::from_slice::<serde_json::Value>(text) {
+                Err(e) => ("malformed_json", None, format!("not valid JSON: {e}")),
+                Ok(v) if !v.is_object() => {
+                    ("malformed_json", None, "not a JSON object".to_string())
+                }
+                Ok(_) => {
+                    let msg = err.to_string();
+                    let column = msg
+                        .split("whilst decoding field '")
+                        .nth(1)
+                        .and_then(|rest| rest.split('\'').next())
+                        .map(str::to_string);
+                    let what = msg.rsplit(": ").next().unwrap_or(&msg).to_string();
+                    ("type_mismatch", column, what)
+                }
+            }
         } else if in_quote {
             (
                 "unterminated_quote",
@@ -752,6 +826,25 @@ fn count_fields(row: &[u8], config: &CsvScanConfig) -> usize {
     nend + nend2
 }
 
+/// Splits JSON lines: every line holding more than white space is a row.
+fn split_lines(data: &[u8], at_eof: bool) -> (Vec<(usize, usize, bool)>, usize) {
+    let mut rows = Vec::new();
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', data) {
+        if data[start..nl].iter().any(|b| !b.is_ascii_whitespace()) {
+            rows.push((start, nl + 1, false));
+        }
+        start = nl + 1;
+    }
+    if at_eof {
+        if data[start..].iter().any(|b| !b.is_ascii_whitespace()) {
+            rows.push((start, data.len(), false));
+        }
+        return (rows, data.len());
+    }
+    (rows, start)
+}
+
 /// Decodes `n` rows in one batch.
 fn decode_rows(
     config: &CsvScanConfig,
@@ -760,7 +853,17 @@ fn decode_rows(
 ) -> std::result::Result<Option<RecordBatch>, datafusion::arrow::error::ArrowError> {
     let mut c = config.clone();
     c.batch_size = n.max(1);
-    let mut d = c.decoder(false);
+    let mut d = c.decoder(false)?;
+    if let AnyDecoder::Json(..) = d {
+        // A JSON row with a wrong type makes the decoder stop at it: decode in one call.
+        let used = d.decode(raw)?;
+        if used < raw.len() && raw[used..].iter().any(|b| !b.is_ascii_whitespace()) {
+            return Err(datafusion::arrow::error::ArrowError::JsonError(
+                "trailing data after the last row".into(),
+            ));
+        }
+        return d.flush();
+    }
     let mut pos = 0;
     while pos < raw.len() {
         let used = d.decode(&raw[pos..])?;

@@ -94,7 +94,15 @@ pub async fn infer_file_schema(
     if file.size == 0 {
         return Err(Error::file(&file.display, "file is empty"));
     }
-    let schema = if file.format == Format::Csv {
+    let schema = if file.format == Format::Ndjson {
+        let (path, compression, display) =
+            (file.path.clone(), file.compression, file.display.clone());
+        tokio::task::spawn_blocking(move || {
+            infer_ndjson(&path, compression, infer_rows).map_err(|e| Error::file(&display, e))
+        })
+        .await
+        .map_err(|e| Error::file(&file.display, e))??
+    } else if file.format == Format::Csv {
         let (path, compression, display) =
             (file.path.clone(), file.compression, file.display.clone());
         let format = arrow_csv_format(file, csv)?;
@@ -159,6 +167,41 @@ fn check_parquet_footer(file: &InputFile) -> Result<()> {
         return Err(bad("the footer length is larger than the file (cut off?)"));
     }
     Ok(())
+}
+
+/// Infers an NDJSON file's schema from its first `rows` lines that are JSON objects (bad
+/// lines are reported when the data is read; they must not decide the types).
+fn infer_ndjson(
+    path: &std::path::Path,
+    compression: super::format::Compression,
+    rows: usize,
+) -> std::result::Result<Schema, String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let reader = compression
+        .to_datafusion()
+        .convert_read(file)
+        .map_err(|e| e.to_string())?;
+    let mut good = Vec::new();
+    let mut kept = 0;
+    let mut lines = std::io::BufReader::new(reader).split(b'\n');
+    let mut read_any = false;
+    while kept < rows {
+        let Some(line) = lines.next() else { break };
+        let line = line.map_err(|e| format!("cannot read: {e}"))?;
+        read_any = true;
+        if matches!(serde_json::from_slice::<serde_json::Value>(&line), Ok(v) if v.is_object()) {
+            good.extend_from_slice(&line);
+            good.push(b'\n');
+            kept += 1;
+        }
+    }
+    if !read_any {
+        return Err("file is empty".into());
+    }
+    let (schema, _) = datafusion::arrow::json::reader::infer_json_schema(&good[..], Some(rows))
+        .map_err(|e| e.to_string())?;
+    Ok(schema)
 }
 
 /// The arrow-csv dialect for a file.

@@ -278,14 +278,35 @@ impl Source {
                     .map(|(name, i)| Field::new(name, target.field(*i).data_type().clone(), true))
                     .collect::<Vec<_>>(),
             ))
+        } else if first.input.format == Format::Ndjson {
+            // JSON decodes into the target type (so bad values are rejected row by row),
+            // except that a number or boolean cannot decode into a string column: those
+            // columns are read as the file has them and cast.
+            Arc::new(Schema::new(
+                mapping
+                    .iter()
+                    .map(|(name, i)| {
+                        let want = target.field(*i).data_type();
+                        let own = first.schema.field_with_name(name).map(|f| f.data_type());
+                        let dt = match own {
+                            Ok(own) if *want == DataType::Utf8 && *own != DataType::Utf8 => own,
+                            _ => want,
+                        };
+                        Field::new(name, dt.clone(), true)
+                    })
+                    .collect::<Vec<_>>(),
+            ))
         } else {
             Arc::clone(&first.schema)
         };
         // CSV splitting: sluice cuts big files at record starts itself (`auto`), leaves it to
         // DataFusion (`false`), or reads every file whole (`true`).
-        let csv_split = first.input.format == Format::Csv
-            && first.input.compression == Compression::None
-            && self.options.csv.newlines_in_values == NewlinesInValues::Auto;
+        let csv_split = first.input.compression == Compression::None
+            && match first.input.format {
+                Format::Csv => self.options.csv.newlines_in_values == NewlinesInValues::Auto,
+                Format::Ndjson => true,
+                _ => false,
+            };
         let format = infer::file_format(
             &first.input,
             &self.options.csv,
@@ -324,7 +345,7 @@ impl Source {
             partition_fields.clone(),
             table_files,
         );
-        if first.input.format == Format::Csv {
+        if matches!(first.input.format, Format::Csv | Format::Ndjson) {
             let csv = &self.options.csv;
             let null_regex = csv
                 .null_value
@@ -333,6 +354,11 @@ impl Source {
                 .transpose()
                 .map_err(|e| Error::Config(format!("null value: {e}")))?;
             let config = csv_scan::CsvScanConfig {
+                format: if first.input.format == Format::Csv {
+                    csv_scan::RowFormat::Csv
+                } else {
+                    csv_scan::RowFormat::Json
+                },
                 file_schema: Arc::clone(&read_schema),
                 partition_fields: partition_fields.into_iter().map(Arc::new).collect(),
                 header: csv.header,
@@ -354,6 +380,7 @@ impl Source {
                 escape: self.options.csv.escape,
                 comment: self.options.csv.comment,
                 columns: first.schema.fields().len(),
+                lines: first.input.format == Format::Ndjson,
             };
             table = table.with_csv_split(dialect, Arc::clone(&self.unsplit));
         }

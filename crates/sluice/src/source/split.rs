@@ -28,6 +28,8 @@ pub struct Dialect {
     pub comment: Option<u8>,
     /// Columns every record must have.
     pub columns: usize,
+    /// Records are plain lines (NDJSON): cut after the first line break at the target.
+    pub lines: bool,
 }
 
 /// Bytes read on each side of a cut.
@@ -104,6 +106,10 @@ fn record_ends(window: &[u8], d: &Dialect, start_in_quote: bool) -> Option<Vec<u
 /// The first record start at or after `target` (an offset into `window`), if exactly one
 /// quote-state hypothesis parses `window` into well-formed records.
 pub fn aligned_cut(window: &[u8], target: usize, d: &Dialect) -> Option<usize> {
+    if d.lines {
+        let cut = target + memchr::memchr(b'\n', window.get(target..)?)? + 1;
+        return (cut < window.len()).then_some(cut);
+    }
     if d.columns < 2 {
         return None;
     }
@@ -135,6 +141,7 @@ mod tests {
             escape: None,
             comment: None,
             columns,
+            lines: false,
         }
     }
 
