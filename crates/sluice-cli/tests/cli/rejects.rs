@@ -301,3 +301,19 @@ fn whole_file_faults_stop_fail_mode_with_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn compressed_input_keeps_exact_lines() {
+    let wd = corpus();
+    let raw = std::fs::read(wd.path("bad/types_crlf.csv")).expect("read");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &raw).expect("gz");
+    wd.write("gz/types_crlf.csv.gz", gz.finish().expect("gz"));
+    let report = wd.ingest(&["gz", "--to", "out", "--schema", SCHEMA]);
+    assert_identity(&report);
+    let got: BTreeSet<(u64, u64)> = rejects_of(&wd, "out")
+        .into_iter()
+        .map(|r| (r.1, r.2))
+        .collect();
+    assert_eq!(got, BTreeSet::from([(3, 33), (4, 51)]));
+}

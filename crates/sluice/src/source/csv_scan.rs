@@ -288,6 +288,7 @@ impl ExecutionPlan for CsvScanExec {
         let tx = builder.tx();
         builder.spawn(async move {
             for range in ranges {
+                let mut lines = LineCounter::default();
                 let read = async {
                     let mut reader = RangeReader::new(&config, &range)?;
                     let bytes = read_stream(&store, &range, &config).await?;
@@ -303,6 +304,7 @@ impl ExecutionPlan for CsvScanExec {
                             &store,
                             projection.as_deref(),
                             &metrics,
+                            &mut lines,
                         )
                         .await?;
                     }
@@ -316,6 +318,7 @@ impl ExecutionPlan for CsvScanExec {
                         &store,
                         projection.as_deref(),
                         &metrics,
+                        &mut lines,
                     )
                     .await
                 };
@@ -344,7 +347,7 @@ fn is_bad_row(e: &DataFusionError) -> bool {
 /// Bytes read per request.
 const READ_CHUNK: u64 = 1 << 20;
 
-/// The bytes of a range, decompressed, fetched in 1 MiB ranged reads.
+/// The bytes of a range, decompressed, fetched in 1 MiB ranged reads, one ahead.
 async fn read_stream(
     store: &Arc<dyn ObjectStore>,
     range: &CsvRange,
@@ -353,22 +356,24 @@ async fn read_stream(
     let store = Arc::clone(store);
     let location = range.location.clone();
     let (start, end) = (range.start, range.end.min(range.size));
-    let raw = futures::stream::unfold(start, move |pos| {
-        let store = Arc::clone(&store);
-        let location = location.clone();
-        async move {
-            if pos >= end {
-                return None;
+    let pieces: Vec<(u64, u64)> = (start..end)
+        .step_by(READ_CHUNK as usize)
+        .map(|from| (from, (from + READ_CHUNK).min(end)))
+        .collect();
+    // The next piece is fetched while the current one is decoded.
+    let raw = futures::stream::iter(pieces)
+        .map(move |(from, to)| {
+            let store = Arc::clone(&store);
+            let location = location.clone();
+            async move {
+                store
+                    .get_range(&location, from..to)
+                    .await
+                    .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))
             }
-            let to = (pos + READ_CHUNK).min(end);
-            let got = store
-                .get_range(&location, pos..to)
-                .await
-                .map_err(|e| DataFusionError::ObjectStore(Box::new(e)));
-            Some((got, to))
-        }
-    })
-    .boxed();
+        })
+        .buffered(2)
+        .boxed();
     config.compression.convert_stream(raw)
 }
 
@@ -389,18 +394,16 @@ async fn send(
     store: &Arc<dyn ObjectStore>,
     projection: Option<&[usize]>,
     metrics: &BaselineMetrics,
+    lines: &mut LineCounter,
 ) -> Result<()> {
-    if !step.bad.is_empty() {
-        // Lines so far count from the range start; add the lines before it, once.
-        let base = if range.start == 0 {
-            0
-        } else {
-            lines_before(store, range, config).await?
-        };
-        for mut bad in step.bad {
-            bad.line += base;
-            rejects.bad_row(bad).map_err(DataFusionError::from)?;
+    for mut bad in step.bad {
+        if bad.line == 0 {
+            // Uncompressed input: the line comes from the byte offset, counted on demand.
+            bad.line = 1 + lines
+                .lines_to(store, &range.location, bad.byte_offset)
+                .await?;
         }
+        rejects.bad_row(bad).map_err(DataFusionError::from)?;
     }
     for batch in step.batches {
         if batch.num_rows() == 0 {
@@ -416,14 +419,33 @@ async fn send(
     Ok(())
 }
 
-/// Line breaks before a range's start (read on the error path only).
-async fn lines_before(
-    store: &Arc<dyn ObjectStore>,
-    range: &CsvRange,
-    _config: &CsvScanConfig,
-) -> Result<u64> {
-    let bytes = store.get_range(&range.location, 0..range.start).await?;
-    Ok(memchr::memchr_iter(b'\n', &bytes).count() as u64)
+/// Counts line breaks from the start of a file up to an offset, reading only what it has not
+/// counted yet. Used on the error path alone, so clean data pays nothing for line numbers.
+#[derive(Debug, Default)]
+struct LineCounter {
+    upto: u64,
+    lines: u64,
+}
+
+impl LineCounter {
+    async fn lines_to(
+        &mut self,
+        store: &Arc<dyn ObjectStore>,
+        location: &Path,
+        offset: u64,
+    ) -> Result<u64> {
+        if offset < self.upto {
+            // Rows arrive in offset order within a range; a new range starts a new count.
+            *self = LineCounter::default();
+        }
+        while self.upto < offset {
+            let to = (self.upto + READ_CHUNK).min(offset);
+            let bytes = store.get_range(location, self.upto..to).await?;
+            self.lines += memchr::memchr_iter(b'\n', &bytes).count() as u64;
+            self.upto = to;
+        }
+        Ok(self.lines)
+    }
 }
 
 fn with_partition_values(
@@ -473,8 +495,11 @@ struct RangeReader {
     pending: Vec<u8>,
     /// File offset of `pending[0]`.
     pending_offset: u64,
-    /// Line breaks in the range before `pending`.
+    /// Line breaks in the range before `pending` (counted only for compressed input, whose
+    /// offsets cannot be re-read; otherwise lines come from offsets on the error path).
     lines_before_pending: u64,
+    /// Count line breaks while reading (compressed input).
+    eager_lines: bool,
     /// `pending` starts with the header line.
     header_pending: bool,
 }
@@ -489,6 +514,7 @@ impl RangeReader {
             pending: Vec::new(),
             pending_offset: range.start,
             lines_before_pending: 0,
+            eager_lines: config.compression.is_compressed(),
             header_pending: header,
         })
     }
@@ -551,7 +577,10 @@ impl RangeReader {
 
     /// Marks `n` bytes of `pending` as done.
     fn advance(&mut self, n: usize) {
-        self.lines_before_pending += memchr::memchr_iter(b'\n', &self.pending[..n]).count() as u64;
+        if self.eager_lines {
+            self.lines_before_pending +=
+                memchr::memchr_iter(b'\n', &self.pending[..n]).count() as u64;
+        }
         self.pending_offset += n as u64;
         self.header_pending = false;
     }
@@ -654,9 +683,13 @@ impl RangeReader {
         (start, end, in_quote): (usize, usize, bool),
         err: &datafusion::arrow::error::ArrowError,
     ) -> RejectRecord {
-        let line = 1
-            + self.lines_before_pending
-            + memchr::memchr_iter(b'\n', &data[..start]).count() as u64;
+        // 0 = resolved from the byte offset later (uncompressed input).
+        let line = if self.eager_lines {
+            1 + self.lines_before_pending
+                + memchr::memchr_iter(b'\n', &data[..start]).count() as u64
+        } else {
+            0
+        };
         self.classify(
             &data[start..end],
             in_quote,
