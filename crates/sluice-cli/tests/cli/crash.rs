@@ -80,16 +80,7 @@ fn sigkill_during_overwrite_never_leaves_a_mix() {
     assert!(finished_runs < 8, "no run was killed mid-way");
     wd.ok(&args);
     assert_eq!(assert_consistent(&wd, "out", false), Some(300_000));
-    let staging: Vec<_> = std::fs::read_dir(wd.root())
-        .expect("ls")
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".sluice-staging")
-        })
-        .collect();
-    assert!(staging.is_empty(), "{staging:?}");
+    assert_eq!(wd.staging_leftovers(), Vec::<String>::new());
 }
 
 #[test]

@@ -111,16 +111,7 @@ fn modes_error_overwrite_append() {
     let ids = wd.query("SELECT id FROM t ORDER BY id", &[("t", "out")]);
     assert_eq!(ids, ["id", "3"]);
     // No staging folders are left behind, and the manifest matches the files.
-    let leftovers: Vec<_> = std::fs::read_dir(wd.root())
-        .expect("ls")
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".sluice-staging")
-        })
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(wd.staging_leftovers(), Vec::<String>::new());
     let manifest = sluice::sink::read_manifest(&wd.path("out")).expect("manifest");
     assert_eq!(manifest.rows, 1);
     manifest

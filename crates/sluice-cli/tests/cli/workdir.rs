@@ -98,6 +98,16 @@ impl Workdir {
         serde_json::from_str(&text).expect("report json")
     }
 
+    /// Staging folders a job left beside its target (there should be none).
+    pub fn staging_leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.root())
+            .expect("ls")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(".sluice-staging"))
+            .collect()
+    }
+
     /// Data files (not manifests) below a folder, relative and sorted.
     pub fn data_files(&self, rel: &str) -> Vec<String> {
         let mut out = Vec::new();

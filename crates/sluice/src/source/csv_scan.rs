@@ -288,39 +288,24 @@ impl ExecutionPlan for CsvScanExec {
         let tx = builder.tx();
         builder.spawn(async move {
             for range in ranges {
-                let mut lines = LineCounter::default();
+                let mut out = Output {
+                    tx: &tx,
+                    range: &range,
+                    config: &config,
+                    rejects: &rejects,
+                    store: &store,
+                    projection: projection.as_deref(),
+                    metrics: &metrics,
+                    lines: LineCounter::default(),
+                };
                 let read = async {
                     let mut reader = RangeReader::new(&config, &range)?;
                     let bytes = read_stream(&store, &range, &config).await?;
                     futures::pin_mut!(bytes);
                     while let Some(chunk) = bytes.next().await {
-                        let out = reader.feed(&chunk?)?;
-                        send(
-                            &tx,
-                            out,
-                            &range,
-                            &config,
-                            &rejects,
-                            &store,
-                            projection.as_deref(),
-                            &metrics,
-                            &mut lines,
-                        )
-                        .await?;
+                        out.send(reader.feed(&chunk?)?).await?;
                     }
-                    let out = reader.finish()?;
-                    send(
-                        &tx,
-                        out,
-                        &range,
-                        &config,
-                        &rejects,
-                        &store,
-                        projection.as_deref(),
-                        &metrics,
-                        &mut lines,
-                    )
-                    .await
+                    out.send(reader.finish()?).await
                 };
                 match read.await {
                     Ok(()) => {}
@@ -384,39 +369,44 @@ struct Step {
     bad: Vec<RejectRecord>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn send(
-    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
-    step: Step,
-    range: &CsvRange,
-    config: &CsvScanConfig,
-    rejects: &Rejects,
-    store: &Arc<dyn ObjectStore>,
-    projection: Option<&[usize]>,
-    metrics: &BaselineMetrics,
-    lines: &mut LineCounter,
-) -> Result<()> {
-    for mut bad in step.bad {
-        if bad.line == 0 {
-            // Uncompressed input: the line comes from the byte offset, counted on demand.
-            bad.line = 1 + lines
-                .lines_to(store, &range.location, bad.byte_offset)
-                .await?;
+/// Where one range's rows go: good batches downstream, bad rows to the rejects.
+struct Output<'a> {
+    tx: &'a tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    range: &'a CsvRange,
+    config: &'a CsvScanConfig,
+    rejects: &'a Rejects,
+    store: &'a Arc<dyn ObjectStore>,
+    projection: Option<&'a [usize]>,
+    metrics: &'a BaselineMetrics,
+    lines: LineCounter,
+}
+
+impl Output<'_> {
+    async fn send(&mut self, step: Step) -> Result<()> {
+        for mut bad in step.bad {
+            if bad.line == 0 {
+                // Uncompressed input: the line comes from the byte offset, counted on demand.
+                bad.line = 1 + self
+                    .lines
+                    .lines_to(self.store, &self.range.location, bad.byte_offset)
+                    .await?;
+            }
+            self.rejects.bad_row(bad).map_err(DataFusionError::from)?;
         }
-        rejects.bad_row(bad).map_err(DataFusionError::from)?;
+        for batch in step.batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            self.rejects
+                .count_ok(&self.range.display, batch.num_rows() as u64);
+            let batch = with_partition_values(batch, self.range, self.config, self.projection)?;
+            self.metrics.record_output(batch.num_rows());
+            if self.tx.send(Ok(batch)).await.is_err() {
+                return Ok(()); // the consumer went away
+            }
+        }
+        Ok(())
     }
-    for batch in step.batches {
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        rejects.count_ok(&range.display, batch.num_rows() as u64);
-        let batch = with_partition_values(batch, range, config, projection)?;
-        metrics.record_output(batch.num_rows());
-        if tx.send(Ok(batch)).await.is_err() {
-            return Ok(()); // the consumer went away
-        }
-    }
-    Ok(())
 }
 
 /// Counts line breaks from the start of a file up to an offset, reading only what it has not
