@@ -107,6 +107,9 @@ pub struct WriteArgs {
     /// Parquet compression: zstd, snappy, gzip, lz4 or none.
     #[arg(long, value_name = "CODEC", value_parser = parse_compression)]
     pub compression: Option<ParquetCompression>,
+    /// Write rejected rows to this NDJSON file instead of OUT/_rejects/.
+    #[arg(long, value_name = "PATH")]
+    pub rejects: Option<String>,
 }
 
 impl WriteArgs {
@@ -119,6 +122,7 @@ impl WriteArgs {
             partition_by: self.partition_by.clone(),
             mode: self.mode,
             compression: self.compression,
+            rejects: self.rejects.clone(),
         }
     }
 }

@@ -200,7 +200,9 @@ fn bad_row(e: &datafusion::error::DataFusionError) -> Option<String> {
 
 /// Where rejected rows end up for a sink.
 fn rejects_path(sink: &SinkOptions) -> String {
-    if sink.single_file_target() {
+    if let Some(path) = &sink.rejects {
+        path.clone()
+    } else if sink.single_file_target() {
         format!("{}{}", sink.path, crate::sink::commit::REJECTS_DIR)
     } else {
         std::path::Path::new(&sink.path)

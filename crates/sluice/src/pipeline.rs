@@ -95,6 +95,8 @@ pub struct SinkSpec {
     pub mode: Option<String>,
     /// Parquet codec.
     pub compression: Option<String>,
+    /// Where rejected rows go (an NDJSON file) instead of `path/_rejects/`.
+    pub rejects: Option<String>,
 }
 
 /// `[settings]`
@@ -257,6 +259,7 @@ impl PipelineSpec {
                 .transpose()?
                 .unwrap_or_default(),
             compression: k.compression.as_deref().map(str::parse).transpose()?,
+            rejects: k.rejects.as_deref().map(|r| anchor(base, r)),
         };
         let transforms = self
             .transform

@@ -317,3 +317,24 @@ fn compressed_input_keeps_exact_lines() {
         .collect();
     assert_eq!(got, BTreeSet::from([(3, 33), (4, 51)]));
 }
+
+#[test]
+fn rejects_can_go_to_a_chosen_file() {
+    let wd = corpus();
+    let report = wd.ingest(&[
+        "bad/fields.csv",
+        "--to",
+        "out",
+        "--schema",
+        SCHEMA,
+        "--rejects",
+        "bad-rows/fields.ndjson",
+    ]);
+    assert_eq!(report["rejects_path"], "bad-rows/fields.ndjson");
+    assert_eq!(wd.read("bad-rows/fields.ndjson").lines().count(), 2);
+    assert!(!wd.path("out/_rejects").exists());
+    // Single-file outputs keep theirs beside the file by default.
+    let report = wd.ingest(&["bad/fields.csv", "--to", "one.csv", "--schema", SCHEMA]);
+    assert_eq!(report["rejects_path"], "one.csv_rejects");
+    assert_eq!(wd.read("one.csv_rejects/rejects.ndjson").lines().count(), 2);
+}

@@ -64,6 +64,9 @@ pub struct SinkOptions {
     pub mode: WriteMode,
     /// Parquet compression codec (zstd by default).
     pub compression: Option<ParquetCompression>,
+    /// Where rejected rows go instead of `OUT/_rejects/`: an NDJSON file. Moved there after
+    /// the output is committed (it is not part of the output's atomic commit).
+    pub rejects: Option<String>,
 }
 
 /// One file written.
@@ -225,8 +228,11 @@ pub async fn write(
             .first()
             .ok_or_else(|| Error::Config("no output file was written".into()))?;
         commit.commit_file(&file.path)?;
+        move_rejects(options, &format!("{}{}", options.path, commit::REJECTS_DIR))?;
     } else {
         commit.commit_dir(options.mode, files)?;
+        let dir = Path::new(&options.path).join(commit::REJECTS_DIR);
+        move_rejects(options, &dir.display().to_string())?;
     }
     Ok((summary, plan))
 }
@@ -286,6 +292,25 @@ async fn run_writers(
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+/// With `--rejects PATH`, moves the committed rejects file there.
+fn move_rejects(options: &SinkOptions, committed_dir: &str) -> Result<()> {
+    let Some(dest) = &options.rejects else {
+        return Ok(());
+    };
+    let dir = Path::new(committed_dir);
+    let file = dir.join("rejects.ndjson");
+    if file.is_file() {
+        let dest = Path::new(dest);
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(parent.display().to_string(), e))?;
+        }
+        std::fs::rename(&file, dest).map_err(|e| Error::io(dest.display().to_string(), e))?;
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(())
 }
 
 /// Gives the plan exactly `streams` output partitions: one writer task (and file) each.
