@@ -362,6 +362,51 @@ async fn read_stream(
     config.compression.convert_stream(raw)
 }
 
+/// The bytes handed to the decoder since the last good batch, kept as shared slices of the
+/// chunks read (no copy on the fast path; joined only when a batch must be re-read row by row).
+#[derive(Debug, Default)]
+struct Pending {
+    chunks: Vec<bytes::Bytes>,
+    len: usize,
+}
+
+impl Pending {
+    fn push(&mut self, b: bytes::Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.chunks.push(b);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+
+    fn line_breaks(&self) -> u64 {
+        self.chunks
+            .iter()
+            .map(|c| memchr::memchr_iter(b'\n', c).count() as u64)
+            .sum()
+    }
+
+    fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for c in &self.chunks {
+            v.extend_from_slice(c);
+        }
+        v
+    }
+}
+
 /// Output of a reader step: good batches and bad rows (lines relative to the range).
 #[derive(Default)]
 struct Step {
@@ -482,7 +527,7 @@ struct RangeReader {
     display: String,
     decoder: AnyDecoder,
     /// Bytes handed to the decoder since the last good batch.
-    pending: Vec<u8>,
+    pending: Pending,
     /// File offset of `pending[0]`.
     pending_offset: u64,
     /// Line breaks in the range before `pending` (counted only for compressed input, whose
@@ -501,7 +546,7 @@ impl RangeReader {
             config: config.clone(),
             display: range.display.clone(),
             decoder: config.decoder(header)?,
-            pending: Vec::new(),
+            pending: Pending::default(),
             pending_offset: range.start,
             lines_before_pending: 0,
             eager_lines: config.compression.is_compressed(),
@@ -509,13 +554,13 @@ impl RangeReader {
         })
     }
 
-    fn feed(&mut self, chunk: &[u8]) -> Result<Step> {
+    fn feed(&mut self, chunk: &bytes::Bytes) -> Result<Step> {
         let mut step = Step::default();
         let mut pos = 0;
         while pos < chunk.len() {
             match self.decoder.decode(&chunk[pos..]) {
                 Ok(n) => {
-                    self.pending.extend_from_slice(&chunk[pos..pos + n]);
+                    self.pending.push(chunk.slice(pos..pos + n));
                     pos += n;
                     if self.decoder.full() {
                         self.flush(&mut step)?;
@@ -556,7 +601,11 @@ impl RangeReader {
         match self.decoder.flush() {
             Ok(Some(batch)) => {
                 step.batches.push(batch);
-                self.advance(self.pending.len());
+                if self.eager_lines {
+                    self.lines_before_pending += self.pending.line_breaks();
+                }
+                self.pending_offset += self.pending.len() as u64;
+                self.header_pending = false;
                 self.pending.clear();
                 Ok(())
             }
@@ -565,20 +614,11 @@ impl RangeReader {
         }
     }
 
-    /// Marks `n` bytes of `pending` as done.
-    fn advance(&mut self, n: usize) {
-        if self.eager_lines {
-            self.lines_before_pending +=
-                memchr::memchr_iter(b'\n', &self.pending[..n]).count() as u64;
-        }
-        self.pending_offset += n as u64;
-        self.header_pending = false;
-    }
-
     /// The slow path: splits `pending + extra` into rows and decodes each alone.
     fn recover(&mut self, extra: &[u8], at_eof: bool, step: &mut Step) -> Result<()> {
-        self.pending.extend_from_slice(extra);
-        let data = std::mem::take(&mut self.pending);
+        let mut data = self.pending.to_vec();
+        data.extend_from_slice(extra);
+        self.pending.clear();
         let (rows, done) = match self.config.format {
             RowFormat::Csv => split_rows(&data, &self.config, at_eof),
             RowFormat::Json => split_lines(&data, at_eof),
@@ -653,15 +693,19 @@ impl RangeReader {
             step.batches.push(concat_batches(&schema, &good)?);
         }
         // Keep the unfinished tail for the next chunk, with a fresh decoder.
-        self.pending = data;
-        self.advance(done);
-        self.pending.drain(..done);
+        if self.eager_lines {
+            self.lines_before_pending += memchr::memchr_iter(b'\n', &data[..done]).count() as u64;
+        }
+        self.pending_offset += done as u64;
+        self.header_pending = false;
         self.decoder = self.config.decoder(false)?;
-        if !self.pending.is_empty() {
+        if done < data.len() {
             // The tail is one partial row (every complete row was taken above): the decoder
             // takes it whole and waits for the rest. Should it refuse, the next flush takes
             // the slow path with these same bytes.
-            let _ = self.decoder.decode(&self.pending);
+            let tail = bytes::Bytes::copy_from_slice(&data[done..]);
+            let _ = self.decoder.decode(&tail);
+            self.pending.push(tail);
         }
         Ok(())
     }
