@@ -227,8 +227,8 @@ fn arrow_csv_format(
     Ok(format)
 }
 
-/// Bytes read at a time while sampling a CSV file.
-const SAMPLE_CHUNK: usize = 1 << 20;
+/// Bytes read at a time while sampling a CSV file (the sample stops at the rows asked for).
+const SAMPLE_CHUNK: usize = 64 << 10;
 
 /// Infers a CSV file's schema from its first `rows` records (decompressing as needed).
 ///
@@ -248,7 +248,8 @@ fn infer_csv(
         .convert_read(file)
         .map_err(|e| e.to_string())?;
     let mut sample: Vec<u8> = Vec::new();
-    let mut scanner = RecordCounter::new(quote, escape);
+    // One more record than asked for covers the header line.
+    let mut scanner = RecordCounter::new(quote, escape, rows + 1);
     let mut eof = false;
     // One more record than asked for covers the header line.
     while scanner.records < rows + 1 {
@@ -271,10 +272,10 @@ fn infer_csv(
             break;
         }
     }
-    let end = if eof {
-        sample.len()
-    } else {
+    let end = if scanner.records > rows || !eof {
         scanner.last_boundary
+    } else {
+        sample.len()
     };
     let clean = well_formed_rows(&sample[..end], delimiter, quote, escape, comment);
     let (schema, _) = format
@@ -351,11 +352,13 @@ struct RecordCounter {
     records: usize,
     offset: usize,
     last_boundary: usize,
+    limit: usize,
 }
 
 impl RecordCounter {
-    fn new(quote: u8, escape: Option<u8>) -> Self {
+    fn new(quote: u8, escape: Option<u8>, limit: usize) -> Self {
         RecordCounter {
+            limit,
             quote,
             escape: escape.filter(|e| *e != quote),
             in_quote: false,
@@ -379,6 +382,11 @@ impl RecordCounter {
             } else if b == b'\n' && !self.in_quote {
                 self.records += 1;
                 self.last_boundary = self.offset + i + 1;
+                if self.records >= self.limit {
+                    // Enough rows: the sample ends at this record boundary.
+                    self.offset += bytes.len();
+                    return;
+                }
             }
         }
         self.offset += bytes.len();
