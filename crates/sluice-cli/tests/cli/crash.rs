@@ -98,3 +98,34 @@ fn sigkill_during_a_first_write_leaves_nothing_or_everything() {
     wd.ok(&["ingest", "new.csv", "--to", "out", "-q"]);
     assert_eq!(assert_consistent(&wd, "out", false), Some(200_000));
 }
+
+#[test]
+fn sigkill_during_append_adds_all_files_or_none() {
+    let wd = Workdir::new();
+    wd.write("old.csv", big_input(1_000));
+    wd.write("new.csv", big_input(200_000));
+    wd.ingest(&["old.csv", "--to", "out", "--files", "2"]);
+    let args = [
+        "ingest", "new.csv", "--to", "out", "--files", "3", "--mode", "append", "-q",
+    ];
+    let mut appended = 0u64;
+    for ms in [150u64, 600, 1_200, 2_000] {
+        let finished = kill_at(&wd, &args, Duration::from_millis(ms));
+        let rows = assert_consistent(&wd, "out", false).expect("output");
+        // Every completed append adds exactly 200k rows; a killed one adds nothing.
+        assert_eq!((rows - 1_000) % 200_000, 0, "a partial append: {rows} rows");
+        if finished {
+            appended += 1;
+        }
+        assert!(rows >= 1_000 + appended * 200_000);
+    }
+    let left = wd.staging_leftovers();
+    assert!(
+        left.len() <= 1,
+        "at most the last killed job's folder: {left:?}"
+    );
+    wd.ok(&args);
+    let rows = assert_consistent(&wd, "out", false).expect("output");
+    assert_eq!((rows - 1_000) % 200_000, 0);
+    assert_eq!(wd.staging_leftovers(), Vec::<String>::new());
+}
