@@ -78,15 +78,12 @@ impl Job {
         .await
         {
             Ok(done) => done,
-            Err(Error::Engine(e)) if bad_row(&e).is_some() => {
-                return Err(Error::BadRow(bad_row(&e).unwrap_or_default()));
-            }
+            // CSV and NDJSON errors name their file and line already (`--on-error fail`).
             Err(Error::Engine(e)) => {
-                // Name the file behind a read error when the engine did not.
-                return Err(match source.locate_error().await {
-                    Some(located) => located,
+                return Err(match bad_row(&e) {
+                    Some(msg) => Error::BadRow(msg),
                     None => Error::Engine(e),
-                });
+                })
             }
             Err(e) => return Err(e),
         };

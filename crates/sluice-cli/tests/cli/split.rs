@@ -90,6 +90,30 @@ fn newlines_in_values_true_reads_files_whole() {
 }
 
 #[test]
+fn newlines_in_values_false_splits_at_line_breaks() {
+    let wd = Workdir::new();
+    wd.write("plain.csv", big_csv(80_000, None));
+    let one = run(&wd, "plain.csv", "one.csv", "1");
+    let many = wd.ingest(&[
+        "plain.csv",
+        "--to",
+        "many.csv",
+        "--threads",
+        "4",
+        "--newlines-in-values",
+        "false",
+        "--sql",
+        "SELECT * FROM source ORDER BY id",
+    ]);
+    assert!(
+        many["input_partitions"].as_u64() >= Some(4),
+        "not split: {many}"
+    );
+    assert_eq!(one["rows_out"], many["rows_out"]);
+    assert!(wd.read("one.csv") == wd.read("many.csv"));
+}
+
+#[test]
 fn stray_quotes_keep_a_file_whole_and_correct() {
     let wd = Workdir::new();
     let mut s = String::from("id,size,label\n");

@@ -31,7 +31,7 @@ pub fn file_format(
             let null_regex = csv
                 .null_value
                 .as_ref()
-                .map(|v| format!("^{}$", regex_escape(v)));
+                .map(|v| format!("^{}$", regex::escape(v)));
             Arc::new(
                 CsvFormat::default()
                     .with_has_header(csv.header)
@@ -53,18 +53,6 @@ pub fn file_format(
         Format::Parquet => Arc::new(ParquetFormat::default().with_force_view_types(false)),
         Format::Orc => Arc::new(OrcFormat),
     })
-}
-
-/// Escapes regex metacharacters so a null string matches literally.
-fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The object-store location of a local file.
@@ -220,7 +208,7 @@ fn arrow_csv_format(
         format = format.with_comment(c);
     }
     if let Some(v) = &csv.null_value {
-        let re = regex::Regex::new(&format!("^({}|)$", regex_escape(v)))
+        let re = regex::Regex::new(&format!("^({}|)$", regex::escape(v)))
             .map_err(|e| Error::Config(format!("null value '{v}': {e}")))?;
         format = format.with_null_regex(re);
     }

@@ -299,11 +299,13 @@ impl Source {
         } else {
             Arc::clone(&first.schema)
         };
-        // CSV splitting: sluice cuts big files at record starts itself (`auto`), leaves it to
-        // DataFusion (`false`), or reads every file whole (`true`).
+        // Splitting big files: CSV is cut at record starts found by the window parse
+        // (`auto`), at line breaks (`false`: values never hold one), or not at all (`true`);
+        // NDJSON is always cut at line breaks.
+        let newlines = self.options.csv.newlines_in_values;
         let csv_split = first.input.compression == Compression::None
             && match first.input.format {
-                Format::Csv => self.options.csv.newlines_in_values == NewlinesInValues::Auto,
+                Format::Csv => newlines != NewlinesInValues::Yes,
                 Format::Ndjson => true,
                 _ => false,
             };
@@ -380,7 +382,7 @@ impl Source {
                 escape: self.options.csv.escape,
                 comment: self.options.csv.comment,
                 columns: first.schema.fields().len(),
-                lines: first.input.format == Format::Ndjson,
+                lines: first.input.format == Format::Ndjson || newlines == NewlinesInValues::No,
             };
             table = table.with_csv_split(dialect, Arc::clone(&self.unsplit));
         }
@@ -409,36 +411,6 @@ impl Source {
             exprs.push(Expr::Column(Column::new_unqualified(name)));
         }
         Ok(df.select(exprs)?)
-    }
-
-    /// Finds which file an execution error came from, by reading the text files one at a
-    /// time on one thread until one fails the same way. Used only on the error path: the
-    /// engine's CSV and JSON errors do not name the file.
-    pub async fn locate_error(&self) -> Option<Error> {
-        let ctx = crate::context::session(1);
-        for file in self.files.iter().filter(|f| f.input.format.is_text()) {
-            let df = match self.group_frame(&ctx, &[file]) {
-                Ok(df) => df,
-                Err(e) => return Some(e),
-            };
-            let failed = match df.execute_stream().await {
-                Err(e) => Some(e),
-                Ok(mut stream) => {
-                    let mut failed = None;
-                    while let Some(batch) = stream.next().await {
-                        if let Err(e) = batch {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                    failed
-                }
-            };
-            if let Some(e) = failed {
-                return Some(Error::file(&file.input.display, describe_read_error(&e)));
-            }
-        }
-        None
     }
 
     /// For each file, the columns where it differs from the merged schema.
@@ -628,22 +600,4 @@ pub async fn parse_schema(ctx: &SessionContext, spec: &str) -> Result<Schema> {
         })
         .collect();
     Ok(Schema::new(fields))
-}
-
-/// A reader error in words that do not promise more than they know: arrow counts data
-/// records from the start of the read, not physical lines of the file.
-pub fn describe_read_error(e: &datafusion::error::DataFusionError) -> String {
-    let msg = infer::clean_engine_error(e);
-    let msg = msg
-        .strip_prefix("Parser error: ")
-        .unwrap_or(&msg)
-        .to_string();
-    match msg.find(" at line ") {
-        Some(i) => format!(
-            "{} at data row {}",
-            &msg[..i],
-            &msg[i + " at line ".len()..]
-        ),
-        None => msg,
-    }
 }
