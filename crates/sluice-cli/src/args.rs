@@ -45,7 +45,7 @@ pub struct ReadArgs {
     #[arg(long, value_name = "NAME")]
     pub file_column: Option<String>,
     /// Rows sampled from every file to infer its types.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = parse_positive)]
     pub infer_rows: usize,
     /// Rows that cannot be read: fail (stop), skip (drop and count), reject (write them to
     /// OUT/_rejects/ with file, line and reason).
@@ -57,6 +57,10 @@ pub struct ReadArgs {
     /// Read key=value folder names below input folders as columns.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub hive_partitioning: bool,
+    /// Succeed with no rows when the inputs match no file (a glob matching nothing is an
+    /// error otherwise).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 impl ReadArgs {
@@ -81,6 +85,7 @@ impl ReadArgs {
             hive_partitioning: self.hive_partitioning,
             on_error: self.on_error,
             split_min_size: self.split_min_size,
+            allow_empty: self.allow_empty,
         }
     }
 }
@@ -107,9 +112,13 @@ pub struct WriteArgs {
     /// Parquet compression: zstd, snappy, gzip, lz4 or none.
     #[arg(long, value_name = "CODEC", value_parser = parse_compression)]
     pub compression: Option<ParquetCompression>,
-    /// Write rejected rows to this NDJSON file instead of OUT/_rejects/.
+    /// Write rejected rows to this file instead of OUT/_rejects/.
     #[arg(long, value_name = "PATH")]
     pub rejects: Option<String>,
+    /// Format of the rejected rows: ndjson (default) or parquet (default when --rejects
+    /// ends in .parquet).
+    #[arg(long, value_name = "ndjson|parquet", value_parser = parse_format)]
+    pub rejects_format: Option<Format>,
 }
 
 impl WriteArgs {
@@ -123,6 +132,7 @@ impl WriteArgs {
             mode: self.mode,
             compression: self.compression,
             rejects: self.rejects.clone(),
+            rejects_format: self.rejects_format,
         }
     }
 }
@@ -131,7 +141,7 @@ impl WriteArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Worker threads (default: number of cores).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub threads: Option<usize>,
     /// Write a machine-readable report here.
     #[arg(long, value_name = "PATH")]
@@ -142,6 +152,15 @@ pub struct RunArgs {
     /// Print no summary at the end.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// A whole number of at least 1.
+pub fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {

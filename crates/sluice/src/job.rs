@@ -46,6 +46,9 @@ impl Job {
     /// Runs the job to completion and returns its report.
     pub async fn run(&self, progress: &Progress) -> Result<Report> {
         let started = Instant::now();
+        if self.threads == 0 {
+            return Err(Error::Config("threads must be at least 1".into()));
+        }
         let ctx = context::session_with(self.threads, self.source.split_min_size);
         let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
         ctx.register_object_store(
@@ -78,13 +81,8 @@ impl Job {
         .await
         {
             Ok(done) => done,
-            // CSV and NDJSON errors name their file and line already (`--on-error fail`).
-            Err(Error::Engine(e)) => {
-                return Err(match bad_row(&e) {
-                    Some(msg) => Error::BadRow(msg),
-                    None => Error::Engine(e),
-                })
-            }
+            // Scan errors name their file (and line) already (`--on-error fail`).
+            Err(Error::Engine(e)) => return Err(own_error(&e).unwrap_or(Error::Engine(e))),
             Err(e) => return Err(e),
         };
         let rows_ok = rows_scanned(&plan);
@@ -182,12 +180,13 @@ fn check_not_reading_output(source: &Source, sink: &SinkOptions) -> Result<()> {
     Ok(())
 }
 
-/// The message of a bad row that stopped the job, if that is what `e` is.
-fn bad_row(e: &datafusion::error::DataFusionError) -> Option<String> {
+/// A bad row or a broken file that stopped the job, taken out of the engine's wrapping.
+fn own_error(e: &datafusion::error::DataFusionError) -> Option<Error> {
     match e.find_root() {
         datafusion::error::DataFusionError::External(inner) => {
             match inner.downcast_ref::<Error>() {
-                Some(Error::BadRow(msg)) => Some(msg.clone()),
+                Some(Error::BadRow(msg)) => Some(Error::BadRow(msg.clone())),
+                Some(Error::File { file, reason }) => Some(Error::file(file, reason)),
                 _ => None,
             }
         }

@@ -67,6 +67,8 @@ pub struct SourceSpec {
     pub on_error: Option<String>,
     /// Files at least this many bytes are split into ranges.
     pub split_min_size: Option<usize>,
+    /// Succeed with no rows when the inputs match nothing (default false).
+    pub allow_empty: Option<bool>,
 }
 
 /// `[[transform]]`
@@ -97,6 +99,8 @@ pub struct SinkSpec {
     pub compression: Option<String>,
     /// Where rejected rows go (an NDJSON file) instead of `path/_rejects/`.
     pub rejects: Option<String>,
+    /// `ndjson` (default) or `parquet`.
+    pub rejects_format: Option<String>,
 }
 
 /// `[settings]`
@@ -245,6 +249,7 @@ impl PipelineSpec {
                 .transpose()?
                 .unwrap_or_default(),
             split_min_size: s.split_min_size,
+            allow_empty: s.allow_empty.unwrap_or(false),
         };
         let k = self.sink;
         let sink = SinkOptions {
@@ -260,6 +265,11 @@ impl PipelineSpec {
                 .unwrap_or_default(),
             compression: k.compression.as_deref().map(str::parse).transpose()?,
             rejects: k.rejects.as_deref().map(|r| anchor(base, r)),
+            rejects_format: k
+                .rejects_format
+                .as_deref()
+                .map(str::parse::<Format>)
+                .transpose()?,
         };
         let transforms = self
             .transform

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::sink::WriteProgress;
 use crate::source::counting::ReadCounter;
 use crate::source::csv_scan::CsvScanExec;
+use crate::source::file_scan::FileByFileExec;
 
 /// Live counters shared with a progress display while a job runs.
 #[derive(Debug, Default)]
@@ -116,7 +117,7 @@ pub struct FileReport {
 /// Sums the good rows produced by every file scan in an executed plan.
 pub fn rows_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     let mut total = 0u64;
-    if plan.is::<DataSourceExec>() || plan.is::<CsvScanExec>() {
+    if is_scan(plan) {
         if let Some(metrics) = plan.metrics() {
             total += metrics.output_rows().unwrap_or(0) as u64;
         }
@@ -130,8 +131,13 @@ pub fn rows_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
 
 /// Counts the output partitions of every file scan in a plan.
 pub fn scan_partitions(plan: &Arc<dyn ExecutionPlan>) -> usize {
-    if plan.is::<DataSourceExec>() || plan.is::<CsvScanExec>() {
+    if is_scan(plan) {
         return plan.properties().output_partitioning().partition_count();
     }
     plan.children().into_iter().map(scan_partitions).sum()
+}
+
+/// True for the plan nodes that read input files.
+fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<DataSourceExec>() || plan.is::<CsvScanExec>() || plan.is::<FileByFileExec>()
 }

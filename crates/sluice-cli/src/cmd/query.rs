@@ -41,7 +41,7 @@ pub struct QueryCmd {
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
     /// Worker threads (default: number of cores).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::args::parse_positive)]
     pub threads: Option<usize>,
 }
 

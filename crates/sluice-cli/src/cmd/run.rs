@@ -21,7 +21,7 @@ impl RunCmd {
     pub async fn execute(self) -> anyhow::Result<()> {
         let mut job = sluice::pipeline::load(&self.pipeline)?;
         if let Some(t) = self.run.threads {
-            job.threads = t.max(1);
+            job.threads = t;
         }
         super::run_job(job, &self.run).await
     }

@@ -2,6 +2,7 @@
 
 mod crash;
 mod errors;
+mod faults;
 mod formats;
 mod inputs;
 mod output;

@@ -73,7 +73,7 @@ fn rejects_of(wd: &Workdir, out: &str) -> BTreeSet<(String, u64, u64, Option<Str
         .collect()
 }
 
-fn assert_identity(report: &serde_json::Value) {
+pub(crate) fn assert_identity(report: &serde_json::Value) {
     let n = |k: &str| report[k].as_u64().unwrap_or(u64::MAX);
     assert_eq!(
         n("rows_in"),

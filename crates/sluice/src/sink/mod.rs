@@ -64,9 +64,12 @@ pub struct SinkOptions {
     pub mode: WriteMode,
     /// Parquet compression codec (zstd by default).
     pub compression: Option<ParquetCompression>,
-    /// Where rejected rows go instead of `OUT/_rejects/`: an NDJSON file. Moved there after
-    /// the output is committed (it is not part of the output's atomic commit).
+    /// Where rejected rows go instead of `OUT/_rejects/`: one file. Moved there after the
+    /// output is committed (it is not part of the output's atomic commit).
     pub rejects: Option<String>,
+    /// Format of the rejects: NDJSON (default) or Parquet; default Parquet when `rejects`
+    /// ends in `.parquet`.
+    pub rejects_format: Option<Format>,
 }
 
 /// One file written.
@@ -101,6 +104,17 @@ pub struct WriteProgress {
 }
 
 impl SinkOptions {
+    /// True when rejected rows are written as Parquet.
+    pub fn rejects_parquet(&self) -> bool {
+        match self.rejects_format {
+            Some(f) => f == Format::Parquet,
+            None => self
+                .rejects
+                .as_deref()
+                .is_some_and(|p| Format::from_path(p) == Some(Format::Parquet)),
+        }
+    }
+
     /// The output format this sink writes.
     pub fn resolved_format(&self) -> Format {
         self.format
@@ -126,6 +140,15 @@ impl SinkOptions {
         }
         if self.files == Some(0) {
             return Err(Error::Config("--files must be at least 1".into()));
+        }
+        if let Some(f) = self
+            .rejects_format
+            .filter(|f| !matches!(f, Format::Ndjson | Format::Parquet))
+        {
+            return Err(Error::Config(format!(
+                "rejects format must be ndjson or parquet, not {}",
+                f.extension()
+            )));
         }
         if self.resolved_format() == Format::Orc {
             return Err(Error::Config(
@@ -208,7 +231,7 @@ pub async fn write(
     )
     .await;
     let result = match (result, rejects) {
-        (Ok(files), Some(r)) => r.finish().map(|()| files),
+        (Ok(files), Some(r)) => r.finish(options.rejects_parquet()).map(|()| files),
         (other, _) => other,
     };
     let files = match result {
@@ -300,7 +323,12 @@ fn move_rejects(options: &SinkOptions, committed_dir: &str) -> Result<()> {
         return Ok(());
     };
     let dir = Path::new(committed_dir);
-    let file = dir.join("rejects.ndjson");
+    let ext = if options.rejects_parquet() {
+        "parquet"
+    } else {
+        "ndjson"
+    };
+    let file = dir.join(format!("rejects.{ext}"));
     if file.is_file() {
         let dest = Path::new(dest);
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -388,6 +416,13 @@ fn convert_type(dt: &DataType, format: Format) -> Option<DataType> {
 }
 
 fn check_target(target: &Path, mode: WriteMode, single: bool) -> Result<()> {
+    if let Some(file) = target.ancestors().skip(1).find(|a| a.is_file()) {
+        return Err(Error::Config(format!(
+            "the output '{}' would be inside '{}', which is a file",
+            target.display(),
+            file.display()
+        )));
+    }
     let exists = target.exists();
     match mode {
         WriteMode::Error if exists => Err(Error::OutputExists(target.display().to_string())),

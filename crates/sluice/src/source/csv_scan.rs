@@ -33,7 +33,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::rejects::{OnError, RejectRecord, Rejects, RAW_CAP};
+use super::rejects::{is_bad_row, OnError, RejectRecord, Rejects, RAW_CAP};
 
 /// One byte range of one file.
 #[derive(Debug, Clone)]
@@ -322,11 +322,6 @@ impl ExecutionPlan for CsvScanExec {
         });
         Ok(builder.build())
     }
-}
-
-fn is_bad_row(e: &DataFusionError) -> bool {
-    matches!(e.find_root(), DataFusionError::External(inner)
-        if matches!(inner.downcast_ref::<crate::error::Error>(), Some(crate::error::Error::BadRow(_))))
 }
 
 /// Bytes read per request.
@@ -755,6 +750,9 @@ impl RangeReader {
                 Ok(v) if !v.is_object() => {
                     ("malformed_json", None, "not a JSON object".to_string())
                 }
+                Ok(_) if not_null_column(&err.to_string()).is_some() => {
+                    null_in_not_null(not_null_column(&err.to_string()).flatten())
+                }
                 Ok(_) => {
                     let msg = err.to_string();
                     let column = msg
@@ -786,6 +784,8 @@ impl RangeReader {
                     None,
                     format!("expected {columns} fields, found {fields}"),
                 )
+            } else if let Some(column) = not_null_column(&err.to_string()) {
+                null_in_not_null(column)
             } else {
                 let msg = err.to_string();
                 let column = msg
@@ -819,8 +819,37 @@ impl RangeReader {
             message,
             raw: String::from_utf8_lossy(&text[..text.len().min(RAW_CAP)]).into_owned(),
             raw_truncated: truncated,
+            columnar: false,
         }
     }
+}
+
+/// For arrow's "null in a non-nullable column" errors: `Some(column name, when named)`.
+fn not_null_column(msg: &str) -> Option<Option<String>> {
+    if !msg.contains("non-nullable") {
+        return None;
+    }
+    // arrow-csv: "Column 'id' is declared as non-nullable ..."; arrow-json: "... non-nullable
+    // StructArray child: Field { name: \"id\", ... }".
+    let quoted = |after: &str, close: char| {
+        msg.split(after)
+            .nth(1)
+            .and_then(|rest| rest.split(close).next())
+            .map(str::to_string)
+    };
+    Some(
+        quoted("Column '", '\'')
+            .or_else(|| quoted("name: \"", '"'))
+            .or_else(|| quoted("Field { \"", '"')),
+    )
+}
+
+fn null_in_not_null(column: Option<String>) -> (&'static str, Option<String>, String) {
+    let message = format!(
+        "null in NOT NULL column '{}'",
+        column.as_deref().unwrap_or("?")
+    );
+    ("null_in_not_null", column, message)
 }
 
 fn trim_terminator(raw: &[u8]) -> &[u8] {

@@ -3,6 +3,7 @@
 
 pub mod counting;
 pub mod csv_scan;
+pub mod file_scan;
 pub mod format;
 pub mod hive;
 pub mod infer;
@@ -58,6 +59,44 @@ pub struct ReadOptions {
     pub on_error: OnError,
     /// Files at least this big are split into byte ranges (default 1 MiB).
     pub split_min_size: Option<usize>,
+    /// Inputs matching no file give an empty result instead of an error (the output then
+    /// has the `schema` given, or no columns).
+    pub allow_empty: bool,
+}
+
+impl ReadOptions {
+    /// Checks option values that cannot work together.
+    pub fn validate(&self) -> Result<()> {
+        if self.paths.is_empty() {
+            return Err(Error::Config("no inputs given".into()));
+        }
+        if self.infer_rows == 0 {
+            return Err(Error::Config("infer_rows must be at least 1".into()));
+        }
+        let csv = &self.csv;
+        if csv.delimiter == Some(csv.quote) {
+            return Err(Error::Config(format!(
+                "the delimiter and the quote are both '{}'",
+                csv.quote as char
+            )));
+        }
+        if csv
+            .comment
+            .is_some_and(|c| c == csv.quote || Some(c) == csv.delimiter)
+        {
+            return Err(Error::Config(
+                "the comment character is also the delimiter or the quote".into(),
+            ));
+        }
+        if self
+            .file_column
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            return Err(Error::Config("the file column needs a name".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ReadOptions {
@@ -73,6 +112,7 @@ impl Default for ReadOptions {
             hive_partitioning: true,
             on_error: OnError::default(),
             split_min_size: None,
+            allow_empty: false,
         }
     }
 }
@@ -103,17 +143,28 @@ pub struct Source {
     /// Big CSV files that could not be cut at a record boundary and were read whole
     /// (filled in when the scan is planned).
     pub unsplit: Arc<std::sync::Mutex<Vec<String>>>,
-    /// Bad rows and per-file row counts (CSV files).
+    /// Bad rows and per-file row counts.
     pub rejects: Arc<Rejects>,
+    /// Columns declared `NOT NULL` in the explicit schema: a row with a null there is a bad
+    /// row (`null_in_not_null`).
+    pub required: Vec<String>,
     options: ReadOptions,
 }
 
 impl Source {
     /// Resolves the inputs, samples every file's schema in parallel and merges them.
     pub async fn open(ctx: &SessionContext, options: ReadOptions) -> Result<Source> {
+        options.validate()?;
         let tolerate = options.on_error != OnError::Fail;
-        let (files, skipped, missing) =
-            resolve::resolve_inputs_tolerant(&options.paths, options.format, tolerate)?;
+        let (files, skipped, missing) = resolve::resolve_inputs_tolerant(
+            &options.paths,
+            options.format,
+            tolerate,
+            options.allow_empty,
+        )?;
+        if files.is_empty() && options.allow_empty && missing.is_empty() {
+            return Source::empty(ctx, skipped, options).await;
+        }
         if files.is_empty() {
             return Err(match missing.first() {
                 Some(m) => Error::NotFound(m.clone()),
@@ -162,7 +213,7 @@ impl Source {
             .await;
         // Whole-file faults stop the job in `fail` mode; otherwise the file is reported in
         // `files_failed` and the others are read.
-        let mut described = Vec::with_capacity(results.len());
+        let mut described: Vec<SourceFile> = Vec::with_capacity(results.len());
         let mut first_failure = None;
         for (input, schema) in results {
             match schema {
@@ -182,7 +233,45 @@ impl Source {
             return Err(first_failure.unwrap_or_else(|| Error::NoMatch(options.paths.join(" "))));
         }
 
-        let (schema, decisions) = target_schema(ctx, &described, &options).await?;
+        let (schema, decisions, required) = target_schema(ctx, &described, &options).await?;
+        // A file without a NOT NULL column would reject every row: it is a whole-file fault.
+        if options.union_by_name && !required.is_empty() {
+            let mut kept = Vec::with_capacity(described.len());
+            for f in described {
+                let missing = required
+                    .iter()
+                    .find(|c| f.schema.field_with_name(c).is_err() && !is_hive_key(&f.input, c));
+                match missing {
+                    None => kept.push(f),
+                    Some(c) => {
+                        let e = Error::file(
+                            &f.input.display,
+                            format!("has no column '{c}', which the schema declares NOT NULL"),
+                        );
+                        if options.on_error == OnError::Fail {
+                            return Err(e);
+                        }
+                        rejects.file_failed(
+                            &f.input.display,
+                            &format!("has no column '{c}', which the schema declares NOT NULL"),
+                        );
+                    }
+                }
+            }
+            described = kept;
+            if described.is_empty() {
+                return Err(Error::Config(
+                    "no input file has every NOT NULL column of the schema".into(),
+                ));
+            }
+        }
+        if let Some(name) = &options.file_column {
+            if schema.index_of(name).is_ok() {
+                return Err(Error::Config(format!(
+                    "the file column '{name}' is already a column of the input: pick another name"
+                )));
+            }
+        }
         let hive_columns = if options.hive_partitioning {
             hive::hive_columns(&described, &schema)
         } else {
@@ -198,6 +287,44 @@ impl Source {
             decisions,
             unsplit: Arc::default(),
             rejects,
+            required,
+            options,
+        })
+    }
+
+    /// A source with no files (`allow_empty`): no rows, the explicit schema or no columns.
+    async fn empty(
+        ctx: &SessionContext,
+        skipped: Vec<String>,
+        options: ReadOptions,
+    ) -> Result<Source> {
+        let (schema, required) = match &options.schema {
+            Some(spec) => {
+                let explicit = parse_schema(ctx, spec).await?;
+                let required = explicit
+                    .fields()
+                    .iter()
+                    .filter(|f| !f.is_nullable())
+                    .map(|f| f.name().clone())
+                    .collect();
+                let fields: Vec<Field> = explicit
+                    .fields()
+                    .iter()
+                    .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                    .collect();
+                (Schema::new(fields), required)
+            }
+            None => (Schema::empty(), Vec::new()),
+        };
+        Ok(Source {
+            files: Vec::new(),
+            skipped,
+            schema: Arc::new(schema),
+            hive_columns: Vec::new(),
+            decisions: Vec::new(),
+            unsplit: Arc::default(),
+            rejects: Arc::new(Rejects::new(options.on_error)),
+            required,
             options,
         })
     }
@@ -224,6 +351,11 @@ impl Source {
     /// Builds the DataFrame: one scan per group of files sharing a layout, each projected
     /// onto the merged schema by name, then `UNION ALL`.
     pub fn to_dataframe(&self, ctx: &SessionContext) -> Result<DataFrame> {
+        if self.files.is_empty() {
+            let schema = Arc::new(self.output_schema());
+            let empty = datafusion::datasource::empty::EmptyTable::new(schema);
+            return Ok(ctx.read_table(Arc::new(empty))?);
+        }
         let mut groups: Vec<(GroupKey, Vec<&SourceFile>)> = Vec::new();
         let mut index: HashMap<GroupKey, usize> = HashMap::new();
         for f in &self.files {
@@ -275,7 +407,10 @@ impl Source {
             Arc::new(Schema::new(
                 mapping
                     .iter()
-                    .map(|(name, i)| Field::new(name, target.field(*i).data_type().clone(), true))
+                    .map(|(name, i)| {
+                        let dt = target.field(*i).data_type().clone();
+                        Field::new(name, dt, !self.required.contains(name))
+                    })
                     .collect::<Vec<_>>(),
             ))
         } else if first.input.format == Format::Ndjson {
@@ -292,7 +427,7 @@ impl Source {
                             Ok(own) if *want == DataType::Utf8 && *own != DataType::Utf8 => own,
                             _ => want,
                         };
-                        Field::new(name, dt.clone(), true)
+                        Field::new(name, dt.clone(), !self.required.contains(name))
                     })
                     .collect::<Vec<_>>(),
             ))
@@ -374,6 +509,8 @@ impl Source {
                 file_projection: None,
             };
             table = table.with_csv_reader(config, Arc::clone(&self.rejects));
+        } else {
+            table = table.with_file_by_file(self.required.clone(), Arc::clone(&self.rejects));
         }
         if csv_split {
             let dialect = split::Dialect {
@@ -475,7 +612,8 @@ async fn target_schema(
     ctx: &SessionContext,
     files: &[SourceFile],
     options: &ReadOptions,
-) -> Result<(SchemaRef, Vec<String>)> {
+) -> Result<(SchemaRef, Vec<String>, Vec<String>)> {
+    let mut required = Vec::new();
     let (mut fields, decisions): (Vec<Field>, Vec<String>) = if options.union_by_name {
         let inputs: Vec<FileSchema<'_>> = files
             .iter()
@@ -501,13 +639,21 @@ async fn target_schema(
     if let Some(spec) = &options.schema {
         let explicit = parse_schema(ctx, spec).await?;
         for ef in explicit.fields() {
+            if !ef.is_nullable() {
+                required.push(ef.name().clone());
+            }
             match fields.iter_mut().find(|f| f.name() == ef.name()) {
                 Some(f) => *f = Field::new(ef.name(), ef.data_type().clone(), true),
                 None => fields.push(Field::new(ef.name(), ef.data_type().clone(), true)),
             }
         }
     }
-    Ok((Arc::new(Schema::new(fields)), decisions))
+    Ok((Arc::new(Schema::new(fields)), decisions, required))
+}
+
+/// True when `column` comes from a `key=value` folder of the file's path.
+fn is_hive_key(input: &InputFile, column: &str) -> bool {
+    input.partitions.iter().any(|(k, _)| k == column)
 }
 
 /// Position-aligned schema (union by name off): names from the first file, types widened.
@@ -571,6 +717,11 @@ fn by_position(files: &[SourceFile]) -> Result<(Vec<Field>, Vec<String>)> {
 pub async fn parse_schema(ctx: &SessionContext, spec: &str) -> Result<Schema> {
     let text = if std::path::Path::new(spec).is_file() {
         std::fs::read_to_string(spec).map_err(|e| Error::io(spec, e))?
+    } else if !spec.trim().contains(char::is_whitespace) && spec.contains(['/', '.']) {
+        // One word with a dot or slash: a schema file that is not there.
+        return Err(Error::Config(format!(
+            "--schema '{spec}': no such file (give `name TYPE, ...` or a file holding that)"
+        )));
     } else {
         spec.to_string()
     };
@@ -586,6 +737,13 @@ pub async fn parse_schema(ctx: &SessionContext, spec: &str) -> Result<Schema> {
         ))
     })?;
     let schema = plan.schema().as_arrow().clone();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = schema.fields().iter().find(|f| !seen.insert(f.name())) {
+        return Err(Error::Config(format!(
+            "--schema lists column '{}' twice",
+            dup.name()
+        )));
+    }
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -596,7 +754,7 @@ pub async fn parse_schema(ctx: &SessionContext, spec: &str) -> Result<Schema> {
                 }
                 other => other.clone(),
             };
-            Field::new(f.name(), dt, true)
+            Field::new(f.name(), dt, f.is_nullable())
         })
         .collect();
     Ok(Schema::new(fields))

@@ -47,14 +47,15 @@ pub const RAW_CAP: usize = 4096;
 pub struct RejectRecord {
     /// The file it came from.
     pub file: String,
-    /// 1-based physical line where the row starts.
+    /// 1-based physical line where the row starts (text formats); for Parquet/ORC the
+    /// 1-based row number in the file, or 0 when the file was read in ranges.
     pub line: u64,
     /// Byte offset of the row in the (uncompressed) file.
     pub byte_offset: u64,
     /// The column at fault, when known.
     pub column: Option<String>,
     /// `too_many_fields`, `too_few_fields`, `type_mismatch`, `invalid_utf8`,
-    /// `unterminated_quote`, `malformed_json`.
+    /// `unterminated_quote`, `malformed_json`, `null_in_not_null`.
     pub kind: &'static str,
     /// What went wrong, in words.
     pub message: String,
@@ -62,6 +63,10 @@ pub struct RejectRecord {
     pub raw: String,
     /// True when `raw` was cut.
     pub raw_truncated: bool,
+    /// The row comes from a columnar file (Parquet/ORC): `line` is a row number and there
+    /// is no byte offset.
+    #[serde(skip)]
+    pub columnar: bool,
 }
 
 impl RejectRecord {
@@ -72,6 +77,16 @@ impl RejectRecord {
             .as_ref()
             .map(|c| format!(", column '{c}'"))
             .unwrap_or_default();
+        if self.columnar {
+            let row = match self.line {
+                0 => String::new(),
+                n => format!(" row {n}:"),
+            };
+            return Error::BadRow(format!(
+                "{}:{row} {} ({})",
+                self.file, self.message, self.kind
+            ));
+        }
         Error::BadRow(format!(
             "{}:{}: {} (byte {}{column}, {})",
             self.file, self.line, self.message, self.byte_offset, self.kind
@@ -187,15 +202,24 @@ impl Rejects {
         Ok(())
     }
 
-    /// Flushes and syncs the rejects file (before the commit).
-    pub fn finish(&self) -> Result<()> {
+    /// Flushes and syncs the rejects file (before the commit); with `parquet`, rewrites it as
+    /// `rejects.parquet` (streamed, in batches).
+    pub fn finish(&self, parquet: bool) -> Result<()> {
+        let mut written = false;
         if let Ok(mut guard) = self.writer.lock() {
             if let Some(mut w) = guard.take() {
                 w.flush().map_err(|e| Error::io("rejects", e))?;
                 if let Ok(f) = w.into_inner() {
                     f.sync_all().map_err(|e| Error::io("rejects", e))?;
                 }
+                written = true;
             }
+        }
+        let dir = self.dir.lock().ok().and_then(|d| d.clone());
+        if let (true, true, Some(dir)) = (parquet, written, dir) {
+            let from = dir.join("rejects.ndjson");
+            to_parquet(&from, &dir.join("rejects.parquet"))?;
+            std::fs::remove_file(&from).map_err(|e| Error::io(from.display().to_string(), e))?;
         }
         Ok(())
     }
@@ -203,6 +227,10 @@ impl Rejects {
     /// Records a file that could not be read (in `skip` and `reject` modes).
     pub fn file_failed(&self, file: &str, reason: &str) {
         if let Ok(mut f) = self.failed.lock() {
+            // A file read in several ranges is reported once.
+            if f.iter().any(|known| known.file == file) {
+                return;
+            }
             f.push(FailedFile {
                 file: file.to_string(),
                 reason: reason.to_string(),
@@ -229,4 +257,54 @@ impl Rejects {
     pub fn per_file(&self) -> BTreeMap<String, FileCounts> {
         self.per_file.lock().map(|m| m.clone()).unwrap_or_default()
     }
+}
+
+/// The columns of the rejects dataset.
+pub fn rejects_schema() -> datafusion::arrow::datatypes::SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("line", DataType::UInt64, false),
+        Field::new("byte_offset", DataType::UInt64, false),
+        Field::new("column", DataType::Utf8, true),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("message", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+        Field::new("raw_truncated", DataType::Boolean, false),
+    ]))
+}
+
+/// Rewrites an NDJSON rejects file as Parquet (zstd), batch by batch.
+fn to_parquet(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::basic::{Compression, ZstdLevel};
+    use datafusion::parquet::file::properties::WriterProperties;
+    let name = |p: &std::path::Path| p.display().to_string();
+    let input = File::open(from).map_err(|e| Error::io(name(from), e))?;
+    let reader = datafusion::arrow::json::ReaderBuilder::new(rejects_schema())
+        .build(std::io::BufReader::new(input))
+        .map_err(|e| Error::file(name(from), e.to_string()))?;
+    let output = File::create(to).map_err(|e| Error::io(name(to), e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut writer = ArrowWriter::try_new(output, rejects_schema(), Some(props))
+        .map_err(|e| Error::file(name(to), e.to_string()))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::file(name(from), e.to_string()))?;
+        writer
+            .write(&batch)
+            .map_err(|e| Error::file(name(to), e.to_string()))?;
+    }
+    let file = writer
+        .into_inner()
+        .map_err(|e| Error::file(name(to), e.to_string()))?;
+    file.sync_all().map_err(|e| Error::io(name(to), e))
+}
+
+/// True when `e` is a bad row stopping the job (`--on-error fail`), not a fault of the file.
+pub(crate) fn is_bad_row(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError;
+    matches!(e.find_root(), DataFusionError::External(inner)
+        if matches!(inner.downcast_ref::<Error>(), Some(Error::BadRow(_))))
 }

@@ -48,17 +48,19 @@ pub fn resolve_inputs(
     inputs: &[String],
     format: Option<Format>,
 ) -> Result<(Vec<InputFile>, Vec<String>)> {
-    let (files, skipped, missing) = resolve_inputs_tolerant(inputs, format, false)?;
+    let (files, skipped, missing) = resolve_inputs_tolerant(inputs, format, false, false)?;
     debug_assert!(missing.is_empty());
     Ok((files, skipped))
 }
 
 /// [`resolve_inputs`], but with `tolerate_missing` a path that does not exist is returned in
-/// the third list instead of failing. (A glob that matches nothing is always an error.)
+/// the third list instead of failing. A glob that matches nothing is an error unless
+/// `allow_empty`.
 pub fn resolve_inputs_tolerant(
     inputs: &[String],
     format: Option<Format>,
     tolerate_missing: bool,
+    allow_empty: bool,
 ) -> Result<(Vec<InputFile>, Vec<String>, Vec<String>)> {
     let mut missing = Vec::new();
     let mut seen = HashSet::new();
@@ -123,7 +125,7 @@ pub fn resolve_inputs_tolerant(
                 partitions,
             });
         }
-        if matched == 0 {
+        if matched == 0 && !allow_empty {
             return Err(Error::NoMatch(input.clone()));
         }
     }

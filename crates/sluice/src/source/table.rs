@@ -15,7 +15,9 @@ use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileGroupPartitioner, FileScanConfigBuilder,
+};
 use datafusion::datasource::table_schema::TableSchemaBuilder;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
@@ -26,6 +28,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::csv_scan::{CsvRange, CsvScanConfig, CsvScanExec};
+use super::file_scan::{FileByFileExec, FilePart};
 use super::rejects::Rejects;
 use super::split::{aligned_cut, Dialect, WINDOW};
 
@@ -39,9 +42,11 @@ pub struct FileSetTable {
     table_schema: SchemaRef,
     files: Vec<PartitionedFile>,
     displays: Vec<String>,
+    display_by_path: std::collections::HashMap<String, String>,
     csv_split: Option<Dialect>,
     unsplit: Arc<Mutex<Vec<String>>>,
     csv_reader: Option<(CsvScanConfig, Arc<Rejects>)>,
+    file_by_file: Option<(Vec<String>, Arc<Rejects>)>,
 }
 
 /// One file of a [`FileSetTable`].
@@ -71,10 +76,18 @@ impl FileSetTable {
         let mut fields: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
         fields.extend(partition_fields.iter().cloned());
         let table_schema = Arc::new(Schema::new(fields));
-        let displays = files.iter().map(|f| f.display.clone()).collect();
+        let displays: Vec<String> = files.iter().map(|f| f.display.clone()).collect();
+
         let files = files
             .into_iter()
             .map(|f| PartitionedFile::new(f.path, f.size).with_partition_values(f.partition_values))
+            .collect::<Vec<PartitionedFile>>();
+        let display_by_path = files
+            .iter()
+            .zip(&displays)
+            .map(|(f, d): (&PartitionedFile, &String)| {
+                (f.object_meta.location.to_string(), d.clone())
+            })
             .collect();
         FileSetTable {
             format,
@@ -84,9 +97,11 @@ impl FileSetTable {
             table_schema,
             files,
             displays,
+            display_by_path,
             csv_split: None,
             unsplit: Arc::default(),
             csv_reader: None,
+            file_by_file: None,
         }
     }
 
@@ -94,6 +109,78 @@ impl FileSetTable {
     pub fn with_csv_reader(mut self, config: CsvScanConfig, rejects: Arc<Rejects>) -> Self {
         self.csv_reader = Some((config, rejects));
         self
+    }
+
+    /// Reads the files one at a time per partition ([`FileByFileExec`]): per-file counts,
+    /// files that break mid-read reported instead of failing the job, and rows with a null in
+    /// one of the `required` columns rejected.
+    pub fn with_file_by_file(mut self, required: Vec<String>, rejects: Arc<Rejects>) -> Self {
+        self.file_by_file = Some((required, rejects));
+        self
+    }
+
+    fn display_of(&self, f: &PartitionedFile) -> String {
+        self.display_by_path
+            .get(f.object_meta.location.as_ref())
+            .cloned()
+            .unwrap_or_else(|| f.object_meta.location.to_string())
+    }
+
+    /// One single-file scan per file (or row-group range), grouped over the partitions.
+    async fn file_by_file_plan(
+        &self,
+        state: &dyn Session,
+        source: Arc<dyn datafusion::datasource::physical_plan::FileSource>,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+        required: &[String],
+        rejects: &Arc<Rejects>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let options = state.config_options();
+        let partitions = state.config().target_partitions().max(1);
+        let mut groups = FileGroup::new(self.files.clone()).split_files(partitions);
+        // Row numbers of rejected rows are exact only when a file is read whole.
+        if options.optimizer.repartition_file_scans && required.is_empty() {
+            if let Some(split) = FileGroupPartitioner::new()
+                .with_target_partitions(partitions)
+                .with_repartition_file_min_size(options.optimizer.repartition_file_min_size)
+                .repartition_file_groups(&groups)
+            {
+                groups = split;
+            }
+        }
+        let mut parts = Vec::with_capacity(groups.len());
+        for group in groups {
+            let mut list = Vec::with_capacity(group.len());
+            for file in group.iter() {
+                let config =
+                    FileScanConfigBuilder::new(self.store_url.clone(), Arc::clone(&source))
+                        .with_file_groups(vec![FileGroup::new(vec![file.clone()])])
+                        .with_projection_indices(projection.cloned())?
+                        .with_limit(limit)
+                        .build();
+                list.push(FilePart {
+                    display: self.display_of(file),
+                    plan: self.format.create_physical_plan(state, config).await?,
+                    whole: file.range.is_none(),
+                });
+            }
+            parts.push(list);
+        }
+        let schema = match projection {
+            Some(p) => Arc::new(self.table_schema.project(p)?),
+            None => Arc::clone(&self.table_schema),
+        };
+        let required = required
+            .iter()
+            .filter_map(|name| schema.index_of(name).ok().map(|i| (i, name.clone())))
+            .collect();
+        Ok(Arc::new(FileByFileExec::new(
+            schema,
+            parts,
+            required,
+            Arc::clone(rejects),
+        )))
     }
 
     /// Splits big files into record-aligned byte ranges with this CSV dialect (the format
@@ -213,13 +300,12 @@ impl TableProvider for FileSetTable {
             Some(dialect) => self.plan_csv_ranges(state, dialect, partitions).await?,
             None => FileGroup::new(self.files.clone()).split_files(partitions),
         };
+        if let Some((required, rejects)) = &self.file_by_file {
+            return self
+                .file_by_file_plan(state, source, projection, limit, required, rejects)
+                .await;
+        }
         if let Some((config, rejects)) = &self.csv_reader {
-            let display: std::collections::HashMap<&str, &String> = self
-                .files
-                .iter()
-                .zip(&self.displays)
-                .map(|(f, d)| (f.object_meta.location.as_ref(), d))
-                .collect();
             let ranges = groups
                 .iter()
                 .map(|g| {
@@ -233,10 +319,7 @@ impl TableProvider for FileSetTable {
                                 .unwrap_or((0, size));
                             CsvRange {
                                 location: f.object_meta.location.clone(),
-                                display: display
-                                    .get(f.object_meta.location.as_ref())
-                                    .map(|d| d.to_string())
-                                    .unwrap_or_else(|| f.object_meta.location.to_string()),
+                                display: self.display_of(f),
                                 start,
                                 end,
                                 size,

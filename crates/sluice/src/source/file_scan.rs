@@ -1,0 +1,263 @@
+//! `FileByFileExec`: Parquet and ORC scans that account for every file on its own.
+//!
+//! DataFusion's `DataSourceExec` reads a partition's files as one stream: a file that breaks
+//! half-way (a corrupt page, a cut-off stripe) ends the whole stream, so the files after it
+//! in the same partition would be lost. This node holds one DataFusion scan per file (or per
+//! row-group range of a big file) and runs them in order: rows are counted per file, rows
+//! with a null in a `NOT NULL` column are handed to [`Rejects`] with their row number, and a
+//! file that fails mid-read is reported in `files_failed` (in `skip`/`reject` mode) while
+//! the job goes on. Rows read before the break stay in the output and are counted; the
+//! report says how many.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{filter_record_batch, is_not_null};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::StreamExt;
+
+use super::rejects::{is_bad_row, OnError, RejectRecord, Rejects, RAW_CAP};
+
+/// One file (or one range of a file) and the scan that reads it.
+#[derive(Debug, Clone)]
+pub struct FilePart {
+    /// The file's name as shown to the user.
+    pub display: String,
+    /// A single-partition scan of just this file or range.
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// True when the part is the whole file, so row numbers are the file's own.
+    pub whole: bool,
+}
+
+/// Reads columnar files one at a time per partition, accounting for each.
+#[derive(Debug)]
+pub struct FileByFileExec {
+    partitions: Vec<Vec<FilePart>>,
+    rejects: Arc<Rejects>,
+    /// Output columns (index, name) that must not hold nulls.
+    required: Vec<(usize, String)>,
+    schema: SchemaRef,
+    cache: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl FileByFileExec {
+    /// A scan of `partitions`, each a list of parts read in order. `required` names output
+    /// columns (by index) whose nulls make a row a `null_in_not_null` reject.
+    pub fn new(
+        schema: SchemaRef,
+        partitions: Vec<Vec<FilePart>>,
+        required: Vec<(usize, String)>,
+        rejects: Arc<Rejects>,
+    ) -> Self {
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        FileByFileExec {
+            partitions,
+            rejects,
+            required,
+            schema,
+            cache,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+impl DisplayAs for FileByFileExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let parts: usize = self.partitions.iter().map(Vec::len).sum();
+        write!(
+            f,
+            "FileByFileExec: partitions={}, parts={parts}, on_error={:?}",
+            self.partitions.len(),
+            self.rejects.mode
+        )
+    }
+}
+
+impl ExecutionPlan for FileByFileExec {
+    fn name(&self) -> &str {
+        "FileByFileExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "FileByFileExec has no children".into(),
+            ))
+        }
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let parts = self.partitions.get(partition).cloned().unwrap_or_default();
+        let rejects = Arc::clone(&self.rejects);
+        let required = self.required.clone();
+        let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            for part in parts {
+                let mut row = 0u64;
+                let read = async {
+                    let mut stream = part.plan.execute(0, Arc::clone(&context))?;
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch?;
+                        let first_row = row;
+                        row += batch.num_rows() as u64;
+                        let batch = check_required(&batch, &required, &part, first_row, &rejects)?;
+                        if batch.num_rows() == 0 {
+                            continue;
+                        }
+                        rejects.count_ok(&part.display, batch.num_rows() as u64);
+                        metrics.record_output(batch.num_rows());
+                        if tx.send(Ok(batch)).await.is_err() {
+                            return Ok(()); // the consumer went away
+                        }
+                    }
+                    Ok::<(), DataFusionError>(())
+                };
+                match read.await {
+                    Ok(()) => {}
+                    Err(e) if is_bad_row(&e) => return Err(e),
+                    Err(e) if rejects.mode == OnError::Fail => {
+                        return Err(DataFusionError::External(Box::new(
+                            crate::error::Error::file(
+                                &part.display,
+                                super::infer::clean_engine_error(&e),
+                            ),
+                        )))
+                    }
+                    // The rows before the break were passed on and counted; the file is
+                    // reported and the next one is read.
+                    Err(e) => rejects.file_failed(
+                        &part.display,
+                        &format!(
+                            "{} (after {row} rows were read)",
+                            super::infer::clean_engine_error(&e)
+                        ),
+                    ),
+                }
+            }
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+}
+
+/// Hands rows with a null in a required column to the rejects and returns the others.
+fn check_required(
+    batch: &RecordBatch,
+    required: &[(usize, String)],
+    part: &FilePart,
+    first_row: u64,
+    rejects: &Rejects,
+) -> Result<RecordBatch> {
+    let mut keep: Option<BooleanArray> = None;
+    for (index, _) in required {
+        let column = batch.column(*index);
+        if column.null_count() == 0 {
+            continue;
+        }
+        let ok = is_not_null(column)?;
+        keep = Some(match keep {
+            None => ok,
+            Some(k) => datafusion::arrow::compute::and(&k, &ok)?,
+        });
+    }
+    let Some(keep) = keep else {
+        return Ok(batch.clone());
+    };
+    for i in (0..batch.num_rows()).filter(|&i| !keep.value(i)) {
+        let column = required
+            .iter()
+            .find(|(c, _)| batch.column(*c).is_null(i))
+            .map(|(_, name)| name.clone());
+        let (raw, raw_truncated) = row_json(&batch.slice(i, 1));
+        let record = RejectRecord {
+            file: part.display.clone(),
+            line: if part.whole {
+                first_row + i as u64 + 1
+            } else {
+                0
+            },
+            byte_offset: 0,
+            message: format!(
+                "null in NOT NULL column '{}'",
+                column.as_deref().unwrap_or("?")
+            ),
+            column,
+            kind: "null_in_not_null",
+            raw,
+            raw_truncated,
+            columnar: true,
+        };
+        rejects.bad_row(record).map_err(DataFusionError::from)?;
+    }
+    Ok(filter_record_batch(batch, &keep)?)
+}
+
+/// One row as a JSON object (the raw text of a columnar row), capped at [`RAW_CAP`].
+pub(crate) fn row_json(row: &RecordBatch) -> (String, bool) {
+    let mut out = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut out);
+        if writer.write(row).and_then(|_| writer.finish()).is_err() {
+            return (String::new(), false);
+        }
+    }
+    let text = String::from_utf8_lossy(&out).trim_end().to_string();
+    if text.len() > RAW_CAP {
+        let mut cut = RAW_CAP;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        (text[..cut].to_string(), true)
+    } else {
+        (text, false)
+    }
+}
