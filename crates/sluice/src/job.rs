@@ -10,6 +10,7 @@ use datafusion::object_store::ObjectStore;
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::context;
+use crate::enrich::{EnrichSpec, EnrichTable, Enricher};
 use crate::error::{Error, Result};
 use crate::report::{rows_scanned, scan_partitions, FileReport, Progress, Report};
 use crate::sink::{self, SinkOptions};
@@ -26,13 +27,23 @@ pub struct Transform {
     pub sql: String,
 }
 
-/// A complete job: source, SQL steps, sink.
+/// One stage after the read. Stages run in order; each sees the previous one's output as
+/// the table `source`, and any earlier named stage by its name.
+#[derive(Debug, Clone)]
+pub enum Stage {
+    /// A SQL step.
+    Sql(Transform),
+    /// Calls to an HTTP API, adding the extracted columns.
+    Enrich(Box<EnrichSpec>),
+}
+
+/// A complete job: source, stages, sink.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// What to read.
     pub source: ReadOptions,
-    /// SQL steps, in order.
-    pub transforms: Vec<Transform>,
+    /// Stages (SQL steps, enrich stages), in order.
+    pub stages: Vec<Stage>,
     /// Where to write.
     pub sink: SinkOptions,
     /// Threads (and partitions) to use.
@@ -70,7 +81,16 @@ impl Job {
         progress
             .bytes_total
             .store(source.total_bytes(), Ordering::Relaxed);
-        let df = apply_transforms(&ctx, source.to_dataframe(&ctx)?, &self.transforms).await?;
+        let (df, enrichers) = apply_stages(
+            &ctx,
+            source.to_dataframe(&ctx)?,
+            &self.stages,
+            &source.rejects,
+        )
+        .await?;
+        if let Ok(mut list) = progress.enrich.lock() {
+            *list = enrichers.iter().map(|e| Arc::clone(&e.stats)).collect();
+        }
         let (written, plan) = match sink::write(
             df,
             &self.sink,
@@ -86,8 +106,10 @@ impl Job {
             Err(e) => return Err(e),
         };
         let rows_ok = rows_scanned(&plan);
-        let (rejected, skipped) = (source.rejects.rejected(), source.rejects.skipped());
-        let rows_in = rows_ok + rejected + skipped;
+        let (read_rejected, skipped) = (source.rejects.rejected(), source.rejects.skipped());
+        let later = source.rejects.rejected_later();
+        let rejected = read_rejected + later;
+        let rows_in = rows_ok + read_rejected + skipped;
         Ok(Report {
             files_read: source.files.len() as u64,
             bytes_read: source.total_bytes(),
@@ -108,11 +130,16 @@ impl Job {
                     rows_skipped: c.rows_skipped,
                 })
                 .collect(),
-            rows_filtered_by_sql: if self.transforms.is_empty() {
+            rows_rejected_by_enrich: later,
+            rows_filtered_by_sql: if self.stages.is_empty() {
                 0
             } else {
-                rows_ok.saturating_sub(written.rows)
+                rows_ok.saturating_sub(later + written.rows)
             },
+            enrich: enrichers
+                .iter()
+                .map(|e| e.stats.report(e.limiter.limit()))
+                .collect(),
             files_written: written.files.len() as u64,
             bytes_written: written.bytes,
             seconds: started.elapsed().as_secs_f64(),
@@ -132,33 +159,55 @@ impl Job {
     }
 }
 
-/// Registers `df` as `source` and runs each SQL step on the previous one's output.
-pub async fn apply_transforms(
+/// Runs the stages in order on `df`: before each, the previous output is registered as
+/// `source`; a named stage is also registered under its name. Returns the final DataFrame
+/// and the callers of the enrich stages (for their reports).
+pub async fn apply_stages(
     ctx: &SessionContext,
     df: DataFrame,
-    transforms: &[Transform],
-) -> Result<DataFrame> {
+    stages: &[Stage],
+    rejects: &Arc<crate::source::Rejects>,
+) -> Result<(DataFrame, Vec<Arc<Enricher>>)> {
     let mut current = df;
-    for (i, step) in transforms.iter().enumerate() {
+    let mut enrichers = Vec::new();
+    let mut sql_steps = 0;
+    for stage in stages {
         ctx.deregister_table(SOURCE_TABLE)?;
         ctx.register_table(SOURCE_TABLE, current.clone().into_view())?;
-        let label = step
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("transform #{}", i + 1));
-        current = ctx.sql(&step.sql).await.map_err(|e| {
-            Error::Config(format!(
-                "{label}: {} (in: {})",
-                crate::source::infer::clean_engine_error(&e),
-                step.sql.trim()
-            ))
-        })?;
-        if let Some(name) = &step.name {
+        let name = match stage {
+            Stage::Sql(step) => {
+                sql_steps += 1;
+                let label = step
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("transform #{sql_steps}"));
+                current = ctx.sql(&step.sql).await.map_err(|e| {
+                    Error::Config(format!(
+                        "{label}: {} (in: {})",
+                        crate::source::infer::clean_engine_error(&e),
+                        step.sql.trim()
+                    ))
+                })?;
+                step.name.clone()
+            }
+            Stage::Enrich(spec) => {
+                let enricher = Arc::new(Enricher::new(spec, std::path::Path::new(""))?);
+                let table = EnrichTable::try_new(
+                    current.logical_plan().clone(),
+                    Arc::clone(&enricher),
+                    Arc::clone(rejects),
+                )?;
+                current = ctx.read_table(Arc::new(table))?;
+                enrichers.push(enricher);
+                Some(spec.name.clone())
+            }
+        };
+        if let Some(name) = name {
             ctx.deregister_table(name.as_str())?;
             ctx.register_table(name.as_str(), current.clone().into_view())?;
         }
     }
-    Ok(current)
+    Ok((current, enrichers))
 }
 
 /// Refuses an output that would overwrite or swallow its own inputs.

@@ -13,7 +13,7 @@
 //!         file_column: Some("source_file".into()),
 //!         ..ReadOptions::default()
 //!     },
-//!     transforms: vec![],
+//!     stages: vec![],
 //!     sink: SinkOptions {
 //!         path: "out/".into(),
 //!         partition_by: vec!["country".into()],
@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod context;
+pub mod enrich;
 pub mod error;
 pub mod job;
 pub mod pipeline;
@@ -39,7 +40,7 @@ pub mod source;
 /// The DataFusion version sluice is built on, re-exported for custom functions and plans.
 pub use datafusion;
 pub use error::{Error, Result};
-pub use job::{Job, Transform};
+pub use job::{Job, Stage, Transform};
 pub use report::{Progress, Report};
 pub use sink::{SinkOptions, WriteMode};
 pub use source::{ReadOptions, Source};

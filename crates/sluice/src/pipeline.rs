@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::enrich::EnrichSpec;
 use crate::error::{Error, Result};
-use crate::job::{Job, Transform};
+use crate::job::{Job, Stage, Transform};
 use crate::sink::{SinkOptions, WriteMode};
 use crate::source::format::parse_char_option;
 use crate::source::{CsvOptions, Format, NewlinesInValues, ReadOptions};
@@ -117,9 +118,12 @@ pub struct SettingsSpec {
 pub struct PipelineSpec {
     /// What to read.
     pub source: SourceSpec,
-    /// SQL steps, in file order.
+    /// SQL steps.
     #[serde(default)]
-    pub transform: Vec<TransformSpec>,
+    pub transform: Vec<toml::Spanned<TransformSpec>>,
+    /// HTTP enrich stages.
+    #[serde(default)]
+    pub enrich: Vec<toml::Spanned<EnrichSpec>>,
     /// Where to write.
     pub sink: SinkSpec,
     /// Run settings.
@@ -271,17 +275,36 @@ impl PipelineSpec {
                 .map(str::parse::<Format>)
                 .transpose()?,
         };
-        let transforms = self
-            .transform
-            .into_iter()
-            .map(|t| Transform {
-                name: t.name,
-                sql: t.sql,
-            })
-            .collect();
+        // Stages run in the order they appear in the file, whatever their kind.
+        let mut stages: Vec<(usize, Stage)> = Vec::new();
+        for t in self.transform {
+            let at = t.span().start;
+            let t = t.into_inner();
+            stages.push((
+                at,
+                Stage::Sql(Transform {
+                    name: t.name,
+                    sql: t.sql,
+                }),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for e in self.enrich {
+            let at = e.span().start;
+            let mut e = e.into_inner();
+            if !names.insert(e.name.clone()) {
+                return Err(Error::Config(format!(
+                    "two [[enrich]] stages are named '{}'",
+                    e.name
+                )));
+            }
+            e.cache = e.cache.as_deref().map(|c| anchor(base, c));
+            stages.push((at, Stage::Enrich(Box::new(e))));
+        }
+        stages.sort_by_key(|(at, _)| *at);
         Ok(Job {
             source,
-            transforms,
+            stages: stages.into_iter().map(|(_, s)| s).collect(),
             sink,
             threads: self
                 .settings
@@ -311,7 +334,7 @@ mod tests {
         assert_eq!(job.source.paths, vec!["dir/data/*.csv".to_string()]);
         assert_eq!(job.sink.path, "dir/out");
         assert_eq!(job.sink.mode, WriteMode::Overwrite);
-        assert_eq!(job.transforms.len(), 1);
+        assert_eq!(job.stages.len(), 1);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::object_store::path::Path;
 
@@ -28,6 +28,8 @@ pub struct Progress {
     pub read: Arc<ReadCounter>,
     /// Input files and their sizes (set once inputs are resolved).
     pub files: OnceLock<HashMap<Path, u64>>,
+    /// Counters of the enrich stages (set when the plan is built).
+    pub enrich: Mutex<Vec<Arc<crate::enrich::EnrichStats>>>,
 }
 
 impl Progress {
@@ -61,17 +63,22 @@ pub struct Report {
     pub rows_in: u64,
     /// Rows written to the output.
     pub rows_out: u64,
-    /// Rows that could not be read and went to the rejects dataset.
+    /// Rows that went to the rejects dataset: rows that could not be read, plus rows whose
+    /// enrich call failed (`rows_rejected_by_enrich`).
     pub rows_rejected: u64,
+    /// Rows rejected by enrich stages (part of `rows_rejected`).
+    pub rows_rejected_by_enrich: u64,
     /// Rows that could not be read and were dropped (`--on-error skip`).
     pub rows_skipped: u64,
     /// Where rejected rows were written, when there were any.
     pub rejects_path: Option<String>,
     /// Per input file (CSV): rows passed on, rejected and skipped.
     pub files: Vec<FileReport>,
-    /// Rows removed by the user's SQL (`WHERE`, `DISTINCT`, aggregation...): `rows_in - rows_out`
-    /// when SQL steps ran, otherwise 0.
+    /// Rows removed by the user's SQL (`WHERE`, `DISTINCT`, aggregation...): rows read minus
+    /// rows rejected by enrich stages minus `rows_out`, when stages ran; otherwise 0.
     pub rows_filtered_by_sql: u64,
+    /// What each enrich stage did: keys, calls, cache hits, retries, failures, latency.
+    pub enrich: Vec<crate::enrich::EnrichReport>,
     /// Output files written.
     pub files_written: u64,
     /// Bytes of output files.

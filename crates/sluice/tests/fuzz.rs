@@ -95,7 +95,7 @@ async fn fuzz(name: &str, generate: fn(&mut Rng) -> Vec<u8>, budget: Duration) {
                 split_min_size: Some(1),
                 ..ReadOptions::default()
             },
-            transforms: vec![],
+            stages: vec![],
             sink: SinkOptions {
                 path: out.display().to_string(),
                 ..SinkOptions::default()

@@ -1,7 +1,7 @@
 //! `sluice ingest INPUT... --to OUT`
 
 use clap::Args;
-use sluice::{Job, Transform};
+use sluice::{Job, Stage, Transform};
 
 use crate::args::{ReadArgs, RunArgs, WriteArgs};
 
@@ -27,12 +27,14 @@ impl IngestCmd {
     pub async fn execute(self, threads: usize) -> anyhow::Result<()> {
         let job = Job {
             source: self.read.to_options(self.inputs.clone()),
-            transforms: self
+            stages: self
                 .sql
                 .iter()
-                .map(|s| Transform {
-                    name: None,
-                    sql: s.clone(),
+                .map(|s| {
+                    Stage::Sql(Transform {
+                        name: None,
+                        sql: s.clone(),
+                    })
                 })
                 .collect(),
             sink: self.write.to_options(),

@@ -819,7 +819,7 @@ impl RangeReader {
             message,
             raw: String::from_utf8_lossy(&text[..text.len().min(RAW_CAP)]).into_owned(),
             raw_truncated: truncated,
-            columnar: false,
+            ..RejectRecord::default()
         }
     }
 }

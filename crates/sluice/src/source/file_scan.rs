@@ -233,6 +233,7 @@ fn check_required(
             raw,
             raw_truncated,
             columnar: true,
+            ..RejectRecord::default()
         };
         rejects.bad_row(record).map_err(DataFusionError::from)?;
     }

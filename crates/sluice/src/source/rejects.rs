@@ -43,7 +43,7 @@ impl FromStr for OnError {
 pub const RAW_CAP: usize = 4096;
 
 /// One rejected row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RejectRecord {
     /// The file it came from.
     pub file: String,
@@ -67,6 +67,18 @@ pub struct RejectRecord {
     /// is no byte offset.
     #[serde(skip)]
     pub columnar: bool,
+    /// The enrich stage that rejected the row (rows rejected after the read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The last HTTP status of a failed call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Attempts made by a failed call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// The URL of a failed call, secrets redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl RejectRecord {
@@ -114,6 +126,7 @@ pub struct Rejects {
     writer: Mutex<Option<BufWriter<File>>>,
     per_file: Mutex<BTreeMap<String, FileCounts>>,
     rejected: AtomicU64,
+    rejected_later: AtomicU64,
     skipped: AtomicU64,
     failed: Mutex<Vec<FailedFile>>,
 }
@@ -136,6 +149,7 @@ impl Rejects {
             writer: Mutex::new(None),
             per_file: Mutex::new(BTreeMap::new()),
             rejected: AtomicU64::new(0),
+            rejected_later: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             failed: Mutex::new(Vec::new()),
         }
@@ -176,6 +190,19 @@ impl Rejects {
                 Ok(())
             }
         }
+    }
+
+    /// Rejects a row after the read (an enrich call that failed): written to the rejects
+    /// dataset in every `--on-error` mode, counted apart from the rows that could not be read.
+    pub fn reject_later(&self, record: RejectRecord) -> Result<()> {
+        self.write(&record)?;
+        self.rejected_later.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rows rejected after the read (by enrich stages).
+    pub fn rejected_later(&self) -> u64 {
+        self.rejected_later.load(Ordering::Relaxed)
     }
 
     fn write(&self, record: &RejectRecord) -> Result<()> {
@@ -271,6 +298,10 @@ pub fn rejects_schema() -> datafusion::arrow::datatypes::SchemaRef {
         Field::new("message", DataType::Utf8, false),
         Field::new("raw", DataType::Utf8, false),
         Field::new("raw_truncated", DataType::Boolean, false),
+        Field::new("stage", DataType::Utf8, true),
+        Field::new("status", DataType::UInt16, true),
+        Field::new("attempts", DataType::UInt32, true),
+        Field::new("url", DataType::Utf8, true),
     ]))
 }
 

@@ -1,0 +1,422 @@
+//! Test fixtures for sluice: a loopback HTTP API server with fault injection and counters.
+//!
+//! The server is a small HTTP/1.1 implementation on tokio, written for tests: it must be able
+//! to misbehave on purpose (drop a connection without answering, answer slowly, answer 429
+//! with `Retry-After`) and to count precisely (requests per path, requests in flight and the
+//! peak, arrival times), which general-purpose servers make awkward. It keeps connections
+//! alive like a real API, so clients reuse them.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use sluice_testkit::{ApiServer, Reply};
+//! let server = ApiServer::start(|req| Reply::json(200, format!("{{\"path\":\"{}\"}}", req.path))).await;
+//! let url = server.url("/meta/1");
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// One request as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The raw path and query, still percent-encoded (`/meta/a%2Fb?x=1`).
+    pub target: String,
+    /// The path without the query, still percent-encoded.
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// How many requests for this exact target arrived before this one (0 for the first).
+    pub seen_before: u64,
+}
+
+impl Request {
+    /// The last path segment, percent-decoded.
+    pub fn last_segment(&self) -> String {
+        let seg = self.path.rsplit('/').next().unwrap_or_default();
+        percent_decode(seg)
+    }
+}
+
+/// What the server does with a request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Answer with a status, headers and a body, after an optional delay.
+    Respond {
+        /// HTTP status.
+        status: u16,
+        /// Extra headers.
+        headers: Vec<(String, String)>,
+        /// Body bytes.
+        body: Vec<u8>,
+        /// Wait this long before answering.
+        delay: Duration,
+    },
+    /// Close the connection without answering (after an optional delay).
+    Drop(Duration),
+}
+
+impl Reply {
+    /// A JSON answer with no delay.
+    pub fn json(status: u16, body: impl Into<String>) -> Reply {
+        Reply::Respond {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into().into_bytes(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// A plain status with an empty body.
+    pub fn status(status: u16) -> Reply {
+        Reply::Respond {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// The same reply after `delay`.
+    pub fn after(self, delay: Duration) -> Reply {
+        match self {
+            Reply::Respond {
+                status,
+                headers,
+                body,
+                ..
+            } => Reply::Respond {
+                status,
+                headers,
+                body,
+                delay,
+            },
+            Reply::Drop(_) => Reply::Drop(delay),
+        }
+    }
+
+    /// The same reply with one more header.
+    pub fn header(self, name: &str, value: &str) -> Reply {
+        match self {
+            Reply::Respond {
+                status,
+                mut headers,
+                body,
+                delay,
+            } => {
+                headers.push((name.into(), value.into()));
+                Reply::Respond {
+                    status,
+                    headers,
+                    body,
+                    delay,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+
+/// Counters kept by the server.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests received (each attempt counts).
+    pub requests: AtomicU64,
+    /// Requests being handled now.
+    pub in_flight: AtomicU64,
+    /// The most requests ever handled at once.
+    pub max_in_flight: AtomicU64,
+    /// TCP connections accepted.
+    pub connections: AtomicU64,
+    per_target: Mutex<HashMap<String, u64>>,
+    arrivals: Mutex<Vec<(Instant, String)>>,
+    headers_seen: Mutex<Vec<String>>,
+}
+
+impl Counters {
+    /// Requests for each target (path and query) so far.
+    pub fn per_target(&self) -> HashMap<String, u64> {
+        self.per_target
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Arrival time and target of every request, in order.
+    pub fn arrivals(&self) -> Vec<(Instant, String)> {
+        self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// Every header line received (`name: value`), for secret checks.
+    pub fn headers_seen(&self) -> Vec<String> {
+        self.headers_seen
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
+    }
+
+    /// The most requests that arrived within any window of `window`.
+    pub fn max_in_window(&self, window: Duration) -> usize {
+        let times: Vec<Instant> = self.arrivals().into_iter().map(|(t, _)| t).collect();
+        let mut best = 0;
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end].duration_since(times[start]) >= window {
+                start += 1;
+            }
+            best = best.max(end - start + 1);
+        }
+        best
+    }
+
+    /// Requests per second between the first and the last arrival.
+    pub fn rate(&self) -> f64 {
+        let a = self.arrivals();
+        match (a.first(), a.last()) {
+            (Some(f), Some(l)) if a.len() > 1 => {
+                (a.len() - 1) as f64 / l.0.duration_since(f.0).as_secs_f64().max(1e-9)
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// A running server; stops when dropped.
+pub struct ApiServer {
+    addr: std::net::SocketAddr,
+    /// What the server counted.
+    pub counters: Arc<Counters>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ApiServer {
+    /// Starts a server on 127.0.0.1 (a free port) answering with `handler`.
+    pub async fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> ApiServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        Self::serve(listener, Arc::new(handler))
+    }
+
+    /// Starts a server on an existing listener.
+    pub fn serve(listener: TcpListener, handler: Handler) -> ApiServer {
+        let addr = listener.local_addr().expect("local addr");
+        let counters = Arc::new(Counters::default());
+        let c = Arc::clone(&counters);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                c.connections.fetch_add(1, Ordering::Relaxed);
+                let (c, h) = (Arc::clone(&c), Arc::clone(&handler));
+                tokio::spawn(async move {
+                    let _ = connection(stream, c, h).await;
+                });
+            }
+        });
+        ApiServer {
+            addr,
+            counters,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+/// Serves one keep-alive connection.
+async fn connection(
+    stream: TcpStream,
+    counters: Arc<Counters>,
+    handler: Handler,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+            return Ok(());
+        };
+        let (method, target) = (method.to_string(), target.to_string());
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).await? == 0 {
+                return Ok(());
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Ok(mut seen) = counters.headers_seen.lock() {
+                seen.push(h.to_string());
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body).await?;
+        let seen_before = {
+            let mut m = counters
+                .per_target
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?;
+            let n = m.entry(target.clone()).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        if let Ok(mut a) = counters.arrivals.lock() {
+            a.push((Instant::now(), target.clone()));
+        }
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let request = Request {
+            method,
+            path: target.split('?').next().unwrap_or_default().to_string(),
+            target,
+            headers,
+            body,
+            seen_before,
+        };
+        let reply = handler(&request);
+        let result = match reply {
+            Reply::Drop(delay) => {
+                tokio::time::sleep(delay).await;
+                counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+                return Ok(());
+            }
+            Reply::Respond {
+                status,
+                headers,
+                body,
+                delay,
+            } => {
+                tokio::time::sleep(delay).await;
+                let mut head = format!(
+                    "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
+                    reason(status),
+                    body.len()
+                );
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+                let mut out = head.into_bytes();
+                out.extend_from_slice(&body);
+                write.write_all(&out).await
+            }
+        };
+        result?;
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// Decodes `%XX` escapes (invalid escapes are kept as they are).
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The standard fake metadata API used by sluice's tests and benchmark:
+/// `GET /meta/{id}` answers `{"id": id, "title": "title-{id}", "owner": {"name":
+/// "owner-{id}"}, "score": <length of id>}`; `POST /meta/batch` with `{"ids": [...]}`
+/// answers `{"items": [<the same object per id>]}`. Anything else is 404.
+pub fn meta_api(latency: Duration) -> impl Fn(&Request) -> Reply + Send + Sync + 'static {
+    move |req: &Request| {
+        if req.method == "POST" && req.path == "/meta/batch" {
+            let ids: Vec<serde_json::Value> =
+                serde_json::from_slice::<serde_json::Value>(&req.body)
+                    .ok()
+                    .and_then(|v| v.get("ids").and_then(|a| a.as_array().cloned()))
+                    .unwrap_or_default();
+            let items: Vec<serde_json::Value> = ids
+                .iter()
+                .map(|id| {
+                    meta_object(&match id {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                })
+                .collect();
+            return Reply::json(200, serde_json::json!({ "items": items }).to_string())
+                .after(latency);
+        }
+        if req.path.starts_with("/meta/") {
+            let id = req.last_segment();
+            return Reply::json(200, meta_object(&id).to_string()).after(latency);
+        }
+        Reply::status(404).after(latency)
+    }
+}
+
+/// The object [`meta_api`] answers for one id.
+pub fn meta_object(id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "title": format!("title-{id}"),
+        "owner": { "name": format!("owner-{id}") },
+        "score": id.chars().count(),
+    })
+}

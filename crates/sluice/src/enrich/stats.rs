@@ -1,0 +1,166 @@
+//! Live counters of an enrich stage, and its part of the report.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Counters one enrich stage updates while it runs (read by the progress display).
+#[derive(Debug, Default)]
+pub struct EnrichStats {
+    /// The stage's name.
+    pub name: String,
+    /// Rows that went through the stage.
+    pub rows: AtomicU64,
+    /// Distinct requests (keys) seen.
+    pub distinct_keys: AtomicU64,
+    /// Keys answered from the persistent cache.
+    pub cache_hits: AtomicU64,
+    /// HTTP requests sent (each attempt counts).
+    pub calls: AtomicU64,
+    /// Attempts after the first.
+    pub retries: AtomicU64,
+    /// Keys whose call failed after retries.
+    pub failed_keys: AtomicU64,
+    /// Rows whose call failed (rejected, nulled or failing the job).
+    pub failed_rows: AtomicU64,
+    /// Rows with a NULL placeholder value (no call made).
+    pub null_keys: AtomicU64,
+    /// Requests in flight now.
+    pub in_flight: AtomicU64,
+    /// Most requests in flight at once.
+    pub max_in_flight: AtomicU64,
+    /// Retries refused because the retry budget was spent.
+    pub budget_exhausted: AtomicU64,
+    failures: Mutex<BTreeMap<String, u64>>,
+    latencies_us: Mutex<Vec<u32>>,
+    window: Mutex<Option<(Instant, Instant)>>,
+}
+
+impl EnrichStats {
+    /// Counters for the stage `name`.
+    pub fn new(name: &str) -> EnrichStats {
+        EnrichStats {
+            name: name.to_string(),
+            ..EnrichStats::default()
+        }
+    }
+
+    /// Marks a request as sent; returns when it started.
+    pub fn call_started(&self) -> Instant {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let start = Instant::now();
+        if let Ok(mut w) = self.window.lock() {
+            let (first, _) = w.get_or_insert((start, start));
+            *w = Some((*first, start));
+        }
+        start
+    }
+
+    /// Marks a request as answered (or failed) after `latency`.
+    pub fn call_ended(&self, latency: Duration) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut l) = self.latencies_us.lock() {
+            l.push(latency.as_micros().min(u32::MAX as u128) as u32);
+        }
+        if let Ok(mut w) = self.window.lock() {
+            if let Some((first, _)) = *w {
+                *w = Some((first, Instant::now()));
+            }
+        }
+    }
+
+    /// Counts a failed attempt by its cause (`"500"`, `"429"`, `"timeout"`, `"connect"`...).
+    pub fn failure(&self, cause: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            *f.entry(cause.to_string()).or_default() += 1;
+        }
+    }
+
+    /// The report of the stage; `limit` is the concurrency limit at the end.
+    pub fn report(&self, limit: usize) -> EnrichReport {
+        let mut lat = self
+            .latencies_us
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        lat.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if lat.is_empty() {
+                return 0.0;
+            }
+            let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+            lat[i.min(lat.len() - 1)] as f64 / 1000.0
+        };
+        let calls = self.calls.load(Ordering::Relaxed);
+        let span = self
+            .window
+            .lock()
+            .ok()
+            .and_then(|w| *w)
+            .map(|(a, b)| b.duration_since(a).as_secs_f64())
+            .unwrap_or(0.0);
+        EnrichReport {
+            name: self.name.clone(),
+            rows: self.rows.load(Ordering::Relaxed),
+            distinct_keys: self.distinct_keys.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            calls,
+            retries: self.retries.load(Ordering::Relaxed),
+            failed_keys: self.failed_keys.load(Ordering::Relaxed),
+            failed_rows: self.failed_rows.load(Ordering::Relaxed),
+            null_keys: self.null_keys.load(Ordering::Relaxed),
+            failures_by_cause: self.failures.lock().map(|f| f.clone()).unwrap_or_default(),
+            latency_ms_p50: pct(0.5),
+            latency_ms_p95: pct(0.95),
+            latency_ms_max: pct(1.0),
+            requests_per_second: if span > 0.0 { calls as f64 / span } else { 0.0 },
+            max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+            final_concurrency: limit,
+            retry_budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What an enrich stage did (in `--report-json` under `enrich`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EnrichReport {
+    /// The stage.
+    pub name: String,
+    /// Rows that went through it.
+    pub rows: u64,
+    /// Distinct requests.
+    pub distinct_keys: u64,
+    /// Distinct requests answered from the cache.
+    pub cache_hits: u64,
+    /// HTTP requests sent, retries included.
+    pub calls: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Distinct requests that failed after retries.
+    pub failed_keys: u64,
+    /// Rows whose request failed.
+    pub failed_rows: u64,
+    /// Rows with a NULL placeholder value (no request).
+    pub null_keys: u64,
+    /// Failed attempts by cause: HTTP status, `timeout`, `connect`, `body`...
+    pub failures_by_cause: BTreeMap<String, u64>,
+    /// Median latency of a request, in milliseconds.
+    pub latency_ms_p50: f64,
+    /// 95th percentile latency.
+    pub latency_ms_p95: f64,
+    /// Slowest request.
+    pub latency_ms_max: f64,
+    /// Requests per second between the first and the last request.
+    pub requests_per_second: f64,
+    /// Most requests in flight at once.
+    pub max_in_flight: u64,
+    /// The concurrency limit at the end (moves with `concurrency = "auto"`).
+    pub final_concurrency: usize,
+    /// Retries refused because the retry budget was spent.
+    pub retry_budget_exhausted: u64,
+}

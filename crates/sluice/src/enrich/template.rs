@@ -1,0 +1,296 @@
+//! URL and body templates: `{column}` placeholders, `${env:NAME}` secrets, safe encoding and
+//! redaction.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::error::{Error, Result};
+
+/// Everything but RFC 3986 unreserved characters is encoded, so a value can never add a
+/// path segment (`/`), a query (`?`), a fragment (`#`) or a parameter (`&`, `=`).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// What secrets look like once redacted.
+pub const REDACTED: &str = "***";
+
+/// Values taken from the environment with `${env:NAME}`: never printed.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    values: Vec<String>,
+}
+
+impl Secrets {
+    /// Replaces every secret value in `text` with `***`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for v in &self.values {
+            if !v.is_empty() {
+                out = out.replace(v.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+
+    fn add(&mut self, value: String) -> usize {
+        if let Some(i) = self.values.iter().position(|v| *v == value) {
+            return i;
+        }
+        self.values.push(value);
+        self.values.len() - 1
+    }
+
+    fn get(&self, i: usize) -> &str {
+        self.values.get(i).map(String::as_str).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Lit(String),
+    /// Index into the template's column list.
+    Col(usize),
+    /// Index into [`Secrets`].
+    Secret(usize),
+}
+
+/// Where a template's output goes, which decides how values are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A URL: values percent-encoded (path segment or query component).
+    Url,
+    /// A request body: values as JSON.
+    Body,
+    /// A header value: no `{column}` placeholders.
+    Header,
+}
+
+/// A parsed template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pieces: Vec<Piece>,
+    /// The columns the placeholders name, in first-use order.
+    pub columns: Vec<String>,
+    target: Target,
+}
+
+/// One placeholder value: its text, and whether it is a JSON number or boolean (inserted
+/// bare in a body). `None` is SQL NULL.
+pub type Value = Option<(String, bool)>;
+
+impl Template {
+    /// Parses `text`, looking up `${env:NAME}` now (a missing variable is an error).
+    pub fn parse(text: &str, target: Target, secrets: &mut Secrets) -> Result<Template> {
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut columns: Vec<String> = Vec::new();
+        let mut lit = String::new();
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            if let Some(after) = rest.strip_prefix("${env:") {
+                let end = after
+                    .find('}')
+                    .ok_or_else(|| Error::Config(format!("'${{env:' is not closed in '{text}'")))?;
+                let name = &after[..end];
+                let value = std::env::var(name).map_err(|_| {
+                    Error::Config(format!("environment variable {name} is not set"))
+                })?;
+                flush(&mut lit, &mut pieces);
+                pieces.push(Piece::Secret(secrets.add(value)));
+                rest = &after[end + 1..];
+                continue;
+            }
+            if rest.starts_with("{{") || rest.starts_with("}}") {
+                lit.push(c);
+                rest = &rest[2..];
+                continue;
+            }
+            if c == '{' {
+                let name_len = rest[1..]
+                    .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_' || ch == '.'))
+                    .unwrap_or(rest.len() - 1);
+                let name = &rest[1..1 + name_len];
+                let closed = rest[1 + name_len..].starts_with('}');
+                let ident = name
+                    .chars()
+                    .next()
+                    .is_some_and(|f| f.is_ascii_alphabetic() || f == '_');
+                if closed && ident {
+                    if target == Target::Header {
+                        return Err(Error::Config(format!(
+                            "header values cannot use column placeholders ('{{{name}}}')"
+                        )));
+                    }
+                    flush(&mut lit, &mut pieces);
+                    let index = match columns.iter().position(|n| n == name) {
+                        Some(i) => i,
+                        None => {
+                            columns.push(name.to_string());
+                            columns.len() - 1
+                        }
+                    };
+                    pieces.push(Piece::Col(index));
+                    rest = &rest[name_len + 2..];
+                    continue;
+                }
+            }
+            lit.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        flush(&mut lit, &mut pieces);
+        Ok(Template {
+            pieces,
+            columns,
+            target,
+        })
+    }
+
+    /// True when the template uses a secret.
+    pub fn has_secret(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Secret(_)))
+    }
+
+    /// Renders with `values` (one per entry of [`Template::columns`]): the real text and
+    /// the text with secrets redacted. A NULL value, or a path value that could change the
+    /// path (empty, `.`, `..`), is an error naming the column.
+    pub fn render(
+        &self,
+        values: &[Value],
+        secrets: &Secrets,
+    ) -> std::result::Result<(String, String), String> {
+        let mut real = String::new();
+        let mut shown = String::new();
+        let mut in_query = false;
+        for piece in &self.pieces {
+            match piece {
+                Piece::Lit(s) => {
+                    if self.target == Target::Url && s.contains('?') {
+                        in_query = true;
+                    }
+                    real.push_str(s);
+                    shown.push_str(s);
+                }
+                Piece::Secret(i) => {
+                    let v = secrets.get(*i);
+                    match self.target {
+                        Target::Url => real.extend(utf8_percent_encode(v, COMPONENT)),
+                        _ => real.push_str(v),
+                    }
+                    shown.push_str(REDACTED);
+                }
+                Piece::Col(i) => {
+                    let name = self.columns.get(*i).map(String::as_str).unwrap_or("?");
+                    let value = values.get(*i).cloned().flatten();
+                    let text = match (self.target, value) {
+                        (Target::Body, None) => "null".to_string(),
+                        (_, None) => return Err(format!("column '{name}' is NULL")),
+                        (Target::Body, Some((v, true))) => v,
+                        (Target::Body, Some((v, false))) => {
+                            serde_json::Value::String(v).to_string()
+                        }
+                        (_, Some((v, _))) => {
+                            if !in_query && (v.is_empty() || v == "." || v == "..") {
+                                return Err(format!(
+                                    "column '{name}' value '{v}' cannot be a URL path segment"
+                                ));
+                            }
+                            utf8_percent_encode(&v, COMPONENT).to_string()
+                        }
+                    };
+                    real.push_str(&text);
+                    shown.push_str(&text);
+                }
+            }
+        }
+        Ok((real, shown))
+    }
+}
+
+fn flush(lit: &mut String, pieces: &mut Vec<Piece>) {
+    if !lit.is_empty() {
+        pieces.push(Piece::Lit(std::mem::take(lit)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(t: &str, values: &[&str]) -> std::result::Result<String, String> {
+        let mut s = Secrets::default();
+        let t = Template::parse(t, Target::Url, &mut s).map_err(|e| e.to_string())?;
+        let v: Vec<Value> = values
+            .iter()
+            .map(|v| Some((v.to_string(), false)))
+            .collect();
+        t.render(&v, &s).map(|(real, _)| real)
+    }
+
+    #[test]
+    fn values_stay_inside_their_segment_or_component() {
+        assert_eq!(
+            url("http://h/m/{id}", &["a/../b"]).as_deref(),
+            Ok("http://h/m/a%2F..%2Fb")
+        );
+        assert_eq!(
+            url("http://h/m/{id}", &["x?y#z"]).as_deref(),
+            Ok("http://h/m/x%3Fy%23z")
+        );
+        assert_eq!(
+            url("http://h/m/{id}", &["a b"]).as_deref(),
+            Ok("http://h/m/a%20b")
+        );
+        assert_eq!(
+            url("http://h/m/{id}", &["é"]).as_deref(),
+            Ok("http://h/m/%C3%A9")
+        );
+        assert_eq!(
+            url("http://h/m?q={q}&l={l}", &["a&b=c", "x+y"]).as_deref(),
+            Ok("http://h/m?q=a%26b%3Dc&l=x%2By")
+        );
+        assert!(url("http://h/m/{id}", &[".."]).is_err());
+        assert!(url("http://h/m/{id}", &[""]).is_err());
+        assert_eq!(
+            url("http://h/m?q={q}", &[".."]).as_deref(),
+            Ok("http://h/m?q=..")
+        );
+    }
+
+    #[test]
+    fn placeholders_and_literal_braces() {
+        let mut s = Secrets::default();
+        let t = Template::parse(
+            r#"{"id": {id}, "n": {n}, "x": "{{lit}}"}"#,
+            Target::Body,
+            &mut s,
+        )
+        .expect("parse");
+        assert_eq!(t.columns, ["id", "n"]);
+        let (body, _) = t
+            .render(
+                &[Some(("a\"b".into(), false)), Some(("42".into(), true))],
+                &s,
+            )
+            .expect("render");
+        assert_eq!(body, r#"{"id": "a\"b", "n": 42, "x": "{lit}"}"#);
+    }
+
+    #[test]
+    fn secrets_are_interpolated_and_redacted() {
+        std::env::set_var("SLUICE_TEMPLATE_TEST_TOKEN", "s3cr3t-value");
+        let mut s = Secrets::default();
+        let t = Template::parse(
+            "http://h/m/{id}?key=${env:SLUICE_TEMPLATE_TEST_TOKEN}",
+            Target::Url,
+            &mut s,
+        )
+        .expect("parse");
+        let (real, shown) = t.render(&[Some(("1".into(), false))], &s).expect("render");
+        assert_eq!(real, "http://h/m/1?key=s3cr3t-value");
+        assert_eq!(shown, "http://h/m/1?key=***");
+        assert_eq!(s.redact("error at s3cr3t-value!"), "error at ***!");
+        let missing = Template::parse("${env:SLUICE_NOT_SET_ANYWHERE}", Target::Url, &mut s);
+        assert!(missing.is_err());
+    }
+}
