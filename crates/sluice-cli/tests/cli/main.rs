@@ -1,6 +1,7 @@
 //! Integration tests: the real `sluice` binary on real files in temp folders.
 
 mod crash;
+mod enrich;
 mod errors;
 mod faults;
 mod formats;

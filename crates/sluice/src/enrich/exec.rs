@@ -323,7 +323,7 @@ impl Stage {
                     e.stats.null_keys.fetch_add(1, Ordering::Relaxed);
                     RowResult::NoCall
                 }
-                Err(why) => RowResult::Invalid(format!("{} {}", e.name, why)),
+                Err(why) => RowResult::Invalid(why),
                 Ok(Some(req)) => {
                     let key = format!("{}\n{}", req.shown, req.body_shown.as_deref().unwrap_or(""));
                     let next = pending.len();

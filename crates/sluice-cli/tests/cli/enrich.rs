@@ -1,0 +1,584 @@
+//! `[[enrich]]` against a real HTTP server on 127.0.0.1 started by each test
+//! (`sluice_testkit::ApiServer`), driving the real binary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_testkit::{meta_api, ApiServer, Reply, Request};
+
+use crate::rejects::assert_identity;
+use crate::workdir::Workdir;
+
+/// A CSV of `rows` rows cycling over `ids`.
+fn data(wd: &Workdir, ids: &[String], rows: usize) {
+    let mut csv = String::from("record_id,n\n");
+    for i in 0..rows {
+        let id = &ids[i % ids.len()];
+        let quoted = if id.contains([',', '"', '\n']) {
+            format!("\"{}\"", id.replace('"', "\"\""))
+        } else {
+            id.clone()
+        };
+        csv.push_str(&format!("{quoted},{i}\n"));
+    }
+    wd.write("data.csv", csv);
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("id{i}")).collect()
+}
+
+/// A pipeline reading data.csv through one enrich stage (`extra` adds keys to it) into `out`.
+fn pipeline(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[source]
+paths = "data.csv"
+
+[[enrich]]
+name = "meta"
+url = "{url}"
+{extra}
+[enrich.extract]
+title = "/title"
+owner = "/owner/name"
+score = {{ path = "/score", type = "bigint" }}
+
+[sink]
+path = "out"
+mode = "overwrite"
+"#
+    )
+}
+
+/// Runs `sluice run` on `text` off the async runtime (the server keeps serving); returns
+/// the report, or the stderr when `expect_ok` is false.
+async fn run(
+    wd: &Arc<Workdir>,
+    text: String,
+    expect_ok: bool,
+) -> Result<serde_json::Value, String> {
+    let wd = Arc::clone(wd);
+    tokio::task::spawn_blocking(move || {
+        wd.write("p.toml", text);
+        let _ = std::fs::remove_file(wd.path("r.json"));
+        let out = wd
+            .sluice()
+            .args(["run", "p.toml", "--report-json", "r.json", "--quiet"])
+            .output()
+            .expect("run sluice");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() != expect_ok {
+            panic!("sluice run: status {:?}\n{stderr}", out.status.code());
+        }
+        if !expect_ok {
+            return Err(stderr);
+        }
+        Ok(serde_json::from_str(&wd.read("r.json")).expect("report"))
+    })
+    .await
+    .expect("join")
+}
+
+/// (record_id, title, owner, score) of one output row.
+type Row = (String, Option<String>, Option<String>, Option<i64>);
+
+/// Every output row, in input order.
+fn output(wd: &Workdir) -> Vec<Row> {
+    // NDJSON keeps exact values (CSV output quotes).
+    let text = wd.ok(&[
+        "query",
+        "SELECT record_id, title, owner, score FROM t ORDER BY n",
+        "-t",
+        "t=out",
+        "--output",
+        "ndjson",
+    ]);
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (
+                v["record_id"].as_str().unwrap_or_default().to_string(),
+                v["title"].as_str().map(str::to_string),
+                v["owner"].as_str().map(str::to_string),
+                v["score"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+fn enrich_report(report: &serde_json::Value) -> &serde_json::Value {
+    &report["enrich"][0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_gets_its_answer_with_one_call_per_key_and_bounded_concurrency() {
+    let server = ApiServer::start(meta_api(Duration::from_millis(5))).await;
+    let wd = Arc::new(Workdir::new());
+    let keys = ids(500);
+    data(&wd, &keys, 5000);
+    let report = run(
+        &wd,
+        pipeline(&server.url("/meta/{record_id}"), "concurrency = 8"),
+        true,
+    )
+    .await
+    .expect("report");
+    assert_identity(&report);
+    assert_eq!(report["rows_out"], 5000);
+    for (id, title, owner, score) in output(&wd) {
+        assert_eq!(title.as_deref(), Some(format!("title-{id}").as_str()));
+        assert_eq!(owner.as_deref(), Some(format!("owner-{id}").as_str()));
+        assert_eq!(score, Some(id.chars().count() as i64));
+    }
+    let c = &server.counters;
+    assert_eq!(
+        c.requests.load(Ordering::SeqCst),
+        500,
+        "one call per distinct key"
+    );
+    assert!(c.per_target().values().all(|n| *n == 1));
+    let peak = c.max_in_flight.load(Ordering::SeqCst);
+    assert!(peak <= 8, "in flight {peak} > 8");
+    assert!(peak >= 4, "concurrency was not used: {peak}");
+    assert!(
+        c.connections.load(Ordering::SeqCst) <= 16,
+        "connections are reused"
+    );
+    let e = enrich_report(&report);
+    assert_eq!(e["distinct_keys"], 500);
+    assert_eq!(e["calls"], 500);
+    assert_eq!(e["rows"], 5000);
+    assert!(e["max_in_flight"].as_u64().unwrap_or(99) <= 8, "{e}");
+    assert!(e["latency_ms_p50"].as_f64().unwrap_or(0.0) >= 5.0, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_at_the_server() {
+    let server = ApiServer::start(meta_api(Duration::ZERO)).await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &ids(120), 600);
+    let started = Instant::now();
+    let report = run(
+        &wd,
+        pipeline(
+            &server.url("/meta/{record_id}"),
+            "concurrency = 32\nrate_limit = \"50/s\"",
+        ),
+        true,
+    )
+    .await
+    .expect("report");
+    assert_eq!(report["rows_out"], 600);
+    let c = &server.counters;
+    assert_eq!(c.requests.load(Ordering::SeqCst), 120);
+    // 120 requests at 50/s take at least 119/50 s; no one-second window holds more than 50
+    // (plus one for the window's edge).
+    assert!(started.elapsed() >= Duration::from_millis(2300));
+    let peak = c.max_in_window(Duration::from_secs(1));
+    assert!(peak <= 51, "{peak} requests in one second");
+    assert!(c.rate() <= 52.0, "rate {}", c.rate());
+}
+
+/// Fails each target's first attempts in a chosen way, then answers like `meta_api`.
+fn flaky(fail_first: u64, how: fn(u64) -> Reply) -> impl Fn(&Request) -> Reply + Send + Sync {
+    let ok = meta_api(Duration::ZERO);
+    move |req: &Request| {
+        if req.seen_before < fail_first {
+            how(req.seen_before)
+        } else {
+            ok(req)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_recover_from_500_429_drops_and_timeouts() {
+    let server = ApiServer::start(flaky(3, |attempt| match attempt {
+        0 => Reply::status(500),
+        1 => Reply::Drop(Duration::ZERO),
+        _ => Reply::status(429),
+    }))
+    .await;
+    let slow = ApiServer::start(flaky(1, |_| {
+        Reply::json(200, "{}").after(Duration::from_millis(1500))
+    }))
+    .await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &ids(20), 100);
+    let extra = "concurrency = 4\nretries = 4\nbackoff = \"5ms\"\nretry_budget = 10.0";
+    let report = run(&wd, pipeline(&server.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_eq!(report["rows_out"], 100, "{report}");
+    assert_eq!(report["rows_rejected"], 0);
+    assert_eq!(server.counters.requests.load(Ordering::SeqCst), 80);
+    let e = enrich_report(&report);
+    assert_eq!(e["retries"], 60, "{e}");
+    assert_eq!(e["failures_by_cause"]["500"], 20, "{e}");
+    assert_eq!(e["failures_by_cause"]["429"], 20, "{e}");
+    // The dropped connections are the third kind of failure.
+    let all: u64 = e["failures_by_cause"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0);
+    assert_eq!(all, 60, "{e}");
+    assert!(output(&wd).iter().all(|r| r.1.is_some()));
+
+    // A response slower than the timeout is retried.
+    let extra =
+        "concurrency = 4\nretries = 2\nbackoff = \"5ms\"\ntimeout = \"300ms\"\nretry_budget = 10.0";
+    let report = run(&wd, pipeline(&slow.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_eq!(report["rows_out"], 100, "{report}");
+    assert_eq!(enrich_report(&report)["failures_by_cause"]["timeout"], 20);
+    assert!(output(&wd).iter().all(|r| r.1.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_and_404_is_not_retried() {
+    let ok = meta_api(Duration::ZERO);
+    let server = ApiServer::start(move |req: &Request| {
+        if req.path.ends_with("/missing") {
+            Reply::status(404)
+        } else if req.seen_before == 0 {
+            Reply::status(429).header("retry-after", "1")
+        } else {
+            ok(req)
+        }
+    })
+    .await;
+    let wd = Arc::new(Workdir::new());
+    let keys: Vec<String> = vec!["a".into(), "b".into(), "missing".into()];
+    data(&wd, &keys, 9);
+    let extra = "concurrency = 4\nretries = 3\nbackoff = \"1ms\"";
+    let report = run(&wd, pipeline(&server.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_identity(&report);
+    assert_eq!(report["rows_out"], 6);
+    assert_eq!(report["rows_rejected"], 3);
+    let per = server.counters.per_target();
+    assert_eq!(
+        per.get("/meta/missing"),
+        Some(&1),
+        "404 is not retried: {per:?}"
+    );
+    // The retry of each 429 came at least a second after it (slack for scheduling).
+    let arrivals = server.counters.arrivals();
+    for key in ["/meta/a", "/meta/b"] {
+        let times: Vec<Instant> = arrivals
+            .iter()
+            .filter(|(_, t)| t == key)
+            .map(|(at, _)| *at)
+            .collect();
+        assert_eq!(times.len(), 2, "{key}");
+        let gap = times[1].duration_since(times[0]);
+        assert!(
+            gap >= Duration::from_millis(950),
+            "{key}: retried after {gap:?}"
+        );
+        assert!(gap < Duration::from_secs(5), "{key}: retried after {gap:?}");
+    }
+    // The rejects say why, with status and attempts.
+    let rejects: Vec<serde_json::Value> = wd
+        .read("out/_rejects/rejects.ndjson")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rejects.len(), 3);
+    for r in &rejects {
+        assert_eq!(r["kind"], "enrich_failed");
+        assert_eq!(r["stage"], "meta");
+        assert_eq!(r["status"], 404);
+        assert_eq!(r["attempts"], 1);
+        assert!(r["url"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("/meta/missing"));
+        assert!(r["raw"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"record_id\":\"missing\""));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_failures_are_rejected_or_nulled_never_lost() {
+    // About 3% of keys always fail.
+    let ok = meta_api(Duration::ZERO);
+    let server = ApiServer::start(move |req: &Request| {
+        let id = req.last_segment();
+        let n: u64 = id.trim_start_matches("id").parse().unwrap_or(0);
+        if n % 33 == 7 {
+            Reply::status(500)
+        } else {
+            ok(req)
+        }
+    })
+    .await;
+    let wd = Arc::new(Workdir::new());
+    let keys = ids(1000);
+    data(&wd, &keys, 3000);
+    let failing: usize = (0..1000).filter(|n| n % 33 == 7).count();
+    let extra = "concurrency = 16\nretries = 2\nbackoff = \"1ms\"\nretry_budget = 1.0";
+    let report = run(&wd, pipeline(&server.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_identity(&report);
+    assert_eq!(report["rows_rejected"], (failing * 3) as u64, "{report}");
+    assert_eq!(report["rows_rejected_by_enrich"], (failing * 3) as u64);
+    assert_eq!(report["rows_out"], (3000 - failing * 3) as u64);
+    let e = enrich_report(&report);
+    assert_eq!(e["failed_keys"], failing as u64);
+    assert_eq!(e["failed_rows"], (failing * 3) as u64);
+    // Every input row is in the output or in the rejects, exactly once.
+    let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
+    let text = wd.ok(&[
+        "query",
+        "SELECT n FROM t",
+        "-t",
+        "t=out",
+        "--output",
+        "ndjson",
+    ]);
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).expect("json");
+        *seen.entry(v["n"].as_u64().expect("n")).or_default() += 1;
+    }
+    for l in wd.read("out/_rejects/rejects.ndjson").lines() {
+        let v: serde_json::Value = serde_json::from_str(l).expect("json");
+        assert_eq!(v["status"], 500);
+        assert_eq!(v["attempts"], 3);
+        let raw: serde_json::Value =
+            serde_json::from_str(v["raw"].as_str().expect("raw")).expect("raw json");
+        *seen.entry(raw["n"].as_u64().expect("n")).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3000);
+    assert!(seen.values().all(|c| *c == 1));
+
+    // on_error = "null": every row is written, failed ones with NULLs and a reason.
+    let extra = "concurrency = 16\nretries = 0\non_error = \"null\"";
+    let report = run(&wd, pipeline(&server.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_eq!(report["rows_out"], 3000);
+    assert_eq!(report["rows_rejected"], 0);
+    let nulls = wd.query(
+        "SELECT count(*) AS n FROM t WHERE title IS NULL AND _enrich_error LIKE '%HTTP 500%'",
+        &[("t", "out")],
+    );
+    assert_eq!(nulls, ["n".to_string(), (failing * 3).to_string()]);
+
+    // on_error = "fail": one line, nothing committed.
+    std::fs::remove_dir_all(wd.path("out")).expect("rm");
+    let extra = "concurrency = 16\nretries = 0\non_error = \"fail\"";
+    let err = run(
+        &wd,
+        pipeline(&server.url("/meta/{record_id}"), extra),
+        false,
+    )
+    .await
+    .expect_err("fails");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("enrich 'meta': GET http://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("HTTP 500 after 1 attempt"), "{err}");
+    assert!(!wd.path("out").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_makes_a_second_run_call_nothing() {
+    let server = ApiServer::start(meta_api(Duration::from_millis(2))).await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &ids(200), 1000);
+    let extra = "concurrency = 8\ncache = \"cache/meta\"\ncache_ttl = \"1d\"";
+    let first = run(&wd, pipeline(&server.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_eq!(enrich_report(&first)["calls"], 200);
+    let before = output(&wd);
+    let second = run(&wd, pipeline(&server.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_eq!(
+        server.counters.requests.load(Ordering::SeqCst),
+        200,
+        "no new calls"
+    );
+    let e = enrich_report(&second);
+    assert_eq!(e["calls"], 0);
+    assert_eq!(e["cache_hits"], 200);
+    assert_eq!(output(&wd), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_half_way_then_rerun_calls_only_the_rest() {
+    let server = ApiServer::start(meta_api(Duration::from_millis(40))).await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &ids(300), 300);
+    let text = pipeline(
+        &server.url("/meta/{record_id}"),
+        "concurrency = 4\ncache = \"cache/meta\"",
+    );
+    wd.write("p.toml", &text);
+    let mut child = wd
+        .sluice()
+        .args(["run", "p.toml", "--quiet"])
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.counters.requests.load(Ordering::SeqCst) < 100 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let at_kill = server.counters.per_target();
+    let report = run(&wd, text, true).await.expect("report");
+    assert_eq!(report["rows_out"], 300);
+    let e = enrich_report(&report);
+    let (calls, hits) = (
+        e["calls"].as_u64().unwrap_or(0),
+        e["cache_hits"].as_u64().unwrap_or(0),
+    );
+    assert_eq!(calls + hits, 300, "{e}");
+    // Only answers in flight at the kill (at most the concurrency) are asked again.
+    let after = server.counters.per_target();
+    let asked_twice: Vec<&String> = after
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(t, _)| t)
+        .collect();
+    assert!(asked_twice.len() <= 4, "asked again: {asked_twice:?}");
+    assert!(
+        hits as usize >= at_kill.len() - 4,
+        "hits {hits}, done before the kill {}",
+        at_kill.len()
+    );
+    assert_eq!(after.len(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_cannot_escape_their_url_segment_and_tokens_never_show() {
+    std::env::set_var("SLUICE_TEST_META_TOKEN", "tok-9f8e7d6c5b4a");
+    let token = "tok-9f8e7d6c5b4a";
+    let ok = meta_api(Duration::ZERO);
+    let server = ApiServer::start(move |req: &Request| {
+        if req.headers.get("authorization").map(String::as_str) != Some("Bearer tok-9f8e7d6c5b4a") {
+            return Reply::status(401);
+        }
+        if req.last_segment() == "fail me" {
+            return Reply::status(500);
+        }
+        ok(req)
+    })
+    .await;
+    let wd = Arc::new(Workdir::new());
+    let keys: Vec<String> = ["a/../b", "x?y#z", "a b", "é/ü", "..", "fail me", "plain"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    data(&wd, &keys, 7);
+    let extra = r#"concurrency = 2
+retries = 1
+backoff = "1ms"
+headers = { Authorization = "Bearer ${env:SLUICE_TEST_META_TOKEN}" }"#;
+    let url = server.url("/meta/{record_id}?key=${env:SLUICE_TEST_META_TOKEN}");
+    let report = run(&wd, pipeline(&url, extra), true).await.expect("report");
+    assert_identity(&report);
+    assert_eq!(report["rows_out"], 5, "{report}");
+    let per: HashMap<String, u64> = server.counters.per_target();
+    let mut paths: Vec<String> = per
+        .keys()
+        .map(|t| t.split('?').next().unwrap_or_default().to_string())
+        .collect();
+    paths.sort();
+    let mut expected = [
+        "/meta/a%20b",
+        "/meta/a%2F..%2Fb",
+        "/meta/fail%20me",
+        "/meta/plain",
+        "/meta/x%3Fy%23z",
+        "/meta/%C3%A9%2F%C3%BC",
+    ];
+    expected.sort();
+    assert_eq!(paths, expected);
+    // The server decoded each value back whole, in one segment.
+    for (id, title, _, _) in output(&wd) {
+        assert_eq!(title, Some(format!("title-{id}")));
+    }
+    // ".." cannot be a path segment: rejected without a call; "fail me" failed.
+    let rejects = wd.read("out/_rejects/rejects.ndjson");
+    assert!(
+        rejects.contains("cannot be a URL path segment"),
+        "{rejects}"
+    );
+    assert!(rejects.contains("key=***"), "{rejects}");
+    // The token reached the server but appears nowhere sluice wrote.
+    assert!(server
+        .counters
+        .headers_seen()
+        .iter()
+        .any(|h| h.contains(token)));
+    let mut everything = serde_json::to_string(&report).expect("json");
+    everything.push_str(&rejects);
+    for f in wd.data_files("out") {
+        everything.push_str(&String::from_utf8_lossy(
+            &std::fs::read(wd.path(&format!("out/{f}"))).expect("read"),
+        ));
+    }
+    assert!(!everything.contains(token), "the token leaked");
+    // Nor does a failing run's error line.
+    data(&wd, &["fail me".to_string()], 1);
+    let strict = extra.to_string() + "\non_error = \"fail\"";
+    let err = run(&wd, pipeline(&url, &strict), false)
+        .await
+        .expect_err("fails");
+    assert!(!err.contains(token), "{err}");
+    assert!(err.contains("key=***"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_concurrency_backs_off_on_429() {
+    // The API allows 6 requests at once and answers 429 above that.
+    let ok = meta_api(Duration::from_millis(10));
+    let server = Arc::new(std::sync::Mutex::new(None::<Arc<sluice_testkit::Counters>>));
+    let counters = Arc::clone(&server);
+    let api = ApiServer::start(move |req: &Request| {
+        let busy = counters
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.in_flight.load(Ordering::SeqCst)))
+            .unwrap_or(0);
+        if busy > 6 {
+            Reply::status(429).after(Duration::from_millis(10))
+        } else {
+            ok(req)
+        }
+    })
+    .await;
+    if let Ok(mut s) = server.lock() {
+        *s = Some(Arc::clone(&api.counters));
+    }
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &ids(400), 400);
+    let extra = "concurrency = \"auto\"\nmax_concurrency = 64\nretries = 8\nbackoff = \"5ms\"\nretry_budget = 5.0";
+    let report = run(&wd, pipeline(&api.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_eq!(report["rows_out"], 400, "{report}");
+    let e = enrich_report(&report);
+    let final_limit = e["final_concurrency"].as_u64().unwrap_or(99);
+    assert!(
+        final_limit <= 16,
+        "the limit stayed near the API's capacity: {e}"
+    );
+    let rejected = e["failures_by_cause"]["429"].as_u64().unwrap_or(0);
+    assert!(rejected < 200, "too many 429s for 400 keys: {e}");
+}
