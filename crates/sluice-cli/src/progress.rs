@@ -43,11 +43,12 @@ impl ProgressDisplay {
                     b.set_length(total);
                     b.set_position(progress.bytes_read().min(total));
                     b.set_message(format!(
-                        "files {}/{} | rows {} ({}/s)",
+                        "files {}/{} | rows {} ({}/s){}",
                         progress.files_done().min(files),
                         files,
                         HumanCount(rows),
-                        HumanCount((rows as f64 / secs) as u64)
+                        HumanCount((rows as f64 / secs) as u64),
+                        enrich_status(&progress)
                     ));
                 }
                 b.tick();
@@ -81,6 +82,27 @@ impl Drop for ProgressDisplay {
     }
 }
 
+/// Live counters of the enrich stages: ` | meta: 1,234 calls, 56 cached, 64 in flight`.
+fn enrich_status(progress: &Progress) -> String {
+    let Ok(stages) = progress.enrich.lock() else {
+        return String::new();
+    };
+    stages
+        .iter()
+        .map(|s| {
+            format!(
+                " | {}: {} calls, {} cached, {} retries, {} failed, {} in flight",
+                s.name,
+                HumanCount(s.calls.load(Ordering::Relaxed)),
+                HumanCount(s.cache_hits.load(Ordering::Relaxed)),
+                HumanCount(s.retries.load(Ordering::Relaxed)),
+                HumanCount(s.failed_keys.load(Ordering::Relaxed)),
+                s.in_flight.load(Ordering::Relaxed)
+            )
+        })
+        .collect()
+}
+
 /// Plain progress lines for a log.
 async fn log_lines(progress: Arc<Progress>) {
     let started = std::time::Instant::now();
@@ -89,7 +111,7 @@ async fn log_lines(progress: Arc<Progress>) {
         let rows = progress.rows_out();
         let secs = started.elapsed().as_secs_f64().max(0.001);
         eprintln!(
-            "progress: {:.0}s files {}/{} bytes {}/{} rows {} ({}/s)",
+            "progress: {:.0}s files {}/{} bytes {}/{} rows {} ({}/s){}",
             secs,
             progress.files_done(),
             progress.files_total.load(Ordering::Relaxed),
@@ -100,7 +122,8 @@ async fn log_lines(progress: Arc<Progress>) {
             ),
             HumanBytes(progress.bytes_total.load(Ordering::Relaxed)),
             HumanCount(rows),
-            HumanCount((rows as f64 / secs) as u64)
+            HumanCount((rows as f64 / secs) as u64),
+            enrich_status(&progress)
         );
     }
 }
@@ -145,6 +168,30 @@ pub fn summary(report: &Report) -> String {
         ));
     }
     out.push('\n');
+    for e in &report.enrich {
+        out.push_str(&format!(
+            "  enrich {}: {} keys, {} calls, {} cached, {} retries, {} failed ({} rows); p50 {:.0} ms, p95 {:.0} ms; {:.0} req/s, max {} in flight\n",
+            e.name,
+            HumanCount(e.distinct_keys),
+            HumanCount(e.calls),
+            HumanCount(e.cache_hits),
+            HumanCount(e.retries),
+            HumanCount(e.failed_keys),
+            HumanCount(e.failed_rows),
+            e.latency_ms_p50,
+            e.latency_ms_p95,
+            e.requests_per_second,
+            e.max_in_flight
+        ));
+        if !e.failures_by_cause.is_empty() {
+            let causes: Vec<String> = e
+                .failures_by_cause
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            out.push_str(&format!("    failed attempts: {}\n", causes.join(", ")));
+        }
+    }
     for d in &report.schema_decisions {
         out.push_str(&format!("  schema: {d}\n"));
     }

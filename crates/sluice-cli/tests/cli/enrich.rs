@@ -582,3 +582,74 @@ async fn adaptive_concurrency_backs_off_on_429() {
     let rejected = e["failures_by_cause"]["429"].as_u64().unwrap_or(0);
     assert!(rejected < 200, "too many 429s for 400 keys: {e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_endpoints_send_many_keys_per_request() {
+    // The batch endpoint leaves one key out of its answer.
+    let api = meta_api(Duration::from_millis(5));
+    let server = ApiServer::start(move |req: &Request| {
+        let reply = api(req);
+        match reply {
+            Reply::Respond {
+                status,
+                headers,
+                body,
+                delay,
+            } if req.path == "/meta/batch" => {
+                let mut v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+                if let Some(items) = v["items"].as_array_mut() {
+                    items.retain(|i| i["id"] != "id13");
+                }
+                Reply::Respond {
+                    status,
+                    headers,
+                    body: v.to_string().into_bytes(),
+                    delay,
+                }
+            }
+            other => other,
+        }
+    })
+    .await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &ids(1000), 5000);
+    let extra = format!(
+        r#"concurrency = 4
+[enrich.batch]
+size = 100
+url = "{}"
+body = '{{"ids": {{keys}}}}'
+results = "/items"
+key = "/id""#,
+        server.url("/meta/batch")
+    );
+    let report = run(
+        &wd,
+        pipeline(&server.url("/meta/{record_id}"), &extra),
+        true,
+    )
+    .await
+    .expect("report");
+    assert_identity(&report);
+    assert_eq!(report["rows_out"], 4995, "{report}");
+    assert_eq!(report["rows_rejected"], 5);
+    let requests = server.counters.requests.load(Ordering::SeqCst);
+    assert!(
+        (10..=30).contains(&requests),
+        "{requests} requests for 1000 keys"
+    );
+    let per = server.counters.per_target();
+    assert_eq!(per.len(), 1, "only the batch endpoint was called: {per:?}");
+    for (id, title, owner, _) in output(&wd) {
+        assert_eq!(title, Some(format!("title-{id}")));
+        assert_eq!(owner, Some(format!("owner-{id}")));
+    }
+    let rejects = wd.read("out/_rejects/rejects.ndjson");
+    assert!(
+        rejects.contains("key 'id13' is not in the batch response"),
+        "{rejects}"
+    );
+    let e = enrich_report(&report);
+    assert_eq!(e["distinct_keys"], 1000);
+    assert_eq!(e["calls"], requests);
+}

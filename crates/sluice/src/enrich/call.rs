@@ -32,6 +32,8 @@ pub struct Request {
     pub body: Option<String>,
     /// The body as it may be shown.
     pub body_shown: Option<String>,
+    /// The key value itself (batch mode): text, and whether JSON takes it bare.
+    pub key_value: Value,
 }
 
 impl Request {
@@ -64,6 +66,26 @@ pub struct Failure {
 
 type SharedOutcome = Shared<BoxFuture<'static, Arc<Outcome>>>;
 
+/// How long a partly filled batch waits for more keys before it is sent.
+const BATCH_LINGER: Duration = Duration::from_millis(10);
+
+/// A batch endpoint: many keys per POST.
+struct Batch {
+    size: usize,
+    url: Template,
+    body: Template,
+    results: String,
+    key: String,
+    pending: Mutex<Vec<Waiting>>,
+}
+
+/// A key waiting for its batch.
+struct Waiting {
+    value: (String, bool),
+    req: Request,
+    tx: tokio::sync::oneshot::Sender<Outcome>,
+}
+
 /// An enrich stage, resolved and ready to call: shared by all partitions of its plan node.
 pub struct Enricher {
     /// The stage's name.
@@ -95,6 +117,7 @@ pub struct Enricher {
     pacer: Pacer,
     budget: RetryBudget,
     cache: Option<Cache>,
+    batch: Option<Batch>,
     seen: Mutex<HashMap<String, SharedOutcome>>,
     /// Live counters.
     pub stats: Arc<EnrichStats>,
@@ -121,11 +144,6 @@ impl Enricher {
     }
 
     fn build(spec: &EnrichSpec, base: &Path) -> Result<Enricher> {
-        if spec.batch.is_some() {
-            return Err(Error::Config(
-                "batch endpoints are not supported yet: remove [enrich.batch]".into(),
-            ));
-        }
         let mut secrets = Secrets::default();
         let url = Template::parse(&spec.url, Target::Url, &mut secrets)?;
         let body = spec
@@ -231,6 +249,48 @@ impl Enricher {
             }
             None => None,
         };
+        let batch = match &spec.batch {
+            None => None,
+            Some(b) => {
+                if url.columns.len() != 1 || body.is_some() {
+                    return Err(Error::Config(
+                        "[enrich.batch] needs a url with exactly one {column} (the key) and no body"
+                            .into(),
+                    ));
+                }
+                if b.size == 0 {
+                    return Err(Error::Config("batch size must be at least 1".into()));
+                }
+                let burl = Template::parse(&b.url, Target::Url, &mut secrets)?;
+                if !burl.columns.is_empty() {
+                    return Err(Error::Config(
+                        "the batch url cannot use {column} placeholders".into(),
+                    ));
+                }
+                let bbody = Template::parse(
+                    b.body.as_deref().unwrap_or(r#"{"keys": {keys}}"#),
+                    Target::Body,
+                    &mut secrets,
+                )?;
+                if bbody.columns != ["keys"] {
+                    return Err(Error::Config(
+                        "the batch body must use {keys} (the JSON array of keys) and nothing else"
+                            .into(),
+                    ));
+                }
+                Some(Batch {
+                    size: b.size,
+                    url: burl,
+                    body: bbody,
+                    results: b.results.clone().unwrap_or_default(),
+                    key: b.key.clone().unwrap_or_else(|| "/id".to_string()),
+                    pending: Mutex::new(Vec::new()),
+                })
+            }
+        };
+        if batch.is_some() && !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(pool)
             .tcp_nodelay(true)
@@ -273,6 +333,7 @@ impl Enricher {
             pacer: Pacer::new(rate, spec.burst.unwrap_or(1)),
             budget: RetryBudget::new(retry_budget),
             cache,
+            batch,
             seen: Mutex::new(HashMap::new()),
             stats: Arc::new(EnrichStats::new(&spec.name)),
         })
@@ -318,6 +379,7 @@ impl Enricher {
             shown,
             body,
             body_shown,
+            key_value: url_values.into_iter().next().flatten(),
         }))
     }
 
@@ -334,21 +396,27 @@ impl Enricher {
             return s.clone();
         }
         self.stats.distinct_keys.fetch_add(1, Ordering::Relaxed);
-        let this = Arc::clone(self);
         let shown = request.shown.clone();
-        let task = tokio::spawn(async move { this.fetch(request).await });
-        let fut = async move {
-            Arc::new(task.await.unwrap_or_else(|e| {
-                Outcome::Failed(Failure {
-                    status: None,
-                    message: format!("the call task failed: {e}"),
-                    attempts: 0,
-                    url: shown,
-                })
-            }))
-        }
-        .boxed()
-        .shared();
+        let lost = move |e: String| {
+            Outcome::Failed(Failure {
+                status: None,
+                message: format!("the call task failed: {e}"),
+                attempts: 0,
+                url: shown,
+            })
+        };
+        let fut = if self.batch.is_some() {
+            let rx = self.enqueue(request);
+            async move { Arc::new(rx.await.unwrap_or_else(|e| lost(e.to_string()))) }
+                .boxed()
+                .shared()
+        } else {
+            let this = Arc::clone(self);
+            let task = tokio::spawn(async move { this.fetch(request).await });
+            async move { Arc::new(task.await.unwrap_or_else(|e| lost(e.to_string()))) }
+                .boxed()
+                .shared()
+        };
         seen.insert(key, fut.clone());
         fut
     }
@@ -375,6 +443,33 @@ impl Enricher {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return self.parse(&body, &req, 0);
         }
+        match self.call(&self.method, &req).await {
+            Ok((body, attempts)) => {
+                self.cache_put(&cache_key, &body);
+                self.parse(&body, &req, attempts)
+            }
+            Err(failure) => {
+                self.stats.failed_keys.fetch_add(1, Ordering::Relaxed);
+                Outcome::Failed(failure)
+            }
+        }
+    }
+
+    fn cache_put(&self, key: &str, body: &[u8]) {
+        if let Some(cache) = &self.cache {
+            if let Err(e) = cache.put(key, body) {
+                tracing::warn!("enrich '{}': cache: {e}", self.name);
+            }
+        }
+    }
+
+    /// Sends `req` until a 2xx answer (its body and the attempts it took), a failure that is
+    /// not retried, or no retry left.
+    async fn call(
+        &self,
+        method: &reqwest::Method,
+        req: &Request,
+    ) -> std::result::Result<(Vec<u8>, u32), Failure> {
         self.budget.first_attempt();
         let mut attempt = 0u32;
         loop {
@@ -383,7 +478,7 @@ impl Enricher {
                 let _permit = self.limiter.acquire().await;
                 self.pacer.acquire().await;
                 let started = self.stats.call_started();
-                let result = self.send(&req).await;
+                let result = self.send(method, req).await;
                 let latency = started.elapsed();
                 self.stats.call_ended(latency);
                 (result, latency)
@@ -391,23 +486,16 @@ impl Enricher {
             let (cause, status, wait_at_least, message) = match result {
                 Ok((status, _, body)) if (200..300).contains(&status) => {
                     self.limiter.record(Signal::Ok, latency);
-                    if let Some(cache) = &self.cache {
-                        if let Err(e) = cache.put(&cache_key, &body) {
-                            tracing::warn!("enrich '{}': cache: {e}", self.name);
-                        }
-                    }
-                    return self.parse(&body, &req, attempt);
+                    return Ok((body, attempt));
                 }
                 Ok((status, retry_after_header, body)) => {
                     let congested = status == 429 || status == 503;
-                    self.limiter.record(
-                        if congested {
-                            Signal::Congested
-                        } else {
-                            Signal::Ok
-                        },
-                        latency,
-                    );
+                    let signal = if congested {
+                        Signal::Congested
+                    } else {
+                        Signal::Ok
+                    };
+                    self.limiter.record(signal, latency);
                     let wait = retry_after_header.filter(|_| congested);
                     let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)])
                         .trim()
@@ -446,25 +534,24 @@ impl Enricher {
                 self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
                 message.push_str(" (no retry: the retry budget is spent)");
             }
-            self.stats.failed_keys.fetch_add(1, Ordering::Relaxed);
             let message = format!(
-                "{} {}: {message} after {attempt} attempt{}",
-                self.method,
+                "{method} {}: {message} after {attempt} attempt{}",
                 req.shown,
                 if attempt == 1 { "" } else { "s" }
             );
-            return Outcome::Failed(self.failure(status, message, attempt, &req));
+            return Err(self.failure(status, message, attempt, req));
         }
     }
 
     /// One attempt: status, `Retry-After`, body (capped).
     async fn send(
         &self,
+        method: &reqwest::Method,
         req: &Request,
     ) -> std::result::Result<(u16, Option<Duration>, Vec<u8>), (&'static str, String)> {
         let mut rb = self
             .client
-            .request(self.method.clone(), &req.url)
+            .request(method.clone(), &req.url)
             .headers(self.headers.clone())
             .timeout(self.timeout);
         if let Some(b) = &req.body {
@@ -490,6 +577,148 @@ impl Enricher {
         Ok((status, wait, body))
     }
 
+    /// Queues a key for its batch; the batch goes when full or after [`BATCH_LINGER`].
+    fn enqueue(self: &Arc<Self>, req: Request) -> tokio::sync::oneshot::Receiver<Outcome> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let Some(batch) = &self.batch else {
+            return rx;
+        };
+        let value = req.key_value.clone().unwrap_or_default();
+        let Ok(mut pending) = batch.pending.lock() else {
+            return rx;
+        };
+        pending.push(Waiting { value, req, tx });
+        if pending.len() >= batch.size {
+            let items = std::mem::take(&mut *pending);
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.fetch_batch(items).await });
+        } else if pending.len() == 1 {
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(BATCH_LINGER).await;
+                let items: Vec<Waiting> = match &this.batch {
+                    Some(b) => b
+                        .pending
+                        .lock()
+                        .map(|mut p| std::mem::take(&mut *p))
+                        .unwrap_or_default(),
+                    None => return,
+                };
+                if !items.is_empty() {
+                    this.fetch_batch(items).await;
+                }
+            });
+        }
+        rx
+    }
+
+    /// Answers a batch of keys: cached ones from the cache, the rest with one POST.
+    async fn fetch_batch(&self, items: Vec<Waiting>) {
+        let Some(batch) = &self.batch else { return };
+        let mut send = Vec::with_capacity(items.len());
+        for w in items {
+            let key = w.req.key(self.method.as_str());
+            match self.cache.as_ref().and_then(|c| c.get(&key)) {
+                Some(body) => {
+                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    let _ = w.tx.send(self.parse(&body, &w.req, 0));
+                }
+                None => send.push(w),
+            }
+        }
+        if send.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = send
+            .iter()
+            .map(|w| match &w.value {
+                (v, true) => v.clone(),
+                (v, false) => serde_json::Value::String(v.clone()).to_string(),
+            })
+            .collect();
+        let keys = format!("[{}]", keys.join(","));
+        let rendered = batch.url.render(&[], &self.secrets).and_then(|u| {
+            batch
+                .body
+                .render(&[Some((keys, true))], &self.secrets)
+                .map(|b| (u, b))
+        });
+        let ((url, shown), (body, body_shown)) = match rendered {
+            Ok(r) => r,
+            Err(e) => {
+                for w in send {
+                    let f = self.failure(None, e.clone(), 0, &w.req);
+                    self.stats.failed_keys.fetch_add(1, Ordering::Relaxed);
+                    let _ = w.tx.send(Outcome::Failed(f));
+                }
+                return;
+            }
+        };
+        let breq = Request {
+            url,
+            shown,
+            body: Some(body),
+            body_shown: Some(body_shown),
+            key_value: None,
+        };
+        let answer = match self.call(&reqwest::Method::POST, &breq).await {
+            Ok((bytes, attempts)) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(json) => match json.pointer(&batch.results).and_then(|a| a.as_array()) {
+                    Some(items) => Ok((items.clone(), attempts)),
+                    None => Err(format!(
+                        "POST {}: the batch response has no array at '{}'",
+                        breq.shown, batch.results
+                    )),
+                },
+                Err(e) => Err(format!(
+                    "POST {}: the response is not JSON ({e})",
+                    breq.shown
+                )),
+            },
+            Err(f) => Err(f.message),
+        };
+        match answer {
+            Ok((results, attempts)) => {
+                let mut by_key: HashMap<String, &serde_json::Value> = HashMap::new();
+                for item in &results {
+                    let key = match item.pointer(&batch.key) {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(v) => v.to_string(),
+                        None => continue,
+                    };
+                    by_key.insert(key, item);
+                }
+                for w in send {
+                    let outcome = match by_key.get(&w.value.0) {
+                        Some(item) => {
+                            self.cache_put(
+                                &w.req.key(self.method.as_str()),
+                                item.to_string().as_bytes(),
+                            );
+                            self.extract_from(item, &w.req, attempts)
+                        }
+                        None => {
+                            self.stats.failed_keys.fetch_add(1, Ordering::Relaxed);
+                            let message = format!(
+                                "POST {}: key '{}' is not in the batch response",
+                                breq.shown, w.value.0
+                            );
+                            Outcome::Failed(self.failure(Some(200), message, attempts, &w.req))
+                        }
+                    };
+                    let _ = w.tx.send(outcome);
+                }
+            }
+            Err(message) => {
+                for w in send {
+                    self.stats.failed_keys.fetch_add(1, Ordering::Relaxed);
+                    let f = self.failure(None, message.clone(), 0, &w.req);
+                    let _ = w.tx.send(Outcome::Failed(f));
+                }
+            }
+        }
+    }
+
     /// Extracts the new columns from a response body.
     fn parse(&self, body: &[u8], req: &Request, attempts: u32) -> Outcome {
         let json: serde_json::Value = match serde_json::from_slice(body) {
@@ -503,9 +732,14 @@ impl Enricher {
                 return Outcome::Failed(self.failure(Some(200), message, attempts, req));
             }
         };
+        self.extract_from(&json, req, attempts)
+    }
+
+    /// Extracts the new columns from one JSON answer.
+    fn extract_from(&self, json: &serde_json::Value, req: &Request, attempts: u32) -> Outcome {
         let mut values = Vec::with_capacity(self.extract.len());
         for (name, spec) in &self.extract {
-            match extract_value(&json, spec) {
+            match extract_value(json, spec) {
                 Ok(v) => values.push(v),
                 Err(why) => {
                     self.stats.failed_keys.fetch_add(1, Ordering::Relaxed);
