@@ -10,12 +10,14 @@ use datafusion::object_store::ObjectStore;
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::context;
-use crate::enrich::{EnrichSpec, EnrichTable, Enricher};
+use crate::enrich::{EnrichMap, EnrichSpec, Enricher};
 use crate::error::{Error, Result};
+use crate::lookup::{Lookup, LookupMap, LookupSpec};
 use crate::report::{rows_scanned, scan_partitions, FileReport, Progress, Report};
 use crate::sink::{self, SinkOptions};
 use crate::source::counting::CountingStore;
 use crate::source::{ReadOptions, Source};
+use crate::stage::MapTable;
 
 /// One SQL step. The table `source` is the output of the step before it (the read for the
 /// first step); a step with a `name` can also be referred to by that name later.
@@ -35,6 +37,8 @@ pub enum Stage {
     Sql(Transform),
     /// Calls to an HTTP API, adding the extracted columns.
     Enrich(Box<EnrichSpec>),
+    /// A broadcast lookup, adding columns of a small table by key.
+    Lookup(Box<LookupSpec>),
 }
 
 /// A complete job: source, stages, sink.
@@ -81,7 +85,11 @@ impl Job {
         progress
             .bytes_total
             .store(source.total_bytes(), Ordering::Relaxed);
-        let (df, enrichers) = apply_stages(
+        let Applied {
+            df,
+            enrichers,
+            lookups,
+        } = apply_stages(
             &ctx,
             source.to_dataframe(&ctx)?,
             &self.stages,
@@ -140,6 +148,7 @@ impl Job {
                 .iter()
                 .map(|e| e.stats.report(e.limiter.limit()))
                 .collect(),
+            lookups: lookups.iter().map(|l| l.report(&progress.read)).collect(),
             files_written: written.files.len() as u64,
             bytes_written: written.bytes,
             seconds: started.elapsed().as_secs_f64(),
@@ -159,17 +168,29 @@ impl Job {
     }
 }
 
+/// The stages applied: the final DataFrame, and the enrich callers and loaded lookups (for
+/// their reports).
+#[derive(Debug)]
+pub struct Applied {
+    /// The output of the last stage.
+    pub df: DataFrame,
+    /// The enrich stages, in order.
+    pub enrichers: Vec<Arc<Enricher>>,
+    /// The lookups, in order.
+    pub lookups: Vec<Arc<Lookup>>,
+}
+
 /// Runs the stages in order on `df`: before each, the previous output is registered as
-/// `source`; a named stage is also registered under its name. Returns the final DataFrame
-/// and the callers of the enrich stages (for their reports).
+/// `source`; a named stage is also registered under its name.
 pub async fn apply_stages(
     ctx: &SessionContext,
     df: DataFrame,
     stages: &[Stage],
     rejects: &Arc<crate::source::Rejects>,
-) -> Result<(DataFrame, Vec<Arc<Enricher>>)> {
+) -> Result<Applied> {
     let mut current = df;
     let mut enrichers = Vec::new();
+    let mut lookups = Vec::new();
     let mut sql_steps = 0;
     for stage in stages {
         ctx.deregister_table(SOURCE_TABLE)?;
@@ -192,13 +213,26 @@ pub async fn apply_stages(
             }
             Stage::Enrich(spec) => {
                 let enricher = Arc::new(Enricher::new(spec, std::path::Path::new(""))?);
-                let table = EnrichTable::try_new(
-                    current.logical_plan().clone(),
+                let map = EnrichMap::try_new(
+                    current.schema().as_arrow(),
                     Arc::clone(&enricher),
                     Arc::clone(rejects),
                 )?;
+                let table = MapTable::new(current.logical_plan().clone(), Arc::new(map));
                 current = ctx.read_table(Arc::new(table))?;
                 enrichers.push(enricher);
+                Some(spec.name.clone())
+            }
+            Stage::Lookup(spec) => {
+                let lookup = Arc::new(Lookup::load(ctx, spec).await?);
+                let map = LookupMap::try_new(
+                    current.schema().as_arrow(),
+                    Arc::clone(&lookup),
+                    Arc::clone(rejects),
+                )?;
+                let table = MapTable::new(current.logical_plan().clone(), Arc::new(map));
+                current = ctx.read_table(Arc::new(table))?;
+                lookups.push(lookup);
                 Some(spec.name.clone())
             }
         };
@@ -207,7 +241,11 @@ pub async fn apply_stages(
             ctx.register_table(name.as_str(), current.clone().into_view())?;
         }
     }
-    Ok((current, enrichers))
+    Ok(Applied {
+        df: current,
+        enrichers,
+        lookups,
+    })
 }
 
 /// Refuses an output that would overwrite or swallow its own inputs.

@@ -32,10 +32,12 @@ pub mod context;
 pub mod enrich;
 pub mod error;
 pub mod job;
+pub mod lookup;
 pub mod pipeline;
 pub mod report;
 pub mod sink;
 pub mod source;
+pub mod stage;
 
 /// The DataFusion version sluice is built on, re-exported for custom functions and plans.
 pub use datafusion;

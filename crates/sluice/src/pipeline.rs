@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::enrich::EnrichSpec;
 use crate::error::{Error, Result};
 use crate::job::{Job, Stage, Transform};
+use crate::lookup::LookupSpec;
 use crate::sink::{SinkOptions, WriteMode};
 use crate::source::format::parse_char_option;
 use crate::source::{CsvOptions, Format, NewlinesInValues, ReadOptions};
@@ -124,6 +125,9 @@ pub struct PipelineSpec {
     /// HTTP enrich stages.
     #[serde(default)]
     pub enrich: Vec<toml::Spanned<EnrichSpec>>,
+    /// Broadcast lookups.
+    #[serde(default)]
+    pub lookup: Vec<toml::Spanned<LookupSpec>>,
     /// Where to write.
     pub sink: SinkSpec,
     /// Run settings.
@@ -289,17 +293,31 @@ impl PipelineSpec {
             ));
         }
         let mut names = std::collections::HashSet::new();
+        let mut unique = |name: &str| {
+            if names.insert(name.to_string()) {
+                Ok(())
+            } else {
+                Err(Error::Config(format!("two stages are named '{name}'")))
+            }
+        };
         for e in self.enrich {
             let at = e.span().start;
             let mut e = e.into_inner();
-            if !names.insert(e.name.clone()) {
-                return Err(Error::Config(format!(
-                    "two [[enrich]] stages are named '{}'",
-                    e.name
-                )));
-            }
+            unique(&e.name)?;
             e.cache = e.cache.as_deref().map(|c| anchor(base, c));
             stages.push((at, Stage::Enrich(Box::new(e))));
+        }
+        for l in self.lookup {
+            let at = l.span().start;
+            let mut l = l.into_inner();
+            unique(&l.name)?;
+            l.paths = l.paths.iter().map(|p| anchor(base, p)).collect();
+            stages.push((at, Stage::Lookup(Box::new(l))));
+        }
+        for (_, s) in &stages {
+            if let Stage::Sql(Transform { name: Some(n), .. }) = s {
+                unique(n)?;
+            }
         }
         stages.sort_by_key(|(at, _)| *at);
         Ok(Job {

@@ -79,6 +79,8 @@ pub struct Report {
     pub rows_filtered_by_sql: u64,
     /// What each enrich stage did: keys, calls, cache hits, retries, failures, latency.
     pub enrich: Vec<crate::enrich::EnrichReport>,
+    /// What each lookup did: size, bytes read, matched and missing rows.
+    pub lookups: Vec<crate::lookup::LookupReport>,
     /// Output files written.
     pub files_written: u64,
     /// Bytes of output files.

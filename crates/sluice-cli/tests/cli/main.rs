@@ -6,6 +6,7 @@ mod errors;
 mod faults;
 mod formats;
 mod inputs;
+mod lookup;
 mod output;
 mod pipeline;
 mod rejects;

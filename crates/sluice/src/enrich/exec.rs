@@ -1,13 +1,9 @@
-//! The enrich stage in the plan: `EnrichTable` (what SQL sees) and `EnrichExec` (the node
-//! that streams batches through the API calls).
-//!
-//! Each partition streams its input batches; the distinct requests of a batch are started
-//! (or joined, when another partition or batch already started them) and the batch waits for
-//! its answers while the next batches' requests are already in flight (four batches ahead per
+//! The enrich stage as a [`BatchMap`]: each batch's distinct requests are started (or
+//! joined, when another partition or batch already started them) and the batch waits for its
+//! answers while the next batches' requests are already in flight (four batches ahead per
 //! partition). Memory stays bounded by those batches plus one small answer per distinct key.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -15,51 +11,39 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::Session;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::ScalarValue;
-use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Expr, LogicalPlan};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use futures::StreamExt;
 
 use super::call::{is_bare_json, Enricher, Outcome};
 use super::spec::OnCallError;
 use super::template::Value;
 use crate::source::file_scan::row_json;
 use crate::source::rejects::{RejectRecord, Rejects};
+use crate::stage::BatchMap;
 
 /// Input batches whose calls run ahead of the one being emitted, per partition.
 const BATCHES_AHEAD: usize = 4;
 
-/// The output of an enrich stage as a table: its input's columns plus the extracted ones.
+/// An enrich stage over batches of a given input schema.
 #[derive(Debug)]
-pub struct EnrichTable {
-    input: LogicalPlan,
+pub struct EnrichMap {
     enricher: Arc<Enricher>,
     rejects: Arc<Rejects>,
     schema: SchemaRef,
 }
 
-impl EnrichTable {
-    /// Wraps `input` (the previous stage). Fails when a template names a column the input
-    /// does not have or a new column clashes with an existing one.
+impl EnrichMap {
+    /// The stage over rows of `input`. Fails when a template names a column the input does
+    /// not have or a new column clashes with an existing one.
     pub fn try_new(
-        input: LogicalPlan,
+        input: &Schema,
         enricher: Arc<Enricher>,
         rejects: Arc<Rejects>,
     ) -> crate::error::Result<Self> {
-        let input_schema = input.schema().as_arrow().clone();
         let stage =
             |m: String| crate::error::Error::Config(format!("enrich '{}': {m}", enricher.name));
         let names = || {
-            input_schema
+            input
                 .fields()
                 .iter()
                 .map(|f| f.name().as_str())
@@ -67,15 +51,11 @@ impl EnrichTable {
                 .join(", ")
         };
         for c in &enricher.columns {
-            if input_schema.index_of(c).is_err() {
+            if input.index_of(c).is_err() {
                 return Err(stage(format!("no column '{c}' (columns: {})", names())));
             }
         }
-        let mut fields: Vec<Field> = input_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut new: Vec<(String, DataType)> = enricher
             .extract
             .iter()
@@ -92,8 +72,7 @@ impl EnrichTable {
             }
             fields.push(Field::new(name, dt, true));
         }
-        Ok(EnrichTable {
-            input,
+        Ok(EnrichMap {
             enricher,
             rejects,
             schema: Arc::new(Schema::new(fields)),
@@ -102,90 +81,13 @@ impl EnrichTable {
 }
 
 #[async_trait]
-impl TableProvider for EnrichTable {
+impl BatchMap for EnrichMap {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let input = state.create_physical_plan(&self.input).await?;
-        Ok(Arc::new(EnrichExec::new(
-            input,
-            Arc::clone(&self.enricher),
-            Arc::clone(&self.rejects),
-            Arc::clone(&self.schema),
-            projection.cloned(),
-        )))
-    }
-}
-
-/// Calls the API for each row's distinct request and adds the extracted columns.
-#[derive(Debug)]
-pub struct EnrichExec {
-    input: Arc<dyn ExecutionPlan>,
-    enricher: Arc<Enricher>,
-    rejects: Arc<Rejects>,
-    full_schema: SchemaRef,
-    projection: Option<Vec<usize>>,
-    schema: SchemaRef,
-    cache: Arc<PlanProperties>,
-    metrics: ExecutionPlanMetricsSet,
-}
-
-impl EnrichExec {
-    fn new(
-        input: Arc<dyn ExecutionPlan>,
-        enricher: Arc<Enricher>,
-        rejects: Arc<Rejects>,
-        full_schema: SchemaRef,
-        projection: Option<Vec<usize>>,
-    ) -> Self {
-        let schema = match &projection {
-            Some(p) => Arc::new(
-                full_schema
-                    .project(p)
-                    .unwrap_or_else(|_| full_schema.as_ref().clone()),
-            ),
-            None => Arc::clone(&full_schema),
-        };
-        let cache = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            input.properties().output_partitioning().clone(),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
-        EnrichExec {
-            input,
-            enricher,
-            rejects,
-            full_schema,
-            projection,
-            schema,
-            cache,
-            metrics: ExecutionPlanMetricsSet::new(),
-        }
-    }
-
-    /// The stage's caller (its counters feed the report).
-    pub fn enricher(&self) -> &Arc<Enricher> {
-        &self.enricher
-    }
-}
-
-impl DisplayAs for EnrichExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
+    fn describe(&self) -> String {
+        format!(
             "EnrichExec: name={}, {} {}, concurrency={}, on_error={:?}",
             self.enricher.name,
             self.enricher.method(),
@@ -194,84 +96,14 @@ impl DisplayAs for EnrichExec {
             self.enricher.on_error
         )
     }
-}
 
-impl ExecutionPlan for EnrichExec {
-    fn name(&self) -> &str {
-        "EnrichExec"
+    fn ahead(&self) -> usize {
+        BATCHES_AHEAD
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.cache
+    async fn map(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        self.enrich(batch).await
     }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children)
-            .map_err(|_| DataFusionError::Internal("EnrichExec has one child".into()))?;
-        Ok(Arc::new(EnrichExec::new(
-            input,
-            Arc::clone(&self.enricher),
-            Arc::clone(&self.rejects),
-            Arc::clone(&self.full_schema),
-            self.projection.clone(),
-        )))
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
-        let metrics = BaselineMetrics::new(&self.metrics, partition);
-        let stage = Arc::new(Stage {
-            enricher: Arc::clone(&self.enricher),
-            rejects: Arc::clone(&self.rejects),
-            full_schema: Arc::clone(&self.full_schema),
-            projection: self.projection.clone(),
-        });
-        let stream = input
-            .map(move |batch| {
-                let stage = Arc::clone(&stage);
-                async move { stage.enrich(batch?).await }
-            })
-            .buffered(BATCHES_AHEAD)
-            .inspect(move |b| {
-                if let Ok(b) = b {
-                    metrics.record_output(b.num_rows());
-                }
-            });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.schema),
-            stream,
-        )))
-    }
-}
-
-/// What one partition needs to enrich a batch.
-struct Stage {
-    enricher: Arc<Enricher>,
-    rejects: Arc<Rejects>,
-    full_schema: SchemaRef,
-    projection: Option<Vec<usize>>,
 }
 
 /// How one row fared.
@@ -284,16 +116,12 @@ enum RowResult {
     Invalid(String),
 }
 
-impl Stage {
+impl EnrichMap {
     async fn enrich(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let e = &self.enricher;
         let n = batch.num_rows();
         if n == 0 {
-            let schema = match &self.projection {
-                Some(p) => Arc::new(self.full_schema.project(p)?),
-                None => Arc::clone(&self.full_schema),
-            };
-            return Ok(RecordBatch::new_empty(schema));
+            return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)));
         }
         e.stats.rows.fetch_add(n as u64, Ordering::Relaxed);
         // The placeholder values of every row, as text (plus whether JSON takes them bare).
@@ -415,15 +243,11 @@ impl Stage {
         if e.on_error == OnCallError::Null {
             out.push(Arc::new(StringArray::from(errors)));
         }
-        let full = RecordBatch::try_new(Arc::clone(&self.full_schema), out)?;
-        let full = if keep.iter().all(|k| *k) {
+        let full = RecordBatch::try_new(Arc::clone(&self.schema), out)?;
+        Ok(if keep.iter().all(|k| *k) {
             full
         } else {
             filter_record_batch(&full, &BooleanArray::from(keep))?
-        };
-        Ok(match &self.projection {
-            Some(p) => full.project(p)?,
-            None => full,
         })
     }
 }

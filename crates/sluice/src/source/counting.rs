@@ -40,6 +40,15 @@ impl ReadCounter {
             .count() as u64
     }
 
+    /// Bytes fetched so far from one object.
+    pub fn bytes_of(&self, location: &Path) -> u64 {
+        self.per_file
+            .lock()
+            .ok()
+            .and_then(|m| m.get(location).copied())
+            .unwrap_or(0)
+    }
+
     /// Forgets what was counted (after schema sampling, before the scan).
     pub fn reset(&self) {
         self.bytes.store(0, Ordering::Relaxed);

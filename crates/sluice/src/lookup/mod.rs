@@ -1,0 +1,467 @@
+//! Broadcast lookups (`[[lookup]]`): a small table read once into memory, indexed by its key,
+//! and joined to every row of every partition from that one shared copy — the columnar form
+//! of `sc.broadcast(dict)` plus a UDF.
+//!
+//! The key columns of both sides are encoded with arrow's row format (any types, several
+//! columns, NULL never matches), the lookup side once into a hash index, the row side per
+//! batch; the brought columns are then gathered with one `take` per column.
+
+pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use serde::Serialize;
+
+pub use spec::{How, KeyPair, LookupSpec, OnDuplicate, OnMissing};
+
+use crate::error::Error;
+use crate::source::file_scan::row_json;
+use crate::source::rejects::{RejectRecord, Rejects};
+use crate::source::{Format, OnError, ReadOptions, Source};
+use crate::stage::BatchMap;
+
+/// Default most bytes a lookup may hold in memory.
+pub const DEFAULT_MAX_LOOKUP_BYTES: u64 = 1 << 30;
+
+/// A lookup loaded into memory, shared read-only by every partition.
+#[derive(Debug)]
+pub struct Lookup {
+    /// The stage's name.
+    pub name: String,
+    keys: Vec<KeyPair>,
+    key_types: Vec<DataType>,
+    /// The brought columns (renamed with the prefix), one row per lookup row.
+    brought: RecordBatch,
+    index: HashMap<Box<[u8]>, u32>,
+    how: How,
+    on_missing: OnMissing,
+    /// Counters for the report.
+    pub stats: LookupStats,
+}
+
+/// Live counters of a lookup.
+#[derive(Debug, Default)]
+pub struct LookupStats {
+    /// Files read.
+    pub files: Vec<datafusion::object_store::path::Path>,
+    /// Bytes of the files.
+    pub file_bytes: u64,
+    /// Rows of the lookup (distinct keys after `on_duplicate`).
+    pub rows: u64,
+    /// Bytes it holds in memory.
+    pub memory_bytes: u64,
+    /// Rows that found their key.
+    pub matched: AtomicU64,
+    /// Rows that did not.
+    pub missing: AtomicU64,
+}
+
+/// What a lookup did (in `--report-json` under `lookups`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LookupReport {
+    /// The stage.
+    pub name: String,
+    /// Files read.
+    pub files: u64,
+    /// Bytes of the files.
+    pub file_bytes: u64,
+    /// Bytes actually fetched from those files during the whole job (schema sample plus one
+    /// read: the lookup is read once, never per partition).
+    pub bytes_read: u64,
+    /// Rows of the lookup (distinct keys after `on_duplicate`).
+    pub rows: u64,
+    /// Bytes it holds in memory (the broadcast copy shared by every partition).
+    pub memory_bytes: u64,
+    /// Rows that found their key.
+    pub matched: u64,
+    /// Rows that did not (kept with NULLs, rejected or dropped, per `how`/`on_missing`).
+    pub missing: u64,
+}
+
+impl Lookup {
+    /// Reads the lookup's files (strictly: a bad row is an error), checks its size and keys
+    /// and builds the index.
+    pub async fn load(ctx: &SessionContext, spec: &LookupSpec) -> crate::error::Result<Lookup> {
+        let fail = |m: String| Error::Config(format!("lookup '{}': {m}", spec.name));
+        let (how, on_missing, on_duplicate) = spec.modes()?;
+        let max = spec.max_lookup_bytes.unwrap_or(DEFAULT_MAX_LOOKUP_BYTES);
+        let mut options = ReadOptions {
+            paths: spec.paths.clone(),
+            on_error: OnError::Fail,
+            ..ReadOptions::default()
+        };
+        options.format = spec
+            .format
+            .as_deref()
+            .map(str::parse::<Format>)
+            .transpose()?;
+        options.csv.delimiter = spec
+            .delimiter
+            .as_deref()
+            .map(|d| crate::source::format::parse_char_option("delimiter", d))
+            .transpose()?;
+        let source = Source::open(ctx, options).await.map_err(|e| match e {
+            Error::Config(m) => fail(m),
+            other => fail(other.to_string()),
+        })?;
+        let too_big = |bytes: u64, what: &str| {
+            fail(format!(
+                "{what} {bytes} bytes, more than max_lookup_bytes ({max}): join it in a [[transform]] SQL step instead (or raise max_lookup_bytes)"
+            ))
+        };
+        if source.total_bytes() > max {
+            return Err(too_big(source.total_bytes(), "its files hold"));
+        }
+        let df = source.to_dataframe(ctx)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        for k in &spec.keys_right() {
+            if schema.index_of(k).is_err() {
+                return Err(fail(format!(
+                    "the lookup has no column '{k}' (columns: {})",
+                    names(&schema)
+                )));
+            }
+        }
+        let mut stream = df.execute_stream().await?;
+        let mut batches = Vec::new();
+        let mut held = 0u64;
+        while let Some(b) = stream.next().await {
+            let b = b.map_err(|e| fail(crate::source::infer::clean_engine_error(&e)))?;
+            held += b.get_array_memory_size() as u64;
+            if held > max {
+                return Err(too_big(held, "it takes more than"));
+            }
+            batches.push(b);
+        }
+        let all = concat_batches(&schema, &batches)?;
+
+        // Key index: row-encoded keys -> lookup row.
+        let key_arrays: Vec<ArrayRef> = spec
+            .on
+            .iter()
+            .map(|k| Ok(Arc::clone(all.column(schema.index_of(&k.right)?))))
+            .collect::<Result<_>>()?;
+        let key_types: Vec<DataType> = key_arrays.iter().map(|a| a.data_type().clone()).collect();
+        let converter = converter(&key_types)?;
+        let rows = converter.convert_columns(&key_arrays)?;
+        let mut index: HashMap<Box<[u8]>, u32> = HashMap::with_capacity(all.num_rows());
+        let mut keep: Vec<u32> = Vec::with_capacity(all.num_rows());
+        for i in 0..all.num_rows() {
+            if key_arrays.iter().any(|a| a.is_null(i)) {
+                continue; // a NULL key never matches
+            }
+            let key: Box<[u8]> = rows.row(i).as_ref().into();
+            match index.get(&key) {
+                None => {
+                    index.insert(key, keep.len() as u32);
+                    keep.push(i as u32);
+                }
+                Some(&at) => match on_duplicate {
+                    OnDuplicate::First => {}
+                    OnDuplicate::Last => keep[at as usize] = i as u32,
+                    OnDuplicate::Error => {
+                        return Err(fail(format!(
+                            "the key {} appears more than once (set on_duplicate = \"first\" or \"last\")",
+                            describe_key(&spec.on, &key_arrays, i, |k| &k.right)
+                        )))
+                    }
+                },
+            }
+        }
+        // The brought columns, in index order.
+        let key_names = spec.keys_right();
+        let wanted: Vec<String> = match &spec.columns {
+            Some(cols) => cols.clone(),
+            None => schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|n| !key_names.contains(n))
+                .collect(),
+        };
+        let prefix = spec.prefix.clone().unwrap_or_default();
+        let rows_taken = UInt32Array::from(keep);
+        let mut fields = Vec::with_capacity(wanted.len());
+        let mut columns = Vec::with_capacity(wanted.len());
+        for c in &wanted {
+            let i = schema.index_of(c).map_err(|_| {
+                fail(format!(
+                    "the lookup has no column '{c}' (columns: {})",
+                    names(&schema)
+                ))
+            })?;
+            let f = schema.field(i);
+            fields.push(Field::new(
+                format!("{prefix}{c}"),
+                f.data_type().clone(),
+                true,
+            ));
+            columns.push(take(all.column(i).as_ref(), &rows_taken, None)?);
+        }
+        let brought = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &datafusion::arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(rows_taken.len())),
+        )?;
+        let memory = brought.get_array_memory_size() as u64
+            + index.keys().map(|k| k.len() as u64 + 16).sum::<u64>();
+        if memory > max {
+            return Err(too_big(memory, "it takes"));
+        }
+        let stats = LookupStats {
+            files: source
+                .files
+                .iter()
+                .map(|f| crate::source::infer::store_path(&f.input))
+                .collect::<crate::error::Result<_>>()?,
+            file_bytes: source.total_bytes(),
+            rows: brought.num_rows() as u64,
+            memory_bytes: memory,
+            ..LookupStats::default()
+        };
+        Ok(Lookup {
+            name: spec.name.clone(),
+            keys: spec.on.clone(),
+            key_types,
+            brought,
+            index,
+            how,
+            on_missing,
+            stats,
+        })
+    }
+
+    /// The report, with the bytes `reads` counted for the lookup's files.
+    pub fn report(&self, reads: &crate::source::counting::ReadCounter) -> LookupReport {
+        LookupReport {
+            name: self.name.clone(),
+            files: self.stats.files.len() as u64,
+            file_bytes: self.stats.file_bytes,
+            bytes_read: self.stats.files.iter().map(|p| reads.bytes_of(p)).sum(),
+            rows: self.stats.rows,
+            memory_bytes: self.stats.memory_bytes,
+            matched: self.stats.matched.load(Ordering::Relaxed),
+            missing: self.stats.missing.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The columns the lookup adds.
+    pub fn brought_fields(&self) -> Vec<Field> {
+        self.brought
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect()
+    }
+}
+
+impl LookupSpec {
+    fn keys_right(&self) -> Vec<String> {
+        self.on.iter().map(|k| k.right.clone()).collect()
+    }
+}
+
+fn names(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn converter(types: &[DataType]) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        types.iter().map(|t| SortField::new(t.clone())).collect(),
+    )?)
+}
+
+/// `category='books'` (or `a='x', b=2`) for messages.
+fn describe_key(
+    on: &[KeyPair],
+    arrays: &[ArrayRef],
+    row: usize,
+    side: impl Fn(&KeyPair) -> &String,
+) -> String {
+    on.iter()
+        .zip(arrays)
+        .map(|(k, a)| {
+            let v = cast(a, &DataType::Utf8)
+                .ok()
+                .and_then(|s| {
+                    s.as_any()
+                        .downcast_ref::<datafusion::arrow::array::StringArray>()
+                        .filter(|s| !s.is_null(row))
+                        .map(|s| format!("'{}'", s.value(row)))
+                })
+                .unwrap_or_else(|| "NULL".to_string());
+            format!("{}={v}", side(k))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A lookup joined to batches of one input schema.
+#[derive(Debug)]
+pub struct LookupMap {
+    lookup: Arc<Lookup>,
+    rejects: Arc<Rejects>,
+    schema: SchemaRef,
+}
+
+impl LookupMap {
+    /// The lookup over rows of `input`; fails when a key column is missing or a brought
+    /// column clashes with an input column.
+    pub fn try_new(
+        input: &Schema,
+        lookup: Arc<Lookup>,
+        rejects: Arc<Rejects>,
+    ) -> crate::error::Result<Self> {
+        let fail = |m: String| Error::Config(format!("lookup '{}': {m}", lookup.name));
+        for k in &lookup.keys {
+            if input.index_of(&k.left).is_err() {
+                return Err(fail(format!(
+                    "the rows have no column '{}' (columns: {})",
+                    k.left,
+                    names(input)
+                )));
+            }
+        }
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for f in lookup.brought_fields() {
+            if input.index_of(f.name()).is_ok() {
+                return Err(fail(format!(
+                    "the column '{}' is already in the rows: set a prefix or pick columns",
+                    f.name()
+                )));
+            }
+            fields.push(f);
+        }
+        Ok(LookupMap {
+            lookup,
+            rejects,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+}
+
+#[async_trait]
+impl BatchMap for LookupMap {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn describe(&self) -> String {
+        let l = &self.lookup;
+        format!(
+            "LookupExec: name={}, on={}, how={:?}, on_missing={:?}, broadcast {} rows ({} bytes)",
+            l.name,
+            l.keys
+                .iter()
+                .map(|k| if k.left == k.right {
+                    k.left.clone()
+                } else {
+                    format!("{}={}", k.left, k.right)
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            l.how,
+            l.on_missing,
+            l.stats.rows,
+            l.stats.memory_bytes
+        )
+    }
+
+    async fn map(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let l = &self.lookup;
+        let n = batch.num_rows();
+        let mut keys = Vec::with_capacity(l.keys.len());
+        for (k, t) in l.keys.iter().zip(&l.key_types) {
+            let a = batch
+                .column_by_name(&k.left)
+                .ok_or_else(|| DataFusionError::Plan(format!("no column '{}'", k.left)))?;
+            keys.push(if a.data_type() == t {
+                Arc::clone(a)
+            } else {
+                cast(a, t)?
+            });
+        }
+        let rows = converter(&l.key_types)?.convert_columns(&keys)?;
+        let mut found: Vec<Option<u32>> = Vec::with_capacity(n);
+        for i in 0..n {
+            let hit = if keys.iter().any(|a| a.is_null(i)) {
+                None
+            } else {
+                l.index.get(rows.row(i).as_ref()).copied()
+            };
+            found.push(hit);
+        }
+        let missing = found.iter().filter(|f| f.is_none()).count();
+        l.stats
+            .matched
+            .fetch_add((n - missing) as u64, Ordering::Relaxed);
+        l.stats.missing.fetch_add(missing as u64, Ordering::Relaxed);
+        let mut keep = vec![true; n];
+        if missing > 0 {
+            match (l.how, l.on_missing) {
+                (How::Inner, _) => {
+                    for (k, f) in keep.iter_mut().zip(&found) {
+                        *k = f.is_some();
+                    }
+                }
+                (How::Left, OnMissing::Null) => {}
+                (How::Left, OnMissing::Fail) => {
+                    let i = found.iter().position(Option::is_none).unwrap_or(0);
+                    return Err(DataFusionError::External(Box::new(Error::BadRow(format!(
+                        "lookup '{}': no match for {}",
+                        l.name,
+                        describe_key(&l.keys, &keys, i, |k| &k.left)
+                    )))));
+                }
+                (How::Left, OnMissing::Reject) => {
+                    for i in (0..n).filter(|&i| found[i].is_none()) {
+                        keep[i] = false;
+                        let (raw, raw_truncated) = row_json(&batch.slice(i, 1));
+                        self.rejects
+                            .reject_later(RejectRecord {
+                                kind: "lookup_missing",
+                                message: format!(
+                                    "no match for {} in lookup '{}'",
+                                    describe_key(&l.keys, &keys, i, |k| &k.left),
+                                    l.name
+                                ),
+                                raw,
+                                raw_truncated,
+                                stage: Some(l.name.clone()),
+                                ..RejectRecord::default()
+                            })
+                            .map_err(DataFusionError::from)?;
+                    }
+                }
+            }
+        }
+        let indices = UInt32Array::from(found);
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for c in l.brought.columns() {
+            columns.push(take(c.as_ref(), &indices, None)?);
+        }
+        let out = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        Ok(if keep.iter().all(|k| *k) {
+            out
+        } else {
+            filter_record_batch(&out, &BooleanArray::from(keep))?
+        })
+    }
+}

@@ -1,0 +1,206 @@
+//! Stages that turn each batch of the previous stage into a batch with more (or other)
+//! columns: enrich calls, broadcast lookups and user batch functions.
+//!
+//! A stage is a [`BatchMap`]. [`MapTable`] makes it a table for SQL (its input is the
+//! previous stage's logical plan) and [`MapExec`] is its node in the physical plan: every
+//! input partition is mapped on its own, so the work spreads over all cores, with up to
+//! `ahead` batches in progress per partition (more than one for stages that wait on I/O).
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
+
+/// The work of one stage on one batch.
+#[async_trait]
+pub trait BatchMap: Send + Sync + fmt::Debug {
+    /// The output schema (for every batch).
+    fn schema(&self) -> SchemaRef;
+
+    /// One line for plans: `Lookup: cats on category (120 rows, 8 KiB)`.
+    fn describe(&self) -> String;
+
+    /// Batches in progress at once per partition (1 for CPU work; more to overlap I/O).
+    fn ahead(&self) -> usize {
+        1
+    }
+
+    /// Maps one batch (of the input's schema) to one batch of [`BatchMap::schema`].
+    async fn map(&self, batch: RecordBatch) -> Result<RecordBatch>;
+}
+
+/// A stage as a table: what later SQL steps read.
+#[derive(Debug)]
+pub struct MapTable {
+    input: LogicalPlan,
+    map: Arc<dyn BatchMap>,
+}
+
+impl MapTable {
+    /// The stage `map` over `input` (the previous stage's plan).
+    pub fn new(input: LogicalPlan, map: Arc<dyn BatchMap>) -> Self {
+        MapTable { input, map }
+    }
+}
+
+#[async_trait]
+impl TableProvider for MapTable {
+    fn schema(&self) -> SchemaRef {
+        self.map.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = state.create_physical_plan(&self.input).await?;
+        Ok(Arc::new(MapExec::try_new(
+            input,
+            Arc::clone(&self.map),
+            projection.cloned(),
+        )?))
+    }
+}
+
+/// Runs a [`BatchMap`] on every batch of every partition of its input.
+#[derive(Debug)]
+pub struct MapExec {
+    input: Arc<dyn ExecutionPlan>,
+    map: Arc<dyn BatchMap>,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    cache: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl MapExec {
+    /// The node; `projection` picks output columns of the stage's schema.
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        map: Arc<dyn BatchMap>,
+        projection: Option<Vec<usize>>,
+    ) -> Result<Self> {
+        let full = map.schema();
+        let schema = match &projection {
+            Some(p) => Arc::new(full.project(p)?),
+            None => full,
+        };
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            input.properties().output_partitioning().clone(),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(MapExec {
+            input,
+            map,
+            projection,
+            schema,
+            cache,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The stage this node runs.
+    pub fn map(&self) -> &Arc<dyn BatchMap> {
+        &self.map
+    }
+}
+
+impl DisplayAs for MapExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.map.describe())
+    }
+}
+
+impl ExecutionPlan for MapExec {
+    fn name(&self) -> &str {
+        "MapExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("MapExec has one child".into()))?;
+        Ok(Arc::new(MapExec::try_new(
+            input,
+            Arc::clone(&self.map),
+            self.projection.clone(),
+        )?))
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let map = Arc::clone(&self.map);
+        let projection = self.projection.clone();
+        let stream = input
+            .map(move |batch| {
+                let map = Arc::clone(&map);
+                let projection = projection.clone();
+                async move {
+                    let out = map.map(batch?).await?;
+                    match &projection {
+                        Some(p) => Ok(out.project(p)?),
+                        None => Ok(out),
+                    }
+                }
+            })
+            .buffered(self.map.ahead().max(1))
+            .inspect(move |b| {
+                if let Ok(b) = b {
+                    metrics.record_output(b.num_rows());
+                }
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
+    }
+}
