@@ -17,7 +17,9 @@ use crate::report::{rows_scanned, scan_partitions, FileReport, Progress, Report}
 use crate::sink::{self, SinkOptions};
 use crate::source::counting::CountingStore;
 use crate::source::{ReadOptions, Source};
-use crate::stage::MapTable;
+use crate::stage::{BatchMap, MapTable};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 
 /// One SQL step. The table `source` is the output of the step before it (the read for the
 /// first step); a step with a `name` can also be referred to by that name later.
@@ -39,11 +41,61 @@ pub enum Stage {
     Enrich(Box<EnrichSpec>),
     /// A broadcast lookup, adding columns of a small table by key.
     Lookup(Box<LookupSpec>),
+    /// A Rust function over each batch (library API only).
+    Batches(BatchFn),
+}
+
+/// A Rust function applied to every batch of a stage's input, on all partitions at once.
+#[derive(Clone)]
+pub struct BatchFn {
+    /// The stage's name (a table for later SQL steps).
+    pub name: String,
+    /// The function.
+    pub f: Arc<dyn Fn(RecordBatch) -> datafusion::error::Result<RecordBatch> + Send + Sync>,
+}
+
+impl std::fmt::Debug for BatchFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchFn")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`BatchFn`] as a plan stage.
+#[derive(Debug)]
+struct FnMap {
+    f: BatchFn,
+    schema: SchemaRef,
+}
+
+#[async_trait::async_trait]
+impl BatchMap for FnMap {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn describe(&self) -> String {
+        format!("BatchFnExec: name={}", self.f.name)
+    }
+
+    async fn map(&self, batch: RecordBatch) -> datafusion::error::Result<RecordBatch> {
+        let out = (self.f.f)(batch)?;
+        // Same columns and types as announced (the schema object itself may differ).
+        RecordBatch::try_new(Arc::clone(&self.schema), out.columns().to_vec()).map_err(|e| {
+            datafusion::error::DataFusionError::Execution(format!(
+                "batch function '{}' returned other columns than for its first (empty) batch: {e}",
+                self.f.name
+            ))
+        })
+    }
 }
 
 /// A complete job: source, stages, sink.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// Scalar functions the SQL steps may call.
+    pub udfs: Vec<datafusion::logical_expr::ScalarUDF>,
     /// What to read.
     pub source: ReadOptions,
     /// Stages (SQL steps, enrich stages), in order.
@@ -52,6 +104,18 @@ pub struct Job {
     pub sink: SinkOptions,
     /// Threads (and partitions) to use.
     pub threads: usize,
+}
+
+impl Default for Job {
+    fn default() -> Self {
+        Job {
+            udfs: Vec::new(),
+            source: ReadOptions::default(),
+            stages: Vec::new(),
+            sink: SinkOptions::default(),
+            threads: crate::context::default_threads(),
+        }
+    }
 }
 
 /// The name of the table holding the previous stage's output in SQL steps.
@@ -65,6 +129,9 @@ impl Job {
             return Err(Error::Config("threads must be at least 1".into()));
         }
         let ctx = context::session_with(self.threads, self.source.split_min_size);
+        for udf in &self.udfs {
+            ctx.register_udf(udf.clone());
+        }
         let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
         ctx.register_object_store(
             ObjectStoreUrl::local_filesystem().as_ref(),
@@ -234,6 +301,20 @@ pub async fn apply_stages(
                 current = ctx.read_table(Arc::new(table))?;
                 lookups.push(lookup);
                 Some(spec.name.clone())
+            }
+            Stage::Batches(f) => {
+                let input = current.schema().as_arrow().clone();
+                let empty = RecordBatch::new_empty(Arc::new(input));
+                let schema = (f.f)(empty)
+                    .map_err(|e| Error::Config(format!("batch function '{}': {e}", f.name)))?
+                    .schema();
+                let map = FnMap {
+                    f: f.clone(),
+                    schema,
+                };
+                let table = MapTable::new(current.logical_plan().clone(), Arc::new(map));
+                current = ctx.read_table(Arc::new(table))?;
+                Some(f.name.clone())
             }
         };
         if let Some(name) = name {

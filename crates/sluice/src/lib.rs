@@ -20,6 +20,7 @@
 //!         ..SinkOptions::default()
 //!     },
 //!     threads: 2,
+//!     ..Job::default()
 //! };
 //! let report = job.run(&Default::default()).await?;
 //! assert_eq!(report.rows_in, report.rows_out);
@@ -28,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod builder;
 pub mod context;
 pub mod enrich;
 pub mod error;
@@ -39,10 +41,11 @@ pub mod sink;
 pub mod source;
 pub mod stage;
 
+pub use builder::Pipeline;
 /// The DataFusion version sluice is built on, re-exported for custom functions and plans.
 pub use datafusion;
 pub use error::{Error, Result};
-pub use job::{Job, Stage, Transform};
+pub use job::{BatchFn, Job, Stage, Transform};
 pub use report::{Progress, Report};
 pub use sink::{SinkOptions, WriteMode};
 pub use source::{ReadOptions, Source};

@@ -328,6 +328,7 @@ impl PipelineSpec {
                 .settings
                 .threads
                 .unwrap_or_else(crate::context::default_threads),
+            ..Job::default()
         })
     }
 }

@@ -101,6 +101,7 @@ async fn fuzz(name: &str, generate: fn(&mut Rng) -> Vec<u8>, budget: Duration) {
                 ..SinkOptions::default()
             },
             threads: 3,
+            ..Job::default()
         };
         let report = match job.run(&Progress::default()).await {
             Ok(r) => r,

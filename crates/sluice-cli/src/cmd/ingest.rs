@@ -39,6 +39,7 @@ impl IngestCmd {
                 .collect(),
             sink: self.write.to_options(),
             threads,
+            ..Job::default()
         };
         super::run_job(job, &self.run).await
     }

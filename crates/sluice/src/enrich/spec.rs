@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 ///
 /// Every row's `{column}` placeholders fill the URL (and body); each distinct request is made
 /// once, and the values found at the `extract` JSON pointers become new columns.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrichSpec {
     /// The stage's name: later SQL steps can use it as a table, and it names the stage in
