@@ -28,6 +28,8 @@ enum Command {
     Query(cmd::query::QueryCmd),
     /// Run a pipeline file.
     Run(cmd::run::RunCmd),
+    /// Show how a pipeline would run (inputs, partitions, stages, output, warnings).
+    Explain(cmd::explain::ExplainCmd),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Run(c) => c.run.threads,
         Command::Query(c) => c.threads,
         Command::Schema(_) => None,
+        Command::Explain(c) => c.threads,
     }
     .unwrap_or_else(sluice::context::default_threads)
     .max(1);
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             Command::Schema(c) => c.execute().await,
             Command::Query(c) => c.execute(threads).await,
             Command::Run(c) => c.execute().await,
+            Command::Explain(c) => c.execute().await,
         }
     });
     match result {

@@ -33,6 +33,7 @@ pub mod builder;
 pub mod context;
 pub mod enrich;
 pub mod error;
+pub mod explain;
 pub mod job;
 pub mod lookup;
 pub mod pipeline;

@@ -3,6 +3,7 @@
 mod crash;
 mod enrich;
 mod errors;
+mod explain;
 mod faults;
 mod formats;
 mod inputs;

@@ -60,6 +60,10 @@ pub struct LookupStats {
     pub rows: u64,
     /// Bytes it holds in memory.
     pub memory_bytes: u64,
+    /// Most bytes held while it was read (checked against `max_lookup_bytes`).
+    pub peak_bytes: u64,
+    /// The limit.
+    pub max_bytes: u64,
     /// Rows that found their key.
     pub matched: AtomicU64,
     /// Rows that did not.
@@ -82,6 +86,8 @@ pub struct LookupReport {
     pub rows: u64,
     /// Bytes it holds in memory (the broadcast copy shared by every partition).
     pub memory_bytes: u64,
+    /// Most bytes held while it was read (what `max_lookup_bytes` limits).
+    pub peak_bytes: u64,
     /// Rows that found their key.
     pub matched: u64,
     /// Rows that did not (kept with NULLs, rejected or dropped, per `how`/`on_missing`).
@@ -228,6 +234,8 @@ impl Lookup {
             file_bytes: source.total_bytes(),
             rows: brought.num_rows() as u64,
             memory_bytes: memory,
+            peak_bytes: held.max(memory),
+            max_bytes: max,
             ..LookupStats::default()
         };
         Ok(Lookup {
@@ -251,6 +259,7 @@ impl Lookup {
             bytes_read: self.stats.files.iter().map(|p| reads.bytes_of(p)).sum(),
             rows: self.stats.rows,
             memory_bytes: self.stats.memory_bytes,
+            peak_bytes: self.stats.peak_bytes,
             matched: self.stats.matched.load(Ordering::Relaxed),
             missing: self.stats.missing.load(Ordering::Relaxed),
         }

@@ -222,6 +222,17 @@ impl CsvScanExec {
     }
 }
 
+impl CsvScanExec {
+    /// Every byte range read, as (file, start, end, file size).
+    pub fn ranges(&self) -> Vec<(String, u64, u64, u64)> {
+        self.partitions
+            .iter()
+            .flatten()
+            .map(|r| (r.display.clone(), r.start, r.end, r.size))
+            .collect()
+    }
+}
+
 impl DisplayAs for CsvScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let ranges: usize = self.partitions.iter().map(Vec::len).sum();

@@ -78,6 +78,17 @@ impl FileByFileExec {
     }
 }
 
+impl FileByFileExec {
+    /// Every part read, as (file, whole file or a row-group range).
+    pub fn parts(&self) -> Vec<(String, bool)> {
+        self.partitions
+            .iter()
+            .flatten()
+            .map(|p| (p.display.clone(), p.whole))
+            .collect()
+    }
+}
+
 impl DisplayAs for FileByFileExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let parts: usize = self.partitions.iter().map(Vec::len).sum();

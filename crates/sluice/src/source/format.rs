@@ -90,6 +90,18 @@ pub enum Compression {
     Xz,
 }
 
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Bzip2 => "bzip2",
+            Compression::Xz => "xz",
+        })
+    }
+}
+
 impl Compression {
     const EXTS: [(&'static str, Compression); 5] = [
         (".gz", Compression::Gzip),

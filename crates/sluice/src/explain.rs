@@ -1,0 +1,462 @@
+//! `sluice explain`: the plan of a job, in terms a user can act on — the input files and how
+//! they are split into partitions, each stage with its kind of parallelism, the output
+//! layout, and warnings. Nothing is written and no API is called; the inputs' schemas are
+//! sampled, lookups are loaded (to tell their size) and the partition column is sampled.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::physical_plan::ExecutionPlan;
+use serde::Serialize;
+
+use crate::context;
+use crate::enrich::{Concurrency, Enricher};
+use crate::error::Result;
+use crate::job::{apply_stages, Job, Stage};
+use crate::lookup::DEFAULT_MAX_LOOKUP_BYTES;
+use crate::source::csv_scan::CsvScanExec;
+use crate::source::file_scan::FileByFileExec;
+use crate::source::{Compression, Source};
+
+/// Rows sampled to estimate the values of a `partition_by` column.
+const PARTITION_SAMPLE_ROWS: usize = 100_000;
+/// More distinct `partition_by` values than this in the sample is a warning.
+const MANY_PARTITIONS: u64 = 1000;
+
+/// The plan of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explain {
+    /// The input files and their partitions.
+    pub inputs: Inputs,
+    /// The columns read, `name TYPE`.
+    pub schema: Vec<String>,
+    /// Widening decisions taken when merging the files' schemas.
+    pub schema_decisions: Vec<String>,
+    /// The stages, in order.
+    pub stages: Vec<StagePlan>,
+    /// The output.
+    pub output: Output,
+    /// Things worth changing.
+    pub warnings: Vec<String>,
+}
+
+/// The inputs of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    /// Files read.
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// Partitions the scan produces (byte ranges of big files count one each).
+    pub partitions: usize,
+    /// Threads the job runs on.
+    pub threads: usize,
+    /// Each file (the first 50).
+    pub list: Vec<InputPlan>,
+    /// Files not listed.
+    pub more: usize,
+}
+
+/// One input file.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputPlan {
+    /// The file.
+    pub file: String,
+    /// `csv`, `ndjson`, `parquet`, `orc`.
+    pub format: String,
+    /// `gzip`, `zstd`... or none.
+    pub compression: Option<String>,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Partitions reading it: 1 = whole, more = split into ranges.
+    pub ranges: usize,
+    /// Why it is read whole, when it is big enough to split but is not.
+    pub whole_because: Option<String>,
+}
+
+/// One stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StagePlan {
+    /// `sql`, `lookup`, `enrich` or `batches`.
+    pub kind: String,
+    /// The stage's name (SQL steps without one are `transform #N`).
+    pub name: String,
+    /// How it runs in parallel.
+    pub parallelism: String,
+    /// Settings worth seeing.
+    pub details: BTreeMap<String, String>,
+}
+
+/// Where the output goes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Output {
+    /// The path.
+    pub path: String,
+    /// The format.
+    pub format: String,
+    /// How many files, and why.
+    pub files: String,
+    /// Hive partition columns.
+    pub partition_by: Vec<String>,
+    /// `error`, `overwrite` or `append`.
+    pub mode: String,
+    /// Columns written, `name TYPE`.
+    pub columns: Vec<String>,
+}
+
+/// Plans `job` without running it.
+pub async fn explain(job: &Job) -> Result<Explain> {
+    let threads = job.threads.max(1);
+    let ctx = context::session_with(threads, job.source.split_min_size);
+    for udf in &job.udfs {
+        ctx.register_udf(udf.clone());
+    }
+    let source = Source::open(&ctx, job.source.clone()).await?;
+    let df = source.to_dataframe(&ctx)?;
+    let scan = df.clone().create_physical_plan().await?;
+    let mut ranges: BTreeMap<String, usize> = BTreeMap::new();
+    collect_ranges(&scan, &mut ranges);
+    let partitions = crate::report::scan_partitions(&scan);
+    let unsplit = source.unsplit.lock().map(|u| u.clone()).unwrap_or_default();
+    let split_min = job.source.split_min_size.unwrap_or(1 << 20) as u64;
+
+    let mut warnings = Vec::new();
+    let list: Vec<InputPlan> = source
+        .files
+        .iter()
+        .map(|f| {
+            let n = ranges.get(&f.input.display).copied().unwrap_or(1);
+            let compressed = f.input.compression != Compression::None;
+            let whole_because = if n > 1 || f.input.size < split_min || partitions < 2 {
+                None
+            } else if compressed {
+                Some("compressed: cannot be split".to_string())
+            } else if unsplit.contains(&f.input.display) {
+                Some("no safe record boundary near a cut".to_string())
+            } else {
+                None
+            };
+            // A compressed file bigger than a thread's share keeps one thread busy alone.
+            let share = source.total_bytes() / threads as u64;
+            if compressed && threads > 1 && f.input.size >= split_min && f.input.size > share {
+                warnings.push(format!(
+                    "{} is {} compressed and cannot be split: one thread reads it while the others wait; store big files uncompressed or as several files",
+                    f.input.display,
+                    human_bytes(f.input.size)
+                ));
+            }
+            InputPlan {
+                file: f.input.display.clone(),
+                format: f.input.format.to_string(),
+                compression: compressed.then(|| f.input.compression.to_string()),
+                bytes: f.input.size,
+                ranges: n,
+                whole_because,
+            }
+        })
+        .collect();
+    let more = list.len().saturating_sub(50);
+    let list: Vec<InputPlan> = list.into_iter().take(50).collect();
+
+    // Partition columns with many values make many folders of small files.
+    for col in &job.sink.partition_by {
+        if source.schema.index_of(col).is_err() {
+            continue;
+        }
+        ctx.register_table("__sluice_explain", df.clone().into_view())?;
+        let sql = format!(
+            "SELECT approx_distinct(\"{c}\") AS n FROM (SELECT \"{c}\" FROM __sluice_explain LIMIT {PARTITION_SAMPLE_ROWS})",
+            c = col.replace('"', "\"\"")
+        );
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        ctx.deregister_table("__sluice_explain")?;
+        let n = batches
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                    .map(|a| a.value(0))
+            })
+            .unwrap_or(0);
+        if n > MANY_PARTITIONS {
+            warnings.push(format!(
+                "partition_by '{col}' has about {n} distinct values in the first {PARTITION_SAMPLE_ROWS} rows: that many folders, each with its own small files; partition by a coarser column"
+            ));
+        }
+    }
+
+    let applied = apply_stages(&ctx, df, &job.stages, &source.rejects).await?;
+    let plan = applied.df.clone().create_physical_plan().await?;
+    let cpu = format!(
+        "CPU: {} partitions on {threads} threads",
+        plan.properties()
+            .output_partitioning()
+            .partition_count()
+            .max(1)
+    );
+    let mut stages = Vec::new();
+    let (mut lookups, mut enrichers) = (applied.lookups.iter(), applied.enrichers.iter());
+    let mut sql_steps = 0;
+    for stage in &job.stages {
+        let mut details = BTreeMap::new();
+        let (kind, name, parallelism) = match stage {
+            Stage::Sql(t) => {
+                sql_steps += 1;
+                details.insert("sql".into(), one_line(&t.sql));
+                let name = t
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("transform #{sql_steps}"));
+                ("sql", name, cpu.clone())
+            }
+            Stage::Lookup(spec) => {
+                let l = lookups.next().map(|l| l.report(&Default::default()));
+                let (rows, memory, peak) = l
+                    .map(|l| (l.rows, l.memory_bytes, l.peak_bytes))
+                    .unwrap_or((0, 0, 0));
+                let max = spec.max_lookup_bytes.unwrap_or(DEFAULT_MAX_LOOKUP_BYTES);
+                if peak * 5 > max * 4 {
+                    warnings.push(format!(
+                        "lookup '{}' takes {} while loading, near its max_lookup_bytes ({}): as it grows, join it in SQL instead",
+                        spec.name,
+                        human_bytes(peak),
+                        human_bytes(max)
+                    ));
+                }
+                let on: Vec<String> = spec
+                    .on
+                    .iter()
+                    .map(|k| {
+                        if k.left == k.right {
+                            k.left.clone()
+                        } else {
+                            format!("{}={}", k.left, k.right)
+                        }
+                    })
+                    .collect();
+                details.insert("on".into(), on.join(", "));
+                details.insert(
+                    "how".into(),
+                    spec.how.clone().unwrap_or_else(|| "left".into()),
+                );
+                details.insert(
+                    "on_missing".into(),
+                    spec.on_missing.clone().unwrap_or_else(|| "null".into()),
+                );
+                (
+                    "lookup",
+                    spec.name.clone(),
+                    format!(
+                        "broadcast: {rows} rows ({}) loaded once, shared by every partition",
+                        human_bytes(memory)
+                    ),
+                )
+            }
+            Stage::Enrich(spec) => {
+                let e: Option<&Arc<Enricher>> = enrichers.next();
+                let url = e.map(|e| e.url_shown()).unwrap_or_default();
+                let method = e.map(|e| e.method().to_string()).unwrap_or_default();
+                let concurrency = match spec.concurrency.unwrap_or(Concurrency::Fixed(16)) {
+                    Concurrency::Fixed(n) => format!("at most {n}"),
+                    Concurrency::Auto => format!(
+                        "adaptive (AIMD), at most {}",
+                        spec.max_concurrency.unwrap_or(256)
+                    ),
+                };
+                details.insert("request".into(), format!("{method} {url}"));
+                details.insert("retries".into(), spec.retries.unwrap_or(3).to_string());
+                details.insert(
+                    "on_error".into(),
+                    spec.on_error.clone().unwrap_or_else(|| "reject".into()),
+                );
+                if let Some(r) = &spec.rate_limit {
+                    details.insert("rate_limit".into(), r.clone());
+                }
+                if let Some(c) = &spec.cache {
+                    details.insert("cache".into(), c.clone());
+                }
+                if let Some(b) = &spec.batch {
+                    details.insert("batch".into(), format!("{} keys per POST", b.size));
+                }
+                (
+                    "enrich",
+                    spec.name.clone(),
+                    format!("async I/O: {concurrency} requests in flight, one per distinct key"),
+                )
+            }
+            Stage::Batches(f) => ("batches", f.name.clone(), format!("{cpu} (your function)")),
+        };
+        stages.push(StagePlan {
+            kind: kind.into(),
+            name,
+            parallelism,
+            details,
+        });
+    }
+
+    let sink = &job.sink;
+    let single = sink.single_file_target();
+    let files = if single {
+        "1 (a single file)".to_string()
+    } else if let Some(n) = sink.files {
+        if sink.partition_by.is_empty() {
+            format!("{n}")
+        } else {
+            format!("{n} per partition folder")
+        }
+    } else if !sink.partition_by.is_empty() {
+        "1 per partition folder".to_string()
+    } else {
+        format!("{threads} (one per thread)")
+    };
+    let columns = applied
+        .df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f.name(),
+                crate::source::merge::type_name(f.data_type())
+            )
+        })
+        .collect();
+    Ok(Explain {
+        inputs: Inputs {
+            files: source.files.len(),
+            bytes: source.total_bytes(),
+            partitions,
+            threads,
+            list,
+            more,
+        },
+        schema: source
+            .output_schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {}",
+                    f.name(),
+                    crate::source::merge::type_name(f.data_type())
+                )
+            })
+            .collect(),
+        schema_decisions: source.decisions.clone(),
+        stages,
+        output: Output {
+            path: sink.path.clone(),
+            format: sink.resolved_format().to_string(),
+            files,
+            partition_by: sink.partition_by.clone(),
+            mode: format!("{:?}", sink.mode).to_lowercase(),
+            columns,
+        },
+        warnings,
+    })
+}
+
+fn collect_ranges(plan: &Arc<dyn ExecutionPlan>, out: &mut BTreeMap<String, usize>) {
+    if let Some(csv) = plan.downcast_ref::<CsvScanExec>() {
+        for (file, ..) in csv.ranges() {
+            *out.entry(file).or_default() += 1;
+        }
+        return;
+    }
+    if let Some(f) = plan.downcast_ref::<FileByFileExec>() {
+        for (file, _) in f.parts() {
+            *out.entry(file).or_default() += 1;
+        }
+        return;
+    }
+    for child in plan.children() {
+        collect_ranges(child, out);
+    }
+}
+
+fn one_line(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `907 B`, `1.5 KiB`, `12.0 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl fmt::Display for Explain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inputs;
+        writeln!(
+            f,
+            "inputs: {} files, {} -> {} partitions on {} threads",
+            i.files,
+            human_bytes(i.bytes),
+            i.partitions,
+            i.threads
+        )?;
+        let width = i.list.iter().map(|p| p.file.len()).max().unwrap_or(0);
+        for p in &i.list {
+            let format = match &p.compression {
+                Some(c) => format!("{} ({c})", p.format),
+                None => p.format.clone(),
+            };
+            let how = match (p.ranges, &p.whole_because) {
+                (1, None) => "whole".to_string(),
+                (1, Some(why)) => format!("whole ({why})"),
+                (n, _) => format!("{n} ranges"),
+            };
+            writeln!(
+                f,
+                "  {:width$}  {:14} {:>10}  {how}",
+                p.file,
+                format,
+                human_bytes(p.bytes)
+            )?;
+        }
+        if i.more > 0 {
+            writeln!(f, "  ... and {} more", i.more)?;
+        }
+        writeln!(f, "schema: {}", self.schema.join(", "))?;
+        for d in &self.schema_decisions {
+            writeln!(f, "  widened: {d}")?;
+        }
+        writeln!(f, "stages:")?;
+        if self.stages.is_empty() {
+            writeln!(f, "  (none: rows go straight to the output)")?;
+        }
+        for (n, s) in self.stages.iter().enumerate() {
+            writeln!(f, "  {}. {} '{}': {}", n + 1, s.kind, s.name, s.parallelism)?;
+            for (k, v) in &s.details {
+                writeln!(f, "       {k}: {v}")?;
+            }
+        }
+        let o = &self.output;
+        write!(f, "output: {} ({}", o.path, o.format)?;
+        if !o.partition_by.is_empty() {
+            write!(f, ", partitioned by {}", o.partition_by.join(", "))?;
+        }
+        writeln!(f, "), files: {}, mode: {}", o.files, o.mode)?;
+        writeln!(f, "  columns: {}", o.columns.join(", "))?;
+        if !self.warnings.is_empty() {
+            writeln!(f, "warnings:")?;
+            for w in &self.warnings {
+                writeln!(f, "  - {w}")?;
+            }
+        }
+        Ok(())
+    }
+}
