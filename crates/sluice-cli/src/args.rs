@@ -61,6 +61,10 @@ pub struct ReadArgs {
     /// error otherwise).
     #[arg(long)]
     pub allow_empty: bool,
+    /// An option of remote object stores, KEY=VALUE (repeatable): endpoint, region,
+    /// allow_http, skip_signature, virtual_hosted_style_request, access keys...
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub storage_options: Vec<(String, String)>,
 }
 
 impl ReadArgs {
@@ -86,6 +90,7 @@ impl ReadArgs {
             on_error: self.on_error,
             split_min_size: self.split_min_size,
             allow_empty: self.allow_empty,
+            storage: self.storage_options.iter().cloned().collect(),
         }
     }
 }
@@ -152,6 +157,14 @@ pub struct RunArgs {
     /// Print no summary at the end.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `KEY=VALUE`.
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
 }
 
 /// A whole number of at least 1.

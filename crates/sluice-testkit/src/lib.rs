@@ -340,7 +340,10 @@ async fn connection(
                 head.push_str("\r\n");
                 counters.in_flight.fetch_sub(1, Ordering::SeqCst);
                 let mut out = head.into_bytes();
-                out.extend_from_slice(&body);
+                // A HEAD answer announces the body's length but carries no body.
+                if request.method != "HEAD" {
+                    out.extend_from_slice(&body);
+                }
                 write.write_all(&out).await
             }
         };

@@ -137,6 +137,17 @@ impl Job {
             ObjectStoreUrl::local_filesystem().as_ref(),
             Arc::new(CountingStore::new(local, Arc::clone(&progress.read))),
         );
+        // Remote stores count their reads for the progress display too.
+        for p in &self.source.paths {
+            if crate::source::remote::is_remote(p) {
+                crate::source::remote::ensure_store(
+                    &ctx,
+                    p,
+                    &self.source.storage,
+                    Some(&progress.read),
+                )?;
+            }
+        }
         let source = Source::open(&ctx, self.source.clone()).await?;
         check_not_reading_output(&source, &self.sink)?;
         let sizes = source
@@ -338,7 +349,7 @@ fn check_not_reading_output(source: &Source, sink: &SinkOptions) -> Result<()> {
     if let Some(f) = source
         .files
         .iter()
-        .find(|f| f.input.path.starts_with(&target))
+        .find(|f| !f.input.is_remote() && f.input.path.starts_with(&target))
     {
         return Err(Error::Config(format!(
             "the output '{}' holds the input '{}': write somewhere else",

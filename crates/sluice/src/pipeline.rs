@@ -133,6 +133,10 @@ pub struct PipelineSpec {
     /// Run settings.
     #[serde(default)]
     pub settings: SettingsSpec,
+    /// Options of remote object stores: endpoint, region, credentials, `allow_http`,
+    /// `skip_signature` (anonymous)... (the `--storage-option` keys).
+    #[serde(default)]
+    pub storage: crate::source::remote::StorageOptions,
 }
 
 /// Reads and validates a pipeline file into a [`Job`].
@@ -258,6 +262,7 @@ impl PipelineSpec {
                 .unwrap_or_default(),
             split_min_size: s.split_min_size,
             allow_empty: s.allow_empty.unwrap_or(false),
+            storage: self.storage.clone(),
         };
         let k = self.sink;
         let sink = SinkOptions {

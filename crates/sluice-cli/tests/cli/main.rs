@@ -11,6 +11,7 @@ mod lookup;
 mod output;
 mod pipeline;
 mod rejects;
+mod s3;
 mod schema;
 mod split;
 mod workdir;

@@ -45,6 +45,13 @@ pub struct Manifest {
     pub files: Vec<WrittenFile>,
 }
 
+/// The data files a sluice `_SUCCESS` manifest lists (relative paths), or `None` when the
+/// bytes are not one (Spark writes an empty `_SUCCESS`).
+pub fn manifest_paths(bytes: &[u8]) -> Option<std::collections::HashSet<String>> {
+    let m: Manifest = serde_json::from_slice(bytes).ok()?;
+    Some(m.files.into_iter().map(|f| f.path).collect())
+}
+
 impl Manifest {
     /// Builds a manifest over `files`.
     pub fn new(job: &str, mut files: Vec<WrittenFile>) -> Manifest {

@@ -9,7 +9,7 @@ use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::object_store::path::Path as StorePath;
-use datafusion::object_store::{ObjectMeta, ObjectStore};
+use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use datafusion_orc::OrcFormat;
 
 use super::format::{CsvOptions, Format};
@@ -57,7 +57,12 @@ pub fn file_format(
 
 /// The object-store location of a local file.
 pub fn store_path(file: &InputFile) -> Result<StorePath> {
-    StorePath::from_absolute_path(&file.path).map_err(|e| Error::file(&file.display, e))
+    match &file.key {
+        Some(key) => Ok(key.clone()),
+        None => {
+            StorePath::from_absolute_path(&file.path).map_err(|e| Error::file(&file.display, e))
+        }
+    }
 }
 
 /// The object-store metadata of a local file.
@@ -82,17 +87,16 @@ pub async fn infer_file_schema(
     if file.size == 0 {
         return Err(Error::file(&file.display, "file is empty"));
     }
+    let sample = SampleSource::of(store, file).await?;
     let schema = if file.format == Format::Ndjson {
-        let (path, compression, display) =
-            (file.path.clone(), file.compression, file.display.clone());
+        let (src, compression, display) = (sample.clone(), file.compression, file.display.clone());
         tokio::task::spawn_blocking(move || {
-            infer_ndjson(&path, compression, infer_rows).map_err(|e| Error::file(&display, e))
+            infer_ndjson(&src, compression, infer_rows).map_err(|e| Error::file(&display, e))
         })
         .await
         .map_err(|e| Error::file(&file.display, e))??
     } else if file.format == Format::Csv {
-        let (path, compression, display) =
-            (file.path.clone(), file.compression, file.display.clone());
+        let (src, compression, display) = (sample.clone(), file.compression, file.display.clone());
         let format = arrow_csv_format(file, csv)?;
         let dialect = (
             csv.delimiter_for(&file.display),
@@ -101,14 +105,14 @@ pub async fn infer_file_schema(
             csv.comment,
         );
         tokio::task::spawn_blocking(move || {
-            infer_csv(&path, compression, format, dialect, infer_rows)
+            infer_csv(&src, compression, format, dialect, infer_rows)
                 .map_err(|e| Error::file(&display, e))
         })
         .await
         .map_err(|e| Error::file(&file.display, e))??
     } else {
         if file.format == Format::Parquet {
-            check_parquet_footer(file)?;
+            check_parquet_footer(store, file).await?;
         }
         let format = file_format(file, csv, infer_rows, false)?;
         let meta = object_meta(file)?;
@@ -120,9 +124,9 @@ pub async fn infer_file_schema(
     };
     let mut schema = normalize_inferred(&schema, file.format);
     if file.format == Format::Ndjson {
-        let (path, compression) = (file.path.clone(), file.compression);
+        let (src, compression) = (sample.clone(), file.compression);
         schema = tokio::task::spawn_blocking(move || {
-            super::temporal::refine_json_schema(&path, compression, &schema, infer_rows)
+            super::temporal::refine_json_schema(&src, compression, &schema, infer_rows)
         })
         .await
         .map_err(|e| Error::file(&file.display, e))?;
@@ -130,24 +134,65 @@ pub async fn infer_file_schema(
     Ok(Arc::new(schema))
 }
 
+/// Where a sampler reads a file: the local file itself, or the first bytes of a remote
+/// object, fetched once.
+#[derive(Debug, Clone)]
+pub enum SampleSource {
+    /// A local file.
+    Local(std::path::PathBuf),
+    /// The fetched start of a remote object.
+    Fetched(bytes::Bytes),
+}
+
+/// Bytes of a remote object fetched for schema sampling.
+const REMOTE_SAMPLE: u64 = 4 << 20;
+
+impl SampleSource {
+    /// The source for `file`: local files are read in place; remote ones have their first
+    /// 4 MiB fetched.
+    pub async fn of(store: &Arc<dyn ObjectStore>, file: &InputFile) -> Result<SampleSource> {
+        match &file.key {
+            None => Ok(SampleSource::Local(file.path.clone())),
+            Some(key) => {
+                let end = file.size.min(REMOTE_SAMPLE);
+                let bytes = store
+                    .get_range(key, 0..end)
+                    .await
+                    .map_err(|e| super::remote::store_error(&file.display, e))?;
+                Ok(SampleSource::Fetched(bytes))
+            }
+        }
+    }
+
+    /// A reader over the (compressed) bytes.
+    pub fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(match self {
+            SampleSource::Local(p) => Box::new(std::fs::File::open(p)?),
+            SampleSource::Fetched(b) => Box::new(std::io::Cursor::new(b.clone())),
+        })
+    }
+}
+
 /// Checks a Parquet file's magic bytes and footer length before the parquet crate reads it
 /// (it panics, in debug builds, on a footer length larger than the file).
-fn check_parquet_footer(file: &InputFile) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
+async fn check_parquet_footer(store: &Arc<dyn ObjectStore>, file: &InputFile) -> Result<()> {
     let bad = |why: &str| Error::file(&file.display, format!("not a valid Parquet file: {why}"));
     if file.size < 12 {
         return Err(bad("too short"));
     }
-    let mut f = std::fs::File::open(&file.path).map_err(|e| Error::io(&file.display, e))?;
-    let mut head = [0u8; 4];
-    f.read_exact(&mut head)
-        .map_err(|e| Error::io(&file.display, e))?;
-    let mut tail = [0u8; 8];
-    f.seek(SeekFrom::End(-8))
-        .map_err(|e| Error::io(&file.display, e))?;
-    f.read_exact(&mut tail)
-        .map_err(|e| Error::io(&file.display, e))?;
-    if &head != b"PAR1" || &tail[4..] != b"PAR1" {
+    let location = store_path(file)?;
+    let read = |r: std::ops::Range<u64>| {
+        let location = location.clone();
+        async move {
+            store
+                .get_range(&location, r)
+                .await
+                .map_err(|e| super::remote::store_error(&file.display, e))
+        }
+    };
+    let head = read(0..4).await?;
+    let tail = read(file.size - 8..file.size).await?;
+    if &head[..] != b"PAR1" || &tail[4..] != b"PAR1" {
         return Err(bad("no PAR1 magic at both ends"));
     }
     let footer = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
@@ -160,12 +205,12 @@ fn check_parquet_footer(file: &InputFile) -> Result<()> {
 /// Infers an NDJSON file's schema from its first `rows` lines that are JSON objects (bad
 /// lines are reported when the data is read; they must not decide the types).
 fn infer_ndjson(
-    path: &std::path::Path,
+    src: &SampleSource,
     compression: super::format::Compression,
     rows: usize,
 ) -> std::result::Result<Schema, String> {
     use std::io::BufRead;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = src.open().map_err(|e| e.to_string())?;
     let reader = compression
         .to_datafusion()
         .convert_read(file)
@@ -223,14 +268,14 @@ const SAMPLE_CHUNK: usize = 64 << 10;
 /// The sample is read in 1 MiB steps until it holds `rows` whole records or the file ends,
 /// then cut after the last line break outside quotes, so a record is never cut in half.
 fn infer_csv(
-    path: &std::path::Path,
+    src: &SampleSource,
     compression: super::format::Compression,
     format: datafusion::arrow::csv::reader::Format,
     (delimiter, quote, escape, comment): (u8, u8, Option<u8>, Option<u8>),
     rows: usize,
 ) -> std::result::Result<Schema, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = src.open().map_err(|e| e.to_string())?;
     let mut reader = compression
         .to_datafusion()
         .convert_read(file)

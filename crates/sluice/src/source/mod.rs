@@ -9,6 +9,7 @@ pub mod hive;
 pub mod infer;
 pub mod merge;
 pub mod rejects;
+pub mod remote;
 pub mod resolve;
 pub mod split;
 pub mod table;
@@ -62,6 +63,8 @@ pub struct ReadOptions {
     /// Inputs matching no file give an empty result instead of an error (the output then
     /// has the `schema` given, or no columns).
     pub allow_empty: bool,
+    /// Options of remote object stores (endpoint, region, credentials...).
+    pub storage: remote::StorageOptions,
 }
 
 impl ReadOptions {
@@ -113,6 +116,7 @@ impl Default for ReadOptions {
             on_error: OnError::default(),
             split_min_size: None,
             allow_empty: false,
+            storage: remote::StorageOptions::new(),
         }
     }
 }
@@ -156,12 +160,7 @@ impl Source {
     pub async fn open(ctx: &SessionContext, options: ReadOptions) -> Result<Source> {
         options.validate()?;
         let tolerate = options.on_error != OnError::Fail;
-        let (files, skipped, missing) = resolve::resolve_inputs_tolerant(
-            &options.paths,
-            options.format,
-            tolerate,
-            options.allow_empty,
-        )?;
+        let (files, skipped, missing) = resolve_all(ctx, &options, tolerate).await?;
         if files.is_empty() && options.allow_empty && missing.is_empty() {
             return Source::empty(ctx, skipped, options).await;
         }
@@ -172,9 +171,6 @@ impl Source {
             });
         }
         let state = ctx.state();
-        let store = ctx
-            .runtime_env()
-            .object_store(ObjectStoreUrl::local_filesystem())?;
         let rejects = Arc::new(Rejects::new(options.on_error));
         for m in &missing {
             rejects.file_failed(m, "not found");
@@ -184,25 +180,30 @@ impl Source {
         let results: Vec<(InputFile, Result<SchemaRef>)> = futures::stream::iter(files)
             .map(|input| {
                 let state = &state;
-                let store = &store;
+                let store = ObjectStoreUrl::parse(&input.store)
+                    .and_then(|url| ctx.runtime_env().object_store(url));
                 async move {
                     // A zero-byte file is a whole-file fault like a corrupt one.
-                    let schema = if input.size == 0 {
-                        Err(Error::file(&input.display, "file is empty (0 bytes)"))
-                    } else {
-                        // Read each file's footer or sample in its own task: a reader that
-                        // panics on a corrupt file costs that file, not the job.
-                        let (state, store, file, csv) =
-                            (state.clone(), Arc::clone(store), input.clone(), csv.clone());
-                        let task = SpawnedTask::spawn(async move {
-                            infer::infer_file_schema(&state, &store, &file, &csv, infer_rows).await
-                        });
-                        match task.join().await {
-                            Ok(result) => result,
-                            Err(e) => Err(Error::file(
-                                &input.display,
-                                format!("the reader crashed on this file (corrupt?): {e}"),
-                            )),
+                    let schema = match store {
+                        _ if input.size == 0 => {
+                            Err(Error::file(&input.display, "file is empty (0 bytes)"))
+                        }
+                        Err(e) => Err(Error::file(&input.display, e)),
+                        Ok(store) => {
+                            // Read each file's footer or sample in its own task: a reader that
+                            // panics on a corrupt file costs that file, not the job.
+                            let (state, file, csv) = (state.clone(), input.clone(), csv.clone());
+                            let task = SpawnedTask::spawn(async move {
+                                infer::infer_file_schema(&state, &store, &file, &csv, infer_rows)
+                                    .await
+                            });
+                            match task.join().await {
+                                Ok(result) => result,
+                                Err(e) => Err(Error::file(
+                                    &input.display,
+                                    format!("the reader crashed on this file (corrupt?): {e}"),
+                                )),
+                            }
                         }
                     };
                     (input, schema)
@@ -477,7 +478,7 @@ impl Source {
             .collect::<Result<Vec<_>>>()?;
         let mut table = table::FileSetTable::new(
             format,
-            ObjectStoreUrl::local_filesystem(),
+            ObjectStoreUrl::parse(&first.input.store)?,
             Arc::clone(&read_schema),
             partition_fields.clone(),
             table_files,
@@ -583,6 +584,7 @@ impl Source {
 /// Files that can share one scan: same format, compression, dialect and column layout.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct GroupKey {
+    store: String,
     format: Format,
     compression: Compression,
     delimiter: u8,
@@ -594,6 +596,7 @@ impl GroupKey {
         // Only CSV groups read into the target types; the rest group by their own types.
         let typed = f.input.format != Format::Csv;
         GroupKey {
+            store: f.input.store.clone(),
             format: f.input.format,
             compression: f.input.compression,
             delimiter: csv.delimiter_for(&f.input.display),
@@ -605,6 +608,49 @@ impl GroupKey {
                 .collect(),
         }
     }
+}
+
+/// Resolves every input, local or remote, in order and without duplicates.
+async fn resolve_all(
+    ctx: &SessionContext,
+    options: &ReadOptions,
+    tolerate: bool,
+) -> Result<(Vec<InputFile>, Vec<String>, Vec<String>)> {
+    let (mut files, mut skipped, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    for input in &options.paths {
+        let (f, s, m) = if remote::is_remote(input) {
+            let (url, store) = remote::ensure_store(ctx, input, &options.storage, None)?;
+            remote::resolve_remote(
+                input,
+                &url,
+                &store,
+                options.format,
+                tolerate,
+                options.allow_empty,
+            )
+            .await?
+        } else {
+            resolve::resolve_inputs_tolerant(
+                std::slice::from_ref(input),
+                options.format,
+                tolerate,
+                options.allow_empty,
+            )?
+        };
+        for file in f {
+            let id = (file.store.clone(), file.path.clone());
+            if seen.insert(id) {
+                files.push(file);
+            }
+        }
+        skipped.extend(s);
+        missing.extend(m);
+    }
+    if files.is_empty() && !options.allow_empty && missing.is_empty() {
+        return Err(Error::NoMatch(options.paths.join(" ")));
+    }
+    Ok((files, skipped, missing))
 }
 
 /// The merged schema, with explicit types applied.

@@ -29,7 +29,21 @@ pub struct InputFile {
     /// Hive-style `key=value` folders between the input root and the file
     /// (`None` for `__HIVE_DEFAULT_PARTITION__`), percent-decoded.
     pub partitions: Vec<(String, Option<String>)>,
+    /// The object store holding it: `file:///` for local files, else `scheme://bucket`.
+    pub store: String,
+    /// Its key in a remote store (`None` for local files).
+    pub key: Option<datafusion::object_store::path::Path>,
 }
+
+impl InputFile {
+    /// True for files on a remote object store.
+    pub fn is_remote(&self) -> bool {
+        self.key.is_some()
+    }
+}
+
+/// The store name of local files.
+pub const LOCAL_STORE: &str = "file:///";
 
 /// Characters that make an input a glob pattern.
 const GLOB_CHARS: &[char] = &['*', '?', '['];
@@ -123,6 +137,8 @@ pub fn resolve_inputs_tolerant(
                 format: fmt,
                 compression,
                 partitions,
+                store: LOCAL_STORE.to_string(),
+                key: None,
             });
         }
         if matched == 0 && !allow_empty {
@@ -156,6 +172,10 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
 }
 
 fn walk_dir(root: &Path, out: &mut Found) -> Result<()> {
+    // A sluice output folder: only the files its manifest lists are part of it.
+    let trusted = std::fs::read(root.join(crate::sink::commit::MANIFEST))
+        .ok()
+        .and_then(|b| crate::sink::commit::manifest_paths(&b));
     let walker = WalkDir::new(root)
         .follow_links(true)
         .sort_by_file_name()
@@ -170,6 +190,12 @@ fn walk_dir(root: &Path, out: &mut Found) -> Result<()> {
             Error::file(path, e)
         })?;
         if entry.file_type().is_file() {
+            if let Some(list) = &trusted {
+                let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+                if !list.contains(&rel.to_string_lossy().replace('\\', "/")) {
+                    continue;
+                }
+            }
             let display = entry.path().display().to_string();
             let parts = hive_segments(root, entry.path());
             out.push((entry.path().to_path_buf(), display, None, parts));
@@ -247,10 +273,20 @@ fn hive_segments(root: &Path, file: &Path) -> Vec<(String, Option<String>)> {
     let Some(parent) = rel.parent() else {
         return Vec::new();
     };
-    parent
+    let segments: Vec<String> = parent
         .components()
-        .filter_map(|c| {
-            let s = c.as_os_str().to_string_lossy();
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    hive_pairs(segments.iter().map(String::as_str))
+}
+
+/// The `key=value` pairs among folder names, percent-decoded
+/// (`__HIVE_DEFAULT_PARTITION__` is NULL).
+pub(crate) fn hive_pairs<'a>(
+    segments: impl Iterator<Item = &'a str>,
+) -> Vec<(String, Option<String>)> {
+    segments
+        .filter_map(|s| {
             let (k, v) = s.split_once('=')?;
             if k.is_empty() {
                 return None;

@@ -6,7 +6,6 @@
 //! or timestamp, with the same shapes arrow-csv accepts.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
@@ -82,7 +81,7 @@ pub fn shape(s: &str) -> Shape {
 /// Promotes string columns of an NDJSON file's inferred schema to DATE or TIMESTAMP when every
 /// sampled value has that shape. Unreadable samples leave the schema as it is.
 pub fn refine_json_schema(
-    path: &Path,
+    src: &super::infer::SampleSource,
     compression: Compression,
     schema: &Schema,
     rows: usize,
@@ -97,7 +96,7 @@ pub fn refine_json_schema(
     if candidates.is_empty() {
         return schema.clone();
     }
-    let Ok(file) = std::fs::File::open(path) else {
+    let Ok(file) = src.open() else {
         return schema.clone();
     };
     let Ok(reader) = compression.to_datafusion().convert_read(file) else {

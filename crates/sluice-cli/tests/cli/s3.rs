@@ -1,0 +1,365 @@
+//! Object storage: a real S3-compatible server (moto in server mode) on 127.0.0.1, started by
+//! each test, and an HTTP file server, driving the real binary.
+//!
+//! `.ci/run` installs moto and sets `SLUICE_REQUIRE_S3=1`, so there the tests cannot skip;
+//! elsewhere they skip (with a note) when `moto_server` is not installed.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::workdir::Workdir;
+
+/// A moto S3 server on a free loopback port; killed when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// Starts moto, or returns `None` (skip) when it is not installed and not required.
+    fn start(extra_env: &[(&str, &str)]) -> Option<Moto> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut cmd = Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(
+                    std::env::var("SLUICE_REQUIRE_S3").is_err(),
+                    "moto_server is required here: {e}"
+                );
+                eprintln!("skipping: moto_server not installed ({e})");
+                return None;
+            }
+        };
+        let moto = Moto { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(moto)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A raw S3 request (moto does not check signatures unless asked to).
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> u16 {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        );
+        s.write_all(head.as_bytes()).expect("write");
+        s.write_all(body).expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn bucket(&self, name: &str) {
+        assert_eq!(self.request("PUT", &format!("/{name}"), b""), 200);
+    }
+
+    fn put(&self, bucket: &str, key: &str, body: impl AsRef<[u8]>) {
+        let code = self.request("PUT", &format!("/{bucket}/{key}"), body.as_ref());
+        assert_eq!(code, 200, "PUT {key}");
+    }
+
+    /// The sluice command with credentials and the endpoint in the environment only.
+    fn sluice(&self, wd: &Workdir) -> Command {
+        let mut cmd = wd.sluice();
+        cmd.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", self.endpoint())
+            .env("AWS_ALLOW_HTTP", "true");
+        cmd
+    }
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The same files on disk and in the bucket under `data/`.
+fn upload_data(moto: &Moto, wd: &Workdir) {
+    let mut big = String::from("id,name,amount\n");
+    for i in 0..40_000 {
+        big.push_str(&format!("{i},\"name, {i}\",{}.25\n", i % 97));
+    }
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("data/a.csv", b"id,name,amount\n1,x,1.5\n2,y,2.5\n".to_vec()),
+        ("data/sub/b.csv", b"id,amount,extra\n3,3.5,e\n".to_vec()),
+        ("data/big.csv", big.into_bytes()),
+        (
+            "data/late.ndjson",
+            b"{\"id\":4,\"name\":\"z\",\"amount\":4.5}\n".to_vec(),
+        ),
+        ("data/_hidden.csv", b"id\n999\n".to_vec()),
+        ("data/country=DE/c.csv", b"id,amount\n5,5.5\n".to_vec()),
+    ];
+    moto.bucket("bkt");
+    for (key, body) in &files {
+        moto.put("bkt", key, body);
+        wd.write(key, body);
+    }
+}
+
+#[test]
+fn s3_inputs_read_like_local_files() {
+    let Some(moto) = Moto::start(&[]) else { return };
+    let wd = Workdir::new();
+    upload_data(&moto, &wd);
+    let summary =
+        "SELECT count(*) AS n, sum(amount) AS total, count(DISTINCT name) AS names FROM t";
+    // A folder (recursive, hidden skipped, Hive folders read back), split in byte ranges.
+    ok(moto.sluice(&wd).args([
+        "ingest",
+        "s3://bkt/data/",
+        "--to",
+        "from-s3",
+        "--split-min-size",
+        "65536",
+        "--threads",
+        "4",
+        "--report-json",
+        "r.json",
+        "--quiet",
+    ]));
+    ok(wd
+        .sluice()
+        .args(["ingest", "data/", "--to", "from-disk", "--quiet"]));
+    let remote = wd.query(summary, &[("t", "from-s3")]);
+    let local = wd.query(summary, &[("t", "from-disk")]);
+    assert_eq!(remote, local);
+    assert_eq!(remote[1].split(',').next(), Some("40005"));
+    let report: serde_json::Value = serde_json::from_str(&wd.read("r.json")).expect("json");
+    assert_eq!(report["files_read"], 5, "{report}");
+    assert!(
+        report["input_partitions"].as_u64().unwrap_or(0) >= 4,
+        "{report}"
+    );
+    assert!(report["bytes_read"].as_u64().unwrap_or(0) > 1_000_000);
+    // A glob, and one object.
+    ok(moto
+        .sluice(&wd)
+        .args(["ingest", "s3://bkt/data/*.csv", "--to", "glob", "--quiet"]));
+    assert_eq!(
+        wd.query("SELECT count(*) AS n FROM t", &[("t", "glob")]),
+        ["n", "40002"]
+    );
+    let schema = ok(moto.sluice(&wd).args(["schema", "s3://bkt/data/sub/b.csv"]));
+    assert!(schema.contains("extra"), "{schema}");
+    // Storage options on the command line instead of the environment.
+    let mut cmd = wd.sluice();
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
+        .args([
+            "ingest",
+            "s3://bkt/data/a.csv",
+            "--to",
+            "opts",
+            "--quiet",
+            "--storage-option",
+            &format!("endpoint={}", moto.endpoint()),
+            "--storage-option",
+            "allow_http=true",
+            "--storage-option",
+            "region=us-east-1",
+        ]);
+    ok(&mut cmd);
+    assert_eq!(
+        wd.query("SELECT count(*) AS n FROM t", &[("t", "opts")]),
+        ["n", "2"]
+    );
+}
+
+#[test]
+fn s3_errors_are_clear() {
+    let Some(moto) = Moto::start(&[]) else { return };
+    let wd = Workdir::new();
+    moto.bucket("bkt");
+    moto.put("bkt", "a.csv", "id\n1\n");
+    let err = fails(
+        moto.sluice(&wd)
+            .args(["ingest", "s3://nobucket/x/", "--to", "o"]),
+    );
+    assert!(err.contains("s3://nobucket/x/"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = fails(
+        moto.sluice(&wd)
+            .args(["ingest", "s3://bkt/missing.csv", "--to", "o"]),
+    );
+    assert!(err.contains("s3://bkt/missing.csv"), "{err}");
+    let err = fails(
+        moto.sluice(&wd)
+            .args(["ingest", "s3://bkt/*.parquet", "--to", "o"]),
+    );
+    assert!(
+        err.contains("no input files match 's3://bkt/*.parquet'"),
+        "{err}"
+    );
+    // Nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let mut cmd = moto.sluice(&wd);
+    cmd.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+    let err = fails(cmd.args(["ingest", "s3://bkt/a.csv", "--to", "o"]));
+    assert!(err.contains("cannot reach the storage endpoint"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!wd.path("o").exists());
+    // The secret key is never printed.
+    assert!(!err.contains("testing-secret-key"));
+}
+
+#[test]
+fn s3_access_denied_is_clear() {
+    // moto checks credentials when told to.
+    let Some(moto) = Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]) else {
+        return;
+    };
+    let wd = Workdir::new();
+    let err = fails(
+        moto.sluice(&wd)
+            .args(["ingest", "s3://bkt/a.csv", "--to", "o"]),
+    );
+    assert!(err.contains("access denied"), "{err}");
+    assert!(!err.contains("testing-secret-key"));
+}
+
+/// Serves files of `wd` over HTTP with HEAD and Range support, like a static file server.
+fn static_server(
+    root: std::path::PathBuf,
+) -> impl Fn(&sluice_testkit::Request) -> sluice_testkit::Reply {
+    use sluice_testkit::Reply;
+    move |req| {
+        let rel = req.path.trim_start_matches('/');
+        let Ok(data) = std::fs::read(root.join(rel)) else {
+            return Reply::status(404);
+        };
+        let (status, body, range) = match req.headers.get("range") {
+            Some(r) => {
+                let spec = r.trim_start_matches("bytes=");
+                let (a, b) = spec.split_once('-').unwrap_or((spec, ""));
+                let start: usize = a.parse().unwrap_or(0);
+                let end: usize = b
+                    .parse::<usize>()
+                    .map(|e| e + 1)
+                    .unwrap_or(data.len())
+                    .min(data.len());
+                (
+                    206,
+                    data[start.min(end)..end].to_vec(),
+                    Some(format!(
+                        "bytes {start}-{}/{}",
+                        end.saturating_sub(1),
+                        data.len()
+                    )),
+                )
+            }
+            None => (200, data.clone(), None),
+        };
+        let mut reply = Reply::Respond {
+            status,
+            headers: vec![
+                (
+                    "last-modified".into(),
+                    "Mon, 30 Nov 2026 00:00:00 GMT".into(),
+                ),
+                ("etag".into(), format!("\"{}\"", data.len())),
+                ("accept-ranges".into(), "bytes".into()),
+            ],
+            body,
+            delay: Duration::ZERO,
+        };
+        if let Some(r) = range {
+            reply = reply.header("content-range", &r);
+        }
+        reply
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_style_single_files_are_read() {
+    let wd = std::sync::Arc::new(Workdir::new());
+    wd.write("files/a.csv", "id,name\n1,x\n2,y\n");
+    let server = sluice_testkit::ApiServer::start(static_server(wd.root().to_path_buf())).await;
+    let url = server.url("/files/a.csv");
+    let w = std::sync::Arc::clone(&wd);
+    let out = tokio::task::spawn_blocking(move || {
+        w.sluice()
+            .args(["ingest", &url, "--to", "out", "--quiet"])
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        wd.query(
+            "SELECT count(*) AS n, max(name) AS m FROM t",
+            &[("t", "out")]
+        ),
+        ["n,m", "2,y"]
+    );
+    let missing = server.url("/files/nope.csv");
+    let w = std::sync::Arc::clone(&wd);
+    let out = tokio::task::spawn_blocking(move || {
+        w.sluice()
+            .args(["ingest", &missing, "--to", "o2"])
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope.csv"), "{err}");
+}

@@ -1,0 +1,381 @@
+//! Inputs on object stores: `s3://`, `gs://`, `az://`/`abfss://` and `http(s)://` URLs.
+//!
+//! Stores are built with `object_store`'s builders from the standard places (environment
+//! variables such as `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`; profile files and instance metadata through the
+//! builders' credential chains) plus the user's storage options, registered on the session
+//! under `scheme://bucket`, and listed here: a prefix ending in `/` (or naming no object) is a
+//! folder, listed recursively; a key with `*?[` is a glob over the listing of its literal
+//! prefix; anything else is one object. Hidden names (`.x`, `_x`) below a listed folder are
+//! skipped like local ones, and a folder holding a sluice `_SUCCESS` manifest yields only the
+//! files that manifest lists.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::object_store::path::Path as StorePath;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use globset::GlobBuilder;
+
+use super::counting::{CountingStore, ReadCounter};
+use super::format::{Compression, Format};
+use super::resolve::{is_glob, InputFile};
+use crate::error::{Error, Result};
+
+/// Storage options (`--storage-option KEY=VALUE`, `[storage]`): endpoint, region,
+/// credentials, `allow_http`, `virtual_hosted_style_request`, `skip_signature` (anonymous)...
+/// — the keys of `object_store`'s builders.
+pub type StorageOptions = BTreeMap<String, String>;
+
+const SCHEMES: [&str; 11] = [
+    "s3", "s3a", "gs", "gcs", "az", "azure", "abfs", "abfss", "adl", "http", "https",
+];
+
+/// True when `input` is a URL of an object store sluice can read.
+pub fn is_remote(input: &str) -> bool {
+    input
+        .split_once("://")
+        .is_some_and(|(scheme, _)| SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()))
+}
+
+/// A parsed object-store URL: the store (`s3://bucket`) and the key within it.
+#[derive(Debug, Clone)]
+pub struct RemoteUrl {
+    /// `scheme://authority`, the name the store is registered under.
+    pub store: String,
+    /// The key (or key pattern), without a leading `/`.
+    pub key: String,
+    url: url::Url,
+}
+
+impl RemoteUrl {
+    /// Parses `s3://bucket/key`.
+    pub fn parse(input: &str) -> Result<RemoteUrl> {
+        let url = url::Url::parse(input)
+            .map_err(|e| Error::Config(format!("'{input}' is not a valid URL: {e}")))?;
+        let authority = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => return Err(Error::Config(format!("'{input}' names no bucket or host"))),
+        };
+        // The key as written (the URL parser would percent-encode glob characters).
+        let after = &input[input.find("://").map(|i| i + 3).unwrap_or(0)..];
+        let key = after
+            .split_once('/')
+            .map(|(_, k)| k)
+            .unwrap_or("")
+            .to_string();
+        Ok(RemoteUrl {
+            store: format!("{}://{authority}", url.scheme()),
+            key,
+            url,
+        })
+    }
+
+    fn scheme(&self) -> &str {
+        self.url.scheme()
+    }
+}
+
+/// Builds the store for `url` from the environment and `options`.
+pub fn build_store(url: &RemoteUrl, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>> {
+    use object_store::{ClientOptions, RetryConfig};
+    let bad = |k: &str, e: String| Error::Config(format!("storage option '{k}': {e}"));
+    // Transient errors are retried a few times, quickly: a dead endpoint fails in seconds.
+    let retry = RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+        ..RetryConfig::default()
+    };
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "s3" | "s3a" => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(format!("s3://{}", url.url.host_str().unwrap_or_default()))
+                .with_retry(retry);
+            for (k, v) in options {
+                let key = k
+                    .parse()
+                    .map_err(|e: object_store::Error| bad(k, e.to_string()))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(|e| store_error(&url.store, e))?)
+        }
+        "gs" | "gcs" => {
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(format!("gs://{}", url.url.host_str().unwrap_or_default()))
+                .with_retry(retry);
+            for (k, v) in options {
+                let key = k
+                    .parse()
+                    .map_err(|e: object_store::Error| bad(k, e.to_string()))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(|e| store_error(&url.store, e))?)
+        }
+        "az" | "azure" | "abfs" | "abfss" | "adl" => {
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(url.url.as_str())
+                .with_retry(retry);
+            for (k, v) in options {
+                let key = k
+                    .parse()
+                    .map_err(|e: object_store::Error| bad(k, e.to_string()))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(|e| store_error(&url.store, e))?)
+        }
+        "http" | "https" => {
+            // An http:// URL was written on purpose: plain HTTP is allowed for it.
+            let mut client = ClientOptions::new().with_allow_http(url.scheme() == "http");
+            for (k, v) in options {
+                let key = k
+                    .parse()
+                    .map_err(|e: object_store::Error| bad(k, e.to_string()))?;
+                client = client.with_config(key, v);
+            }
+            Arc::new(
+                object_store::http::HttpBuilder::new()
+                    .with_url(url.store.clone())
+                    .with_client_options(client)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| store_error(&url.store, e))?,
+            )
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "unsupported storage scheme '{other}://'"
+            )))
+        }
+    };
+    Ok(store)
+}
+
+/// Registers the store of `input` on `ctx` (once), counting its reads into `counter`.
+pub fn ensure_store(
+    ctx: &SessionContext,
+    input: &str,
+    options: &StorageOptions,
+    counter: Option<&Arc<ReadCounter>>,
+) -> Result<(RemoteUrl, Arc<dyn ObjectStore>)> {
+    let url = RemoteUrl::parse(input)?;
+    let store_url = ObjectStoreUrl::parse(&url.store)?;
+    if let Ok(store) = ctx.runtime_env().object_store(&store_url) {
+        return Ok((url, store));
+    }
+    let store = build_store(&url, options)?;
+    let store: Arc<dyn ObjectStore> = match counter {
+        Some(c) => Arc::new(CountingStore::new(store, Arc::clone(c))),
+        None => store,
+    };
+    ctx.register_object_store(store_url.as_ref(), Arc::clone(&store));
+    Ok((url, store))
+}
+
+/// A clear message for an object-store error on `what`.
+pub fn store_error(what: &str, e: object_store::Error) -> Error {
+    use object_store::Error as E;
+    let detail = {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(inner) = src {
+            let t = inner.to_string();
+            if !s.contains(&t) {
+                s.push_str(": ");
+                s.push_str(&t);
+            }
+            src = inner.source();
+        }
+        s
+    };
+    let lower = detail.to_ascii_lowercase();
+    let reason = match &e {
+        E::NotFound { .. } => "not found".to_string(),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            "access denied: check the credentials (AWS_ACCESS_KEY_ID, ...) and the bucket policy"
+                .into()
+        }
+        _ if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") => {
+            "the bucket does not exist".into()
+        }
+        _ if lower.contains("accessdenied")
+            || lower.contains("forbidden")
+            || lower.contains("403") =>
+        {
+            "access denied: check the credentials (AWS_ACCESS_KEY_ID, ...) and the bucket policy"
+                .into()
+        }
+        _ if lower.contains("connect") || lower.contains("dns") || lower.contains("timed out") => {
+            format!(
+                "cannot reach the storage endpoint ({})",
+                first_line(&detail)
+            )
+        }
+        _ => first_line(&detail),
+    };
+    Error::file(what, reason)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+/// Lists the files one remote input names. Missing objects go to the third list when
+/// `tolerate_missing`; a glob matching nothing is an error unless `allow_empty`.
+pub async fn resolve_remote(
+    input: &str,
+    url: &RemoteUrl,
+    store: &Arc<dyn ObjectStore>,
+    format: Option<Format>,
+    tolerate_missing: bool,
+    allow_empty: bool,
+) -> Result<(Vec<InputFile>, Vec<String>, Vec<String>)> {
+    let display = |key: &StorePath| format!("{}/{}", url.store, key);
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    let mut missing = Vec::new();
+    let detect = |name: &str| -> Option<(Format, Compression)> {
+        let compression = Compression::from_path(name);
+        let fmt = format.or_else(|| Format::from_path(name))?;
+        Some((fmt, compression))
+    };
+    let make = |meta: &object_store::ObjectMeta, fc: (Format, Compression), root: &str| InputFile {
+        display: display(&meta.location),
+        path: std::path::PathBuf::from(display(&meta.location)),
+        size: meta.size,
+        format: fc.0,
+        compression: fc.1,
+        partitions: hive_of(root, meta.location.as_ref()),
+        store: url.store.clone(),
+        key: Some(meta.location.clone()),
+    };
+    if is_glob(&url.key) {
+        let matcher = GlobBuilder::new(&url.key)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| Error::BadGlob {
+                pattern: input.to_string(),
+                reason: e.kind().to_string(),
+            })?
+            .compile_matcher();
+        let root: String = url
+            .key
+            .split('/')
+            .take_while(|seg| !is_glob(seg))
+            .collect::<Vec<_>>()
+            .join("/");
+        let prefix = (!root.is_empty()).then(|| StorePath::from(root.as_str()));
+        let mut listed: Vec<object_store::ObjectMeta> = store
+            .list(prefix.as_ref())
+            .try_collect()
+            .await
+            .map_err(|e| store_error(input, e))?;
+        listed.sort_by(|a, b| a.location.cmp(&b.location));
+        for meta in listed {
+            let key = meta.location.as_ref();
+            if !matcher.is_match(key) || hidden_below(&root, key) {
+                continue;
+            }
+            let fc = detect(key).ok_or_else(|| Error::UnknownFormat(display(&meta.location)))?;
+            files.push(make(&meta, fc, &root));
+        }
+        if files.is_empty() && !allow_empty {
+            return Err(Error::NoMatch(input.to_string()));
+        }
+        return Ok((files, skipped, missing));
+    }
+    // One object?
+    let key = url.key.trim_end_matches('/');
+    if !url.key.ends_with('/') && !key.is_empty() {
+        match store.head(&StorePath::from(key)).await {
+            Ok(meta) => {
+                let fc = detect(key).ok_or_else(|| Error::UnknownFormat(input.to_string()))?;
+                let parent = key.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+                files.push(make(&meta, fc, parent));
+                return Ok((files, skipped, missing));
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_error(input, e)),
+        }
+    }
+    if matches!(url.scheme(), "http" | "https") {
+        return if tolerate_missing {
+            missing.push(input.to_string());
+            Ok((files, skipped, missing))
+        } else {
+            Err(Error::NotFound(input.to_string()))
+        };
+    }
+    // A folder: everything below the prefix.
+    let prefix = (!key.is_empty()).then(|| StorePath::from(key));
+    let mut listed: Vec<object_store::ObjectMeta> = store
+        .list(prefix.as_ref())
+        .try_collect()
+        .await
+        .map_err(|e| store_error(input, e))?;
+    listed.sort_by(|a, b| a.location.cmp(&b.location));
+    if listed.is_empty() {
+        return if tolerate_missing {
+            missing.push(input.to_string());
+            Ok((files, skipped, missing))
+        } else {
+            Err(Error::NotFound(input.to_string()))
+        };
+    }
+    let trusted = manifest_files(store, key).await;
+    for meta in listed {
+        let k = meta.location.as_ref();
+        if hidden_below(key, k) {
+            continue;
+        }
+        if let Some(list) = &trusted {
+            let rel = k.strip_prefix(key).unwrap_or(k).trim_start_matches('/');
+            if !list.contains(rel) {
+                continue;
+            }
+        }
+        match detect(k) {
+            Some(fc) => files.push(make(&meta, fc, key)),
+            None => skipped.push(display(&meta.location)),
+        }
+    }
+    Ok((files, skipped, missing))
+}
+
+/// The files a sluice `_SUCCESS` manifest in folder `dir` lists, if it holds one.
+async fn manifest_files(store: &Arc<dyn ObjectStore>, dir: &str) -> Option<HashSet<String>> {
+    let path = if dir.is_empty() {
+        StorePath::from(crate::sink::commit::MANIFEST)
+    } else {
+        StorePath::from(format!("{dir}/{}", crate::sink::commit::MANIFEST))
+    };
+    let bytes = store.get(&path).await.ok()?.bytes().await.ok()?;
+    crate::sink::commit::manifest_paths(&bytes)
+}
+
+/// True when a segment of `key` below `root` is hidden (`.x` or `_x`).
+fn hidden_below(root: &str, key: &str) -> bool {
+    let rel = key
+        .strip_prefix(root)
+        .unwrap_or(key)
+        .trim_start_matches('/');
+    rel.split('/')
+        .any(|s| s.starts_with('.') || s.starts_with('_'))
+}
+
+/// Hive `key=value` folders between `root` and the object.
+fn hive_of(root: &str, key: &str) -> Vec<(String, Option<String>)> {
+    let rel = key
+        .strip_prefix(root)
+        .unwrap_or(key)
+        .trim_start_matches('/');
+    let Some((dirs, _)) = rel.rsplit_once('/') else {
+        return Vec::new();
+    };
+    super::resolve::hive_pairs(dirs.split('/'))
+}
