@@ -138,6 +138,7 @@ impl WriteArgs {
             compression: self.compression,
             rejects: self.rejects.clone(),
             rejects_format: self.rejects_format,
+            ..SinkOptions::default()
         }
     }
 }

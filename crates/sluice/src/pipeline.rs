@@ -278,6 +278,7 @@ impl PipelineSpec {
                 .unwrap_or_default(),
             compression: k.compression.as_deref().map(str::parse).transpose()?,
             rejects: k.rejects.as_deref().map(|r| anchor(base, r)),
+            storage: self.storage.clone(),
             rejects_format: k
                 .rejects_format
                 .as_deref()

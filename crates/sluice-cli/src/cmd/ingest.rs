@@ -37,7 +37,10 @@ impl IngestCmd {
                     })
                 })
                 .collect(),
-            sink: self.write.to_options(),
+            sink: sluice::SinkOptions {
+                storage: self.read.to_options(Vec::new()).storage,
+                ..self.write.to_options()
+            },
             threads,
             ..Job::default()
         };

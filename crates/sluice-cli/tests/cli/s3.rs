@@ -64,6 +64,42 @@ impl Moto {
 
     /// A raw S3 request (moto does not check signatures unless asked to).
     fn request(&self, method: &str, path: &str, body: &[u8]) -> u16 {
+        self.call(method, path, body).0
+    }
+
+    /// Keys below `prefix` in `bucket`.
+    fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let (_, body) = self.call(
+            "GET",
+            &format!("/{bucket}?list-type=2&prefix={prefix}"),
+            b"",
+        );
+        let mut keys: Vec<String> = body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// An object's text, read with boto3 (which comes with moto): moto refuses unsigned
+    /// GETs of objects.
+    fn get(&self, bucket: &str, key: &str) -> String {
+        let code = format!(
+            "import boto3, sys\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='testing', aws_secret_access_key='testing-secret-key', region_name='us-east-1')\nsys.stdout.write(s3.get_object(Bucket='{bucket}', Key='{key}')['Body'].read().decode())",
+            self.endpoint()
+        );
+        let out = Command::new("python3")
+            .args(["-c", &code])
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         let head = format!(
             "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -74,10 +110,16 @@ impl Moto {
         s.write_all(body).expect("write");
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
-        out.split_whitespace()
+        let code = out
+            .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
     }
 
     fn bucket(&self, name: &str) {
@@ -362,4 +404,133 @@ async fn https_style_single_files_are_read() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nope.csv"), "{err}");
+}
+
+#[test]
+fn outputs_on_s3_commit_with_the_manifest_last() {
+    let Some(moto) = Moto::start(&[]) else { return };
+    let wd = Workdir::new();
+    upload_data(&moto, &wd);
+    moto.bucket("out");
+    let count = "SELECT count(*) AS n, sum(amount) AS total FROM t";
+    let local = {
+        ok(wd
+            .sluice()
+            .args(["ingest", "data/", "--to", "local", "--quiet"]));
+        wd.query(count, &[("t", "local")])
+    };
+    // local -> s3, partitioned, two files per folder.
+    wd.write(
+        "p.csv",
+        "id,country,amount\n1,DE,1.5\n2,FR,2.5\n3,DE,3.5\n4,,4.5\n",
+    );
+    ok(moto.sluice(&wd).args([
+        "ingest",
+        "p.csv",
+        "--to",
+        "s3://out/parts",
+        "--partition-by",
+        "country",
+        "--quiet",
+    ]));
+    let keys = moto.list("out", "parts/");
+    assert!(keys.contains(&"parts/_SUCCESS".to_string()), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.starts_with("parts/country=DE/part-")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("parts/country=__HIVE_DEFAULT_PARTITION__/")),
+        "{keys:?}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&moto.get("out", "parts/_SUCCESS")).expect("manifest");
+    assert_eq!(manifest["rows"], 4);
+    assert_eq!(
+        manifest["files"].as_array().map(Vec::len),
+        Some(keys.len() - 1),
+        "the manifest lists every data file: {keys:?}"
+    );
+    ok(moto
+        .sluice(&wd)
+        .args(["ingest", "s3://out/parts/", "--to", "back", "--quiet"]));
+    assert_eq!(
+        wd.query(
+            "SELECT count(*) AS n, sum(amount) AS s, count(country) AS c FROM t",
+            &[("t", "back")]
+        ),
+        ["n,s,c", "4,12.0,3"]
+    );
+
+    // s3 -> s3, big data, compared with the local run; then overwrite and append.
+    let to_s3 = |mode: &str| {
+        ok(moto.sluice(&wd).args([
+            "ingest",
+            "s3://bkt/data/",
+            "--to",
+            "s3://out/all",
+            "--files",
+            "2",
+            "--mode",
+            mode,
+            "--split-min-size",
+            "65536",
+            "--quiet",
+        ]))
+    };
+    to_s3("error");
+    ok(moto
+        .sluice(&wd)
+        .args(["ingest", "s3://out/all/", "--to", "all-back", "--quiet"]));
+    assert_eq!(wd.query(count, &[("t", "all-back")]), local);
+    let first = moto.list("out", "all/");
+    assert_eq!(first.len(), 3, "two files and the manifest: {first:?}");
+    // error mode refuses an existing output.
+    let err =
+        fails(
+            moto.sluice(&wd)
+                .args(["ingest", "s3://bkt/data/a.csv", "--to", "s3://out/all"]),
+        );
+    assert!(err.contains("already exists"), "{err}");
+    // A stray file (a crashed job's upload) is not part of the output.
+    moto.put(
+        "out",
+        "all/part-99999-crashed.csv",
+        "id,amount\n1,1000000\n",
+    );
+    ok(moto
+        .sluice(&wd)
+        .args(["ingest", "s3://out/all/", "--to", "all-back2", "--quiet"]));
+    assert_eq!(wd.query(count, &[("t", "all-back2")]), local);
+    // overwrite: new files, manifest, old files (and the stray one) gone.
+    to_s3("overwrite");
+    let second = moto.list("out", "all/");
+    assert_eq!(second.len(), 3, "{second:?}");
+    assert!(first
+        .iter()
+        .filter(|k| !k.ends_with("_SUCCESS"))
+        .all(|k| !second.contains(k)));
+    // append: the old files stay and the manifest lists both sets.
+    to_s3("append");
+    assert_eq!(moto.list("out", "all/").len(), 5);
+    ok(moto
+        .sluice(&wd)
+        .args(["ingest", "s3://out/all/", "--to", "twice", "--quiet"]));
+    let twice = wd.query("SELECT count(*) AS n FROM t", &[("t", "twice")]);
+    assert_eq!(twice, ["n", "80010"]);
+    // A single object, and rejects beside it.
+    wd.write("bad.csv", "id,amount\n1,1.5\n2,abc\n");
+    ok(moto.sluice(&wd).args([
+        "ingest",
+        "bad.csv",
+        "--to",
+        "s3://out/one.csv",
+        "--schema",
+        "id BIGINT, amount DOUBLE",
+        "--quiet",
+    ]));
+    assert_eq!(moto.get("out", "one.csv"), "id,amount\n1,1.5\n");
+    let rejects = moto.get("out", "one.csv_rejects/rejects.ndjson");
+    assert!(rejects.contains("type_mismatch"), "{rejects}");
 }

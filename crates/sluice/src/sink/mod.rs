@@ -3,6 +3,7 @@
 
 pub mod commit;
 pub mod hive;
+pub mod remote;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,8 @@ pub struct SinkOptions {
     /// Format of the rejects: NDJSON (default) or Parquet; default Parquet when `rejects`
     /// ends in `.parquet`.
     pub rejects_format: Option<Format>,
+    /// Options of a remote object store (`s3://...` outputs).
+    pub storage: crate::source::remote::StorageOptions,
 }
 
 /// One file written.
@@ -186,6 +189,9 @@ pub async fn write(
     progress: Arc<WriteProgress>,
     rejects: Option<&crate::source::Rejects>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
+    if crate::source::remote::is_remote(&options.path) {
+        return write_remote(df, options, threads, progress, rejects).await;
+    }
     let format = options.resolved_format();
     let df = portable_types(df, format)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
@@ -257,6 +263,78 @@ pub async fn write(
         let dir = Path::new(&options.path).join(commit::REJECTS_DIR);
         move_rejects(options, &dir.display().to_string())?;
     }
+    Ok((summary, plan))
+}
+
+/// [`write`] to an object store: staged locally, uploaded, manifest last (see
+/// [`remote`]).
+async fn write_remote(
+    df: DataFrame,
+    options: &SinkOptions,
+    threads: usize,
+    progress: Arc<WriteProgress>,
+    rejects: Option<&crate::source::Rejects>,
+) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
+    let format = options.resolved_format();
+    let df = portable_types(df, format)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    options.validate(&schema)?;
+    let single = options.single_file_target();
+    let target = remote::RemoteTarget::open(&options.path, &options.storage)?;
+    target.check(options.mode, single).await?;
+    let streams = if single {
+        1
+    } else {
+        options.files.unwrap_or(threads.max(1))
+    };
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let hash_by = (!options.partition_by.is_empty() && options.files.is_none())
+        .then_some(options.partition_by.as_slice());
+    let plan = shape_partitions(plan, streams, hash_by)?;
+    let job = uuid::Uuid::new_v4().simple().to_string();
+    let job = &job[..12];
+    let staging = std::env::temp_dir().join(format!("sluice-upload-{job}"));
+    std::fs::create_dir_all(&staging).map_err(|e| Error::io(staging.display().to_string(), e))?;
+    if let Some(r) = rejects {
+        r.set_dir(staging.join(commit::REJECTS_DIR));
+    }
+    let result = async {
+        let files = run_writers(
+            Arc::clone(&plan),
+            task_ctx,
+            &schema,
+            options,
+            format,
+            &staging,
+            job,
+            single,
+            progress,
+        )
+        .await?;
+        if let Some(r) = rejects {
+            r.finish(options.rejects_parquet())?;
+            // `--rejects PATH`: a local file of the user's choice instead of the bucket.
+            if options.rejects.is_some() {
+                move_rejects(
+                    options,
+                    &staging.join(commit::REJECTS_DIR).display().to_string(),
+                )?;
+            }
+        }
+        target
+            .commit(&staging, job, options.mode, files.clone(), single)
+            .await?;
+        Ok::<_, Error>(files)
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&staging);
+    let files = result?;
+    let summary = WriteSummary {
+        rows: files.iter().map(|f| f.rows).sum(),
+        bytes: files.iter().map(|f| f.bytes).sum(),
+        files,
+    };
     Ok((summary, plan))
 }
 
