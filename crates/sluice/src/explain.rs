@@ -311,19 +311,7 @@ pub async fn explain(job: &Job) -> Result<Explain> {
     } else {
         format!("{threads} (one per thread)")
     };
-    let columns = applied
-        .df
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            format!(
-                "{} {}",
-                f.name(),
-                crate::source::merge::type_name(f.data_type())
-            )
-        })
-        .collect();
+    let columns = columns_of(applied.df.schema().as_arrow());
     Ok(Explain {
         inputs: Inputs {
             files: source.files.len(),
@@ -333,18 +321,7 @@ pub async fn explain(job: &Job) -> Result<Explain> {
             list,
             more,
         },
-        schema: source
-            .output_schema()
-            .fields()
-            .iter()
-            .map(|f| {
-                format!(
-                    "{} {}",
-                    f.name(),
-                    crate::source::merge::type_name(f.data_type())
-                )
-            })
-            .collect(),
+        schema: columns_of(&source.output_schema()),
         schema_decisions: source.decisions.clone(),
         stages,
         output: Output {
@@ -375,6 +352,21 @@ fn collect_ranges(plan: &Arc<dyn ExecutionPlan>, out: &mut BTreeMap<String, usiz
     for child in plan.children() {
         collect_ranges(child, out);
     }
+}
+
+/// `name TYPE` of every column.
+fn columns_of(schema: &datafusion::arrow::datatypes::Schema) -> Vec<String> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f.name(),
+                crate::source::merge::type_name(f.data_type())
+            )
+        })
+        .collect()
 }
 
 fn one_line(sql: &str) -> String {

@@ -199,20 +199,8 @@ pub async fn write(
     let target = PathBuf::from(&options.path);
     let single = options.single_file_target();
     check_target(&target, options.mode, single)?;
-
-    let streams = if single {
-        1
-    } else {
-        options.files.unwrap_or(threads.max(1))
-    };
-    let task_ctx = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await?;
-    let hash_by = (!options.partition_by.is_empty() && options.files.is_none())
-        .then_some(options.partition_by.as_slice());
-    let plan = shape_partitions(plan, streams, hash_by)?;
-
-    let job = uuid::Uuid::new_v4().simple().to_string();
-    let job = &job[..12];
+    let (task_ctx, plan, job) = plan_streams(df, options, threads).await?;
+    let job = job.as_str();
     let commit = Commit::begin(&target, job)?;
     // The target may have changed while we waited for the lock or recovered a crash.
     check_target(&target, options.mode, single)?;
@@ -266,6 +254,31 @@ pub async fn write(
     Ok((summary, plan))
 }
 
+/// The physical plan shaped into one output stream per file to write, its task context,
+/// and a new job id.
+async fn plan_streams(
+    df: DataFrame,
+    options: &SinkOptions,
+    threads: usize,
+) -> Result<(
+    Arc<datafusion::execution::TaskContext>,
+    Arc<dyn ExecutionPlan>,
+    String,
+)> {
+    let streams = if options.single_file_target() {
+        1
+    } else {
+        options.files.unwrap_or(threads.max(1))
+    };
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let hash_by = (!options.partition_by.is_empty() && options.files.is_none())
+        .then_some(options.partition_by.as_slice());
+    let plan = shape_partitions(plan, streams, hash_by)?;
+    let job = uuid::Uuid::new_v4().simple().to_string();
+    Ok((task_ctx, plan, job[..12].to_string()))
+}
+
 /// [`write`] to an object store: staged locally, uploaded, manifest last (see
 /// [`remote`]).
 async fn write_remote(
@@ -282,18 +295,8 @@ async fn write_remote(
     let single = options.single_file_target();
     let target = remote::RemoteTarget::open(&options.path, &options.storage)?;
     target.check(options.mode, single).await?;
-    let streams = if single {
-        1
-    } else {
-        options.files.unwrap_or(threads.max(1))
-    };
-    let task_ctx = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await?;
-    let hash_by = (!options.partition_by.is_empty() && options.files.is_none())
-        .then_some(options.partition_by.as_slice());
-    let plan = shape_partitions(plan, streams, hash_by)?;
-    let job = uuid::Uuid::new_v4().simple().to_string();
-    let job = &job[..12];
+    let (task_ctx, plan, job) = plan_streams(df, options, threads).await?;
+    let job = job.as_str();
     let staging = std::env::temp_dir().join(format!("sluice-upload-{job}"));
     std::fs::create_dir_all(&staging).map_err(|e| Error::io(staging.display().to_string(), e))?;
     if let Some(r) = rejects {

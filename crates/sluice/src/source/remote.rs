@@ -91,42 +91,28 @@ pub fn build_store(url: &RemoteUrl, options: &StorageOptions) -> Result<Arc<dyn 
         retry_timeout: Duration::from_secs(20),
         ..RetryConfig::default()
     };
+    // Every cloud builder: from the environment, the URL, quick retries, then the options.
+    macro_rules! cloud {
+        ($builder:expr) => {{
+            let mut b = $builder.with_retry(retry);
+            for (k, v) in options {
+                let key = k
+                    .parse()
+                    .map_err(|e: object_store::Error| bad(k, e.to_string()))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(|e| store_error(&url.store, e))?)
+        }};
+    }
+    let bucket = url.url.host_str().unwrap_or_default();
     let store: Arc<dyn ObjectStore> = match url.scheme() {
         "s3" | "s3a" => {
-            let mut b = object_store::aws::AmazonS3Builder::from_env()
-                .with_url(format!("s3://{}", url.url.host_str().unwrap_or_default()))
-                .with_retry(retry);
-            for (k, v) in options {
-                let key = k
-                    .parse()
-                    .map_err(|e: object_store::Error| bad(k, e.to_string()))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(b.build().map_err(|e| store_error(&url.store, e))?)
+            cloud!(object_store::aws::AmazonS3Builder::from_env().with_url(format!("s3://{bucket}")))
         }
-        "gs" | "gcs" => {
-            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_url(format!("gs://{}", url.url.host_str().unwrap_or_default()))
-                .with_retry(retry);
-            for (k, v) in options {
-                let key = k
-                    .parse()
-                    .map_err(|e: object_store::Error| bad(k, e.to_string()))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(b.build().map_err(|e| store_error(&url.store, e))?)
-        }
+        "gs" | "gcs" => cloud!(object_store::gcp::GoogleCloudStorageBuilder::from_env()
+            .with_url(format!("gs://{bucket}"))),
         "az" | "azure" | "abfs" | "abfss" | "adl" => {
-            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_url(url.url.as_str())
-                .with_retry(retry);
-            for (k, v) in options {
-                let key = k
-                    .parse()
-                    .map_err(|e: object_store::Error| bad(k, e.to_string()))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(b.build().map_err(|e| store_error(&url.store, e))?)
+            cloud!(object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.url.as_str()))
         }
         "http" | "https" => {
             // An http:// URL was written on purpose: plain HTTP is allowed for it.
