@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 ROWS="${ROWS:-400000}"
 ROUNDS="${ROUNDS:-5}"
-cargo build --release --locked -p sluice --example cpu_function
-BIN="$CARGO_TARGET_DIR/release/examples/cpu_function"
+# The example, built as a binary of the bench crate (same features as the CLI build).
+cargo build --release --locked -p sluice-cli -p sluice-bench
+BIN="$CARGO_TARGET_DIR/release/cpu_function"
 declare -a one two
 for _ in $(seq "$ROUNDS"); do
   one+=("$("$BIN" --threads 1 --rows "$ROWS" | sed 's/.*seconds=//')")

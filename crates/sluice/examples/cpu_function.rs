@@ -4,6 +4,9 @@
 //! cargo run --release -p sluice --example cpu_function -- --threads 2 --rows 400000
 //! ```
 //!
+//! (`bash bench/scaling.sh` builds the same file as the `cpu_function` binary of the bench
+//! crate, which shares the CLI's build instead of compiling the stack once more.)
+//!
 //! Generates a CSV of short texts (seeded), then scores every text with a regex and an
 //! iterated hash — the kind of per-row work Python needs `multiprocessing` for — and writes
 //! the scores as Parquet. Prints one line: `threads=N rows=R seconds=S`. `bash
@@ -78,8 +81,10 @@ fn score(re: &regex::Regex, text: &str) -> f64 {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = arg("--threads", 2);
     let rows = arg("--rows", 200_000);
-    let dir = tempfile::tempdir()?;
-    let input = dir.path().join("texts.csv");
+    // A fresh scratch folder (removed at the end).
+    let dir = std::env::temp_dir().join(format!("sluice-cpu-function-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let input = dir.join("texts.csv");
     write_input(&input, rows)?;
 
     let re = Arc::new(regex::Regex::new("[aeiou]{2,}")?);
@@ -109,13 +114,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .threads(threads)
     .write(SinkOptions {
-        path: dir.path().join("out").display().to_string(),
+        path: dir.join("out").display().to_string(),
         mode: WriteMode::Overwrite,
         ..SinkOptions::default()
     })
     .run()
     .await?;
     let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&dir)?;
     assert_eq!(report.rows_out as usize, rows, "every row is scored");
     println!("threads={threads} rows={rows} seconds={seconds:.3}");
     Ok(())

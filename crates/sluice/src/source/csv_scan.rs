@@ -120,6 +120,9 @@ pub struct CsvScanConfig {
     pub batch_size: usize,
     /// File columns to decode (all when `None`); set by [`CsvScanExec::try_new`].
     pub file_projection: Option<Vec<usize>>,
+    /// Bytes per ranged read, and reads in flight per range: 1 MiB and 2 for local files;
+    /// bigger and deeper for object stores, where every request costs a round trip.
+    pub read: (u64, usize),
 }
 
 impl CsvScanConfig {
@@ -335,8 +338,14 @@ impl ExecutionPlan for CsvScanExec {
     }
 }
 
-/// Bytes read per request.
+/// Bytes read per request on the error path (line counting).
 const READ_CHUNK: u64 = 1 << 20;
+
+/// Ranged reads of local files: 1 MiB, the next one fetched while one is decoded.
+pub const LOCAL_READ: (u64, usize) = (1 << 20, 2);
+
+/// Ranged reads of remote objects: 8 MiB, three fetched ahead (each GET is a round trip).
+pub const REMOTE_READ: (u64, usize) = (8 << 20, 4);
 
 /// The bytes of a range, decompressed, fetched in 1 MiB ranged reads, one ahead.
 async fn read_stream(
@@ -347,11 +356,13 @@ async fn read_stream(
     let store = Arc::clone(store);
     let location = range.location.clone();
     let (start, end) = (range.start, range.end.min(range.size));
+    let (chunk, ahead) = config.read;
+    let chunk = chunk.max(1);
     let pieces: Vec<(u64, u64)> = (start..end)
-        .step_by(READ_CHUNK as usize)
-        .map(|from| (from, (from + READ_CHUNK).min(end)))
+        .step_by(chunk as usize)
+        .map(|from| (from, (from + chunk).min(end)))
         .collect();
-    // The next piece is fetched while the current one is decoded.
+    // The next pieces are fetched while the current one is decoded.
     let raw = futures::stream::iter(pieces)
         .map(move |(from, to)| {
             let store = Arc::clone(&store);
@@ -363,7 +374,7 @@ async fn read_stream(
                     .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))
             }
         })
-        .buffered(2)
+        .buffered(ahead.max(1))
         .boxed();
     config.compression.convert_stream(raw)
 }

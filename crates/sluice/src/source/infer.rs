@@ -77,6 +77,9 @@ pub fn object_meta(file: &InputFile) -> Result<ObjectMeta> {
 }
 
 /// Infers one file's schema from a sample of its rows (or its footer, for Parquet and ORC).
+///
+/// A remote text file is sampled from its first 256 KiB; when that is not enough (a sample
+/// cut inside a compressed stream, rows wider than it), from its first 4 MiB.
 pub async fn infer_file_schema(
     state: &dyn Session,
     store: &Arc<dyn ObjectStore>,
@@ -87,7 +90,24 @@ pub async fn infer_file_schema(
     if file.size == 0 {
         return Err(Error::file(&file.display, "file is empty"));
     }
-    let sample = SampleSource::of(store, file).await?;
+    let first = SampleSource::of(store, file, REMOTE_SAMPLE_FIRST).await?;
+    match infer_from(state, store, file, csv, infer_rows, first).await {
+        Err(_) if file.is_remote() && file.size > REMOTE_SAMPLE_FIRST => {
+            let more = SampleSource::of(store, file, REMOTE_SAMPLE).await?;
+            infer_from(state, store, file, csv, infer_rows, more).await
+        }
+        other => other,
+    }
+}
+
+async fn infer_from(
+    state: &dyn Session,
+    store: &Arc<dyn ObjectStore>,
+    file: &InputFile,
+    csv: &CsvOptions,
+    infer_rows: usize,
+    sample: SampleSource,
+) -> Result<SchemaRef> {
     let schema = if file.format == Format::Ndjson {
         let (src, compression, display) = (sample.clone(), file.compression, file.display.clone());
         tokio::task::spawn_blocking(move || {
@@ -144,17 +164,26 @@ pub enum SampleSource {
     Fetched(bytes::Bytes),
 }
 
-/// Bytes of a remote object fetched for schema sampling.
+/// Bytes of a remote object fetched for schema sampling at first.
+const REMOTE_SAMPLE_FIRST: u64 = 256 << 10;
+
+/// Bytes fetched when the first sample was not enough.
 const REMOTE_SAMPLE: u64 = 4 << 20;
 
 impl SampleSource {
     /// The source for `file`: local files are read in place; remote ones have their first
-    /// 4 MiB fetched.
-    pub async fn of(store: &Arc<dyn ObjectStore>, file: &InputFile) -> Result<SampleSource> {
+    /// `limit` bytes fetched.
+    pub async fn of(
+        store: &Arc<dyn ObjectStore>,
+        file: &InputFile,
+        limit: u64,
+    ) -> Result<SampleSource> {
         match &file.key {
+            // Columnar files are read through the store by DataFusion (footers only).
+            _ if !file.format.is_text() => Ok(SampleSource::Fetched(bytes::Bytes::new())),
             None => Ok(SampleSource::Local(file.path.clone())),
             Some(key) => {
-                let end = file.size.min(REMOTE_SAMPLE);
+                let end = file.size.min(limit);
                 let bytes = store
                     .get_range(key, 0..end)
                     .await

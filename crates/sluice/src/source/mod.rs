@@ -507,6 +507,11 @@ impl Source {
                 null_regex,
                 compression: first.input.compression.to_datafusion(),
                 batch_size: 8192,
+                read: if first.input.is_remote() {
+                    csv_scan::REMOTE_READ
+                } else {
+                    csv_scan::LOCAL_READ
+                },
                 file_projection: None,
             };
             table = table.with_csv_reader(config, Arc::clone(&self.rejects));
