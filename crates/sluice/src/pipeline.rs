@@ -202,7 +202,10 @@ fn char_opt(name: &str, v: &Option<String>) -> Result<Option<u8>> {
 
 /// Joins a relative path onto the pipeline's folder; absolute paths stay as they are.
 fn anchor(base: &Path, p: &str) -> String {
-    if Path::new(p).is_absolute() || base.as_os_str().is_empty() {
+    if Path::new(p).is_absolute()
+        || base.as_os_str().is_empty()
+        || crate::source::remote::is_remote(p)
+    {
         p.to_string()
     } else {
         let joined: PathBuf = base.join(p);
@@ -318,6 +321,7 @@ impl PipelineSpec {
             let mut l = l.into_inner();
             unique(&l.name)?;
             l.paths = l.paths.iter().map(|p| anchor(base, p)).collect();
+            l.storage = self.storage.clone();
             stages.push((at, Stage::Lookup(Box::new(l))));
         }
         for (_, s) in &stages {
@@ -360,6 +364,11 @@ mod tests {
         assert_eq!(job.sink.path, "dir/out");
         assert_eq!(job.sink.mode, WriteMode::Overwrite);
         assert_eq!(job.stages.len(), 1);
+        // URLs are not relative paths.
+        let text = "[source]\npaths = \"s3://b/in/*.csv\"\n[sink]\npath = \"s3://b/out\"\n";
+        let job = parse(text, Path::new("dir/p.toml")).expect("parse");
+        assert_eq!(job.source.paths, vec!["s3://b/in/*.csv".to_string()]);
+        assert_eq!(job.sink.path, "s3://b/out");
     }
 
     #[test]

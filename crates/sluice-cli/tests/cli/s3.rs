@@ -538,3 +538,49 @@ fn outputs_on_s3_commit_with_the_manifest_last() {
     let rejects = moto.get("out", "one.csv_rejects/rejects.ndjson");
     assert!(rejects.contains("type_mismatch"), "{rejects}");
 }
+
+#[test]
+fn a_pipeline_with_a_storage_table_reads_inputs_and_lookups_from_s3() {
+    let Some(moto) = Moto::start(&[]) else { return };
+    let wd = Workdir::new();
+    moto.bucket("bkt");
+    moto.put("bkt", "in/a.csv", "id,cat\n1,x\n2,y\n3,x\n");
+    moto.put("bkt", "lk/cats.csv", "cat,label\nx,Ex\ny,Why\n");
+    // Credentials from the environment, the rest from [storage]; the file sits in a folder,
+    // and URLs are not anchored to it.
+    wd.write(
+        "jobs/p.toml",
+        format!(
+            r#"
+[source]
+paths = "s3://bkt/in/"
+
+[[lookup]]
+name = "cats"
+paths = "s3://bkt/lk/cats.csv"
+on = "cat"
+
+[sink]
+path = "s3://bkt/out"
+
+[storage]
+endpoint = "{}"
+allow_http = "true"
+region = "us-east-1"
+"#,
+            moto.endpoint()
+        ),
+    );
+    let mut cmd = wd.sluice();
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
+        .args(["run", "jobs/p.toml", "--quiet"]);
+    ok(&mut cmd);
+    ok(moto
+        .sluice(&wd)
+        .args(["ingest", "s3://bkt/out/", "--to", "back", "--quiet"]));
+    assert_eq!(
+        wd.query("SELECT id, label FROM t ORDER BY id", &[("t", "back")]),
+        ["id,label", "1,Ex", "2,Why", "3,Ex"]
+    );
+}

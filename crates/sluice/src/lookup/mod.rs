@@ -103,6 +103,7 @@ impl Lookup {
         let max = spec.max_lookup_bytes.unwrap_or(DEFAULT_MAX_LOOKUP_BYTES);
         let mut options = ReadOptions {
             paths: spec.paths.clone(),
+            storage: spec.storage.clone(),
             on_error: OnError::Fail,
             ..ReadOptions::default()
         };

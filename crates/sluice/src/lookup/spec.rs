@@ -45,6 +45,9 @@ pub struct LookupSpec {
     /// Biggest lookup held in memory (default 1 GiB).
     #[serde(default)]
     pub max_lookup_bytes: Option<u64>,
+    /// Options of remote object stores for `paths` (a pipeline file's `[storage]`).
+    #[serde(skip)]
+    pub storage: crate::source::remote::StorageOptions,
 }
 
 /// One key column: its name in the rows (`left`) and in the lookup (`right`).
