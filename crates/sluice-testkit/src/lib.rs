@@ -14,6 +14,8 @@
 //! # }
 //! ```
 
+pub mod moto;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -4,138 +4,19 @@
 //! `.ci/run` installs moto and sets `SLUICE_REQUIRE_S3=1`, so there the tests cannot skip;
 //! elsewhere they skip (with a note) when `moto_server` is not installed.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use sluice_testkit::moto::Moto;
 
 use crate::workdir::Workdir;
 
-/// A moto S3 server on a free loopback port; killed when dropped.
-struct Moto {
-    child: Child,
-    port: u16,
+/// The sluice command with credentials and the endpoint in the environment only.
+trait MotoSluice {
+    fn sluice(&self, wd: &Workdir) -> Command;
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Moto {
-    /// Starts moto, or returns `None` (skip) when it is not installed and not required.
-    fn start(extra_env: &[(&str, &str)]) -> Option<Moto> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let mut cmd = Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                assert!(
-                    std::env::var("SLUICE_REQUIRE_S3").is_err(),
-                    "moto_server is required here: {e}"
-                );
-                eprintln!("skipping: moto_server not installed ({e})");
-                return None;
-            }
-        };
-        let moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(moto)
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// A raw S3 request (moto does not check signatures unless asked to).
-    fn request(&self, method: &str, path: &str, body: &[u8]) -> u16 {
-        self.call(method, path, body).0
-    }
-
-    /// Keys below `prefix` in `bucket`.
-    fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let (_, body) = self.call(
-            "GET",
-            &format!("/{bucket}?list-type=2&prefix={prefix}"),
-            b"",
-        );
-        let mut keys: Vec<String> = body
-            .split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_string)
-            .collect();
-        keys.sort();
-        keys
-    }
-
-    /// An object's text, read with boto3 (which comes with moto): moto refuses unsigned
-    /// GETs of objects.
-    fn get(&self, bucket: &str, key: &str) -> String {
-        let code = format!(
-            "import boto3, sys\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='testing', aws_secret_access_key='testing-secret-key', region_name='us-east-1')\nsys.stdout.write(s3.get_object(Bucket='{bucket}', Key='{key}')['Body'].read().decode())",
-            self.endpoint()
-        );
-        let out = Command::new("python3")
-            .args(["-c", &code])
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn call(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            self.port,
-            body.len()
-        );
-        s.write_all(head.as_bytes()).expect("write");
-        s.write_all(body).expect("write");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let code = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (code, body)
-    }
-
-    fn bucket(&self, name: &str) {
-        assert_eq!(self.request("PUT", &format!("/{name}"), b""), 200);
-    }
-
-    fn put(&self, bucket: &str, key: &str, body: impl AsRef<[u8]>) {
-        let code = self.request("PUT", &format!("/{bucket}/{key}"), body.as_ref());
-        assert_eq!(code, 200, "PUT {key}");
-    }
-
-    /// The sluice command with credentials and the endpoint in the environment only.
+impl MotoSluice for Moto {
     fn sluice(&self, wd: &Workdir) -> Command {
         let mut cmd = wd.sluice();
         cmd.env("AWS_ACCESS_KEY_ID", "testing")

@@ -323,13 +323,16 @@ impl ExecutionPlan for CsvScanExec {
                 };
                 match read.await {
                     Ok(()) => {}
-                    Err(e) if rejects.mode == OnError::Fail || is_bad_row(&e) => return Err(e),
+                    Err(e) if is_bad_row(&e) => return Err(e),
+                    Err(e) if rejects.mode == OnError::Fail => {
+                        return Err(DataFusionError::External(Box::new(
+                            crate::error::Error::file(&range.display, super::infer::read_error(&e)),
+                        )))
+                    }
                     // A file that breaks while being read (cut off, unreadable): the rows
                     // before the break are kept and counted, the file is reported, and the
                     // job goes on.
-                    Err(e) => {
-                        rejects.file_failed(&range.display, &super::infer::clean_engine_error(&e))
-                    }
+                    Err(e) => rejects.file_failed(&range.display, &super::infer::read_error(&e)),
                 }
             }
             Ok(())

@@ -175,10 +175,7 @@ impl ExecutionPlan for FileByFileExec {
                     Err(e) if is_bad_row(&e) => return Err(e),
                     Err(e) if rejects.mode == OnError::Fail => {
                         return Err(DataFusionError::External(Box::new(
-                            crate::error::Error::file(
-                                &part.display,
-                                super::infer::clean_engine_error(&e),
-                            ),
+                            crate::error::Error::file(&part.display, super::infer::read_error(&e)),
                         )))
                     }
                     // The rows before the break were passed on and counted; the file is
@@ -187,7 +184,7 @@ impl ExecutionPlan for FileByFileExec {
                         &part.display,
                         &format!(
                             "{} (after {row} rows were read)",
-                            super::infer::clean_engine_error(&e)
+                            super::infer::read_error(&e)
                         ),
                     ),
                 }

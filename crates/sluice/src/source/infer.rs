@@ -492,6 +492,22 @@ fn normalize_inferred(schema: &Schema, format: Format) -> Schema {
 }
 
 /// Engine errors carry nested context; keep the innermost, readable part.
+/// Why reading a file failed, in words: an object that disappeared after it was listed is
+/// named as such.
+pub fn read_error(e: &datafusion::error::DataFusionError) -> String {
+    if let datafusion::error::DataFusionError::ObjectStore(inner) = e.find_root() {
+        if matches!(
+            inner.as_ref(),
+            datafusion::object_store::Error::NotFound { .. }
+        ) {
+            return "the file vanished during the run (deleted or moved after it was listed)"
+                .to_string();
+        }
+    }
+    clean_engine_error(e)
+}
+
+/// An engine error without DataFusion's wrapping prefixes.
 pub fn clean_engine_error(e: &datafusion::error::DataFusionError) -> String {
     let s = e.find_root().to_string();
     s.strip_prefix("Arrow error: ")
