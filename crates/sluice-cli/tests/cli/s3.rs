@@ -404,6 +404,37 @@ fn outputs_on_s3_commit_with_the_manifest_last() {
         .args(["ingest", "s3://out/all/", "--to", "twice", "--quiet"]));
     let twice = wd.query("SELECT count(*) AS n FROM t", &[("t", "twice")]);
     assert_eq!(twice, ["n", "80010"]);
+    // A file bigger than one part goes up in a multipart upload, whole.
+    let mut big = String::from("id,text\n");
+    let mut i = 0u64;
+    while big.len() < 12 << 20 {
+        big.push_str(&format!(
+            "{i},row number {i} with some padding to make it longer\n"
+        ));
+        i += 1;
+    }
+    wd.write("big.csv", &big);
+    ok(moto.sluice(&wd).args([
+        "ingest",
+        "big.csv",
+        "--to",
+        "s3://out/big.ndjson",
+        "--quiet",
+    ]));
+    ok(moto.sluice(&wd).args([
+        "ingest",
+        "s3://out/big.ndjson",
+        "--to",
+        "big-back",
+        "--quiet",
+    ]));
+    assert_eq!(
+        wd.query(
+            "SELECT count(*) AS n, max(id) AS m FROM t",
+            &[("t", "big-back")]
+        ),
+        ["n,m".to_string(), format!("{i},{}", i - 1)]
+    );
     // A single object, and rejects beside it.
     wd.write("bad.csv", "id,amount\n1,1.5\n2,abc\n");
     ok(moto.sluice(&wd).args([
