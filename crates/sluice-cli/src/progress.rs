@@ -91,9 +91,10 @@ fn enrich_status(progress: &Progress) -> String {
         .iter()
         .map(|s| {
             format!(
-                " | {}: {} calls, {} cached, {} retries, {} failed, {} in flight",
+                " | {}: {} calls ({:.0}/s), {} cached, {} retries, {} failed, {} in flight",
                 s.name,
                 HumanCount(s.calls.load(Ordering::Relaxed)),
+                s.rate(),
                 HumanCount(s.cache_hits.load(Ordering::Relaxed)),
                 HumanCount(s.retries.load(Ordering::Relaxed)),
                 HumanCount(s.failed_keys.load(Ordering::Relaxed)),

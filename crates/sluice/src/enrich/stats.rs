@@ -81,6 +81,22 @@ impl EnrichStats {
         }
     }
 
+    /// Requests per second so far (between the first and the latest request).
+    pub fn rate(&self) -> f64 {
+        let span = self
+            .window
+            .lock()
+            .ok()
+            .and_then(|w| *w)
+            .map(|(a, b)| b.duration_since(a).as_secs_f64())
+            .unwrap_or(0.0);
+        if span > 0.0 {
+            self.calls.load(Ordering::Relaxed) as f64 / span
+        } else {
+            0.0
+        }
+    }
+
     /// The report of the stage; `limit` is the concurrency limit at the end.
     pub fn report(&self, limit: usize) -> EnrichReport {
         let mut lat = self
@@ -97,13 +113,6 @@ impl EnrichStats {
             lat[i.min(lat.len() - 1)] as f64 / 1000.0
         };
         let calls = self.calls.load(Ordering::Relaxed);
-        let span = self
-            .window
-            .lock()
-            .ok()
-            .and_then(|w| *w)
-            .map(|(a, b)| b.duration_since(a).as_secs_f64())
-            .unwrap_or(0.0);
         EnrichReport {
             name: self.name.clone(),
             rows: self.rows.load(Ordering::Relaxed),
@@ -118,7 +127,7 @@ impl EnrichStats {
             latency_ms_p50: pct(0.5),
             latency_ms_p95: pct(0.95),
             latency_ms_max: pct(1.0),
-            requests_per_second: if span > 0.0 { calls as f64 / span } else { 0.0 },
+            requests_per_second: self.rate(),
             max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
             final_concurrency: limit,
             retry_budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
