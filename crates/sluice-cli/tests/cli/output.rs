@@ -177,3 +177,33 @@ fn single_file_outputs() {
     let n = wd.query("SELECT count(*) AS n FROM t", &[("t", "one.parquet")]);
     assert_eq!(n, ["n", "20000"]);
 }
+
+#[test]
+fn a_single_file_output_keeps_the_input_row_order() {
+    let wd = Workdir::new();
+    let mut big = String::from("id,text\n");
+    for i in 0..60_000 {
+        big.push_str(&format!("{i},\"row, {i}\"\n"));
+    }
+    wd.write("in/a.csv", &big);
+    wd.write("in/b.csv", "id,text\n60000,last\n");
+    let report = wd.ingest(&[
+        "in/a.csv",
+        "in/b.csv",
+        "--to",
+        "one.csv",
+        "--split-min-size",
+        "65536",
+        "--threads",
+        "4",
+    ]);
+    assert!(report["input_partitions"].as_u64().unwrap_or(0) >= 4, "{report}");
+    let ids: Vec<u64> = wd
+        .read("one.csv")
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().and_then(|v| v.parse().ok()).expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 60_001);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "row order changed");
+}

@@ -3,6 +3,7 @@
 
 pub mod commit;
 pub mod hive;
+pub mod ordered;
 pub mod remote;
 mod writer;
 
@@ -432,7 +433,6 @@ fn shape_partitions(
     hash_by: Option<&[String]>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     use datafusion::physical_expr::expressions::col;
-    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
     use datafusion::physical_plan::repartition::RepartitionExec;
     use datafusion::physical_plan::Partitioning as P;
     if let Some(cols) = hash_by {
@@ -450,7 +450,8 @@ fn shape_partitions(
     if have == streams {
         Ok(plan)
     } else if streams == 1 {
-        Ok(Arc::new(CoalescePartitionsExec::new(plan)))
+        // One file keeps the input's row order (partitions are in input order).
+        Ok(Arc::new(ordered::OrderedConcatExec::new(plan)))
     } else {
         Ok(Arc::new(RepartitionExec::try_new(
             plan,
