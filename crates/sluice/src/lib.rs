@@ -37,6 +37,7 @@ pub mod explain;
 pub mod job;
 pub mod lookup;
 pub mod pipeline;
+mod plan;
 pub mod report;
 pub mod sink;
 pub mod source;

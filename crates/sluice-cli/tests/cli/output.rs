@@ -197,12 +197,20 @@ fn a_single_file_output_keeps_the_input_row_order() {
         "--threads",
         "4",
     ]);
-    assert!(report["input_partitions"].as_u64().unwrap_or(0) >= 4, "{report}");
+    assert!(
+        report["input_partitions"].as_u64().unwrap_or(0) >= 4,
+        "{report}"
+    );
     let ids: Vec<u64> = wd
         .read("one.csv")
         .lines()
         .skip(1)
-        .map(|l| l.split(',').next().and_then(|v| v.parse().ok()).expect("id"))
+        .map(|l| {
+            l.split(',')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("id")
+        })
         .collect();
     assert_eq!(ids.len(), 60_001);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "row order changed");

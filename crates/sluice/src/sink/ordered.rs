@@ -12,10 +12,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -35,12 +34,7 @@ pub struct OrderedConcatExec {
 impl OrderedConcatExec {
     /// One ordered partition over `input`.
     pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
-        let cache = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(input.schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        let cache = crate::plan::streaming(input.schema(), Partitioning::UnknownPartitioning(1));
         OrderedConcatExec { input, cache }
     }
 }
@@ -68,8 +62,7 @@ impl ExecutionPlan for OrderedConcatExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children)
-            .map_err(|_| DataFusionError::Internal("OrderedConcatExec has one child".into()))?;
+        let input = crate::plan::only_child("OrderedConcatExec", children)?;
         Ok(Arc::new(OrderedConcatExec::new(input)))
     }
 
@@ -85,7 +78,11 @@ impl ExecutionPlan for OrderedConcatExec {
         _partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let n = self.input.properties().output_partitioning().partition_count();
+        let n = self
+            .input
+            .properties()
+            .output_partitioning()
+            .partition_count();
         let mut receivers = Vec::with_capacity(n);
         let mut tasks = Vec::with_capacity(n);
         for i in 0..n {
@@ -103,9 +100,10 @@ impl ExecutionPlan for OrderedConcatExec {
         // The tasks live as long as the output stream (dropping it aborts them).
         let stream = futures::stream::iter(receivers)
             .flat_map(|rx| {
-                futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|b| (b, rx))
-                })
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
+                )
             })
             .map(move |b| {
                 let _keep = &tasks;

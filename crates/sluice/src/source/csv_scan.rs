@@ -24,8 +24,6 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::object_store::path::Path;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt};
-use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::{
@@ -206,12 +204,10 @@ impl CsvScanExec {
             Some(p) => full.project(p)?,
             None => full,
         });
-        let cache = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
+        let cache = crate::plan::streaming(
+            Arc::clone(&schema),
             Partitioning::UnknownPartitioning(partitions.len().max(1)),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        );
         Ok(CsvScanExec {
             config: Arc::new(config),
             store_url,
@@ -265,13 +261,7 @@ impl ExecutionPlan for CsvScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "CsvScanExec has no children".into(),
-            ))
-        }
+        crate::plan::leaf(self, children)
     }
 
     fn apply_expressions(

@@ -1,0 +1,44 @@
+//! Small helpers shared by sluice's own plan nodes (scans, stages, the ordered concat).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, PlanProperties};
+
+/// Properties of a node that streams batches as they come, bounded, with no known order.
+pub(crate) fn streaming(schema: SchemaRef, partitioning: Partitioning) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        partitioning,
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
+/// `with_new_children` of a leaf: only an empty list is valid.
+pub(crate) fn leaf(
+    node: Arc<dyn ExecutionPlan>,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if children.is_empty() {
+        Ok(node)
+    } else {
+        Err(DataFusionError::Internal(format!(
+            "{} has no children",
+            node.name()
+        )))
+    }
+}
+
+/// The single child handed to `with_new_children` of a one-child node.
+pub(crate) fn only_child(
+    name: &str,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let [child] = <[_; 1]>::try_from(children)
+        .map_err(|_| DataFusionError::Internal(format!("{name} has one child")))?;
+    Ok(child)
+}
