@@ -246,6 +246,12 @@ impl Job {
     }
 }
 
+/// The output of a batch stage over `input`, as a DataFrame.
+fn as_stage(ctx: &SessionContext, input: &DataFrame, map: Arc<dyn BatchMap>) -> Result<DataFrame> {
+    let table = MapTable::new(input.logical_plan().clone(), map);
+    Ok(ctx.read_table(Arc::new(table))?)
+}
+
 /// The stages applied: the final DataFrame, and the enrich callers and loaded lookups (for
 /// their reports).
 #[derive(Debug)]
@@ -296,8 +302,7 @@ pub async fn apply_stages(
                     Arc::clone(&enricher),
                     Arc::clone(rejects),
                 )?;
-                let table = MapTable::new(current.logical_plan().clone(), Arc::new(map));
-                current = ctx.read_table(Arc::new(table))?;
+                current = as_stage(ctx, &current, Arc::new(map))?;
                 enrichers.push(enricher);
                 Some(spec.name.clone())
             }
@@ -308,8 +313,7 @@ pub async fn apply_stages(
                     Arc::clone(&lookup),
                     Arc::clone(rejects),
                 )?;
-                let table = MapTable::new(current.logical_plan().clone(), Arc::new(map));
-                current = ctx.read_table(Arc::new(table))?;
+                current = as_stage(ctx, &current, Arc::new(map))?;
                 lookups.push(lookup);
                 Some(spec.name.clone())
             }
@@ -323,8 +327,7 @@ pub async fn apply_stages(
                     f: f.clone(),
                     schema,
                 };
-                let table = MapTable::new(current.logical_plan().clone(), Arc::new(map));
-                current = ctx.read_table(Arc::new(table))?;
+                current = as_stage(ctx, &current, Arc::new(map))?;
                 Some(f.name.clone())
             }
         };

@@ -42,17 +42,12 @@ impl EnrichMap {
     ) -> crate::error::Result<Self> {
         let stage =
             |m: String| crate::error::Error::Config(format!("enrich '{}': {m}", enricher.name));
-        let names = || {
-            input
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         for c in &enricher.columns {
             if input.index_of(c).is_err() {
-                return Err(stage(format!("no column '{c}' (columns: {})", names())));
+                return Err(stage(format!(
+                    "no column '{c}' (columns: {})",
+                    crate::source::merge::column_list(input)
+                )));
             }
         }
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();

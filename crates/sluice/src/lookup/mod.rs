@@ -26,6 +26,7 @@ pub use spec::{How, KeyPair, LookupSpec, OnDuplicate, OnMissing};
 
 use crate::error::Error;
 use crate::source::file_scan::row_json;
+use crate::source::merge::column_list;
 use crate::source::rejects::{RejectRecord, Rejects};
 use crate::source::{Format, OnError, ReadOptions, Source};
 use crate::stage::BatchMap;
@@ -135,7 +136,7 @@ impl Lookup {
             if schema.index_of(k).is_err() {
                 return Err(fail(format!(
                     "the lookup has no column '{k}' (columns: {})",
-                    names(&schema)
+                    column_list(&schema)
                 )));
             }
         }
@@ -204,7 +205,7 @@ impl Lookup {
             let i = schema.index_of(c).map_err(|_| {
                 fail(format!(
                     "the lookup has no column '{c}' (columns: {})",
-                    names(&schema)
+                    column_list(&schema)
                 ))
             })?;
             let f = schema.field(i);
@@ -283,15 +284,6 @@ impl LookupSpec {
     }
 }
 
-fn names(schema: &Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn converter(types: &[DataType]) -> Result<RowConverter> {
     Ok(RowConverter::new(
         types.iter().map(|t| SortField::new(t.clone())).collect(),
@@ -345,7 +337,7 @@ impl LookupMap {
                 return Err(fail(format!(
                     "the rows have no column '{}' (columns: {})",
                     k.left,
-                    names(input)
+                    column_list(input)
                 )));
             }
         }

@@ -163,12 +163,7 @@ impl SinkOptions {
             if schema.index_of(col).is_err() {
                 return Err(Error::Config(format!(
                     "partition_by column '{col}' is not in the output (columns: {})",
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    crate::source::merge::column_list(schema)
                 )));
             }
         }
@@ -193,10 +188,7 @@ pub async fn write(
     if crate::source::remote::is_remote(&options.path) {
         return write_remote(df, options, threads, progress, rejects).await;
     }
-    let format = options.resolved_format();
-    let df = portable_types(df, format)?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    options.validate(&schema)?;
+    let (df, schema, format) = prepare(df, options)?;
     let target = PathBuf::from(&options.path);
     let single = options.single_file_target();
     check_target(&target, options.mode, single)?;
@@ -255,6 +247,16 @@ pub async fn write(
     Ok((summary, plan))
 }
 
+/// The DataFrame with portable types, its schema and the output format, checked against the
+/// options.
+fn prepare(df: DataFrame, options: &SinkOptions) -> Result<(DataFrame, SchemaRef, Format)> {
+    let format = options.resolved_format();
+    let df = portable_types(df, format)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    options.validate(&schema)?;
+    Ok((df, schema, format))
+}
+
 /// The physical plan shaped into one output stream per file to write, its task context,
 /// and a new job id.
 async fn plan_streams(
@@ -289,10 +291,7 @@ async fn write_remote(
     progress: Arc<WriteProgress>,
     rejects: Option<&crate::source::Rejects>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
-    let format = options.resolved_format();
-    let df = portable_types(df, format)?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    options.validate(&schema)?;
+    let (df, schema, format) = prepare(df, options)?;
     let single = options.single_file_target();
     let target = remote::RemoteTarget::open(&options.path, &options.storage)?;
     target.check(options.mode, single).await?;

@@ -17,13 +17,12 @@ use std::sync::Arc;
 
 use datafusion::object_store::path::Path as StorePath;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use futures::TryStreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::commit::{Manifest, MANIFEST, REJECTS_DIR};
 use super::{WriteMode, WrittenFile};
 use crate::error::{Error, Result};
-use crate::source::remote::{build_store, store_error, RemoteUrl, StorageOptions};
+use crate::source::remote::{build_store, list_sorted, store_error, RemoteUrl, StorageOptions};
 
 /// Files up to this size go up in one PUT; bigger ones in multipart parts of this size.
 const PART: usize = 8 << 20;
@@ -59,13 +58,7 @@ impl RemoteTarget {
 
     /// The objects below the prefix (all of them, manifest and rejects included).
     async fn existing(&self) -> Result<Vec<StorePath>> {
-        let prefix = (!self.prefix.is_empty()).then(|| StorePath::from(self.prefix.as_str()));
-        let listed: Vec<_> = self
-            .store
-            .list(prefix.as_ref())
-            .try_collect()
-            .await
-            .map_err(|e| store_error(&self.url, e))?;
+        let listed = list_sorted(&self.store, &self.prefix, &self.url).await?;
         Ok(listed.into_iter().map(|m| m.location).collect())
     }
 

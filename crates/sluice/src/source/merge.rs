@@ -192,6 +192,16 @@ pub fn widen(a: &DataType, b: &DataType, text: bool) -> Option<DataType> {
     }
 }
 
+/// The column names of `schema`, comma-separated (for messages).
+pub fn column_list(schema: &datafusion::arrow::datatypes::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

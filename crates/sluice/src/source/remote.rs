@@ -255,13 +255,7 @@ pub async fn resolve_remote(
             .take_while(|seg| !is_glob(seg))
             .collect::<Vec<_>>()
             .join("/");
-        let prefix = (!root.is_empty()).then(|| StorePath::from(root.as_str()));
-        let mut listed: Vec<object_store::ObjectMeta> = store
-            .list(prefix.as_ref())
-            .try_collect()
-            .await
-            .map_err(|e| store_error(input, e))?;
-        listed.sort_by(|a, b| a.location.cmp(&b.location));
+        let listed = list_sorted(store, &root, input).await?;
         for meta in listed {
             let key = meta.location.as_ref();
             if !matcher.is_match(key) || hidden_below(&root, key) {
@@ -298,13 +292,7 @@ pub async fn resolve_remote(
         };
     }
     // A folder: everything below the prefix.
-    let prefix = (!key.is_empty()).then(|| StorePath::from(key));
-    let mut listed: Vec<object_store::ObjectMeta> = store
-        .list(prefix.as_ref())
-        .try_collect()
-        .await
-        .map_err(|e| store_error(input, e))?;
-    listed.sort_by(|a, b| a.location.cmp(&b.location));
+    let listed = list_sorted(store, key, input).await?;
     if listed.is_empty() {
         return if tolerate_missing {
             missing.push(input.to_string());
@@ -331,6 +319,22 @@ pub async fn resolve_remote(
         }
     }
     Ok((files, skipped, missing))
+}
+
+/// Every object below `prefix` (`""`: the whole bucket), in key order; errors name `what`.
+pub async fn list_sorted(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    what: &str,
+) -> Result<Vec<object_store::ObjectMeta>> {
+    let prefix = (!prefix.is_empty()).then(|| StorePath::from(prefix));
+    let mut listed: Vec<object_store::ObjectMeta> = store
+        .list(prefix.as_ref())
+        .try_collect()
+        .await
+        .map_err(|e| store_error(what, e))?;
+    listed.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(listed)
 }
 
 /// The files a sluice `_SUCCESS` manifest in folder `dir` lists, if it holds one.
