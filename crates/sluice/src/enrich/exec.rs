@@ -133,30 +133,35 @@ impl EnrichMap {
                 .ok_or_else(|| DataFusionError::Internal("cast to Utf8".into()))?;
             columns.push((text, is_bare_json(array.data_type())));
         }
-        let mut distinct: HashMap<String, usize> = HashMap::new();
+        // Each distinct set of values is rendered (and its call started or joined) once.
+        let mut by_values: HashMap<Vec<Value>, usize> = HashMap::new();
+        let mut kinds: Vec<RowResult> = Vec::new();
         let mut pending = Vec::new();
-        let mut rows = Vec::with_capacity(n);
+        let mut rows: Vec<usize> = Vec::with_capacity(n);
         for row in 0..n {
             let values: Vec<Value> = columns
                 .iter()
                 .map(|(a, bare)| (!a.is_null(row)).then(|| (a.value(row).to_string(), *bare)))
                 .collect();
-            rows.push(match e.request(&values) {
-                Ok(None) => {
-                    e.stats.null_keys.fetch_add(1, Ordering::Relaxed);
-                    RowResult::NoCall
+            let k = match by_values.get(&values) {
+                Some(&k) => k,
+                None => {
+                    kinds.push(match e.request(&values) {
+                        Ok(None) => RowResult::NoCall,
+                        Err(why) => RowResult::Invalid(why),
+                        Ok(Some(req)) => {
+                            pending.push(e.outcome(req));
+                            RowResult::Call(pending.len() - 1)
+                        }
+                    });
+                    by_values.insert(values, kinds.len() - 1);
+                    kinds.len() - 1
                 }
-                Err(why) => RowResult::Invalid(why),
-                Ok(Some(req)) => {
-                    let key = format!("{}\n{}", req.shown, req.body_shown.as_deref().unwrap_or(""));
-                    let next = pending.len();
-                    let i = *distinct.entry(key).or_insert(next);
-                    if i == next {
-                        pending.push(e.outcome(req));
-                    }
-                    RowResult::Call(i)
-                }
-            });
+            };
+            if matches!(kinds[k], RowResult::NoCall) {
+                e.stats.null_keys.fetch_add(1, Ordering::Relaxed);
+            }
+            rows.push(k);
         }
         let outcomes: Vec<Arc<Outcome>> = futures::future::join_all(pending).await;
 
@@ -170,7 +175,7 @@ impl EnrichMap {
             }
             Ok(())
         };
-        for (row, result) in rows.iter().enumerate() {
+        for (row, result) in rows.iter().map(|&k| &kinds[k]).enumerate() {
             let failure = match result {
                 RowResult::NoCall => None,
                 RowResult::Call(i) => match outcomes[*i].as_ref() {

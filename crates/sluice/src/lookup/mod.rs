@@ -41,6 +41,8 @@ pub struct Lookup {
     pub name: String,
     keys: Vec<KeyPair>,
     key_types: Vec<DataType>,
+    /// Encodes key columns (both sides) into comparable bytes.
+    converter: RowConverter,
     /// The brought columns (renamed with the prefix), one row per lookup row.
     brought: RecordBatch,
     index: HashMap<Box<[u8]>, u32>,
@@ -244,6 +246,7 @@ impl Lookup {
             name: spec.name.clone(),
             keys: spec.on.clone(),
             key_types,
+            converter,
             brought,
             index,
             how,
@@ -400,7 +403,7 @@ impl BatchMap for LookupMap {
                 cast(a, t)?
             });
         }
-        let rows = converter(&l.key_types)?.convert_columns(&keys)?;
+        let rows = l.converter.convert_columns(&keys)?;
         let mut found: Vec<Option<u32>> = Vec::with_capacity(n);
         for i in 0..n {
             let hit = if keys.iter().any(|a| a.is_null(i)) {
