@@ -653,3 +653,80 @@ key = "/id""#,
     assert_eq!(e["distinct_keys"], 1000);
     assert_eq!(e["calls"], requests);
 }
+
+#[test]
+fn enrich_mistakes_are_one_clear_line() {
+    let wd = Workdir::new();
+    data(&wd, &ids(3), 3);
+    let url = "http://127.0.0.1:9/meta/{record_id}";
+    let cases = [
+        (
+            pipeline("http://127.0.0.1:9/meta/{nope}", ""),
+            "enrich 'meta': no column 'nope' (columns: record_id, n)",
+        ),
+        (
+            pipeline(url, "concurrency = 0"),
+            "concurrency must be at least 1",
+        ),
+        (
+            pipeline(url, "concurrency = \"lots\""),
+            "concurrency must be a number or \"auto\"",
+        ),
+        (
+            pipeline(url, "rate_limit = \"fast\""),
+            "rate_limit 'fast' is not like 500/s",
+        ),
+        (
+            pipeline(url, "timeout = \"10 parsecs\""),
+            "timeout '10 parsecs'",
+        ),
+        (
+            pipeline(url, "on_error = \"ignore\""),
+            "on_error must be reject, null or fail",
+        ),
+        (
+            pipeline(url, "method = \"HEAD\""),
+            "method must be GET, POST, PUT, PATCH or DELETE",
+        ),
+        (
+            pipeline(url, "retries = 2\nretires = 3"),
+            "unknown field `retires`",
+        ),
+        (
+            pipeline(
+                url,
+                "headers = { Authorization = \"Bearer ${env:SLUICE_SURELY_UNSET_VAR}\" }",
+            ),
+            "environment variable SLUICE_SURELY_UNSET_VAR is not set",
+        ),
+        (
+            pipeline("http://127.0.0.1:9/meta", ""),
+            "needs a {column} placeholder",
+        ),
+        (
+            pipeline(url, "cache_ttl = \"1d\""),
+            "cache_ttl needs a cache folder",
+        ),
+        (
+            pipeline(url, "on_error = \"null\"\nerror_column = \"n\""),
+            "the new column 'n' is already a column of the input",
+        ),
+    ];
+    for (text, expected) in cases {
+        wd.write("p.toml", &text);
+        let err = wd.fails(&["run", "p.toml"], 1);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(expected), "{expected}\n{err}");
+    }
+    // A bad extract type names the key and its line.
+    wd.write(
+        "p.toml",
+        pipeline(url, "").replace("type = \"bigint\"", "type = \"date\""),
+    );
+    let err = wd.fails(&["run", "p.toml"], 1);
+    assert!(
+        err.contains("extract type must be string, bigint, double, boolean or json"),
+        "{err}"
+    );
+    assert!(!wd.path("out").exists());
+}
