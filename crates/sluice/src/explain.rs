@@ -309,7 +309,7 @@ pub async fn explain(job: &Job) -> Result<Explain> {
     } else if !sink.partition_by.is_empty() {
         "1 per partition folder".to_string()
     } else {
-        format!("{threads} (one per thread)")
+        format!("up to {threads} (one per thread that gets rows)")
     };
     let columns = columns_of(applied.df.schema().as_arrow());
     Ok(Explain {

@@ -215,3 +215,16 @@ fn a_single_file_output_keeps_the_input_row_order() {
     assert_eq!(ids.len(), 60_001);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "row order changed");
 }
+
+#[test]
+fn tiny_inputs_leave_no_empty_files_unless_asked_for() {
+    let wd = Workdir::new();
+    wd.write("a.csv", "id,v\n1,x\n");
+    wd.ingest(&["a.csv", "--to", "out", "--threads", "4"]);
+    assert_eq!(wd.data_files("out").len(), 1, "{:?}", wd.data_files("out"));
+    // An explicit --files is honoured exactly, empty files included.
+    wd.ingest(&["a.csv", "--to", "out3", "--threads", "4", "--files", "3"]);
+    assert_eq!(wd.data_files("out3").len(), 3);
+    let n = wd.query("SELECT count(*) AS n FROM t", &[("t", "out")]);
+    assert_eq!(n, ["n", "1"]);
+}

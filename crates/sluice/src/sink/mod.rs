@@ -395,6 +395,22 @@ async fn run_writers(
         return Err(e);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    // Without an explicit `--files`, a stream that got no rows leaves no empty file behind
+    // (one file stays when there are no rows at all, to carry the schema).
+    if options.files.is_none() && options.partition_by.is_empty() && files.len() > 1 {
+        let keep_one = files.iter().all(|f| f.rows == 0);
+        let mut kept = Vec::with_capacity(files.len());
+        for f in files {
+            if f.rows > 0 || (keep_one && kept.is_empty()) {
+                kept.push(f);
+            } else {
+                let path = staging.join(&f.path);
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(path.display().to_string(), e))?;
+            }
+        }
+        files = kept;
+    }
     Ok(files)
 }
 
