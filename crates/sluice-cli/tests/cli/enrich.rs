@@ -730,3 +730,42 @@ fn enrich_mistakes_are_one_clear_line() {
     );
     assert!(!wd.path("out").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_bodies_carry_values_as_json_and_auto_concurrency_grows() {
+    // Answers a POST with the meta object of the "id" in its JSON body.
+    let server = ApiServer::start(|req: &Request| {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let ok_type =
+            req.headers.get("content-type").map(String::as_str) == Some("application/json");
+        match (req.method.as_str(), body["id"].as_str(), ok_type) {
+            ("POST", Some(id), true) => {
+                Reply::json(200, sluice_testkit::meta_object(id).to_string())
+                    .after(Duration::from_millis(5))
+            }
+            _ => Reply::status(400),
+        }
+    })
+    .await;
+    let wd = Arc::new(Workdir::new());
+    // Values that need JSON escaping.
+    let mut keys = ids(300);
+    keys.push("quote\"d".into());
+    keys.push("back\\slash".into());
+    data(&wd, &keys, 302);
+    let extra = r#"method = "POST"
+body = '{"id": {record_id}, "n": 1}'
+concurrency = "auto"
+max_concurrency = 64"#;
+    let report = run(&wd, pipeline(&server.url("/meta"), extra), true)
+        .await
+        .expect("report");
+    assert_eq!(report["rows_out"], 302, "{report}");
+    for (id, title, _, _) in output(&wd) {
+        assert_eq!(title, Some(format!("title-{id}")));
+    }
+    let e = enrich_report(&report);
+    assert_eq!(e["calls"], 302);
+    // Slow start took the limit well past its initial 4 on a healthy API.
+    assert!(e["max_in_flight"].as_u64().unwrap_or(0) > 8, "{e}");
+}
