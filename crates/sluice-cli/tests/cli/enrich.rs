@@ -769,3 +769,24 @@ max_concurrency = 64"#;
     // Slow start took the limit well past its initial 4 on a healthy API.
     assert!(e["max_in_flight"].as_u64().unwrap_or(0) > 8, "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_keeps_a_dead_api_from_being_hit_retries_times_over() {
+    let server = ApiServer::start(|_: &Request| Reply::status(503)).await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &ids(100), 100);
+    // Without a budget, 100 keys x (1 + 5 retries) = 600 requests.
+    let extra = "concurrency = 8\nretries = 5\nbackoff = \"1ms\"\nmax_backoff = \"2ms\"";
+    let report = run(&wd, pipeline(&server.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_identity(&report);
+    assert_eq!(report["rows_rejected"], 100);
+    let requests = server.counters.requests.load(Ordering::SeqCst);
+    // 100 first attempts + 10 + 20% of them.
+    assert!(requests <= 130, "{requests} requests");
+    let e = enrich_report(&report);
+    assert!(e["retry_budget_exhausted"].as_u64().unwrap_or(0) > 0, "{e}");
+    let rejects = wd.read("out/_rejects/rejects.ndjson");
+    assert!(rejects.contains("the retry budget is spent"), "{rejects}");
+}
