@@ -100,6 +100,17 @@ pub struct WriteSummary {
     pub bytes: u64,
 }
 
+impl WriteSummary {
+    /// The summary of these files.
+    pub fn of(files: Vec<WrittenFile>) -> WriteSummary {
+        WriteSummary {
+            rows: files.iter().map(|f| f.rows).sum(),
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            files,
+        }
+    }
+}
+
 /// Live counters a progress display can read while the write runs.
 #[derive(Debug, Default)]
 pub struct WriteProgress {
@@ -228,11 +239,7 @@ pub async fn write(
             return Err(e);
         }
     };
-    let summary = WriteSummary {
-        rows: files.iter().map(|f| f.rows).sum(),
-        bytes: files.iter().map(|f| f.bytes).sum(),
-        files: files.clone(),
-    };
+    let summary = WriteSummary::of(files.clone());
     if single {
         let file = files
             .first()
@@ -333,11 +340,7 @@ async fn write_remote(
     .await;
     let _ = std::fs::remove_dir_all(&staging);
     let files = result?;
-    let summary = WriteSummary {
-        rows: files.iter().map(|f| f.rows).sum(),
-        bytes: files.iter().map(|f| f.bytes).sum(),
-        files,
-    };
+    let summary = WriteSummary::of(files);
     Ok((summary, plan))
 }
 
