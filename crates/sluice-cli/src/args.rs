@@ -61,6 +61,10 @@ pub struct ReadArgs {
     /// error otherwise).
     #[arg(long)]
     pub allow_empty: bool,
+    /// Write what could be read when input files fail (missing, corrupt, cut off): without
+    /// it such a job writes nothing and exits 1, naming the files.
+    #[arg(long)]
+    pub allow_failed_files: bool,
     /// An option of remote object stores, KEY=VALUE (repeatable): endpoint, region,
     /// allow_http, skip_signature, virtual_hosted_style_request, access keys...
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -90,6 +94,7 @@ impl ReadArgs {
             on_error: self.on_error,
             split_min_size: self.split_min_size,
             allow_empty: self.allow_empty,
+            allow_failed_files: self.allow_failed_files,
             storage: self.storage_options.iter().cloned().collect(),
         }
     }

@@ -143,6 +143,29 @@ pub fn summary(report: &Report) -> String {
         HumanBytes(report.bytes_written),
         report.seconds
     ));
+    // Files that could not be read come first: their rows are in no other count.
+    if !report.files_failed.is_empty() {
+        out.push_str(&format!(
+            "  FAILED: {} input file(s) could not be read{}:\n",
+            report.files_failed.len(),
+            match report.rows_unread {
+                0 => String::new(),
+                n => format!(
+                    " ({} rows their metadata promised were not read)",
+                    HumanCount(n)
+                ),
+            }
+        ));
+        for f in report.files_failed.iter().take(10) {
+            out.push_str(&format!("    {}\n", f.describe()));
+        }
+        if report.files_failed.len() > 10 {
+            out.push_str(&format!(
+                "    ... and {} more (see --report-json)\n",
+                report.files_failed.len() - 10
+            ));
+        }
+    }
     out.push_str(&format!(
         "  rows: {} in, {} out ({}/s)",
         HumanCount(report.rows_in),

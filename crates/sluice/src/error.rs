@@ -57,6 +57,16 @@ pub enum Error {
     #[error("{0}")]
     BadRow(String),
 
+    /// Input files could not be read (missing, corrupt, cut off) and the job was not told
+    /// to write the rest (`--allow-failed-files`): nothing was committed.
+    #[error("{count} input file(s) could not be read, nothing was written: {list} (--allow-failed-files writes the rest)")]
+    FilesFailed {
+        /// How many files failed.
+        count: usize,
+        /// The first few, each with its reason.
+        list: String,
+    },
+
     /// An option value is invalid.
     #[error("invalid option: {0}")]
     Config(String),

@@ -196,7 +196,9 @@ impl Job {
         let later = source.rejects.rejected_later();
         let rejected = read_rejected + later;
         let rows_in = rows_ok + read_rejected + skipped;
+        let files_failed = source.rejects.failed();
         Ok(Report {
+            rows_unread: files_failed.iter().filter_map(|f| f.rows_unread()).sum(),
             files_read: source.files.len() as u64,
             bytes_read: source.total_bytes(),
             rows_in,
@@ -234,7 +236,7 @@ impl Job {
             output_format: self.sink.resolved_format().to_string(),
             schema_decisions: source.decisions.clone(),
             skipped_files: source.skipped.clone(),
-            files_failed: source.rejects.failed(),
+            files_failed,
             unsplit_files: source
                 .unsplit
                 .lock()

@@ -71,6 +71,8 @@ pub struct SourceSpec {
     pub split_min_size: Option<usize>,
     /// Succeed with no rows when the inputs match nothing (default false).
     pub allow_empty: Option<bool>,
+    /// Write the rest when input files cannot be read (default false: the job fails).
+    pub allow_failed_files: Option<bool>,
 }
 
 /// `[[transform]]`
@@ -265,6 +267,7 @@ impl PipelineSpec {
                 .unwrap_or_default(),
             split_min_size: s.split_min_size,
             allow_empty: s.allow_empty.unwrap_or(false),
+            allow_failed_files: s.allow_failed_files.unwrap_or(false),
             storage: self.storage.clone(),
         };
         let k = self.sink;

@@ -70,6 +70,9 @@ pub struct Report {
     pub rows_rejected_by_enrich: u64,
     /// Rows that could not be read and were dropped (`--on-error skip`).
     pub rows_skipped: u64,
+    /// Rows of input files that broke mid-read (`files_failed`) which their own metadata
+    /// promised but were never read (Parquet/ORC footers; unknown for text files).
+    pub rows_unread: u64,
     /// Where rejected rows were written, when there were any.
     pub rejects_path: Option<String>,
     /// Per input file (CSV): rows passed on, rejected and skipped.

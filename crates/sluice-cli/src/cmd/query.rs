@@ -43,6 +43,11 @@ pub struct QueryCmd {
     /// Worker threads (default: number of cores).
     #[arg(long, value_name = "N", value_parser = crate::args::parse_positive)]
     pub threads: Option<usize>,
+    /// Folder for rejected rows (`--on-error reject`, the default): one
+    /// `TABLE/rejects.ndjson` per table with bad rows. Default: a new folder under the
+    /// system's temporary folder, named on stderr when a row is rejected.
+    #[arg(long, value_name = "DIR")]
+    pub rejects: Option<std::path::PathBuf>,
 }
 
 impl QueryCmd {
@@ -63,15 +68,46 @@ impl QueryCmd {
             }
         }
         let ctx = sluice::context::session(threads);
+        let rejects_root = match &self.rejects {
+            Some(dir) => dir.clone(),
+            None => std::env::temp_dir().join(format!(
+                "sluice-query-rejects-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or_default()
+            )),
+        };
+        let mut sources = Vec::new();
         for (name, inputs) in tables {
             let source = Source::open(&ctx, self.read.to_options(inputs)).await?;
+            // Bad rows are never dropped without a trace: they go to a rejects file.
+            source.rejects.set_dir(rejects_root.join(&name));
             let df = source.to_dataframe(&ctx)?;
             ctx.register_table(name.as_str(), df.into_view())?;
+            sources.push((name, source));
         }
         let df = ctx
             .sql(&self.sql)
             .await
             .with_context(|| format!("in query: {}", self.sql.trim()))?;
+        let result = self.print(df).await;
+        // What the query did not see is said on stderr, whether printing worked or not.
+        for (name, source) in &sources {
+            source.rejects.finish(false)?;
+            for line in accounting_lines(name, source, &rejects_root) {
+                eprintln!("{line}");
+            }
+        }
+        result?;
+        for (_, source) in &sources {
+            source.rejects.check_failed()?;
+        }
+        Ok(())
+    }
+
+    async fn print(&self, df: sluice::datafusion::prelude::DataFrame) -> anyhow::Result<()> {
         let stdout = std::io::stdout();
         match self.output {
             Output::Table => {
@@ -97,4 +133,30 @@ impl QueryCmd {
         }
         Ok(())
     }
+}
+
+/// The stderr lines telling what a query did not see of table `name`: rejected and skipped
+/// rows, and files that could not be read.
+fn accounting_lines(name: &str, source: &Source, rejects_root: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let rejected = source.rejects.rejected();
+    if rejected > 0 {
+        lines.push(format!(
+            "warning: table {name}: {rejected} row(s) rejected, not in the result (see {})",
+            rejects_root.join(name).join("rejects.ndjson").display()
+        ));
+    }
+    let skipped = source.rejects.skipped();
+    if skipped > 0 {
+        lines.push(format!(
+            "warning: table {name}: {skipped} bad row(s) skipped (--on-error skip), not in the result"
+        ));
+    }
+    for f in source.rejects.failed() {
+        lines.push(format!(
+            "warning: table {name}: {} could not be read: {}",
+            f.file, f.reason
+        ));
+    }
+    lines
 }

@@ -98,6 +98,7 @@ fn not_null_columns_reject_nulls_in_every_format() {
         "out2",
         "--schema",
         "id BIGINT NOT NULL",
+        "--allow-failed-files",
     ]);
     assert_identity(&report);
     assert_eq!(report["files_failed"][0]["file"], "other/d.csv", "{report}");
@@ -128,21 +129,59 @@ fn a_parquet_file_breaking_mid_read_is_reported_and_the_rest_is_read() {
     parquet(&wd, "in/good.parquet", "id,name\n1,a\n2,b\n");
     wd.write("in/good.csv", "id,name\n3,c\n");
     for mode in ["reject", "skip"] {
+        // regression: a broken file used to leave exit 0 and a silent summary. Without
+        // --allow-failed-files nothing is written and the error names the file.
         let out = format!("out-{mode}");
-        let report = wd.ingest(&["in", "--to", &out, "--on-error", mode]);
+        let err = wd.fails(&["ingest", "in", "--to", &out, "--on-error", mode], 1);
+        assert!(
+            err.starts_with("error: 1 input file(s) could not be read, nothing was written: in/broken.parquet: "),
+            "{err}"
+        );
+        assert!(err.contains("of 5000 rows read"), "{err}");
+        assert!(!wd.path(&out).exists());
+        let report = wd.ingest(&[
+            "in",
+            "--to",
+            &out,
+            "--on-error",
+            mode,
+            "--allow-failed-files",
+        ]);
         assert_identity(&report);
-        assert_eq!(report["rows_out"], 3, "{report}");
         let failed = report["files_failed"].as_array().expect("files_failed");
         assert_eq!(failed.len(), 1, "{report}");
         assert_eq!(failed[0]["file"], "in/broken.parquet");
-        assert!(
-            failed[0]["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("rows were read"),
+        // The footer's row count, independent of the reader: every row is either read
+        // (and in the output) or named as unread.
+        assert_eq!(failed[0]["rows_expected"], 5000, "{report}");
+        let read = failed[0]["rows_read"].as_u64().expect("rows_read");
+        assert!(read < 5000, "{report}");
+        assert_eq!(
+            report["rows_unread"].as_u64(),
+            Some(5000 - read),
             "{report}"
         );
+        assert_eq!(report["rows_out"].as_u64(), Some(3 + read), "{report}");
     }
+    // The summary says so in its first lines.
+    let out = wd
+        .sluice()
+        .args([
+            "ingest",
+            "in",
+            "--to",
+            "out-summary",
+            "--allow-failed-files",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let second = stderr.lines().nth(1).unwrap_or_default();
+    assert!(
+        second.contains("FAILED: 1 input file(s) could not be read"),
+        "{stderr}"
+    );
     let err = wd.fails(&["ingest", "in", "--to", "o", "--on-error", "fail"], 1);
     assert!(err.starts_with("error: in/broken.parquet: "), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");

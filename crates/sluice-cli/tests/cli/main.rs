@@ -8,6 +8,7 @@ mod faults;
 mod formats;
 mod inputs;
 mod lookup;
+mod newuser;
 mod output;
 mod pipeline;
 mod rejects;

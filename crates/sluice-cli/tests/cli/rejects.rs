@@ -243,7 +243,13 @@ fn faulty_inputs(wd: &Workdir) {
 fn whole_file_faults_are_reported_and_the_rest_is_read() {
     let wd = Workdir::new();
     faulty_inputs(&wd);
-    let report = wd.ingest(&["in", "missing.csv", "--to", "out"]);
+    let err = wd.fails(&["ingest", "in", "missing.csv", "--to", "out"], 1);
+    assert!(
+        err.contains("4 input file(s) could not be read, nothing was written"),
+        "{err}"
+    );
+    assert!(!wd.path("out").exists());
+    let report = wd.ingest(&["in", "missing.csv", "--to", "out", "--allow-failed-files"]);
     assert_identity(&report);
     assert_eq!(report["rows_out"], 2, "{report}");
     let failed: BTreeSet<String> = report["files_failed"]
@@ -266,7 +272,14 @@ fn whole_file_faults_are_reported_and_the_rest_is_read() {
         assert!(!f["reason"].as_str().unwrap_or_default().is_empty(), "{f}");
     }
     // skip mode does the same.
-    let report = wd.ingest(&["in", "--to", "out2", "--on-error", "skip"]);
+    let report = wd.ingest(&[
+        "in",
+        "--to",
+        "out2",
+        "--on-error",
+        "skip",
+        "--allow-failed-files",
+    ]);
     assert_eq!(report["files_failed"].as_array().map(Vec::len), Some(3));
 }
 

@@ -195,6 +195,10 @@ impl Commit {
                 std::fs::hard_link(&from, &to).map_err(io_err(&from))?;
             }
             listed.extend(old);
+            carry_rejects(
+                &self.target.join(REJECTS_DIR),
+                &self.staging.join(REJECTS_DIR),
+            )?;
         }
         let manifest = Manifest::new(&self.job, listed);
         let manifest_path = self.staging.join(MANIFEST);
@@ -221,6 +225,47 @@ impl Commit {
         sync_parent(&self.target);
         Ok(manifest)
     }
+}
+
+/// Appending keeps the rejected rows of earlier jobs: their files are linked into the new
+/// `_rejects/` beside this job's own (renamed `rejects-2.ndjson`, ... when a name is taken).
+fn carry_rejects(old: &Path, new: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(old) else {
+        return Ok(()); // no earlier rejects
+    };
+    std::fs::create_dir_all(new).map_err(io_err(new))?;
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    names.sort();
+    for from in names {
+        let Some(name) = from.file_name() else {
+            continue;
+        };
+        let mut to = new.join(name);
+        let (stem, ext) = {
+            let p = Path::new(name);
+            (
+                p.file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+                p.extension().map(|s| s.to_string_lossy().to_string()),
+            )
+        };
+        let mut n = 2;
+        while to.exists() {
+            let renamed = match &ext {
+                Some(ext) => format!("{stem}-{n}.{ext}"),
+                None => format!("{stem}-{n}"),
+            };
+            to = new.join(renamed);
+            n += 1;
+        }
+        std::fs::hard_link(&from, &to).map_err(io_err(&from))?;
+    }
+    Ok(())
 }
 
 /// Data files in a folder without a manifest (not written by sluice): every visible file.
@@ -261,9 +306,16 @@ fn recover(parent: &Path, name: &str, target: &Path) -> Result<Vec<String>> {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return Ok(found);
     };
+    // `.sluice-staging-out-` is also the start of `out-2`'s staging folders: only a job id
+    // (and the fallback's `-old`) may follow the prefix.
     let mut leftovers: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix(&prefix)
+                .is_some_and(is_job_suffix)
+        })
         .map(|e| e.path())
         .collect();
     leftovers.sort();
@@ -292,6 +344,16 @@ fn recover(parent: &Path, name: &str, target: &Path) -> Result<Vec<String>> {
     }
     Ok(found)
 }
+
+/// True for what follows a staging prefix in this target's own folders: a job id (12 hex
+/// digits), optionally with `-old`.
+fn is_job_suffix(rest: &str) -> bool {
+    let id = rest.strip_suffix("-old").unwrap_or(rest);
+    id.len() == JOB_ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Length of a job id (`plan_streams` in the sink).
+pub const JOB_ID_LEN: usize = 12;
 
 /// Where the fallback commit parks the old output.
 fn old_path(staging: &Path) -> PathBuf {

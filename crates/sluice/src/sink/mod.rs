@@ -228,8 +228,12 @@ pub async fn write(
         progress,
     )
     .await;
+    // Input files that could not be read stop the commit unless the job allows them.
     let result = match (result, rejects) {
-        (Ok(files), Some(r)) => r.finish(options.rejects_parquet()).map(|()| files),
+        (Ok(files), Some(r)) => r
+            .finish(options.rejects_parquet())
+            .and_then(|()| r.check_failed())
+            .map(|()| files),
         (other, _) => other,
     };
     let files = match result {
@@ -286,7 +290,7 @@ async fn plan_streams(
         .then_some(options.partition_by.as_slice());
     let plan = shape_partitions(plan, streams, hash_by)?;
     let job = uuid::Uuid::new_v4().simple().to_string();
-    Ok((task_ctx, plan, job[..12].to_string()))
+    Ok((task_ctx, plan, job[..commit::JOB_ID_LEN].to_string()))
 }
 
 /// [`write`] to an object store: staged locally, uploaded, manifest last (see
@@ -324,6 +328,7 @@ async fn write_remote(
         .await?;
         if let Some(r) = rejects {
             r.finish(options.rejects_parquet())?;
+            r.check_failed()?;
             // `--rejects PATH`: a local file of the user's choice instead of the bucket.
             if options.rejects.is_some() {
                 move_rejects(

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::csv::reader::{Decoder, ReaderBuilder};
 use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
@@ -31,7 +31,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::rejects::{is_bad_row, OnError, RejectRecord, Rejects, RAW_CAP};
+use super::rejects::{is_bad_row, is_file_fault, OnError, RejectRecord, Rejects, RAW_CAP};
 
 /// One byte range of one file.
 #[derive(Debug, Clone)]
@@ -62,8 +62,13 @@ pub enum RowFormat {
 /// A CSV or JSON decoder behind one interface.
 enum AnyDecoder {
     Csv(Box<Decoder>),
-    Json(datafusion::arrow::json::reader::Decoder, usize),
+    /// The decoder, the batch size, and whether it only counts rows (no file column is
+    /// projected: it decodes a column no object has and drops it).
+    Json(datafusion::arrow::json::reader::Decoder, usize, bool),
 }
+
+/// The column a row-counting JSON decoder reads: no JSON object has this key.
+const COUNT_ONLY_FIELD: &str = "\u{0}sluice_row_count";
 
 type ArrowResult<T> = std::result::Result<T, datafusion::arrow::error::ArrowError>;
 
@@ -71,7 +76,7 @@ impl AnyDecoder {
     fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize> {
         match self {
             AnyDecoder::Csv(d) => d.decode(buf),
-            AnyDecoder::Json(d, _) => d.decode(buf),
+            AnyDecoder::Json(d, ..) => d.decode(buf),
         }
     }
 
@@ -79,14 +84,16 @@ impl AnyDecoder {
     fn full(&self) -> bool {
         match self {
             AnyDecoder::Csv(d) => d.capacity() == 0,
-            AnyDecoder::Json(d, batch) => d.len() >= *batch,
+            AnyDecoder::Json(d, batch, _) => d.len() >= *batch,
         }
     }
 
     fn flush(&mut self) -> ArrowResult<Option<RecordBatch>> {
         match self {
             AnyDecoder::Csv(d) => d.flush(),
-            AnyDecoder::Json(d, _) => d.flush(),
+            AnyDecoder::Json(d, _, false) => d.flush(),
+            // Rows without columns: the row count is all that is kept.
+            AnyDecoder::Json(d, _, true) => d.flush()?.map(|b| rows_only(b.num_rows())).transpose(),
         }
     }
 }
@@ -126,15 +133,24 @@ pub struct CsvScanConfig {
 impl CsvScanConfig {
     fn decoder(&self, header: bool) -> ArrowResult<AnyDecoder> {
         if self.format == RowFormat::Json {
-            let schema = match &self.file_projection {
+            let mut schema = match &self.file_projection {
                 Some(p) => Arc::new(self.file_schema.project(p)?),
                 None => Arc::clone(&self.file_schema),
             };
+            // `count(*)`, `SELECT 1`: no column is needed, but every row still counts.
+            let count_only = schema.fields().is_empty();
+            if count_only {
+                schema = Arc::new(Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+                    COUNT_ONLY_FIELD,
+                    datafusion::arrow::datatypes::DataType::Null,
+                    true,
+                )]));
+            }
             let batch = self.batch_size.max(1);
             let d = datafusion::arrow::json::ReaderBuilder::new(schema)
                 .with_batch_size(batch)
                 .build_decoder()?;
-            return Ok(AnyDecoder::Json(d, batch));
+            return Ok(AnyDecoder::Json(d, batch, count_only));
         }
         let mut b = ReaderBuilder::new(Arc::clone(&self.file_schema))
             .with_header(header)
@@ -313,7 +329,7 @@ impl ExecutionPlan for CsvScanExec {
                 };
                 match read.await {
                     Ok(()) => {}
-                    Err(e) if is_bad_row(&e) => return Err(e),
+                    Err(e) if is_bad_row(&e) || !is_file_fault(&e, false) => return Err(e),
                     Err(e) if rejects.mode == OnError::Fail => {
                         return Err(DataFusionError::External(Box::new(
                             crate::error::Error::file(&range.display, super::infer::read_error(&e)),
@@ -508,7 +524,12 @@ fn with_partition_values(
     }
     let mut fields: Vec<FieldRef> = batch.schema().fields().iter().cloned().collect();
     fields.extend(config.partition_fields.iter().cloned());
-    let all = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    // With no column projected (`count(*)`) the batch still carries its row count.
+    let all = RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )?;
     let Some(projection) = projection else {
         return Ok(all);
     };
@@ -954,6 +975,15 @@ fn split_lines(data: &[u8], at_eof: bool) -> (Vec<(usize, usize, bool)>, usize) 
         return (rows, data.len());
     }
     (rows, start)
+}
+
+/// A batch of `n` rows without columns.
+fn rows_only(n: usize) -> ArrowResult<RecordBatch> {
+    RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )
 }
 
 /// Decodes `n` rows in one batch.

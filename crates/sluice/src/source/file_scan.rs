@@ -17,7 +17,9 @@ use datafusion::arrow::compute::{filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
@@ -26,7 +28,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::rejects::{is_bad_row, OnError, RejectRecord, Rejects, RAW_CAP};
+use super::rejects::{is_bad_row, is_file_fault, OnError, RejectRecord, Rejects, RAW_CAP};
 
 /// One file (or one range of a file) and the scan that reads it.
 #[derive(Debug, Clone)]
@@ -37,11 +39,18 @@ pub struct FilePart {
     pub plan: Arc<dyn ExecutionPlan>,
     /// True when the part is the whole file, so row numbers are the file's own.
     pub whole: bool,
+    /// The file's key in its store (to read its footer when it breaks).
+    pub location: datafusion::object_store::path::Path,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// ORC (else Parquet).
+    pub orc: bool,
 }
 
 /// Reads columnar files one at a time per partition, accounting for each.
 #[derive(Debug)]
 pub struct FileByFileExec {
+    store_url: ObjectStoreUrl,
     partitions: Vec<Vec<FilePart>>,
     rejects: Arc<Rejects>,
     /// Output columns (index, name) that must not hold nulls.
@@ -55,6 +64,7 @@ impl FileByFileExec {
     /// A scan of `partitions`, each a list of parts read in order. `required` names output
     /// columns (by index) whose nulls make a row a `null_in_not_null` reject.
     pub fn new(
+        store_url: ObjectStoreUrl,
         schema: SchemaRef,
         partitions: Vec<Vec<FilePart>>,
         required: Vec<(usize, String)>,
@@ -65,6 +75,7 @@ impl FileByFileExec {
             Partitioning::UnknownPartitioning(partitions.len().max(1)),
         );
         FileByFileExec {
+            store_url,
             partitions,
             rejects,
             required,
@@ -135,6 +146,7 @@ impl ExecutionPlan for FileByFileExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let parts = self.partitions.get(partition).cloned().unwrap_or_default();
+        let store = context.runtime_env().object_store(&self.store_url)?;
         let rejects = Arc::clone(&self.rejects);
         let required = self.required.clone();
         let metrics = BaselineMetrics::new(&self.metrics, partition);
@@ -163,26 +175,89 @@ impl ExecutionPlan for FileByFileExec {
                 };
                 match read.await {
                     Ok(()) => {}
-                    Err(e) if is_bad_row(&e) => return Err(e),
+                    Err(e) if is_bad_row(&e) || !is_file_fault(&e, true) => return Err(e),
                     Err(e) if rejects.mode == OnError::Fail => {
                         return Err(DataFusionError::External(Box::new(
                             crate::error::Error::file(&part.display, super::infer::read_error(&e)),
                         )))
                     }
                     // The rows before the break were passed on and counted; the file is
-                    // reported and the next one is read.
-                    Err(e) => rejects.file_failed(
-                        &part.display,
-                        &format!(
-                            "{} (after {row} rows were read)",
-                            super::infer::read_error(&e)
-                        ),
-                    ),
+                    // reported with the rows its footer promised, and the next one is read.
+                    Err(e) => {
+                        let expected = if part.whole {
+                            footer_rows(&store, &part).await
+                        } else {
+                            None
+                        };
+                        rejects.file_failed_expecting(
+                            &part.display,
+                            &super::infer::read_error(&e),
+                            expected,
+                        )
+                    }
                 }
             }
             Ok(())
         });
         Ok(builder.build())
+    }
+}
+
+/// The row count a file's footer declares, if the footer can be read.
+async fn footer_rows(store: &Arc<dyn ObjectStore>, part: &FilePart) -> Option<u64> {
+    if part.orc {
+        let mut reader = OrcFooterReader {
+            store: Arc::clone(store),
+            location: part.location.clone(),
+            size: part.size,
+        };
+        let meta = orc_rust::reader::metadata::read_metadata_async(&mut reader)
+            .await
+            .ok()?;
+        return Some(meta.number_of_rows());
+    }
+    let object = datafusion::object_store::ObjectMeta {
+        location: part.location.clone(),
+        last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+        size: part.size,
+        e_tag: None,
+        version: None,
+    };
+    let meta = datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata::new(
+        store.as_ref(),
+        &object,
+    )
+    .fetch_metadata()
+    .await
+    .ok()?;
+    u64::try_from(meta.file_metadata().num_rows()).ok()
+}
+
+/// Ranged reads of an ORC file in an object store, for its footer.
+struct OrcFooterReader {
+    store: Arc<dyn ObjectStore>,
+    location: datafusion::object_store::path::Path,
+    size: u64,
+}
+
+impl orc_rust::reader::AsyncChunkReader for OrcFooterReader {
+    fn len(&mut self) -> futures::future::BoxFuture<'_, std::io::Result<u64>> {
+        let size = self.size;
+        Box::pin(async move { Ok(size) })
+    }
+
+    fn get_bytes(
+        &mut self,
+        offset_from_start: u64,
+        length: u64,
+    ) -> futures::future::BoxFuture<'_, std::io::Result<bytes::Bytes>> {
+        Box::pin(async move {
+            let end = offset_from_start.saturating_add(length).min(self.size);
+            self.store
+                .get_range(&self.location, offset_from_start..end)
+                .await
+                .map_err(std::io::Error::other)
+        })
     }
 }
 

@@ -63,6 +63,10 @@ pub struct ReadOptions {
     /// Inputs matching no file give an empty result instead of an error (the output then
     /// has the `schema` given, or no columns).
     pub allow_empty: bool,
+    /// Files that cannot be read (missing, corrupt, cut off mid-read) are reported and the
+    /// rest is written. Without it, such a job commits nothing and fails naming the files
+    /// (in `skip` and `reject` modes; `fail` stops at the first).
+    pub allow_failed_files: bool,
     /// Options of remote object stores (endpoint, region, credentials...).
     pub storage: remote::StorageOptions,
 }
@@ -116,6 +120,7 @@ impl Default for ReadOptions {
             on_error: OnError::default(),
             split_min_size: None,
             allow_empty: false,
+            allow_failed_files: false,
             storage: remote::StorageOptions::new(),
         }
     }
@@ -172,6 +177,7 @@ impl Source {
         }
         let state = ctx.state();
         let rejects = Arc::new(Rejects::new(options.on_error));
+        rejects.allow_failed_files(options.allow_failed_files);
         for m in &missing {
             rejects.file_failed(m, "not found");
         }
@@ -183,8 +189,13 @@ impl Source {
                 let store = ObjectStoreUrl::parse(&input.store)
                     .and_then(|url| ctx.runtime_env().object_store(url));
                 async move {
-                    // A zero-byte file is a whole-file fault like a corrupt one.
+                    // A zero-byte NDJSON file holds zero records (that is how NDJSON writes
+                    // an empty result); a zero-byte CSV file lacks even its header and a
+                    // zero-byte Parquet/ORC file its footer: whole-file faults.
                     let schema = match store {
+                        _ if input.size == 0 && input.format == Format::Ndjson => {
+                            Ok(Arc::new(Schema::empty()))
+                        }
                         _ if input.size == 0 => {
                             Err(Error::file(&input.display, "file is empty (0 bytes)"))
                         }
@@ -469,7 +480,7 @@ impl Source {
                     values.push(ScalarValue::Utf8(Some(f.input.display.clone())));
                 }
                 Ok(table::TableFile {
-                    path: infer::store_path(&f.input)?.to_string(),
+                    path: infer::store_path(&f.input)?,
                     size: f.input.size,
                     partition_values: values,
                     display: f.input.display.clone(),

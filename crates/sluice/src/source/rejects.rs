@@ -129,6 +129,7 @@ pub struct Rejects {
     rejected_later: AtomicU64,
     skipped: AtomicU64,
     failed: Mutex<Vec<FailedFile>>,
+    allow_failed: std::sync::atomic::AtomicBool,
 }
 
 /// A file that could not be read as a whole (missing, empty, corrupt, cut off).
@@ -138,6 +139,34 @@ pub struct FailedFile {
     pub file: String,
     /// Why.
     pub reason: String,
+    /// Rows the file holds by its own metadata (Parquet/ORC footers), when known: with
+    /// `rows_read`, how many rows of it are in no count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_expected: Option<u64>,
+    /// Rows of it read (and passed on, rejected or skipped) before the break.
+    pub rows_read: u64,
+}
+
+impl FailedFile {
+    /// Rows the file holds that were not read, when its metadata tells.
+    pub fn rows_unread(&self) -> Option<u64> {
+        self.rows_expected.map(|e| e.saturating_sub(self.rows_read))
+    }
+
+    /// `file: reason (N of M rows read)` for messages.
+    pub fn describe(&self) -> String {
+        match self.rows_expected {
+            Some(e) => format!(
+                "{}: {} ({} of {e} rows read)",
+                self.file, self.reason, self.rows_read
+            ),
+            None if self.rows_read > 0 => format!(
+                "{}: {} (after {} rows)",
+                self.file, self.reason, self.rows_read
+            ),
+            None => format!("{}: {}", self.file, self.reason),
+        }
+    }
 }
 
 impl Rejects {
@@ -152,7 +181,30 @@ impl Rejects {
             rejected_later: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             failed: Mutex::new(Vec::new()),
+            allow_failed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Lets a job with failed files commit what it could read (`--allow-failed-files`).
+    pub fn allow_failed_files(&self, allow: bool) {
+        self.allow_failed.store(allow, Ordering::Relaxed);
+    }
+
+    /// Before a commit: an error naming the files that could not be read, unless the job
+    /// allows them.
+    pub fn check_failed(&self) -> Result<()> {
+        let failed = self.failed();
+        if failed.is_empty() || self.allow_failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut list: Vec<String> = failed.iter().take(3).map(FailedFile::describe).collect();
+        if failed.len() > 3 {
+            list.push(format!("and {} more", failed.len() - 3));
+        }
+        Err(Error::FilesFailed {
+            count: failed.len(),
+            list: list.join("; "),
+        })
     }
 
     /// Sets the folder rejected rows are written to (inside the output's staging folder, so
@@ -253,6 +305,11 @@ impl Rejects {
 
     /// Records a file that could not be read (in `skip` and `reject` modes).
     pub fn file_failed(&self, file: &str, reason: &str) {
+        self.file_failed_expecting(file, reason, None);
+    }
+
+    /// [`Rejects::file_failed`] for a file whose metadata says how many rows it holds.
+    pub fn file_failed_expecting(&self, file: &str, reason: &str, rows_expected: Option<u64>) {
         if let Ok(mut f) = self.failed.lock() {
             // A file read in several ranges is reported once.
             if f.iter().any(|known| known.file == file) {
@@ -261,13 +318,22 @@ impl Rejects {
             f.push(FailedFile {
                 file: file.to_string(),
                 reason: reason.to_string(),
+                rows_expected,
+                rows_read: 0,
             });
         }
     }
 
-    /// Files that could not be read.
+    /// Files that could not be read, with the rows read of each before it broke.
     pub fn failed(&self) -> Vec<FailedFile> {
-        self.failed.lock().map(|f| f.clone()).unwrap_or_default()
+        let counts = self.per_file();
+        let mut failed = self.failed.lock().map(|f| f.clone()).unwrap_or_default();
+        for f in &mut failed {
+            if let Some(c) = counts.get(&f.file) {
+                f.rows_read = c.rows_ok + c.rows_rejected + c.rows_skipped;
+            }
+        }
+        failed
     }
 
     /// Rows rejected so far.
@@ -338,4 +404,22 @@ pub(crate) fn is_bad_row(e: &datafusion::error::DataFusionError) -> bool {
     use datafusion::error::DataFusionError;
     matches!(e.find_root(), DataFusionError::External(inner)
         if matches!(inner.downcast_ref::<Error>(), Some(Error::BadRow(_))))
+}
+
+/// True when `e` says a file could not be read: its store (missing, unreachable), its bytes
+/// (cut off, not valid compressed data) or, with `columnar`, its encoding (a corrupt
+/// Parquet page or ORC stripe). Such a file is reported and the job goes on. Any other
+/// error (a fault of sluice itself, a rejects file that cannot be written, memory) stops the
+/// job: it must never make the rest of a file vanish as if the file were at fault.
+pub(crate) fn is_file_fault(e: &datafusion::error::DataFusionError, columnar: bool) -> bool {
+    use datafusion::arrow::error::ArrowError;
+    use datafusion::error::DataFusionError as E;
+    match e.find_root() {
+        E::ObjectStore(_) | E::IoError(_) => true,
+        E::ArrowError(inner, _) if matches!(inner.as_ref(), ArrowError::IoError(..)) => true,
+        E::External(inner) if inner.downcast_ref::<std::io::Error>().is_some() => true,
+        E::External(inner) => columnar && inner.downcast_ref::<Error>().is_none(),
+        E::ParquetError(_) | E::ArrowError(..) | E::Execution(_) => columnar,
+        _ => false,
+    }
 }

@@ -272,7 +272,7 @@ pub async fn resolve_remote(
     // One object?
     let key = url.key.trim_end_matches('/');
     if !url.key.ends_with('/') && !key.is_empty() {
-        match store.head(&StorePath::from(key)).await {
+        match store.head(&key_path(url, key)?).await {
             Ok(meta) => {
                 let fc = detect(key).ok_or_else(|| Error::UnknownFormat(input.to_string()))?;
                 let parent = key.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
@@ -292,7 +292,7 @@ pub async fn resolve_remote(
         };
     }
     // A folder: everything below the prefix.
-    let listed = list_sorted(store, key, input).await?;
+    let listed = list_sorted(store, key_path(url, key)?.as_ref(), input).await?;
     if listed.is_empty() {
         return if tolerate_missing {
             missing.push(input.to_string());
@@ -321,13 +321,34 @@ pub async fn resolve_remote(
     Ok((files, skipped, missing))
 }
 
+/// The store key a user's URL names, taken as written: `%`, `#`, `~`, `[` and non-ASCII
+/// letters are part of the key, never encoded a second time (`StorePath::from` would turn
+/// `héllo` into `h%C3%A9llo`, a key that does not exist). An `http(s)://` URL is
+/// percent-decoded first, as URLs are.
+pub fn key_path(url: &RemoteUrl, key: &str) -> Result<StorePath> {
+    let parsed = if matches!(url.scheme(), "http" | "https") {
+        StorePath::from_url_path(key)
+    } else {
+        StorePath::parse(key)
+    };
+    parsed.map_err(|e| {
+        Error::Config(format!(
+            "'{}/{key}' is not a valid object key: {e}",
+            url.store
+        ))
+    })
+}
+
 /// Every object below `prefix` (`""`: the whole bucket), in key order; errors name `what`.
 pub async fn list_sorted(
     store: &Arc<dyn ObjectStore>,
     prefix: &str,
     what: &str,
 ) -> Result<Vec<object_store::ObjectMeta>> {
-    let prefix = (!prefix.is_empty()).then(|| StorePath::from(prefix));
+    let prefix = match prefix {
+        "" => None,
+        p => Some(StorePath::parse(p).map_err(|e| Error::file(what, e))?),
+    };
     let mut listed: Vec<object_store::ObjectMeta> = store
         .list(prefix.as_ref())
         .try_collect()
@@ -342,7 +363,7 @@ async fn manifest_files(store: &Arc<dyn ObjectStore>, dir: &str) -> Option<HashS
     let path = if dir.is_empty() {
         StorePath::from(crate::sink::commit::MANIFEST)
     } else {
-        StorePath::from(format!("{dir}/{}", crate::sink::commit::MANIFEST))
+        StorePath::parse(format!("{dir}/{}", crate::sink::commit::MANIFEST)).ok()?
     };
     let bytes = store.get(&path).await.ok()?.bytes().await.ok()?;
     crate::sink::commit::manifest_paths(&bytes)

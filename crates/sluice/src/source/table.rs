@@ -52,8 +52,8 @@ pub struct FileSetTable {
 /// One file of a [`FileSetTable`].
 #[derive(Debug, Clone)]
 pub struct TableFile {
-    /// Object-store path.
-    pub path: String,
+    /// Object-store path (already a store key: never parsed or encoded again).
+    pub path: datafusion::object_store::path::Path,
     /// Size in bytes.
     pub size: u64,
     /// One value per partition field (Hive folders, the file column).
@@ -80,7 +80,18 @@ impl FileSetTable {
 
         let files = files
             .into_iter()
-            .map(|f| PartitionedFile::new(f.path, f.size).with_partition_values(f.partition_values))
+            .map(|f| {
+                // `PartitionedFile::new` would parse the key again and percent-encode `%`, `#`,
+                // `[`, `~` and non-ASCII letters a second time: the file would not be found.
+                PartitionedFile::new_from_meta(datafusion::object_store::ObjectMeta {
+                    location: f.path,
+                    last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+                    size: f.size,
+                    e_tag: None,
+                    version: None,
+                })
+                .with_partition_values(f.partition_values)
+            })
             .collect::<Vec<PartitionedFile>>();
         let display_by_path = files
             .iter()
@@ -163,6 +174,9 @@ impl FileSetTable {
                     display: self.display_of(file),
                     plan: self.format.create_physical_plan(state, config).await?,
                     whole: file.range.is_none(),
+                    location: file.object_meta.location.clone(),
+                    size: file.object_meta.size,
+                    orc: self.format.get_ext() == "orc",
                 });
             }
             parts.push(list);
@@ -176,6 +190,7 @@ impl FileSetTable {
             .filter_map(|name| schema.index_of(name).ok().map(|i| (i, name.clone())))
             .collect();
         Ok(Arc::new(FileByFileExec::new(
+            self.store_url.clone(),
             schema,
             parts,
             required,

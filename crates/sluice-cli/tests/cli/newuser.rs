@@ -1,0 +1,300 @@
+//! Regressions found by trying sluice as a new user would: rows lost with exit code 0.
+//! Every test here failed before its fix.
+
+use std::path::Path;
+
+use crate::rejects::assert_identity;
+use crate::workdir::Workdir;
+
+/// CSV text with a header and `rows` rows `i,name-i`.
+fn csv_rows(rows: usize) -> String {
+    std::iter::once("id,name\n".to_string())
+        .chain((0..rows).map(|i| format!("{i},name-{i}\n")))
+        .collect()
+}
+
+/// regression: `count(*)` over a CSV or NDJSON table returned 0 (a scan that projects no
+/// column lost its row count), and `--on-error fail` failed with an arrow message.
+#[test]
+fn a_scan_without_columns_still_counts_its_rows() {
+    let wd = Workdir::new();
+    wd.write("x.csv", csv_rows(3));
+    wd.write("x.ndjson", "{\"a\":1}\n{\"a\":2}\n\n{\"a\":3}\n");
+    wd.write("x.tsv", "a\tb\n1\t2\n3\t4\n5\t6\n");
+    for input in ["x.csv", "x.ndjson", "x.tsv"] {
+        for mode in ["reject", "skip", "fail"] {
+            let out = wd.ok(&[
+                "query",
+                "SELECT count(*) AS n FROM t",
+                "--table",
+                &format!("t={input}"),
+                "--output",
+                "csv",
+                "--on-error",
+                mode,
+            ]);
+            assert_eq!(out, "n\n3\n", "{input} {mode}");
+        }
+        let out = wd.query("SELECT 1 AS one FROM t", &[("t", input)]);
+        assert_eq!(out, ["one", "1", "1", "1"], "{input}");
+    }
+    // The same in a pipeline's SQL step, with the row accounting intact.
+    wd.write(
+        "p.toml",
+        "[source]\npaths = [\"x.csv\"]\n\n[[transform]]\nsql = \"SELECT count(*) AS n FROM source\"\n\n[sink]\npath = \"out.csv\"\n",
+    );
+    wd.ok(&["run", "p.toml", "--quiet"]);
+    assert_eq!(wd.read("out.csv"), "n\n3\n");
+}
+
+/// Folder names that other tools (and object_store's path encoding) get wrong.
+const ODD_NAMES: &[&str] = &[
+    "héllo",
+    "pct%41",
+    "100%",
+    "hash#1",
+    "br[a]ck",
+    "ti~de",
+    "日本語",
+    "Ελληνικά",
+    "עברית",
+    "emoji 😀",
+    "sp ace",
+    "q?mark",
+    "a{b}c",
+    "plus+amp&eq=",
+    "'quote\"",
+];
+
+/// regression: files whose path held `#`, `[`, `%`, `~` or non-ASCII letters were reported
+/// as "vanished during the run" and lost, with exit 0.
+#[test]
+fn odd_paths_are_read_written_and_read_back() {
+    let wd = Workdir::new();
+    let mut expected = 0;
+    for (i, name) in ODD_NAMES.iter().enumerate() {
+        wd.write(&format!("in/{name}/{name}.csv"), csv_rows(i + 1));
+        expected += i + 1;
+    }
+    // A very long name (255 bytes is the usual limit of one name).
+    let long = "l".repeat(240);
+    wd.write(&format!("in/{long}/x.csv"), csv_rows(7));
+    expected += 7;
+    let report = wd.ingest(&["in", "--to", "out", "--file-column", "src"]);
+    assert_identity(&report);
+    assert_eq!(
+        report["rows_in"].as_u64(),
+        Some(expected as u64),
+        "{report}"
+    );
+    assert_eq!(
+        report["rows_out"].as_u64(),
+        Some(expected as u64),
+        "{report}"
+    );
+    assert_eq!(report["files_failed"], serde_json::json!([]), "{report}");
+    // Read back through a folder, each file by name, and a glob.
+    let n = wd.query("SELECT count(*) FROM t", &[("t", "out")]);
+    assert_eq!(n[1], expected.to_string());
+    let per_file = wd.query(
+        "SELECT src, count(*) FROM t GROUP BY src ORDER BY src",
+        &[("t", "out")],
+    );
+    assert_eq!(per_file.len(), ODD_NAMES.len() + 2, "{per_file:?}");
+    for (i, name) in ODD_NAMES.iter().enumerate() {
+        let input = format!("in/{name}/{name}.csv");
+        // Named explicitly (glob characters escaped where the name has them).
+        let named = if name.contains(['[', '?', '*', '{']) {
+            glob_escape(&input)
+        } else {
+            input.clone()
+        };
+        let got = wd.query("SELECT count(*) FROM t", &[("t", &named)]);
+        assert_eq!(got[1], (i + 1).to_string(), "{input}");
+    }
+    let got = wd.query("SELECT count(*) FROM t", &[("t", "in/**/*.csv")]);
+    assert_eq!(got[1], expected.to_string());
+}
+
+fn glob_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '[' | ']' | '?' | '*' | '{' | '}' => format!("[{c}]"),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// regression: sluice's own partition folders (`p=a%2Fb`, `p=héllo`) were lost when read
+/// back.
+#[test]
+fn partition_values_survive_the_round_trip() {
+    let wd = Workdir::new();
+    let values = [
+        "a/b", "héllo", "%", "%41", "#x", "~", "[x]", "a b", "日本", "😀", "..", ".", "=",
+    ];
+    let mut csv = String::from("p,v\n");
+    for (i, v) in values.iter().enumerate() {
+        csv.push_str(&format!("\"{v}\",{i}\n"));
+    }
+    wd.write("in.csv", &csv);
+    let report = wd.ingest(&["in.csv", "--to", "out", "--partition-by", "p"]);
+    assert_eq!(report["rows_out"].as_u64(), Some(values.len() as u64));
+    // Nothing escapes the output root.
+    for entry in std::fs::read_dir(wd.root()).expect("ls") {
+        let name = entry.expect("entry").file_name();
+        let name = name.to_string_lossy();
+        assert!(
+            ["in.csv", "out"].contains(&name.as_ref())
+                || name.starts_with("report-")
+                || name.starts_with(".sluice-lock"),
+            "{name}"
+        );
+    }
+    let got = wd.query("SELECT p, v FROM t ORDER BY v", &[("t", "out")]);
+    let want: Vec<String> = std::iter::once("p,v".to_string())
+        .chain(values.iter().enumerate().map(|(i, v)| {
+            if v.contains([',', '"']) {
+                format!("\"{v}\",{i}")
+            } else {
+                format!("{v},{i}")
+            }
+        }))
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// regression: `sluice query` over a CSV with one bad row returned no rows of that file
+/// (the rejects had nowhere to go, and that made the whole file "fail"); skipped rows
+/// vanished without a word.
+#[test]
+fn query_keeps_good_rows_and_says_where_bad_ones_went() {
+    let wd = Workdir::new();
+    wd.write("x.csv", "a,b\n1,x\nzz,y\n3,z\n");
+    let rejects = wd.path("rej");
+    let out = wd
+        .sluice()
+        .args([
+            "query",
+            "SELECT a, b FROM t ORDER BY a",
+            "--table",
+            "t=x.csv",
+            "--schema",
+            "a BIGINT",
+            "--output",
+            "csv",
+            "--rejects",
+        ])
+        .arg(&rejects)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a,b\n1,x\n3,z\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("table t: 1 row(s) rejected, not in the result"),
+        "{stderr}"
+    );
+    let file = rejects.join("t").join("rejects.ndjson");
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    let record: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&file).expect("rejects").trim())
+            .expect("json");
+    assert_eq!(record["line"], 3);
+    assert_eq!(record["raw"], "zz,y");
+    // Without --rejects the file goes to a fresh temporary folder, named on stderr.
+    let out = wd
+        .sluice()
+        .args([
+            "query",
+            "SELECT sum(a) FROM t",
+            "--table",
+            "t=x.csv",
+            "--schema",
+            "a BIGINT",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let path = stderr
+        .split("(see ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("a rejects path on stderr");
+    assert!(Path::new(path).is_file(), "{stderr}");
+    let _ = std::fs::remove_dir_all(
+        Path::new(path)
+            .parent()
+            .and_then(Path::parent)
+            .expect("dir"),
+    );
+    // skip mode says how many rows it dropped.
+    let out = wd
+        .sluice()
+        .args([
+            "query",
+            "SELECT count(a) AS n FROM t",
+            "--table",
+            "t=x.csv",
+            "--schema",
+            "a BIGINT",
+            "--on-error",
+            "skip",
+            "--output",
+            "csv",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n2\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("table t: 1 bad row(s) skipped"), "{stderr}");
+}
+
+/// regression: a second `--mode append` erased the earlier job's `_rejects`.
+#[test]
+fn append_keeps_earlier_rejects() {
+    let wd = Workdir::new();
+    wd.write("a.csv", "a,b\n1,x\nzz,y\n");
+    wd.write("b.csv", "a,b\n2,x\nqq,y\n");
+    for input in ["a.csv", "b.csv", "a.csv"] {
+        let report = wd.ingest(&[
+            input, "--to", "out", "--schema", "a BIGINT", "--mode", "append",
+        ]);
+        assert_eq!(report["rows_rejected"], 1);
+    }
+    let mut raws: Vec<String> = std::fs::read_dir(wd.path("out/_rejects"))
+        .expect("rejects")
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.expect("entry").path()).expect("read");
+            text.lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                    v["raw"].as_str().unwrap_or_default().to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    raws.sort();
+    assert_eq!(raws, ["qq,y", "zz,y", "zz,y"]);
+    let n = wd.query("SELECT count(*) FROM t", &[("t", "out")]);
+    assert_eq!(n[1], "3");
+}
+
+/// regression: a commit of `out` deleted the staging folder of a job writing `out-2`
+/// (`.sluice-staging-out-` is a prefix of both).
+#[test]
+fn a_commit_leaves_other_targets_staging_alone() {
+    let wd = Workdir::new();
+    wd.write("a.csv", csv_rows(2));
+    let other = wd.path(".sluice-staging-out-2-0123456789ab");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    std::fs::write(other.join("part-0.parquet"), b"in progress").expect("write");
+    wd.ingest(&["a.csv", "--to", "out"]);
+    wd.ingest(&["a.csv", "--to", "out", "--mode", "overwrite"]);
+    assert!(other.join("part-0.parquet").is_file());
+    // Its own leftovers are still cleaned up.
+    let own = wd.path(".sluice-staging-out-fedcba987654");
+    std::fs::create_dir_all(&own).expect("mkdir");
+    wd.ingest(&["a.csv", "--to", "out", "--mode", "overwrite"]);
+    assert!(!own.exists());
+}
