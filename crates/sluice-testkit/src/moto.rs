@@ -157,6 +157,36 @@ impl Moto {
         .collect()
     }
 
+    /// Uploads an object under exactly `key` (any characters: `%`, `#`, unicode...),
+    /// through boto3.
+    pub fn put_exact(&self, bucket: &str, key: &str, body: &str) {
+        let code = format!(
+            "import boto3, json, os\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='testing', aws_secret_access_key='testing-secret-key', region_name='us-east-1')\ns3.put_object(Bucket='{bucket}', Key=os.environ['KEY'], Body=os.environ['BODY'].encode())",
+            self.endpoint()
+        );
+        let out = Command::new("python3")
+            .args(["-c", &code])
+            .env("KEY", key)
+            .env("BODY", body)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Keys below `prefix` in `bucket`, exactly as stored (through boto3).
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let text = self.boto3(&format!(
+            "import json\nr = s3.list_objects_v2(Bucket='{bucket}', Prefix='{prefix}')\nsys.stdout.write(json.dumps([o['Key'] for o in r.get('Contents', [])]))"
+        ));
+        let mut keys: Vec<String> = serde_json::from_str(&text).expect("keys json");
+        keys.sort();
+        keys
+    }
+
     /// Uploads an object.
     pub fn put(&self, bucket: &str, key: &str, body: impl AsRef<[u8]>) {
         let code = self.request("PUT", &format!("/{bucket}/{key}"), body.as_ref());

@@ -298,3 +298,30 @@ fn a_commit_leaves_other_targets_staging_alone() {
     wd.ingest(&["a.csv", "--to", "out", "--mode", "overwrite"]);
     assert!(!own.exists());
 }
+
+/// regression: appending linked whatever an existing manifest listed, `../` included, and
+/// a manifest that could not be read was taken for "no manifest".
+#[test]
+fn append_refuses_a_manifest_pointing_outside_the_output() {
+    let wd = Workdir::new();
+    wd.write("a.csv", csv_rows(2));
+    wd.ingest(&["a.csv", "--to", "out"]);
+    wd.write("secret.parquet", b"not yours");
+    let manifest = wd.read("out/_SUCCESS");
+    let mut m: serde_json::Value = serde_json::from_str(&manifest).expect("manifest");
+    m["files"][0]["path"] = serde_json::json!("../secret.parquet");
+    wd.write("out/_SUCCESS", serde_json::to_vec(&m).expect("json"));
+    let err = wd.fails(&["ingest", "a.csv", "--to", "out", "--mode", "append"], 1);
+    assert!(
+        err.contains("lists '../secret.parquet', which is not a file inside the output"),
+        "{err}"
+    );
+    assert_eq!(
+        wd.read("out/_SUCCESS"),
+        serde_json::to_string(&m).expect("json")
+    );
+    // A manifest that is not JSON stops the append too.
+    wd.write("out/_SUCCESS", "{ truncated");
+    let err = wd.fails(&["ingest", "a.csv", "--to", "out", "--mode", "append"], 1);
+    assert!(err.contains("out/_SUCCESS"), "{err}");
+}

@@ -69,7 +69,26 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
-        serde_json::from_slice(&text).map_err(|e| Error::file(path.display().to_string(), e))
+        Manifest::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses manifest bytes read from `what`, refusing listed paths that would leave the
+    /// output folder (`../x`, `/etc/x`): an appending job links or keeps what it lists.
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::file(what, e))?;
+        for f in &m.files {
+            let inside = !f.path.is_empty()
+                && Path::new(&f.path)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside {
+                return Err(Error::file(
+                    what,
+                    format!("lists '{}', which is not a file inside the output", f.path),
+                ));
+            }
+        }
+        Ok(m)
     }
 
     /// Checks that every listed file exists with its size and checksum.
@@ -183,9 +202,14 @@ impl Commit {
         let mut listed = files;
         if mode == WriteMode::Append && target_exists {
             // Stage hard links to the existing files so the exchange adds the new ones as a set.
-            let old = Manifest::read(&self.target)
-                .map(|m| m.files)
-                .or_else(|_| existing_files(&self.target))?;
+            // A folder without a manifest was not written by sluice: every visible file is
+            // kept. A manifest that cannot be read stops the job (taking it for "none" would
+            // adopt a crashed job's files).
+            let old = if self.target.join(MANIFEST).exists() {
+                Manifest::read(&self.target)?.files
+            } else {
+                existing_files(&self.target)?
+            };
             for f in &old {
                 let from = self.target.join(&f.path);
                 let to = self.staging.join(&f.path);

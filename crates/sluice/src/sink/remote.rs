@@ -46,14 +46,23 @@ impl RemoteTarget {
         })
     }
 
-    fn key(&self, rel: &str) -> StorePath {
-        if rel.is_empty() {
-            StorePath::from(self.prefix.as_str())
+    /// The object key of `rel` below the prefix, taken as written: partition folders such
+    /// as `p=a%2Fb` or `p=héllo` must not be percent-encoded a second time, or readers would
+    /// see other values (or nothing) under those keys.
+    fn key(&self, rel: &str) -> Result<StorePath> {
+        let raw = if rel.is_empty() {
+            self.prefix.clone()
         } else if self.prefix.is_empty() {
-            StorePath::from(rel)
+            rel.to_string()
         } else {
-            StorePath::from(format!("{}/{rel}", self.prefix))
-        }
+            format!("{}/{rel}", self.prefix)
+        };
+        StorePath::parse(&raw).map_err(|e| {
+            Error::Config(format!(
+                "'{}/{raw}' is not a valid object key: {e}",
+                self.url
+            ))
+        })
     }
 
     /// The objects below the prefix (all of them, manifest and rejects included).
@@ -65,7 +74,7 @@ impl RemoteTarget {
     /// Fails when the mode forbids writing over what is there.
     pub async fn check(&self, mode: WriteMode, single: bool) -> Result<()> {
         if single {
-            let exists = match self.store.head(&self.key("")).await {
+            let exists = match self.store.head(&self.key("")?).await {
                 Ok(_) => true,
                 Err(object_store::Error::NotFound { .. }) => false,
                 Err(e) => return Err(store_error(&self.url, e)),
@@ -100,49 +109,60 @@ impl RemoteTarget {
         if let Ok(entries) = std::fs::read_dir(&rejects) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                let key = if single {
-                    StorePath::from(format!("{}{REJECTS_DIR}/{name}", self.prefix))
+                let mut key = if single {
+                    StorePath::parse(format!("{}{REJECTS_DIR}/{name}", self.prefix))
+                        .map_err(|e| Error::Config(format!("bad rejects key: {e}")))?
                 } else {
-                    self.key(&format!("{REJECTS_DIR}/{name}"))
+                    self.key(&format!("{REJECTS_DIR}/{name}"))?
                 };
+                // Appending keeps the rejects of earlier jobs: this job's get its own name.
+                if mode == WriteMode::Append && self.store.head(&key).await.is_ok() {
+                    let (stem, ext) = name.rsplit_once('.').unwrap_or((name.as_str(), ""));
+                    key = self.key(&format!("{REJECTS_DIR}/{stem}-{job}.{ext}"))?;
+                }
                 self.upload(&entry.path(), &key).await?;
                 kept_rejects.insert(key.to_string());
             }
         }
         if single {
             if let Some(f) = files.first() {
-                self.upload(&staging.join(&f.path), &self.key("")).await?;
+                self.upload(&staging.join(&f.path), &self.key("")?).await?;
             }
             return Ok(());
         }
         for f in &files {
-            self.upload(&staging.join(&f.path), &self.key(&f.path))
+            self.upload(&staging.join(&f.path), &self.key(&f.path)?)
                 .await?;
         }
         let old = self.existing().await?;
         let mut all = files;
         if mode == WriteMode::Append {
-            if let Ok(got) = self.store.get(&self.key(MANIFEST)).await {
-                let bytes = got.bytes().await.map_err(|e| store_error(&self.url, e))?;
-                let previous: Manifest = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::file(format!("{}/{MANIFEST}", self.url), e))?;
-                all.extend(previous.files);
+            // No manifest yet: nothing to extend. Any other error stops the job: taking it
+            // for "no manifest" would drop the earlier files from the output.
+            match self.store.get(&self.key(MANIFEST)?).await {
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_error(&self.url, e)),
+                Ok(got) => {
+                    let bytes = got.bytes().await.map_err(|e| store_error(&self.url, e))?;
+                    let previous = Manifest::parse(&bytes, &format!("{}/{MANIFEST}", self.url))?;
+                    all.extend(previous.files);
+                }
             }
         }
         let manifest = Manifest::new(job, all);
         let text =
             serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Config(e.to_string()))?;
         self.store
-            .put(&self.key(MANIFEST), PutPayload::from(text))
+            .put(&self.key(MANIFEST)?, PutPayload::from(text))
             .await
             .map_err(|e| store_error(&self.url, e))?;
         if mode == WriteMode::Overwrite {
             let listed: HashSet<String> = manifest
                 .files
                 .iter()
-                .map(|f| self.key(&f.path).to_string())
-                .collect();
-            let manifest_key = self.key(MANIFEST).to_string();
+                .map(|f| self.key(&f.path).map(|k| k.to_string()))
+                .collect::<Result<_>>()?;
+            let manifest_key = self.key(MANIFEST)?.to_string();
             for key in old {
                 let k = key.to_string();
                 if k != manifest_key && !listed.contains(&k) && !kept_rejects.contains(&k) {
