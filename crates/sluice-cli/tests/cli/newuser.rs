@@ -325,3 +325,118 @@ fn append_refuses_a_manifest_pointing_outside_the_output() {
     let err = wd.fails(&["ingest", "a.csv", "--to", "out", "--mode", "append"], 1);
     assert!(err.contains("out/_SUCCESS"), "{err}");
 }
+
+fn nested(depth: usize) -> String {
+    format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// regression: NDJSON nested 100,000 deep overflowed the stack and aborted (exit 134); a
+/// file whose only line was 10,000 deep read as one row of nothing.
+#[test]
+fn deeply_nested_json_is_a_rejected_row_not_a_crash() {
+    let wd = Workdir::new();
+    let deep_object = format!(
+        "{{\"a\":{}1{}}}",
+        "{\"b\":".repeat(10_000),
+        "}".repeat(10_000)
+    );
+    let lines = [
+        "{\"a\":\"x\",\"k\":1}".to_string(),
+        nested(100_000),
+        deep_object.clone(),
+        nested(99), // 100 levels with the outer object: the limit itself is fine
+        nested(100),
+        "{\"a\":\"y\",\"k\":2}".to_string(),
+    ];
+    wd.write("deep.ndjson", lines.join("\n") + "\n");
+    let report = wd.ingest(&["deep.ndjson", "--to", "out"]);
+    assert_identity(&report);
+    assert_eq!(report["rows_in"], 6, "{report}");
+    assert_eq!(report["rows_out"], 3, "{report}");
+    assert_eq!(report["rows_rejected"], 3, "{report}");
+    let kinds: Vec<(u64, String)> = wd
+        .read("out/_rejects/rejects.ndjson")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (
+                v["line"].as_u64().unwrap_or_default(),
+                v["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (2, "too_deep".into()),
+            (3, "too_deep".into()),
+            (5, "too_deep".into())
+        ]
+    );
+    // A file of one such line: one row in, one rejected.
+    wd.write("one.ndjson", deep_object + "\n");
+    let report = wd.ingest(&["one.ndjson", "--to", "out1"]);
+    assert_eq!(
+        (report["rows_in"].clone(), report["rows_rejected"].clone()),
+        (serde_json::json!(1), serde_json::json!(1)),
+        "{report}"
+    );
+    // In fail mode: one line naming the file and line.
+    let err = wd.fails(
+        &["ingest", "deep.ndjson", "--to", "o", "--on-error", "fail"],
+        1,
+    );
+    assert!(
+        err.starts_with("error: deep.ndjson:2: JSON nested deeper than 100 levels"),
+        "{err}"
+    );
+    // A lookup file is read the same way: a clear error, no crash.
+    wd.write("data.csv", "k,v\n1,a\n");
+    wd.write(
+        "p.toml",
+        "[source]\npaths = [\"data.csv\"]\n\n[[lookup]]\nname = \"l\"\npaths = [\"deep.ndjson\"]\non = \"k\"\n\n[sink]\npath = \"lo\"\n",
+    );
+    let err = wd.fails(&["run", "p.toml"], 1);
+    assert!(err.contains("nested deeper than 100 levels"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// regression: NDJSON values of different kinds in one column (`"ok"` then `{"a":1}`) failed
+/// the job although they meet at string; a nested column written to CSV failed without
+/// naming the column.
+#[test]
+fn json_values_of_several_kinds_meet_at_string() {
+    let wd = Workdir::new();
+    wd.write(
+        "m.ndjson",
+        "{\"a\":\"ok\",\"n\":1}\n{\"a\":{\"x\":1},\"n\":2}\n{\"a\":[1,\"two\"],\"n\":3}\n{\"a\":5,\"n\":4}\n{\"a\":true,\"n\":5}\n{\"a\":null,\"n\":6}\n",
+    );
+    let got = wd.query("SELECT a, n FROM t ORDER BY n", &[("t", "m.ndjson")]);
+    assert_eq!(
+        got,
+        [
+            "a,n",
+            "ok,1",
+            "\"{\"\"x\"\":1}\",2",
+            "\"[1,\"\"two\"\"]\",3",
+            "5,4",
+            "true,5",
+            ",6"
+        ]
+    );
+    // A string next to a list only (arrow alone would read a list and refuse the string).
+    wd.write("l.ndjson", "{\"a\":\"ok\"}\n{\"a\":[\"x\",\"y\"]}\n");
+    let got = wd.query("SELECT a FROM t", &[("t", "l.ndjson")]);
+    assert_eq!(got, ["a", "ok", "\"[\"\"x\"\",\"\"y\"\"]\""]);
+    // Nested columns written to CSV hold their JSON text.
+    wd.write(
+        "s.ndjson",
+        "{\"s\":{\"x\":1,\"y\":[1,2]},\"n\":1}\n{\"s\":null,\"n\":2}\n",
+    );
+    let report = wd.ingest(&["s.ndjson", "--to", "s.csv"]);
+    assert_eq!(report["rows_out"], 2);
+    assert_eq!(
+        wd.read("s.csv"),
+        "n,s\n1,\"{\"\"x\"\":1,\"\"y\"\":[1,2]}\"\n2,\n"
+    );
+}

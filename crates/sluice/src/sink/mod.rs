@@ -3,6 +3,7 @@
 
 pub mod commit;
 pub mod hive;
+pub mod json_text;
 pub mod ordered;
 pub mod remote;
 mod writer;
@@ -487,10 +488,11 @@ fn shape_partitions(
 /// in Parquet (which has no second unit), and dictionary columns are written as plain values.
 fn portable_types(df: DataFrame, format: Format) -> Result<DataFrame> {
     let schema = df.schema().as_arrow().clone();
+    let as_text = |dt: &DataType| format == Format::Csv && json_text::is_nested(dt);
     let needs = schema
         .fields()
         .iter()
-        .any(|f| convert_type(f.data_type(), format).is_some());
+        .any(|f| convert_type(f.data_type(), format).is_some() || as_text(f.data_type()));
     if !needs {
         return Ok(df);
     }
@@ -500,6 +502,10 @@ fn portable_types(df: DataFrame, format: Format) -> Result<DataFrame> {
         .map(|f| {
             let c = Expr::Column(datafusion::common::Column::new_unqualified(f.name()));
             match convert_type(f.data_type(), format) {
+                // CSV holds nested values as their JSON text.
+                _ if as_text(f.data_type()) => {
+                    json_text::to_json_text().call(vec![c]).alias(f.name())
+                }
                 Some(dt) => cast(c, dt).alias(f.name()),
                 None => c,
             }

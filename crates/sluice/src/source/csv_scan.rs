@@ -147,8 +147,12 @@ impl CsvScanConfig {
                 )]));
             }
             let batch = self.batch_size.max(1);
+            // Values of other kinds in a string column (`1`, `true`, `{"a":1}`) meet at
+            // string, as the README promises: numbers and booleans as written, nested
+            // values as JSON text.
             let d = datafusion::arrow::json::ReaderBuilder::new(schema)
                 .with_batch_size(batch)
+                .with_coerce_primitive(true)
                 .build_decoder()?;
             return Ok(AnyDecoder::Json(d, batch, count_only));
         }
@@ -552,6 +556,63 @@ fn with_partition_values(
     Ok(all.project(&positions)?)
 }
 
+/// JSON nested deeper than this makes a line a bad row (`too_deep`): arrow's JSON decoder
+/// recurses once per level when it turns a nested value into text, and a line nested
+/// 10,000 deep would overflow the stack. Below serde_json's own limit (127 levels; enrich
+/// responses, schema sampling), so every line that passes can also be parsed there.
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// Tracks JSON nesting across chunks of NDJSON, line by line.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct DepthScan {
+    depth: usize,
+    in_string: bool,
+    escape: bool,
+    /// The current line went deeper than [`MAX_JSON_DEPTH`].
+    line_too_deep: bool,
+}
+
+impl DepthScan {
+    /// Scans `bytes`; true when a line touched by them is nested too deep.
+    pub(crate) fn scan(&mut self, bytes: &[u8]) -> bool {
+        let mut too_deep = self.line_too_deep;
+        for &b in bytes {
+            if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                } else if b == b'\\' {
+                    self.escape = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                } else if b == b'\n' {
+                    // A line break inside a string is not JSON: the line ends here anyway.
+                    *self = DepthScan::default();
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    if self.depth > MAX_JSON_DEPTH {
+                        self.line_too_deep = true;
+                        too_deep = true;
+                    }
+                }
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                b'\n' => *self = DepthScan::default(),
+                _ => {}
+            }
+        }
+        too_deep
+    }
+}
+
+/// True when a line of `raw` is nested deeper than [`MAX_JSON_DEPTH`].
+fn json_too_deep(raw: &[u8]) -> bool {
+    DepthScan::default().scan(raw)
+}
+
 /// Decodes one range, keeping the bytes of the current batch for the slow path.
 struct RangeReader {
     config: CsvScanConfig,
@@ -568,6 +629,8 @@ struct RangeReader {
     eager_lines: bool,
     /// `pending` starts with the header line.
     header_pending: bool,
+    /// JSON nesting (NDJSON only): lines nested too deep never reach the decoder.
+    depth: Option<DepthScan>,
 }
 
 impl RangeReader {
@@ -582,11 +645,17 @@ impl RangeReader {
             lines_before_pending: 0,
             eager_lines: config.compression.is_compressed(),
             header_pending: header,
+            depth: (config.format == RowFormat::Json).then(DepthScan::default),
         })
     }
 
     fn feed(&mut self, chunk: &bytes::Bytes) -> Result<Step> {
         let mut step = Step::default();
+        // A line nested too deep takes the row-by-row path, where it is rejected.
+        if self.depth.as_mut().is_some_and(|d| d.scan(chunk)) {
+            self.recover(chunk, false, &mut step)?;
+            return Ok(step);
+        }
         let mut pos = 0;
         while pos < chunk.len() {
             match self.decoder.decode(&chunk[pos..]) {
@@ -735,7 +804,10 @@ impl RangeReader {
             // takes it whole and waits for the rest. Should it refuse, the next flush takes
             // the slow path with these same bytes.
             let tail = bytes::Bytes::copy_from_slice(&data[done..]);
-            let _ = self.decoder.decode(&tail);
+            // A partial line already nested too deep waits for its end outside the decoder.
+            if !self.depth.as_ref().is_some_and(|d| d.line_too_deep) {
+                let _ = self.decoder.decode(&tail);
+            }
             self.pending.push(tail);
         }
         Ok(())
@@ -779,6 +851,12 @@ impl RangeReader {
                 "invalid_utf8",
                 None,
                 "the row is not valid UTF-8".to_string(),
+            )
+        } else if self.config.format == RowFormat::Json && json_too_deep(text) {
+            (
+                "too_deep",
+                None,
+                format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
             )
         } else if self.config.format == RowFormat::Json {
             match serde_json::from_slice::<serde_json::Value>(text) {
@@ -977,6 +1055,41 @@ fn split_lines(data: &[u8], at_eof: bool) -> (Vec<(usize, usize, bool)>, usize) 
     (rows, start)
 }
 
+/// A JSON line whose objects or lists sit in string columns, with those values replaced
+/// by their JSON text (values of several kinds in one column meet at string); `None` when
+/// there is nothing to replace.
+fn nested_as_text(config: &CsvScanConfig, raw: &[u8]) -> Option<Vec<u8>> {
+    use datafusion::arrow::datatypes::DataType;
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(raw).ok()?;
+    let mut changed = false;
+    let columns: Vec<usize> = match &config.file_projection {
+        Some(p) => p.clone(),
+        None => (0..config.file_schema.fields().len()).collect(),
+    };
+    for i in columns {
+        let field = config.file_schema.field(i);
+        if !matches!(
+            field.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            continue;
+        }
+        if let Some(v) = object.get_mut(field.name()) {
+            if v.is_object() || v.is_array() {
+                *v = serde_json::Value::String(v.to_string());
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let mut fixed = serde_json::to_vec(&object).ok()?;
+    fixed.push(b'\n');
+    Some(fixed)
+}
+
 /// A batch of `n` rows without columns.
 fn rows_only(n: usize) -> ArrowResult<RecordBatch> {
     RecordBatch::try_new_with_options(
@@ -996,14 +1109,28 @@ fn decode_rows(
     c.batch_size = n.max(1);
     let mut d = c.decoder(false)?;
     if let AnyDecoder::Json(..) = d {
-        // A JSON row with a wrong type makes the decoder stop at it: decode in one call.
-        let used = d.decode(raw)?;
-        if used < raw.len() && raw[used..].iter().any(|b| !b.is_ascii_whitespace()) {
-            return Err(datafusion::arrow::error::ArrowError::JsonError(
-                "trailing data after the last row".into(),
-            ));
+        if json_too_deep(raw) {
+            return Err(datafusion::arrow::error::ArrowError::JsonError(format!(
+                "JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
         }
-        return d.flush();
+        // A JSON row with a wrong type makes the decoder stop at it: decode in one call.
+        let decoded = d.decode(raw).and_then(|used| {
+            if used < raw.len() && raw[used..].iter().any(|b| !b.is_ascii_whitespace()) {
+                return Err(datafusion::arrow::error::ArrowError::JsonError(
+                    "trailing data after the last row".into(),
+                ));
+            }
+            d.flush()
+        });
+        return match decoded {
+            // One row with an object or a list in a string column: that value as JSON text.
+            Err(e) if n == 1 => match nested_as_text(config, raw) {
+                Some(fixed) => decode_rows(config, &fixed, 1),
+                None => Err(e),
+            },
+            other => other,
+        };
     }
     let mut pos = 0;
     while pos < raw.len() {

@@ -246,13 +246,24 @@ fn infer_ndjson(
         .map_err(|e| e.to_string())?;
     let mut good = Vec::new();
     let mut kept = 0;
+    // Keys whose values are of several kinds (scalar, list, object): they meet at string.
+    let mut kinds: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
     let mut lines = std::io::BufReader::new(reader).split(b'\n');
     let mut read_any = false;
     while kept < rows {
         let Some(line) = lines.next() else { break };
         let line = line.map_err(|e| format!("cannot read: {e}"))?;
         read_any = true;
-        if matches!(serde_json::from_slice::<serde_json::Value>(&line), Ok(v) if v.is_object()) {
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&line) {
+            for (k, v) in &map {
+                let kind = match v {
+                    serde_json::Value::Null => 0,
+                    serde_json::Value::Array(_) => 2,
+                    serde_json::Value::Object(_) => 4,
+                    _ => 1,
+                };
+                *kinds.entry(k.clone()).or_default() |= kind;
+            }
             good.extend_from_slice(&line);
             good.push(b'\n');
             kept += 1;
@@ -261,9 +272,55 @@ fn infer_ndjson(
     if !read_any {
         return Err("file is empty".into());
     }
-    let (schema, _) = datafusion::arrow::json::reader::infer_json_schema(&good[..], Some(rows))
-        .map_err(|e| e.to_string())?;
-    Ok(schema)
+    let schema = match datafusion::arrow::json::reader::infer_json_schema(&good[..], Some(rows)) {
+        Ok((schema, _)) => schema,
+        // arrow cannot merge a scalar with an object or a list in one key: infer key by key.
+        Err(_) => infer_ndjson_by_key(&good),
+    };
+    // arrow reads `"ok"` next to `["x"]` as a list (and then refuses "ok"): a key whose
+    // values are of several kinds is a string, nested values held as JSON text.
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match kinds.get(f.name()) {
+            Some(k) if k.count_ones() > 1 => Field::new(f.name(), DataType::Utf8, true),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Ok(Schema::new(fields))
+}
+
+/// Infers each top-level key of NDJSON `lines` on its own; keys in first-seen order.
+fn infer_ndjson_by_key(lines: &[u8]) -> Schema {
+    use datafusion::arrow::json::reader::infer_json_schema;
+    let objects: Vec<serde_json::Map<String, serde_json::Value>> = lines
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect();
+    let mut keys: Vec<&String> = Vec::new();
+    for o in &objects {
+        for k in o.keys() {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    let fields: Vec<Field> = keys
+        .iter()
+        .map(|key| {
+            let mut text = Vec::new();
+            for v in objects.iter().filter_map(|o| o.get(*key)) {
+                let one = serde_json::json!({ key.as_str(): v });
+                text.extend_from_slice(one.to_string().as_bytes());
+                text.push(b'\n');
+            }
+            infer_json_schema(&text[..], None)
+                .ok()
+                .and_then(|(s, _)| s.fields().first().map(|f| f.as_ref().clone()))
+                .unwrap_or_else(|| Field::new(key.as_str(), DataType::Utf8, true))
+        })
+        .collect();
+    Schema::new(fields)
 }
 
 /// The arrow-csv dialect for a file.
@@ -455,11 +512,35 @@ impl RecordCounter {
     }
 }
 
+/// Nesting levels an inferred NDJSON column may have; deeper ones are read as JSON text.
+pub const MAX_INFERRED_DEPTH: usize = 16;
+
+/// Levels of nesting of a type (a scalar is 0, a list of scalars 1).
+fn type_depth(dt: &DataType) -> usize {
+    match dt {
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => 1 + type_depth(f.data_type()),
+        DataType::Struct(fields) => {
+            1 + fields
+                .iter()
+                .map(|f| type_depth(f.data_type()))
+                .max()
+                .unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
 /// Makes inferred types consistent across formats and engines.
 ///
 /// * Timestamps inferred from text become microsecond precision: Parquet has no second unit
 ///   (DataFusion would write a bare INT64), and microseconds are Spark's and DuckDB's native unit.
 /// * Header names lose a UTF-8 byte-order mark and surrounding whitespace.
+/// * NDJSON structures nested deeper than [`MAX_INFERRED_DEPTH`] are read as JSON text.
 fn normalize_inferred(schema: &Schema, format: Format) -> Schema {
     let mut seen = std::collections::HashSet::new();
     let fields: Vec<Field> = schema
@@ -483,6 +564,9 @@ fn normalize_inferred(schema: &Schema, format: Format) -> Schema {
                 (true, DataType::Timestamp(_, tz)) => {
                     DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
                 }
+                // Structures nested deeper than writers and readers recurse safely are kept
+                // as JSON text.
+                (true, dt) if type_depth(dt) > MAX_INFERRED_DEPTH => DataType::Utf8,
                 (_, dt) => dt.clone(),
             };
             Field::new(name, dt, true)

@@ -55,7 +55,7 @@ pub struct RejectRecord {
     /// The column at fault, when known.
     pub column: Option<String>,
     /// `too_many_fields`, `too_few_fields`, `type_mismatch`, `invalid_utf8`,
-    /// `unterminated_quote`, `malformed_json`, `null_in_not_null`.
+    /// `unterminated_quote`, `malformed_json`, `too_deep`, `null_in_not_null`.
     pub kind: &'static str,
     /// What went wrong, in words.
     pub message: String,
