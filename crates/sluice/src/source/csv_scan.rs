@@ -214,6 +214,12 @@ impl CsvScanExec {
         let full = Schema::new(fields);
         // Only the file columns the plan needs are parsed (their values alone are checked).
         let n_file = config.file_schema.fields().len();
+        // arrow-csv sizes its field offsets as rows per batch x columns up front: a file with
+        // 10,000 columns would take 8,192 x 10,000 offsets per batch. Keep a batch near a
+        // million fields, whatever the width.
+        config.batch_size = config
+            .batch_size
+            .min((MAX_BATCH_FIELDS / n_file.max(1)).max(1));
         config.file_projection = projection.as_ref().map(|p| {
             let mut cols: Vec<usize> = p.iter().copied().filter(|&i| i < n_file).collect();
             cols.sort_unstable();
@@ -350,6 +356,9 @@ impl ExecutionPlan for CsvScanExec {
         Ok(builder.build())
     }
 }
+
+/// Most fields (rows x columns) in one decoded batch.
+const MAX_BATCH_FIELDS: usize = 1 << 20;
 
 /// Bytes read per request on the error path (line counting).
 const READ_CHUNK: u64 = 1 << 20;
@@ -538,13 +547,22 @@ fn with_partition_values(
         return Ok(all);
     };
     // Map table column indices onto [decoded file columns..., partition columns...].
-    let file_cols = config.file_projection.as_deref();
+    // Where each file column sits among the decoded ones (one pass, not a search per column).
+    let decoded_at: Option<Vec<Option<usize>>> = config.file_projection.as_deref().map(|cols| {
+        let mut at = vec![None; n_file];
+        for (pos, &c) in cols.iter().enumerate() {
+            if let Some(slot) = at.get_mut(c) {
+                *slot = Some(pos);
+            }
+        }
+        at
+    });
     let positions = projection
         .iter()
         .map(|&i| {
             if i < n_file {
-                match file_cols {
-                    Some(cols) => cols.iter().position(|&c| c == i),
+                match &decoded_at {
+                    Some(at) => at.get(i).copied().flatten(),
                     None => Some(i),
                 }
             } else {

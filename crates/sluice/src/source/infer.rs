@@ -370,8 +370,9 @@ fn infer_csv(
     // One more record than asked for covers the header line.
     let mut scanner = RecordCounter::new(quote, escape, rows + 1);
     let mut eof = false;
-    // One more record than asked for covers the header line.
-    while scanner.records < rows + 1 {
+    // One more record than asked for covers the header line. The sample is bounded in bytes
+    // too: a file of a few gigantic rows must not be read whole to guess its types.
+    while scanner.records < rows + 1 && sample.len() < MAX_SAMPLE_BYTES {
         let start = sample.len();
         sample.resize(start + SAMPLE_CHUNK, 0);
         let mut filled = start;
@@ -396,12 +397,31 @@ fn infer_csv(
     } else {
         sample.len()
     };
+    if end == 0 {
+        return Err(format!(
+            "the first record is longer than {} MiB: not a CSV file sluice can sample",
+            MAX_SAMPLE_BYTES >> 20
+        ));
+    }
     let clean = well_formed_rows(&sample[..end], delimiter, quote, escape, comment);
     let (schema, _) = format
         .infer_schema(&clean[..], Some(rows))
         .map_err(|e| e.to_string().trim_start_matches("Csv error: ").to_string())?;
+    if schema.fields().len() > MAX_COLUMNS {
+        return Err(format!(
+            "has {} columns, more than the {MAX_COLUMNS} sluice reads",
+            schema.fields().len()
+        ));
+    }
     Ok(schema)
 }
+
+/// Most columns a CSV file may have (a header line of millions of fields is a wrong
+/// delimiter or not CSV at all).
+pub const MAX_COLUMNS: usize = 100_000;
+
+/// Most bytes sampled from one CSV file to infer its types.
+const MAX_SAMPLE_BYTES: usize = 64 << 20;
 
 /// The sample without rows that would stop inference: rows whose field count differs from
 /// the first row's, and rows that are not UTF-8. (Those rows are reported when the data is

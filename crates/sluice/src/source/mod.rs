@@ -395,6 +395,19 @@ impl Source {
         let first = files[0];
         let target = &self.schema;
         let data_columns = target.fields().len() - self.hive_columns.len();
+        // Name lookups by hash: a file with 100,000 columns must not cost 10^10 comparisons.
+        let target_index: HashMap<&str, usize> = target
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name().as_str(), i))
+            .collect();
+        let own_types: HashMap<&str, &DataType> = first
+            .schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type()))
+            .collect();
         // Which target column each file column feeds.
         let mapping: Vec<(String, usize)> = first
             .schema
@@ -403,7 +416,7 @@ impl Source {
             .enumerate()
             .map(|(pos, f)| {
                 let idx = if self.options.union_by_name {
-                    target.index_of(f.name()).ok()
+                    target_index.get(f.name().as_str()).copied()
                 } else {
                     Some(pos).filter(|p| *p < data_columns)
                 };
@@ -434,9 +447,9 @@ impl Source {
                     .iter()
                     .map(|(name, i)| {
                         let want = target.field(*i).data_type();
-                        let own = first.schema.field_with_name(name).map(|f| f.data_type());
+                        let own = own_types.get(name.as_str());
                         let dt = match own {
-                            Ok(own) if *want == DataType::Utf8 && *own != DataType::Utf8 => own,
+                            Some(own) if *want == DataType::Utf8 && **own != DataType::Utf8 => own,
                             _ => want,
                         };
                         Field::new(name, dt.clone(), !self.required.contains(name))
@@ -541,15 +554,31 @@ impl Source {
             table = table.with_csv_split(dialect, Arc::clone(&self.unsplit));
         }
         let df = ctx.read_table(Arc::new(table))?;
+        // The file column feeding each target column, by position.
+        let mut source_of: Vec<Option<usize>> = vec![None; target.fields().len()];
+        for (pos, (_, t)) in mapping.iter().enumerate() {
+            source_of[*t] = Some(pos);
+        }
+        // A file laid out exactly like the target needs no projection: DataFusion resolves
+        // every column of a projection by a linear search, quadratic on wide files.
+        let identity = mapping.len() == data_columns
+            && mapping.iter().enumerate().all(|(pos, (name, t))| {
+                *t == pos
+                    && target.field(pos).name() == name
+                    && read_schema.field(pos).data_type() == target.field(pos).data_type()
+            });
+        if identity {
+            return Ok(df);
+        }
         let mut exprs: Vec<Expr> = Vec::with_capacity(target.fields().len() + 1);
         for (i, field) in target.fields().iter().enumerate() {
             let expr = if i >= data_columns {
                 Expr::Column(Column::new_unqualified(field.name()))
             } else {
-                match mapping.iter().find(|(_, t)| *t == i) {
-                    Some((name, _)) => {
+                match source_of[i].map(|pos| (&mapping[pos].0, pos)) {
+                    Some((name, pos)) => {
                         let column = Expr::Column(Column::new_unqualified(name));
-                        let have = read_schema.field_with_name(name)?.data_type();
+                        let have = read_schema.field(pos).data_type();
                         if have == field.data_type() {
                             column
                         } else {
