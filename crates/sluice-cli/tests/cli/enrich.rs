@@ -790,3 +790,157 @@ async fn the_retry_budget_keeps_a_dead_api_from_being_hit_retries_times_over() {
     let rejects = wd.read("out/_rejects/rejects.ndjson");
     assert!(rejects.contains("the retry budget is spent"), "{rejects}");
 }
+
+/// regression: a server echoing the request put the token — percent-encoded (upper or lower
+/// case), JSON-escaped or base64 — into rejects' `message`, stderr and `_enrich_error`; with
+/// `cache` set, a 2xx body echoing it was stored as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoed_secrets_are_redacted_in_every_encoding_and_never_cached() {
+    use base64::Engine;
+    let token = "T0k/en+9f 8e&7d\"6c";
+    std::env::set_var("SLUICE_TEST_ECHO_TOKEN", token);
+    let server = ApiServer::start(move |req: &Request| {
+        let auth = req
+            .headers
+            .get("authorization")
+            .cloned()
+            .unwrap_or_default();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(auth.as_bytes());
+        let echo = format!(
+            "target={} lower={} json={} b64={}",
+            req.target,
+            lower_hex(&req.target),
+            serde_json::to_string(&auth).unwrap_or_default(),
+            b64
+        );
+        if req.last_segment().starts_with("bad") {
+            // An error page echoing everything.
+            return Reply::json(400, echo);
+        }
+        Reply::json(
+            200,
+            serde_json::json!({"title": format!("t-{}", req.last_segment()), "echo": echo})
+                .to_string(),
+        )
+    })
+    .await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &["ok1".into(), "bad1".into(), "ok2".into()], 6);
+    let url = server.url("/e/{record_id}?key=${env:SLUICE_TEST_ECHO_TOKEN}");
+    let text = |on_error: &str| {
+        format!(
+            r#"
+[source]
+paths = "data.csv"
+
+[[enrich]]
+name = "echo"
+url = "{url}"
+retries = 0
+cache = "cache/echo"
+on_error = "{on_error}"
+headers = {{ Authorization = "Bearer ${{env:SLUICE_TEST_ECHO_TOKEN}}" }}
+[enrich.extract]
+title = "/title"
+
+[sink]
+path = "out"
+mode = "overwrite"
+format = "ndjson"
+"#
+        )
+    };
+    let forbidden: Vec<String> = {
+        let encoded: String = sluice_testkit_encode(token);
+        vec![
+            token.to_string(),
+            encoded.clone(),
+            lower_hex(&encoded),
+            serde_json::to_string(token)
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_string(),
+            base64::engine::general_purpose::STANDARD.encode(format!("Bearer {token}")),
+        ]
+    };
+    let leaks = |text: &str| -> Vec<String> {
+        forbidden
+            .iter()
+            .filter(|f| text.contains(f.as_str()))
+            .cloned()
+            .collect()
+    };
+    let mut written = String::new();
+    for on_error in ["reject", "null"] {
+        let report = run(&wd, text(on_error), true).await.expect("report");
+        written.push_str(&serde_json::to_string(&report).expect("json"));
+        for f in wd.data_files("out") {
+            written.push_str(&wd.read(&format!("out/{f}")));
+        }
+        if on_error == "reject" {
+            let rejects = wd.read("out/_rejects/rejects.ndjson");
+            assert!(rejects.contains("***"), "{rejects}");
+            written.push_str(&rejects);
+        } else {
+            assert!(written.contains("_enrich_error"), "{written}");
+        }
+    }
+    // fail mode: the error line.
+    let err = run(&wd, text("fail"), false).await.expect_err("fails");
+    written.push_str(&err);
+    assert!(leaks(&written).is_empty(), "leaked {:?}", leaks(&written));
+    // The 2xx answers echo the token: none of them was cached.
+    let mut cached = 0;
+    for entry in walk(&wd.path("cache")) {
+        cached += 1;
+        let body = String::from_utf8_lossy(&std::fs::read(&entry).expect("read")).into_owned();
+        assert!(leaks(&body).is_empty(), "{}", entry.display());
+    }
+    assert_eq!(cached, 0, "answers echoing a secret must not be cached");
+}
+
+/// The token as a URL query carries it (RFC 3986 unreserved characters kept).
+fn sluice_testkit_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `%2f` for `%2F` (the hex digits of percent escapes in lower case).
+fn lower_hex(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = 0;
+    for c in s.chars() {
+        if rest > 0 {
+            out.push(c.to_ascii_lowercase());
+            rest -= 1;
+        } else {
+            out.push(c);
+            if c == '%' {
+                rest = 2;
+            }
+        }
+    }
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

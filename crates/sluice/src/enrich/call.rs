@@ -111,6 +111,8 @@ pub struct Enricher {
     max_body: usize,
     /// Secret values, for redaction.
     pub secrets: Secrets,
+    /// An answer echoing a secret was seen (and not cached); warned once.
+    secret_echo_noted: std::sync::atomic::AtomicBool,
     client: reqwest::Client,
     /// The concurrency limit.
     pub limiter: Limiter,
@@ -328,6 +330,7 @@ impl Enricher {
                 .unwrap_or(Duration::from_secs(30)),
             max_body: spec.max_response_bytes.unwrap_or(16 << 20),
             secrets,
+            secret_echo_noted: std::sync::atomic::AtomicBool::new(false),
             client,
             limiter,
             pacer: Pacer::new(rate, spec.burst.unwrap_or(1)),
@@ -457,6 +460,17 @@ impl Enricher {
 
     fn cache_put(&self, key: &str, body: &[u8]) {
         if let Some(cache) = &self.cache {
+            // Nothing secret is stored: an answer that echoes a secret (in any encoding) is
+            // used for this run and never cached.
+            if self.secrets.found_in(body) {
+                if !self.secret_echo_noted.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "enrich '{}': the API echoes a secret in its answers: those answers are not cached",
+                        self.name
+                    );
+                }
+                return;
+            }
             if let Err(e) = cache.put(key, body) {
                 tracing::warn!("enrich '{}': cache: {e}", self.name);
             }

@@ -20,24 +20,43 @@ pub const REDACTED: &str = "***";
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     values: Vec<String>,
+    /// Every form a secret can take in text an API echoes back, longest first: as is,
+    /// percent-encoded (upper and lower case hex, strict and form style), JSON-escaped and
+    /// base64 (standard and URL-safe, at each of the three byte alignments).
+    forms: Vec<String>,
 }
 
+/// Shortest encoded form that is redacted (shorter ones would hit ordinary text).
+const MIN_FORM: usize = 6;
+
 impl Secrets {
-    /// Replaces every secret value in `text` with `***`.
+    /// Replaces every secret value in `text`, in any of its encodings, with `***`.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for v in &self.values {
-            if !v.is_empty() {
+        for v in &self.forms {
+            if out.contains(v.as_str()) {
                 out = out.replace(v.as_str(), REDACTED);
             }
         }
         out
     }
 
+    /// True when `bytes` hold a secret in any of its forms.
+    pub fn found_in(&self, bytes: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(bytes);
+        self.forms.iter().any(|v| text.contains(v.as_str()))
+    }
+
     fn add(&mut self, value: String) -> usize {
         if let Some(i) = self.values.iter().position(|v| *v == value) {
             return i;
         }
+        for form in forms_of(&value) {
+            if !self.forms.contains(&form) {
+                self.forms.push(form);
+            }
+        }
+        self.forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         self.values.push(value);
         self.values.len() - 1
     }
@@ -45,6 +64,62 @@ impl Secrets {
     fn get(&self, i: usize) -> &str {
         self.values.get(i).map(String::as_str).unwrap_or_default()
     }
+}
+
+/// The forms of one secret worth redacting.
+fn forms_of(secret: &str) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    use base64::Engine;
+    if secret.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![secret.to_string()];
+    let mut push = |f: String| {
+        if f.len() >= MIN_FORM && !out.contains(&f) {
+            out.push(f);
+        }
+    };
+    for set in [COMPONENT, NON_ALPHANUMERIC] {
+        let upper = utf8_percent_encode(secret, set).to_string();
+        push(lower_hex(&upper));
+        push(upper);
+    }
+    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    push(lower_hex(&form));
+    push(form);
+    if let Ok(json) = serde_json::to_string(secret) {
+        push(json.trim_matches('"').to_string());
+    }
+    // Inside a longer base64 text the secret starts at any of three byte offsets: only the
+    // characters that depend on the secret's bytes alone are matched.
+    for engine in [&STANDARD, &URL_SAFE] {
+        for offset in 0..3usize {
+            let mut bytes = vec![0u8; offset];
+            bytes.extend_from_slice(secret.as_bytes());
+            let encoded = engine.encode(&bytes);
+            let skip = if offset == 0 { 0 } else { 4 };
+            let whole = bytes.len() / 3 * 4;
+            if whole > skip {
+                push(encoded[skip..whole].to_string());
+            }
+        }
+    }
+    out
+}
+
+/// `%2f` for `%2F`: servers echo either case.
+fn lower_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut chars = encoded.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '%' {
+            for h in chars.by_ref().take(2) {
+                out.push(h.to_ascii_lowercase());
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -290,6 +365,36 @@ mod tests {
         assert_eq!(real, "http://h/m/1?key=s3cr3t-value");
         assert_eq!(shown, "http://h/m/1?key=***");
         assert_eq!(s.redact("error at s3cr3t-value!"), "error at ***!");
+    }
+
+    #[test]
+    fn every_encoding_of_a_secret_is_redacted() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        use base64::Engine;
+        let mut s = Secrets::default();
+        let secret = "tok/en+with spaces&\"quotes\"é";
+        s.add(secret.to_string());
+        let strict = utf8_percent_encode(secret, COMPONENT).to_string();
+        let echoes = [
+            secret.to_string(),
+            strict.clone(),
+            strict.to_ascii_lowercase(),
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+            serde_json::to_string(secret).expect("json"),
+            STANDARD.encode(secret),
+            STANDARD.encode(format!("user:{secret}")),
+            STANDARD.encode(format!("ab:{secret}")),
+            URL_SAFE_NO_PAD.encode(format!("x{secret}y")),
+        ];
+        for echo in echoes {
+            let text = format!("echo: {echo} end");
+            let red = s.redact(&text);
+            assert!(red.contains(REDACTED), "{echo} -> {red}");
+            // What is left of the echo cannot hold the secret's bytes.
+            assert!(red.len() < text.len() - echo.len() / 2, "{echo} -> {red}");
+            assert!(s.found_in(text.as_bytes()), "{echo}");
+        }
+        assert!(!s.found_in(b"an ordinary body"));
         let missing = Template::parse("${env:SLUICE_NOT_SET_ANYWHERE}", Target::Url, &mut s);
         assert!(missing.is_err());
     }
