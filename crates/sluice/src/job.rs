@@ -194,7 +194,8 @@ impl Job {
         let rows_ok = rows_scanned(&plan);
         let (read_rejected, skipped) = (source.rejects.rejected(), source.rejects.skipped());
         let later = source.rejects.rejected_later();
-        let rejected = read_rejected + later;
+        let at_write = source.rejects.rejected_at_write();
+        let rejected = read_rejected + later + at_write;
         let rows_in = rows_ok + read_rejected + skipped;
         let files_failed = source.rejects.failed();
         Ok(Report {
@@ -219,10 +220,11 @@ impl Job {
                 })
                 .collect(),
             rows_rejected_by_enrich: later,
+            rows_rejected_at_write: at_write,
             rows_filtered_by_sql: if self.stages.is_empty() {
                 0
             } else {
-                rows_ok.saturating_sub(later + written.rows)
+                rows_ok.saturating_sub(later + at_write + written.rows)
             },
             enrich: enrichers
                 .iter()

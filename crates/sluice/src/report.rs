@@ -68,6 +68,9 @@ pub struct Report {
     pub rows_rejected: u64,
     /// Rows rejected by enrich stages (part of `rows_rejected`).
     pub rows_rejected_by_enrich: u64,
+    /// Rows the writer could not place (part of `rows_rejected`): a partition value that
+    /// would make a folder name longer than 255 bytes.
+    pub rows_rejected_at_write: u64,
     /// Rows that could not be read and were dropped (`--on-error skip`).
     pub rows_skipped: u64,
     /// Rows of input files that broke mid-read (`files_failed`) which their own metadata

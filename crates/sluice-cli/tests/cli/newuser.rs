@@ -480,3 +480,40 @@ fn wide_csv_files_are_read_and_bounded() {
         "error: too.csv: has 100001 columns, more than the 100000 sluice reads"
     );
 }
+
+/// regression: a partition value of 300 characters failed the whole job (`File name too
+/// long`); now the row is rejected with its reason and every other row is written.
+#[test]
+fn a_partition_value_too_long_for_a_folder_is_a_rejected_row() {
+    let wd = Workdir::new();
+    let long = "x".repeat(300);
+    let wide_letters = "é".repeat(130); // 260 bytes
+    let fits = "é".repeat(120); // 240 bytes + "p=" = 242
+    wd.write(
+        "in.csv",
+        format!("p,v\nshort,1\n{long},2\n{wide_letters},3\n{fits},4\n"),
+    );
+    let report = wd.ingest(&["in.csv", "--to", "out", "--partition-by", "p"]);
+    assert_identity(&report);
+    assert_eq!(report["rows_out"], 2, "{report}");
+    assert_eq!(report["rows_rejected"], 2, "{report}");
+    assert_eq!(report["rows_rejected_at_write"], 2, "{report}");
+    let kinds: Vec<String> = wd
+        .read("out/_rejects/rejects.ndjson")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            assert!(
+                v["raw"].as_str().unwrap_or_default().contains("\"v\":"),
+                "{v}"
+            );
+            v["kind"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["partition_value_too_long", "partition_value_too_long"]
+    );
+    let got = wd.query("SELECT v FROM t ORDER BY v", &[("t", "out")]);
+    assert_eq!(got, ["v", "1", "4"]);
+}

@@ -195,7 +195,7 @@ pub async fn write(
     options: &SinkOptions,
     threads: usize,
     progress: Arc<WriteProgress>,
-    rejects: Option<&crate::source::Rejects>,
+    rejects: Option<&Arc<crate::source::Rejects>>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
     if crate::source::remote::is_remote(&options.path) {
         return write_remote(df, options, threads, progress, rejects).await;
@@ -227,6 +227,7 @@ pub async fn write(
         job,
         single,
         progress,
+        rejects.cloned(),
     )
     .await;
     // Input files that could not be read stop the commit unless the job allows them.
@@ -301,7 +302,7 @@ async fn write_remote(
     options: &SinkOptions,
     threads: usize,
     progress: Arc<WriteProgress>,
-    rejects: Option<&crate::source::Rejects>,
+    rejects: Option<&Arc<crate::source::Rejects>>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
     let (df, schema, format) = prepare(df, options)?;
     let single = options.single_file_target();
@@ -325,6 +326,7 @@ async fn write_remote(
             job,
             single,
             progress,
+            rejects.cloned(),
         )
         .await?;
         if let Some(r) = rejects {
@@ -361,6 +363,7 @@ async fn run_writers(
     job: &str,
     single: bool,
     progress: Arc<WriteProgress>,
+    rejects: Option<Arc<crate::source::Rejects>>,
 ) -> Result<Vec<WrittenFile>> {
     let streams = execute_stream_partitioned(plan, task_ctx)?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -376,6 +379,7 @@ async fn run_writers(
             format,
             compression: options.compression.unwrap_or_default(),
             partition_by: options.partition_by.clone(),
+            rejects: rejects.clone(),
         };
         let progress = Arc::clone(&progress);
         tasks.spawn(async move { writer::write_stream(stream, spec, progress).await });

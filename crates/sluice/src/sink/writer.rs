@@ -82,7 +82,13 @@ pub struct PartSpec {
     pub compression: ParquetCompression,
     /// Hive partition columns.
     pub partition_by: Vec<String>,
+    /// Where rows go whose partition value cannot be a folder name (too long).
+    pub rejects: Option<Arc<crate::source::Rejects>>,
 }
+
+/// Longest partition folder name (`col=value`, escaped) in bytes: the usual file-name limit
+/// of local file systems (ext4, xfs, APFS, NTFS). A longer one is a row reject.
+pub const MAX_SEGMENT_BYTES: usize = 255;
 
 /// A file that computes the CRC-32 of what is written to it.
 struct HashingFile {
@@ -245,6 +251,10 @@ pub async fn write_stream(
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         for (folder, rows) in split_by_partition(&batch, &spec.partition_by, &part_idx)? {
+            let Some(folder) = folder else {
+                reject_too_long(&batch, &rows, &spec)?;
+                continue;
+            };
             let indices = UInt32Array::from(rows);
             let columns: Vec<ArrayRef> = data_idx
                 .iter()
@@ -268,12 +278,49 @@ pub async fn write_stream(
     open.into_values().map(OpenFile::finish).collect()
 }
 
-/// Groups a batch's rows by their partition folder (`a=1/b=x`).
+/// Rows whose partition folder name would be too long go to the rejects (a job without a
+/// rejects output fails with one line instead).
+fn reject_too_long(batch: &RecordBatch, rows: &[u32], spec: &PartSpec) -> Result<()> {
+    for &row in rows {
+        let one = batch.slice(row as usize, 1);
+        let (column, len) = spec
+            .partition_by
+            .iter()
+            .filter_map(|c| {
+                let i = one.schema().index_of(c).ok()?;
+                let text = cast(one.column(i).as_ref(), &DataType::Utf8).ok()?;
+                let text = text.as_any().downcast_ref::<StringArray>()?;
+                let v = (!text.is_null(0)).then(|| text.value(0));
+                Some((c.clone(), hive::segment(c, v).len()))
+            })
+            .max_by_key(|(_, len)| *len)
+            .unwrap_or_default();
+        let message = format!(
+            "the partition value of '{column}' makes a folder name of {len} bytes, more than {MAX_SEGMENT_BYTES}"
+        );
+        let Some(rejects) = &spec.rejects else {
+            return Err(Error::Config(message));
+        };
+        let (raw, raw_truncated) = crate::source::file_scan::row_json(&one);
+        rejects.reject_at_write(crate::source::rejects::RejectRecord {
+            column: Some(column),
+            kind: "partition_value_too_long",
+            message,
+            raw,
+            raw_truncated,
+            ..Default::default()
+        })?;
+    }
+    Ok(())
+}
+
+/// Groups a batch's rows by their partition folder (`a=1/b=x`); rows whose folder name
+/// would be longer than [`MAX_SEGMENT_BYTES`] are grouped under `None`.
 fn split_by_partition(
     batch: &RecordBatch,
     names: &[String],
     idx: &[usize],
-) -> Result<Vec<(String, Vec<u32>)>> {
+) -> Result<Vec<(Option<String>, Vec<u32>)>> {
     let strings: Vec<ArrayRef> = idx
         .iter()
         .map(|&i| cast(batch.column(i).as_ref(), &DataType::Utf8))
@@ -286,23 +333,27 @@ fn split_by_partition(
                 .ok_or_else(|| Error::Config("partition value did not cast to text".into()))
         })
         .collect::<Result<_>>()?;
-    let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<(Option<String>, Vec<u32>)> = Vec::new();
+    let mut index: HashMap<Option<String>, usize> = HashMap::new();
     let mut key = String::new();
     for row in 0..batch.num_rows() {
         key.clear();
+        let mut too_long = false;
         for (n, (name, arr)) in names.iter().zip(&strings).enumerate() {
             if n > 0 {
                 key.push('/');
             }
             let v = (!arr.is_null(row)).then(|| arr.value(row));
-            key.push_str(&hive::segment(name, v));
+            let segment = hive::segment(name, v);
+            too_long |= segment.len() > MAX_SEGMENT_BYTES;
+            key.push_str(&segment);
         }
-        match index.get(&key) {
+        let group = (!too_long).then(|| key.clone());
+        match index.get(&group) {
             Some(&g) => groups[g].1.push(row as u32),
             None => {
-                index.insert(key.clone(), groups.len());
-                groups.push((key.clone(), vec![row as u32]));
+                index.insert(group.clone(), groups.len());
+                groups.push((group, vec![row as u32]));
             }
         }
     }

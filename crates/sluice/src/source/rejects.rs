@@ -127,6 +127,7 @@ pub struct Rejects {
     per_file: Mutex<BTreeMap<String, FileCounts>>,
     rejected: AtomicU64,
     rejected_later: AtomicU64,
+    rejected_at_write: AtomicU64,
     skipped: AtomicU64,
     failed: Mutex<Vec<FailedFile>>,
     allow_failed: std::sync::atomic::AtomicBool,
@@ -179,6 +180,7 @@ impl Rejects {
             per_file: Mutex::new(BTreeMap::new()),
             rejected: AtomicU64::new(0),
             rejected_later: AtomicU64::new(0),
+            rejected_at_write: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             failed: Mutex::new(Vec::new()),
             allow_failed: std::sync::atomic::AtomicBool::new(false),
@@ -250,6 +252,19 @@ impl Rejects {
         self.write(&record)?;
         self.rejected_later.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Rejects a row the writer cannot place (a partition value too long for a folder
+    /// name): written to the rejects dataset in every `--on-error` mode.
+    pub fn reject_at_write(&self, record: RejectRecord) -> Result<()> {
+        self.write(&record)?;
+        self.rejected_at_write.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rows rejected by the writer.
+    pub fn rejected_at_write(&self) -> u64 {
+        self.rejected_at_write.load(Ordering::Relaxed)
     }
 
     /// Rows rejected after the read (by enrich stages).
