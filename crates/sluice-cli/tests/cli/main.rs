@@ -1,6 +1,7 @@
 //! Integration tests: the real `sluice` binary on real files in temp folders.
 
 mod crash;
+mod differential;
 mod enrich;
 mod errors;
 mod explain;
