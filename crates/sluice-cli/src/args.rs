@@ -65,6 +65,10 @@ pub struct ReadArgs {
     /// it such a job writes nothing and exits 1, naming the files.
     #[arg(long)]
     pub allow_failed_files: bool,
+    /// Follow symbolic links that lead out of a listed folder or glob root (by default
+    /// they are skipped and named in the summary).
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// An option of remote object stores, KEY=VALUE (repeatable): endpoint, region,
     /// allow_http, skip_signature, virtual_hosted_style_request, access keys...
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -95,6 +99,7 @@ impl ReadArgs {
             split_min_size: self.split_min_size,
             allow_empty: self.allow_empty,
             allow_failed_files: self.allow_failed_files,
+            follow_symlinks: self.follow_symlinks,
             storage: self.storage_options.iter().cloned().collect(),
         }
     }

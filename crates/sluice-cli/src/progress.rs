@@ -226,7 +226,7 @@ pub fn summary(report: &Report) -> String {
     }
     if !report.skipped_files.is_empty() {
         out.push_str(&format!(
-            "  skipped {} file(s) of unknown format inside input folders (e.g. {})\n",
+            "  skipped {} file(s) inside input folders: unknown format, or a link out of the folder (e.g. {})\n",
             report.skipped_files.len(),
             report.skipped_files[0]
         ));

@@ -73,6 +73,8 @@ pub struct SourceSpec {
     pub allow_empty: Option<bool>,
     /// Write the rest when input files cannot be read (default false: the job fails).
     pub allow_failed_files: Option<bool>,
+    /// Follow symbolic links out of listed folders (default false).
+    pub follow_symlinks: Option<bool>,
 }
 
 /// `[[transform]]`
@@ -268,6 +270,7 @@ impl PipelineSpec {
             split_min_size: s.split_min_size,
             allow_empty: s.allow_empty.unwrap_or(false),
             allow_failed_files: s.allow_failed_files.unwrap_or(false),
+            follow_symlinks: s.follow_symlinks.unwrap_or(false),
             storage: self.storage.clone(),
         };
         let k = self.sink;

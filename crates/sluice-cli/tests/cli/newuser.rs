@@ -517,3 +517,37 @@ fn a_partition_value_too_long_for_a_folder_is_a_rejected_row() {
     let got = wd.query("SELECT v FROM t ORDER BY v", &[("t", "out")]);
     assert_eq!(got, ["v", "1", "4"]);
 }
+
+/// regression: a folder listing silently followed links out of the named folder.
+#[test]
+fn links_out_of_an_input_folder_are_not_followed_unless_asked() {
+    let wd = Workdir::new();
+    wd.write("in/a.csv", csv_rows(2));
+    wd.write("secret/x.csv", csv_rows(3));
+    wd.write("secretdir/y.csv", csv_rows(4));
+    let link = |target: &str, at: &str| {
+        std::os::unix::fs::symlink(wd.path(target), wd.path(at)).expect("symlink");
+    };
+    link("secret/x.csv", "in/out.csv");
+    link("secretdir", "in/dir");
+    link("in", "in/loop"); // a loop back to the root
+    for input in ["in", "in/**/*.csv"] {
+        let report = wd.ingest(&[input, "--to", "o", "--mode", "overwrite"]);
+        assert_eq!(report["rows_in"], 2, "{input}: {report}");
+        let skipped = report["skipped_files"].to_string();
+        assert!(
+            skipped.contains("in/out.csv (a link out of the input folder"),
+            "{skipped}"
+        );
+        assert!(skipped.contains("in/dir (a link out"), "{skipped}");
+        let report = wd.ingest(&[
+            input,
+            "--to",
+            "o",
+            "--mode",
+            "overwrite",
+            "--follow-symlinks",
+        ]);
+        assert_eq!(report["rows_in"], 9, "{input}: {report}");
+    }
+}

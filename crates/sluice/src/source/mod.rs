@@ -67,6 +67,9 @@ pub struct ReadOptions {
     /// rest is written. Without it, such a job commits nothing and fails naming the files
     /// (in `skip` and `reject` modes; `fail` stops at the first).
     pub allow_failed_files: bool,
+    /// Follow symbolic links that lead out of a listed folder or glob root (never by
+    /// default: a link out is named in `skipped_files` instead).
+    pub follow_symlinks: bool,
     /// Options of remote object stores (endpoint, region, credentials...).
     pub storage: remote::StorageOptions,
 }
@@ -121,6 +124,7 @@ impl Default for ReadOptions {
             split_min_size: None,
             allow_empty: false,
             allow_failed_files: false,
+            follow_symlinks: false,
             storage: remote::StorageOptions::new(),
         }
     }
@@ -681,6 +685,7 @@ async fn resolve_all(
                 options.format,
                 tolerate,
                 options.allow_empty,
+                options.follow_symlinks,
             )?
         };
         for file in f {

@@ -62,7 +62,7 @@ pub fn resolve_inputs(
     inputs: &[String],
     format: Option<Format>,
 ) -> Result<(Vec<InputFile>, Vec<String>)> {
-    let (files, skipped, missing) = resolve_inputs_tolerant(inputs, format, false, false)?;
+    let (files, skipped, missing) = resolve_inputs_tolerant(inputs, format, false, false, false)?;
     debug_assert!(missing.is_empty());
     Ok((files, skipped))
 }
@@ -75,6 +75,7 @@ pub fn resolve_inputs_tolerant(
     format: Option<Format>,
     tolerate_missing: bool,
     allow_empty: bool,
+    follow_symlinks: bool,
 ) -> Result<(Vec<InputFile>, Vec<String>, Vec<String>)> {
     let mut missing = Vec::new();
     let mut seen = HashSet::new();
@@ -83,7 +84,7 @@ pub fn resolve_inputs_tolerant(
     for input in inputs {
         let mut found = Vec::new();
         if is_glob(input) {
-            expand_glob(input, format, &mut found)?;
+            expand_glob(input, format, follow_symlinks, &mut found, &mut skipped)?;
         } else {
             let path = Path::new(input);
             let meta = match std::fs::metadata(path) {
@@ -98,7 +99,7 @@ pub fn resolve_inputs_tolerant(
                 Err(e) => return Err(Error::io(input.clone(), e)),
             };
             if meta.is_dir() {
-                walk_dir(path, &mut found)?;
+                walk_dir(path, follow_symlinks, &mut found, &mut skipped)?;
             } else {
                 // Explicitly named: never skipped, and its format must be known.
                 let (fmt, compression) = detect(input, format)?;
@@ -171,17 +172,53 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
     name.starts_with('.') || name.starts_with('_')
 }
 
-fn walk_dir(root: &Path, out: &mut Found) -> Result<()> {
+/// Whether a listing may enter `entry`: a symbolic link whose target lies outside the
+/// listed root is only followed with `follow` (else it is named in `outside`).
+fn inside_root(
+    entry: &walkdir::DirEntry,
+    root: Option<&Path>,
+    follow: bool,
+    outside: &mut Vec<String>,
+) -> bool {
+    if follow || !entry.path_is_symlink() {
+        return true;
+    }
+    let inside = match (root, std::fs::canonicalize(entry.path())) {
+        (Some(root), Ok(target)) => target.starts_with(root),
+        _ => false,
+    };
+    if !inside {
+        outside.push(format!(
+            "{} (a link out of the input folder; --follow-symlinks reads it)",
+            entry.path().display()
+        ));
+    }
+    inside
+}
+
+fn walk_dir(root: &Path, follow: bool, out: &mut Found, skipped: &mut Vec<String>) -> Result<()> {
+    let canonical_root = std::fs::canonicalize(root).ok();
     // A sluice output folder: only the files its manifest lists are part of it.
     let trusted = std::fs::read(root.join(crate::sink::commit::MANIFEST))
         .ok()
         .and_then(|b| crate::sink::commit::manifest_paths(&b));
+    let mut outside = Vec::new();
     let walker = WalkDir::new(root)
         .follow_links(true)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
+        .filter_entry(|e| {
+            e.depth() == 0
+                || (!is_hidden(e.file_name())
+                    && inside_root(e, canonical_root.as_deref(), follow, &mut outside))
+        });
     for entry in walker {
+        // A link back to a folder above it: the loop is cut there, the rest is listed.
+        if let Err(e) = &entry {
+            if e.loop_ancestor().is_some() {
+                continue;
+            }
+        }
         let entry = entry.map_err(|e| {
             let path = e
                 .path()
@@ -201,11 +238,18 @@ fn walk_dir(root: &Path, out: &mut Found) -> Result<()> {
             out.push((entry.path().to_path_buf(), display, None, parts));
         }
     }
+    skipped.append(&mut outside);
     Ok(())
 }
 
 /// Splits a glob into the directory to walk (its literal prefix) and the matcher.
-fn expand_glob(pattern: &str, forced: Option<Format>, out: &mut Found) -> Result<()> {
+fn expand_glob(
+    pattern: &str,
+    forced: Option<Format>,
+    follow: bool,
+    out: &mut Found,
+    skipped: &mut Vec<String>,
+) -> Result<()> {
     let bad = |reason: String| Error::BadGlob {
         pattern: pattern.to_string(),
         reason,
@@ -234,11 +278,17 @@ fn expand_glob(pattern: &str, forced: Option<Format>, out: &mut Found) -> Result
         return Ok(());
     }
     let strip_dot = base.as_os_str().is_empty();
+    let canonical_root = std::fs::canonicalize(&walk_root).ok();
+    let mut outside = Vec::new();
     let walker = WalkDir::new(&walk_root)
         .follow_links(true)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
+        .filter_entry(|e| {
+            e.depth() == 0
+                || (!is_hidden(e.file_name())
+                    && inside_root(e, canonical_root.as_deref(), follow, &mut outside))
+        });
     for entry in walker {
         let entry = match entry {
             Ok(e) => e,
@@ -262,6 +312,7 @@ fn expand_glob(pattern: &str, forced: Option<Format>, out: &mut Found) -> Result
             out.push((path.to_path_buf(), display, Some(detected), parts));
         }
     }
+    skipped.append(&mut outside);
     Ok(())
 }
 
