@@ -134,6 +134,10 @@ pub struct WriteArgs {
     /// ends in .parquet).
     #[arg(long, value_name = "ndjson|parquet", value_parser = parse_format)]
     pub rejects_format: Option<Format>,
+    /// CSV output bound for spreadsheets: text cells starting with =, +, -, @, tab or CR
+    /// get a leading ' (formula injection).
+    #[arg(long)]
+    pub csv_safe: bool,
 }
 
 impl WriteArgs {
@@ -148,6 +152,7 @@ impl WriteArgs {
             compression: self.compression,
             rejects: self.rejects.clone(),
             rejects_format: self.rejects_format,
+            csv_safe: self.csv_safe,
             ..SinkOptions::default()
         }
     }

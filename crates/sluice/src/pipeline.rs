@@ -107,6 +107,8 @@ pub struct SinkSpec {
     pub rejects: Option<String>,
     /// `ndjson` (default) or `parquet`.
     pub rejects_format: Option<String>,
+    /// Prefix spreadsheet formulas in CSV text cells with `'`.
+    pub csv_safe: Option<bool>,
 }
 
 /// `[settings]`
@@ -293,6 +295,7 @@ impl PipelineSpec {
                 .as_deref()
                 .map(str::parse::<Format>)
                 .transpose()?,
+            csv_safe: k.csv_safe.unwrap_or(false),
         };
         // Stages run in the order they appear in the file, whatever their kind.
         let mut stages: Vec<(usize, Stage)> = Vec::new();

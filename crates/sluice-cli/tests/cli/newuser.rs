@@ -551,3 +551,21 @@ fn links_out_of_an_input_folder_are_not_followed_unless_asked() {
         assert_eq!(report["rows_in"], 9, "{input}: {report}");
     }
 }
+
+/// `--csv-safe`: spreadsheet-bound CSV never starts a text cell with a formula character.
+#[test]
+fn csv_safe_output_defuses_formulas() {
+    let wd = Workdir::new();
+    wd.write(
+        "in.csv",
+        "n,t\n-5,=1+1\n6,+SUM(A1)\n7,-x\n8,@cmd\n9,\"\ttab\"\n10,plain\n11,\n",
+    );
+    wd.ingest(&["in.csv", "--to", "safe.csv", "--csv-safe"]);
+    assert_eq!(
+        wd.read("safe.csv"),
+        "n,t\n-5,'=1+1\n6,'+SUM(A1)\n7,'-x\n8,'@cmd\n9,'\ttab\n10,plain\n11,\n"
+    );
+    // Without the flag the values are written as they are.
+    wd.ingest(&["in.csv", "--to", "raw.csv"]);
+    assert!(wd.read("raw.csv").contains("\n-5,=1+1\n"));
+}

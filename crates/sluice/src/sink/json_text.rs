@@ -86,6 +86,61 @@ pub fn json_texts(array: &ArrayRef) -> Result<ArrayRef> {
     Ok(Arc::new(builder.finish()))
 }
 
+/// `csv_safe(text)`: a text cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`,
+/// tab or carriage return first) gets a leading `'`.
+fn csv_safe_udf() -> ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        "csv_safe",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let [arg] = args else {
+                return Err(DataFusionError::Plan("csv_safe takes one argument".into()));
+            };
+            let array = arg.to_array(1)?;
+            let text = array
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                .ok_or_else(|| DataFusionError::Internal("csv_safe: not text".into()))?;
+            let out: datafusion::arrow::array::StringArray = text
+                .iter()
+                .map(|v| {
+                    v.map(|s| {
+                        if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                            format!("'{s}")
+                        } else {
+                            s.to_string()
+                        }
+                    })
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
+}
+
+/// Every text column of `df` through `csv_safe`.
+pub fn csv_safe(df: datafusion::prelude::DataFrame) -> Result<datafusion::prelude::DataFrame> {
+    let udf = csv_safe_udf();
+    let exprs: Vec<datafusion::prelude::Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = datafusion::prelude::Expr::Column(datafusion::common::Column::new_unqualified(
+                f.name(),
+            ));
+            if f.data_type() == &DataType::Utf8 {
+                udf.call(vec![c]).alias(f.name())
+            } else {
+                c
+            }
+        })
+        .collect();
+    df.select(exprs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,9 @@ pub struct SinkOptions {
     pub rejects_format: Option<Format>,
     /// Options of a remote object store (`s3://...` outputs).
     pub storage: crate::source::remote::StorageOptions,
+    /// CSV bound for spreadsheets: text cells starting with `=`, `+`, `-`, `@`, tab or
+    /// carriage return get a leading `'` (OWASP's advice against formula injection).
+    pub csv_safe: bool,
 }
 
 /// One file written.
@@ -265,6 +268,11 @@ pub async fn write(
 fn prepare(df: DataFrame, options: &SinkOptions) -> Result<(DataFrame, SchemaRef, Format)> {
     let format = options.resolved_format();
     let df = portable_types(df, format)?;
+    let df = if options.csv_safe && format == Format::Csv {
+        json_text::csv_safe(df)?
+    } else {
+        df
+    };
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     options.validate(&schema)?;
     Ok((df, schema, format))
