@@ -297,6 +297,14 @@ fn a_commit_leaves_other_targets_staging_alone() {
     std::fs::create_dir_all(&own).expect("mkdir");
     wd.ingest(&["a.csv", "--to", "out", "--mode", "overwrite"]);
     assert!(!own.exists());
+    // regression: a `.sluice-lock-*` file was left beside every output.
+    let locks: Vec<String> = std::fs::read_dir(wd.root())
+        .expect("ls")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".sluice-lock"))
+        .collect();
+    assert!(locks.is_empty(), "{locks:?}");
 }
 
 /// regression: appending linked whatever an existing manifest listed, `../` included, and

@@ -114,7 +114,8 @@ pub struct Commit {
     target: PathBuf,
     staging: PathBuf,
     job: String,
-    _lock: File,
+    lock: File,
+    lock_path: PathBuf,
     /// Leftovers of earlier jobs that were cleaned up before this one started.
     pub recovered: Vec<String>,
 }
@@ -136,24 +137,7 @@ impl Commit {
         };
         std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
         let lock_path = parent.join(format!(".sluice-lock-{name}"));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Config(format!(
-                    "another sluice job is writing '{}'",
-                    target.display()
-                )))
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io(lock_path.display().to_string(), e))
-            }
-        }
+        let lock = take_lock(&lock_path, target)?;
         let recovered = recover(&parent, &name, target)?;
         let staging = parent.join(format!("{STAGING_PREFIX}{name}-{job}"));
         std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
@@ -161,7 +145,8 @@ impl Commit {
             target: target.to_path_buf(),
             staging,
             job: job.to_string(),
-            _lock: lock,
+            lock,
+            lock_path,
             recovered,
         })
     }
@@ -248,6 +233,51 @@ impl Commit {
         }
         sync_parent(&self.target);
         Ok(manifest)
+    }
+}
+
+/// Locks `path` (created if needed). The lock file is removed when the job ends, so a
+/// holder checks that the path still names the file it locked: a job that opened the file
+/// just before the previous holder removed it would otherwise hold a lock nobody sees.
+fn take_lock(path: &Path, target: &Path) -> Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    for _ in 0..10 {
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Config(format!(
+                    "another sluice job is writing '{}'",
+                    target.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(path.display().to_string(), e))
+            }
+        }
+        let held = lock.metadata().map_err(io_err(path))?;
+        match std::fs::metadata(path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(lock),
+            _ => continue, // removed or replaced meanwhile: lock the new one
+        }
+    }
+    Err(Error::Config(format!(
+        "cannot lock '{}': its lock file keeps changing",
+        target.display()
+    )))
+}
+
+impl Drop for Commit {
+    /// The lock file goes away with the job (removed while still locked, see
+    /// [`take_lock`]); no `.sluice-lock-*` is left beside the output.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.lock_path);
+        let _ = self.lock.unlock();
     }
 }
 
