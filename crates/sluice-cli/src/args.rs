@@ -69,6 +69,10 @@ pub struct ReadArgs {
     /// they are skipped and named in the summary).
     #[arg(long)]
     pub follow_symlinks: bool,
+    /// Longest CSV record or NDJSON line in bytes; a longer one is a rejected row
+    /// (record_too_large), never held in memory whole.
+    #[arg(long, value_name = "BYTES", default_value_t = sluice::source::DEFAULT_MAX_RECORD_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_record_bytes: u64,
     /// An option of remote object stores, KEY=VALUE (repeatable): endpoint, region,
     /// allow_http, skip_signature, virtual_hosted_style_request, access keys...
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -100,6 +104,7 @@ impl ReadArgs {
             allow_empty: self.allow_empty,
             allow_failed_files: self.allow_failed_files,
             follow_symlinks: self.follow_symlinks,
+            max_record_bytes: self.max_record_bytes,
             storage: self.storage_options.iter().cloned().collect(),
         }
     }

@@ -75,6 +75,8 @@ pub struct SourceSpec {
     pub allow_failed_files: Option<bool>,
     /// Follow symbolic links out of listed folders (default false).
     pub follow_symlinks: Option<bool>,
+    /// Longest record in bytes (default 64 MiB).
+    pub max_record_bytes: Option<u64>,
 }
 
 /// `[[transform]]`
@@ -273,6 +275,9 @@ impl PipelineSpec {
             allow_empty: s.allow_empty.unwrap_or(false),
             allow_failed_files: s.allow_failed_files.unwrap_or(false),
             follow_symlinks: s.follow_symlinks.unwrap_or(false),
+            max_record_bytes: s
+                .max_record_bytes
+                .unwrap_or(crate::source::DEFAULT_MAX_RECORD_BYTES),
             storage: self.storage.clone(),
         };
         let k = self.sink;

@@ -577,3 +577,76 @@ fn csv_safe_output_defuses_formulas() {
     wd.ingest(&["in.csv", "--to", "raw.csv"]);
     assert!(wd.read("raw.csv").contains("\n-5,=1+1\n"));
 }
+
+/// regression: one 2.2 GB value panicked in arrow ("byte array offset overflow") after
+/// 8.5 GB of memory. A record over `--max-record-bytes` is a rejected row, skipped without
+/// being held (here with a small limit; the default is 64 MiB).
+#[test]
+fn a_record_over_the_size_limit_is_a_rejected_row() {
+    let wd = Workdir::new();
+    let mut csv = String::from("a,b\n");
+    for i in 0..5 {
+        csv.push_str(&format!("{i},x\n"));
+    }
+    csv.push_str(&format!("5,\"{}\nmore\"\n", "y".repeat(5000))); // line 7, two lines long
+    for i in 6..10 {
+        csv.push_str(&format!("{i},z\n"));
+    }
+    csv.push_str(&format!("10,{}\n11,end\n", "w".repeat(3000))); // line 13
+    wd.write("big.csv", &csv);
+    wd.write(
+        "big.ndjson",
+        format!(
+            "{{\"a\":1}}\n{{\"a\":\"{}\"}}\n{{\"a\":3}}\n",
+            "v".repeat(4000)
+        ),
+    );
+    for (input, rows_out, lines) in [("big.csv", 10, vec![7, 13]), ("big.ndjson", 2, vec![2])] {
+        let report = wd.ingest(&[
+            input,
+            "--to",
+            &format!("out-{}", input.replace('.', "-")),
+            "--max-record-bytes",
+            "1000",
+        ]);
+        assert_identity(&report);
+        assert_eq!(report["rows_out"], rows_out, "{report}");
+        let got: Vec<(u64, String, usize)> = wd
+            .read(&format!(
+                "out-{}/_rejects/rejects.ndjson",
+                input.replace('.', "-")
+            ))
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                (
+                    v["line"].as_u64().unwrap_or_default(),
+                    v["kind"].as_str().unwrap_or_default().to_string(),
+                    v["raw"].as_str().unwrap_or_default().len(),
+                )
+            })
+            .collect();
+        let want: Vec<(u64, String, usize)> = lines
+            .iter()
+            .map(|&l| (l, "record_too_large".to_string(), 1000))
+            .collect();
+        assert_eq!(got, want, "{input}");
+    }
+    let err = wd.fails(
+        &[
+            "ingest",
+            "big.csv",
+            "--to",
+            "o",
+            "--max-record-bytes",
+            "1000",
+            "--on-error",
+            "fail",
+        ],
+        1,
+    );
+    assert!(
+        err.starts_with("error: big.csv:7: the record is longer than 1000 bytes"),
+        "{err}"
+    );
+}

@@ -128,6 +128,8 @@ pub struct CsvScanConfig {
     /// Bytes per ranged read, and reads in flight per range: 1 MiB and 2 for local files;
     /// bigger and deeper for object stores, where every request costs a round trip.
     pub read: (u64, usize),
+    /// Longest record in bytes; a longer one is rejected (`record_too_large`) and skipped.
+    pub max_record_bytes: u64,
 }
 
 impl CsvScanConfig {
@@ -626,6 +628,98 @@ impl DepthScan {
     }
 }
 
+/// Finds record boundaries in a stream (quote-aware for CSV, line breaks for NDJSON) to
+/// catch a record longer than the limit before it is held in memory.
+#[derive(Debug, Clone)]
+struct RecordScan {
+    quote: Option<u8>,
+    escape: Option<u8>,
+    in_quote: bool,
+    escaped: bool,
+    /// Global offset of the next byte to scan.
+    pos: u64,
+    /// Global offset where the current record starts.
+    record_start: u64,
+}
+
+impl RecordScan {
+    fn new(config: &CsvScanConfig, start: u64) -> Self {
+        RecordScan {
+            quote: (config.format == RowFormat::Csv).then_some(config.quote),
+            escape: config.escape.filter(|_| config.format == RowFormat::Csv),
+            in_quote: false,
+            escaped: false,
+            pos: start,
+            record_start: start,
+        }
+    }
+
+    /// Scans `bytes` until a record grows past `max`: returns the index of that byte.
+    fn over(&mut self, bytes: &[u8], max: u64) -> Option<usize> {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.pos - self.record_start >= max {
+                return Some(i);
+            }
+            let step = self.byte(bytes[i]);
+            self.pos += 1;
+            i += 1;
+            if step {
+                self.record_start = self.pos;
+            }
+            // Outside quotes, jump to the next byte that matters.
+            if !self.in_quote && !self.escaped && i < bytes.len() {
+                let rest = &bytes[i..];
+                let room = (max - (self.pos - self.record_start)) as usize;
+                let next = match self.quote {
+                    Some(q) => memchr::memchr2(b'\n', q, rest),
+                    None => memchr::memchr(b'\n', rest),
+                };
+                let jump = next.unwrap_or(rest.len()).min(room);
+                self.pos += jump as u64;
+                i += jump;
+            }
+        }
+        None
+    }
+
+    /// Skips to the end of the current record: the index just past it, if in `bytes`.
+    fn end_in(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            let ended = self.byte(b);
+            self.pos += 1;
+            if ended {
+                self.record_start = self.pos;
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
+    /// Takes one byte; true when it ends a record.
+    fn byte(&mut self, b: u8) -> bool {
+        if self.in_quote {
+            if self.escaped {
+                self.escaped = false;
+            } else if Some(b) == self.escape {
+                self.escaped = true;
+            } else if Some(b) == self.quote {
+                self.in_quote = false;
+            }
+            return false;
+        }
+        if Some(b) == self.quote {
+            self.in_quote = true;
+            return false;
+        }
+        b == b'\n'
+    }
+}
+
+/// Bytes handed to the decoder before a batch is cut short: arrow's string arrays use
+/// 32-bit offsets, so one batch must stay well below 2 GiB of text.
+const MAX_BATCH_BYTES: usize = 256 << 20;
+
 /// True when a line of `raw` is nested deeper than [`MAX_JSON_DEPTH`].
 fn json_too_deep(raw: &[u8]) -> bool {
     DepthScan::default().scan(raw)
@@ -649,6 +743,10 @@ struct RangeReader {
     header_pending: bool,
     /// JSON nesting (NDJSON only): lines nested too deep never reach the decoder.
     depth: Option<DepthScan>,
+    /// Record boundaries, for the record size limit.
+    size: RecordScan,
+    /// Inside a record longer than the limit: its bytes are dropped up to its end.
+    skipping: bool,
 }
 
 impl RangeReader {
@@ -664,15 +762,44 @@ impl RangeReader {
             eager_lines: config.compression.is_compressed(),
             header_pending: header,
             depth: (config.format == RowFormat::Json).then(DepthScan::default),
+            size: RecordScan::new(config, range.start),
+            skipping: false,
         })
     }
 
     fn feed(&mut self, chunk: &bytes::Bytes) -> Result<Step> {
         let mut step = Step::default();
+        self.feed_into(chunk.clone(), &mut step)?;
+        Ok(step)
+    }
+
+    fn feed_into(&mut self, chunk: bytes::Bytes, step: &mut Step) -> Result<()> {
+        if self.skipping {
+            // The rest of a record over the limit: dropped, never held.
+            let end = self.size.end_in(&chunk);
+            let skipped = end.unwrap_or(chunk.len());
+            if self.eager_lines {
+                self.lines_before_pending +=
+                    memchr::memchr_iter(b'\n', &chunk[..skipped]).count() as u64;
+            }
+            self.pending_offset += skipped as u64;
+            if end.is_none() {
+                return Ok(());
+            }
+            self.skipping = false;
+            if let Some(d) = &mut self.depth {
+                *d = DepthScan::default();
+            }
+            return self.feed_into(chunk.slice(skipped..), step);
+        }
+        let chunk_start = self.size.pos;
+        if let Some(at) = self.size.over(&chunk, self.config.max_record_bytes) {
+            return self.reject_oversized(chunk, chunk_start, at, step);
+        }
         // A line nested too deep takes the row-by-row path, where it is rejected.
-        if self.depth.as_mut().is_some_and(|d| d.scan(chunk)) {
-            self.recover(chunk, false, &mut step)?;
-            return Ok(step);
+        if self.depth.as_mut().is_some_and(|d| d.scan(&chunk)) {
+            self.recover(&chunk, false, step)?;
+            return Ok(());
         }
         let mut pos = 0;
         while pos < chunk.len() {
@@ -680,19 +807,65 @@ impl RangeReader {
                 Ok(n) => {
                     self.pending.push(chunk.slice(pos..pos + n));
                     pos += n;
-                    if self.decoder.full() {
-                        self.flush(&mut step)?;
+                    // Many big rows: the batch is cut short before its text nears 2 GiB.
+                    if self.decoder.full() || self.pending.len() > MAX_BATCH_BYTES {
+                        self.flush(step)?;
                     } else if n == 0 {
                         break;
                     }
                 }
                 Err(_) => {
-                    self.recover(&chunk[pos..], false, &mut step)?;
+                    self.recover(&chunk[pos..], false, step)?;
                     pos = chunk.len();
                 }
             }
         }
-        Ok(step)
+        Ok(())
+    }
+
+    /// A record grew past the limit at `chunk[at]`: the rows before it are decoded, the
+    /// record is rejected with its first bytes, and the reader skips to its end.
+    fn reject_oversized(
+        &mut self,
+        chunk: bytes::Bytes,
+        chunk_start: u64,
+        at: usize,
+        step: &mut Step,
+    ) -> Result<()> {
+        let record_start = self.size.record_start;
+        let mut all = self.pending.to_vec();
+        all.extend_from_slice(&chunk[..at]);
+        let before = (record_start.saturating_sub(self.pending_offset) as usize).min(all.len());
+        let (prefix, head) = all.split_at(before);
+        self.pending.clear();
+        if !prefix.is_empty() {
+            self.recover(prefix, true, step)?;
+        }
+        self.decoder = self.config.decoder(false)?;
+        self.header_pending = false;
+        let line = if self.eager_lines {
+            1 + self.lines_before_pending
+        } else {
+            0
+        };
+        if self.eager_lines {
+            self.lines_before_pending += memchr::memchr_iter(b'\n', head).count() as u64;
+        }
+        let max = self.config.max_record_bytes;
+        step.bad.push(RejectRecord {
+            file: self.display.clone(),
+            line,
+            byte_offset: record_start,
+            column: None,
+            kind: "record_too_large",
+            message: format!("the record is longer than {max} bytes (--max-record-bytes)"),
+            raw: String::from_utf8_lossy(&head[..head.len().min(RAW_CAP)]).into_owned(),
+            raw_truncated: true,
+            ..RejectRecord::default()
+        });
+        self.pending_offset = chunk_start + at as u64;
+        self.skipping = true;
+        self.feed_into(chunk.slice(at..), step)
     }
 
     fn finish(&mut self) -> Result<Step> {

@@ -238,7 +238,7 @@ fn infer_ndjson(
     compression: super::format::Compression,
     rows: usize,
 ) -> std::result::Result<Schema, String> {
-    use std::io::BufRead;
+    use std::io::{BufRead, Read};
     let file = src.open().map_err(|e| e.to_string())?;
     let reader = compression
         .to_datafusion()
@@ -248,12 +248,29 @@ fn infer_ndjson(
     let mut kept = 0;
     // Keys whose values are of several kinds (scalar, list, object): they meet at string.
     let mut kinds: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
-    let mut lines = std::io::BufReader::new(reader).split(b'\n');
+    let mut reader = std::io::BufReader::new(reader);
     let mut read_any = false;
-    while kept < rows {
-        let Some(line) = lines.next() else { break };
-        let line = line.map_err(|e| format!("cannot read: {e}"))?;
+    let mut line = Vec::new();
+    let mut sampled = 0usize;
+    while kept < rows && sampled < MAX_SAMPLE_BYTES {
+        line.clear();
+        // A line longer than the sample bound is not held whole: it is skipped (the scan
+        // rejects it as too large).
+        let n = (&mut reader)
+            .take(MAX_SAMPLE_BYTES as u64)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        sampled += n;
         read_any = true;
+        if !line.ends_with(b"\n") && n == MAX_SAMPLE_BYTES {
+            break;
+        }
+        if line.ends_with(b"\n") {
+            line.pop();
+        }
         if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&line) {
             for (k, v) in &map {
                 let kind = match v {

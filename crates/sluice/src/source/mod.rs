@@ -34,6 +34,9 @@ pub use resolve::InputFile;
 use crate::error::{Error, Result};
 use merge::{merge_schemas, type_name, FileSchema};
 
+/// Default of [`ReadOptions::max_record_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 20;
+
 /// How to read the inputs (the `[source]` section of a pipeline, or `ingest` flags).
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
@@ -70,6 +73,9 @@ pub struct ReadOptions {
     /// Follow symbolic links that lead out of a listed folder or glob root (never by
     /// default: a link out is named in `skipped_files` instead).
     pub follow_symlinks: bool,
+    /// Longest CSV record or NDJSON line, in bytes: a longer one is a rejected row
+    /// (`record_too_large`), skipped without being held in memory. Default 64 MiB.
+    pub max_record_bytes: u64,
     /// Options of remote object stores (endpoint, region, credentials...).
     pub storage: remote::StorageOptions,
 }
@@ -125,6 +131,7 @@ impl Default for ReadOptions {
             allow_empty: false,
             allow_failed_files: false,
             follow_symlinks: false,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             storage: remote::StorageOptions::new(),
         }
     }
@@ -541,6 +548,7 @@ impl Source {
                     csv_scan::LOCAL_READ
                 },
                 file_projection: None,
+                max_record_bytes: self.options.max_record_bytes.max(1),
             };
             table = table.with_csv_reader(config, Arc::clone(&self.rejects));
         } else {
