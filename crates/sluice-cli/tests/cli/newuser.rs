@@ -632,6 +632,16 @@ fn a_record_over_the_size_limit_is_a_rejected_row() {
             .collect();
         assert_eq!(got, want, "{input}");
     }
+    // A stray quote inside an unquoted field is literal text (as csv-core reads it): it must
+    // not make the size check see one endless quoted record.
+    let mut stray = String::from("id,what\n1,5\" screen\n");
+    for i in 2..200 {
+        stray.push_str(&format!("{i},line {i}\n"));
+    }
+    wd.write("stray.csv", &stray);
+    let report = wd.ingest(&["stray.csv", "--to", "o-stray", "--max-record-bytes", "100"]);
+    assert_eq!(report["rows_out"], 199, "{report}");
+    assert_eq!(report["rows_rejected"], 0, "{report}");
     let err = wd.fails(
         &[
             "ingest",

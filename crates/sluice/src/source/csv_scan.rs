@@ -628,27 +628,59 @@ impl DepthScan {
     }
 }
 
-/// Finds record boundaries in a stream (quote-aware for CSV, line breaks for NDJSON) to
-/// catch a record longer than the limit before it is held in memory.
+/// Finds record boundaries in a stream to catch a record longer than the limit before it is
+/// held in memory. For CSV it follows csv-core's rules (the decoder's): a quote opens a
+/// quoted field only at the start of a field (`5" screen` is literal text), a doubled quote
+/// or the escape character inside quotes is part of the value, a comment line ignores
+/// quotes. NDJSON records end at line breaks.
 #[derive(Debug, Clone)]
 struct RecordScan {
-    quote: Option<u8>,
-    escape: Option<u8>,
-    in_quote: bool,
-    escaped: bool,
+    csv: Option<CsvRules>,
+    state: ScanState,
     /// Global offset of the next byte to scan.
     pos: u64,
     /// Global offset where the current record starts.
     record_start: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct CsvRules {
+    delimiter: u8,
+    quote: u8,
+    escape: Option<u8>,
+    double_quote: bool,
+    comment: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanState {
+    /// At the start of a record.
+    RecordStart,
+    /// At the start of a field (after a delimiter).
+    FieldStart,
+    /// Inside an unquoted field.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Just after the escape character inside quotes.
+    Escaped,
+    /// Just after a quote inside a quoted field: a doubled quote or the field's end.
+    QuoteInQuoted,
+    /// Inside a comment line.
+    Comment,
+}
+
 impl RecordScan {
     fn new(config: &CsvScanConfig, start: u64) -> Self {
         RecordScan {
-            quote: (config.format == RowFormat::Csv).then_some(config.quote),
-            escape: config.escape.filter(|_| config.format == RowFormat::Csv),
-            in_quote: false,
-            escaped: false,
+            csv: (config.format == RowFormat::Csv).then_some(CsvRules {
+                delimiter: config.delimiter,
+                quote: config.quote,
+                escape: config.escape,
+                double_quote: config.escape.is_none(),
+                comment: config.comment,
+            }),
+            state: ScanState::RecordStart,
             pos: start,
             record_start: start,
         }
@@ -661,24 +693,28 @@ impl RecordScan {
             if self.pos - self.record_start >= max {
                 return Some(i);
             }
-            let step = self.byte(bytes[i]);
-            self.pos += 1;
+            let room = (max - (self.pos - self.record_start)) as usize;
+            // Jump over bytes that cannot change the state.
+            let rest = &bytes[i..];
+            let skip = match (self.csv, self.state) {
+                (None, _) => memchr::memchr(b'\n', rest),
+                (Some(r), ScanState::Unquoted) => memchr::memchr2(b'\n', r.delimiter, rest),
+                (Some(r), ScanState::Quoted) => match r.escape {
+                    Some(e) => memchr::memchr2(r.quote, e, rest),
+                    None => memchr::memchr(r.quote, rest),
+                },
+                (Some(_), ScanState::Comment) => memchr::memchr(b'\n', rest),
+                _ => Some(0),
+            }
+            .unwrap_or(rest.len())
+            .min(room);
+            if skip > 0 {
+                self.pos += skip as u64;
+                i += skip;
+                continue;
+            }
+            self.take(bytes[i]);
             i += 1;
-            if step {
-                self.record_start = self.pos;
-            }
-            // Outside quotes, jump to the next byte that matters.
-            if !self.in_quote && !self.escaped && i < bytes.len() {
-                let rest = &bytes[i..];
-                let room = (max - (self.pos - self.record_start)) as usize;
-                let next = match self.quote {
-                    Some(q) => memchr::memchr2(b'\n', q, rest),
-                    None => memchr::memchr(b'\n', rest),
-                };
-                let jump = next.unwrap_or(rest.len()).min(room);
-                self.pos += jump as u64;
-                i += jump;
-            }
         }
         None
     }
@@ -686,10 +722,7 @@ impl RecordScan {
     /// Skips to the end of the current record: the index just past it, if in `bytes`.
     fn end_in(&mut self, bytes: &[u8]) -> Option<usize> {
         for (i, &b) in bytes.iter().enumerate() {
-            let ended = self.byte(b);
-            self.pos += 1;
-            if ended {
-                self.record_start = self.pos;
+            if self.take(b) {
                 return Some(i + 1);
             }
         }
@@ -697,22 +730,34 @@ impl RecordScan {
     }
 
     /// Takes one byte; true when it ends a record.
-    fn byte(&mut self, b: u8) -> bool {
-        if self.in_quote {
-            if self.escaped {
-                self.escaped = false;
-            } else if Some(b) == self.escape {
-                self.escaped = true;
-            } else if Some(b) == self.quote {
-                self.in_quote = false;
+    fn take(&mut self, b: u8) -> bool {
+        self.pos += 1;
+        let ended = match self.csv {
+            None => b == b'\n',
+            Some(r) => {
+                use ScanState::*;
+                let (next, ended) = match self.state {
+                    RecordStart if Some(b) == r.comment => (Comment, false),
+                    RecordStart | FieldStart if b == r.quote => (Quoted, false),
+                    Quoted if Some(b) == r.escape => (Escaped, false),
+                    Quoted if b == r.quote => (QuoteInQuoted, false),
+                    Quoted => (Quoted, false),
+                    Escaped => (Quoted, false),
+                    QuoteInQuoted if b == r.quote && r.double_quote => (Quoted, false),
+                    Comment if b == b'\n' => (RecordStart, true),
+                    Comment => (Comment, false),
+                    _ if b == b'\n' => (RecordStart, true),
+                    _ if b == r.delimiter => (FieldStart, false),
+                    _ => (Unquoted, false),
+                };
+                self.state = next;
+                ended
             }
-            return false;
+        };
+        if ended {
+            self.record_start = self.pos;
         }
-        if Some(b) == self.quote {
-            self.in_quote = true;
-            return false;
-        }
-        b == b'\n'
+        ended
     }
 }
 
@@ -1348,5 +1393,94 @@ fn failing_row(err: &datafusion::arrow::error::ArrowError) -> Option<usize> {
         number_after(" at line ")
     } else {
         number_after("for line ").and_then(|l| l.checked_sub(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(format: RowFormat) -> CsvScanConfig {
+        CsvScanConfig {
+            format,
+            file_schema: Arc::new(Schema::empty()),
+            partition_fields: Vec::new(),
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            comment: Some(b'#'),
+            null_regex: None,
+            compression: FileCompressionType::UNCOMPRESSED,
+            batch_size: 8192,
+            file_projection: None,
+            read: LOCAL_READ,
+            max_record_bytes: 64,
+        }
+    }
+
+    /// Record ends found by the scanner, fed in chunks of `step` bytes.
+    fn ends(data: &[u8], step: usize, format: RowFormat) -> Vec<u64> {
+        let mut scan = RecordScan::new(&config(format), 0);
+        let mut out = Vec::new();
+        for chunk in data.chunks(step) {
+            let mut at = 0;
+            while let Some(n) = scan.end_in(&chunk[at..]) {
+                at += n;
+                out.push(scan.pos);
+            }
+        }
+        out
+    }
+
+    // regression: a quote inside an unquoted field (`5" screen`) or a comment line made a
+    // naive scanner believe everything after it was one quoted record.
+    #[test]
+    fn record_ends_follow_csv_core() {
+        let data = b"a,b\n5\" screen,x\n# it's \"odd\n\"q\"\"\nq\",y\nlast,z";
+        // The comment line (ending at 28) is a record to the scanner, skipped by csv-core.
+        let want = vec![4, 16, 28, 38];
+        for step in [1, 2, 3, 7, 100] {
+            assert_eq!(ends(data, step, RowFormat::Csv), want, "step {step}");
+        }
+        // What csv-core itself says.
+        let mut reader = csv_core::ReaderBuilder::new().comment(Some(b'#')).build();
+        let (mut out, mut bounds) = (vec![0u8; 256], vec![0usize; 16]);
+        let (mut pos, mut seen) = (0usize, Vec::new());
+        loop {
+            let (res, nin, _, _) = reader.read_record(&data[pos..], &mut out, &mut bounds);
+            pos += nin;
+            match res {
+                csv_core::ReadRecordResult::Record => seen.push(pos as u64),
+                csv_core::ReadRecordResult::End => break,
+                csv_core::ReadRecordResult::InputEmpty if pos >= data.len() => {
+                    let _ = reader.read_record(&[], &mut out, &mut bounds);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(seen, [4, 16, 38]);
+    }
+
+    #[test]
+    fn a_record_over_the_limit_is_found_in_any_chunking() {
+        let mut data = b"a,b\n1,x\n".to_vec();
+        data.extend_from_slice(b"2,\"");
+        data.extend(std::iter::repeat_n(b'y', 100));
+        data.extend_from_slice(b"\n\"\n3,z\n");
+        for step in [1, 5, 64, 1000] {
+            let mut scan = RecordScan::new(&config(RowFormat::Csv), 0);
+            let mut found = None;
+            let mut offset = 0;
+            for chunk in data.chunks(step) {
+                if let Some(at) = scan.over(chunk, 64) {
+                    found = Some((scan.record_start, offset + at));
+                    break;
+                }
+                offset += chunk.len();
+            }
+            assert_eq!(found, Some((8, 8 + 64)), "step {step}");
+        }
     }
 }
