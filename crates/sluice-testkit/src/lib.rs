@@ -15,6 +15,7 @@
 //! ```
 
 pub mod moto;
+pub mod stores;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

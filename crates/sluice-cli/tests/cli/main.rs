@@ -16,4 +16,5 @@ mod rejects;
 mod s3;
 mod schema;
 mod split;
+mod stores;
 mod workdir;

@@ -5,8 +5,8 @@
 //! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`; profile files and instance metadata through the
 //! builders' credential chains) plus the user's storage options, registered on the session
 //! under `scheme://bucket`, and listed here: a prefix ending in `/` (or naming no object) is a
-//! folder, listed recursively; a key with `*?[` is a glob over the listing of its literal
-//! prefix; anything else is one object. Hidden names (`.x`, `_x`) below a listed folder are
+//! folder, listed recursively; a key with `*?[` (naming no object or folder as written) is a
+//! glob over the listing of its literal prefix; anything else is one object. Hidden names (`.x`, `_x`) below a listed folder are
 //! skipped like local ones, and a folder holding a sluice `_SUCCESS` manifest yields only the
 //! files that manifest lists.
 
@@ -18,7 +18,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::object_store::path::Path as StorePath;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use globset::GlobBuilder;
 
 use super::counting::{CountingStore, ReadCounter};
@@ -179,12 +179,21 @@ pub fn store_error(what: &str, e: object_store::Error) -> Error {
         s
     };
     let lower = detail.to_ascii_lowercase();
+    // Which credentials to check depends on the store the URL names.
+    let denied = || {
+        let creds = match what.split_once("://").map(|(s, _)| s) {
+            Some("gs" | "gcs") => "GOOGLE_SERVICE_ACCOUNT, ...",
+            Some("az" | "azure" | "abfs" | "abfss" | "adl") => "AZURE_STORAGE_ACCOUNT_NAME, ...",
+            _ => "AWS_ACCESS_KEY_ID, ...",
+        };
+        format!(
+            "access denied: check the credentials ({creds}) and the bucket policy ({})",
+            first_line(&detail)
+        )
+    };
     let reason = match &e {
         E::NotFound { .. } => "not found".to_string(),
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
-            "access denied: check the credentials (AWS_ACCESS_KEY_ID, ...) and the bucket policy"
-                .into()
-        }
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => denied(),
         _ if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") => {
             "the bucket does not exist".into()
         }
@@ -192,8 +201,7 @@ pub fn store_error(what: &str, e: object_store::Error) -> Error {
             || lower.contains("forbidden")
             || lower.contains("403") =>
         {
-            "access denied: check the credentials (AWS_ACCESS_KEY_ID, ...) and the bucket policy"
-                .into()
+            denied()
         }
         _ if lower.contains("connect") || lower.contains("dns") || lower.contains("timed out") => {
             format!(
@@ -208,6 +216,31 @@ pub fn store_error(what: &str, e: object_store::Error) -> Error {
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
+}
+
+/// True when an object, or a folder of objects, exists under exactly the key of `url`.
+async fn literal_exists(store: &Arc<dyn ObjectStore>, url: &RemoteUrl) -> Result<bool> {
+    let key = url.key.trim_end_matches('/');
+    if key.is_empty() {
+        return Ok(false);
+    }
+    let path = key_path(url, key)?;
+    if !url.key.ends_with('/') {
+        match store.head(&path).await {
+            Ok(_) => return Ok(true),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_error(&url.store, e)),
+        }
+    }
+    if matches!(url.scheme(), "http" | "https") {
+        return Ok(false);
+    }
+    let mut below = store.list(Some(&path));
+    match below.next().await {
+        Some(Ok(_)) => Ok(true),
+        None => Ok(false),
+        Some(Err(e)) => Err(store_error(&url.store, e)),
+    }
 }
 
 /// Lists the files one remote input names. Missing objects go to the third list when
@@ -239,7 +272,9 @@ pub async fn resolve_remote(
         store: url.store.clone(),
         key: Some(meta.location.clone()),
     };
-    if is_glob(&url.key) {
+    // A key holding `*?[` is a glob, unless an object or folder exists under exactly that
+    // key (`a[1].csv` is a file name as often as a pattern).
+    if is_glob(&url.key) && !literal_exists(store, url).await? {
         let matcher = GlobBuilder::new(&url.key)
             .literal_separator(true)
             .backslash_escape(true)

@@ -83,7 +83,9 @@ pub fn resolve_inputs_tolerant(
     let mut skipped = Vec::new();
     for input in inputs {
         let mut found = Vec::new();
-        if is_glob(input) {
+        // A path holding `*?[` is a glob, unless it names an existing file or folder as
+        // written (`a[1].csv` is a file name as often as a pattern).
+        if is_glob(input) && std::fs::symlink_metadata(input).is_err() {
             expand_glob(input, format, follow_symlinks, &mut found, &mut skipped)?;
         } else {
             let path = Path::new(input);
