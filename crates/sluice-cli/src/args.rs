@@ -73,6 +73,10 @@ pub struct ReadArgs {
     /// (record_too_large), never held in memory whole.
     #[arg(long, value_name = "BYTES", default_value_t = sluice::source::DEFAULT_MAX_RECORD_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_record_bytes: u64,
+    /// Most bytes a compressed input may decompress to per compressed byte, checked past
+    /// 64 MiB of output: a file beyond it fails (a decompression bomb). 0: no limit.
+    #[arg(long, value_name = "RATIO", default_value_t = sluice::source::DEFAULT_MAX_COMPRESSION_RATIO)]
+    pub max_compression_ratio: u64,
     /// An option of remote object stores, KEY=VALUE (repeatable): endpoint, region,
     /// allow_http, skip_signature, virtual_hosted_style_request, access keys...
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -105,6 +109,7 @@ impl ReadArgs {
             allow_failed_files: self.allow_failed_files,
             follow_symlinks: self.follow_symlinks,
             max_record_bytes: self.max_record_bytes,
+            max_compression_ratio: self.max_compression_ratio,
             storage: self.storage_options.iter().cloned().collect(),
         }
     }

@@ -77,6 +77,8 @@ pub struct SourceSpec {
     pub follow_symlinks: Option<bool>,
     /// Longest record in bytes (default 64 MiB).
     pub max_record_bytes: Option<u64>,
+    /// Most bytes out per compressed byte (default 100, 0: no limit).
+    pub max_compression_ratio: Option<u64>,
 }
 
 /// `[[transform]]`
@@ -278,6 +280,9 @@ impl PipelineSpec {
             max_record_bytes: s
                 .max_record_bytes
                 .unwrap_or(crate::source::DEFAULT_MAX_RECORD_BYTES),
+            max_compression_ratio: s
+                .max_compression_ratio
+                .unwrap_or(crate::source::DEFAULT_MAX_COMPRESSION_RATIO),
             storage: self.storage.clone(),
         };
         let k = self.sink;

@@ -661,3 +661,52 @@ fn a_record_over_the_size_limit_is_a_rejected_row() {
         "{err}"
     );
 }
+
+/// A decompression bomb (a few KiB that inflate to 72 MiB) fails its file with one line
+/// naming it, long before it is read out; `--max-compression-ratio` raises or removes the
+/// limit; ordinary compressed files pass.
+#[test]
+fn a_decompression_bomb_fails_its_file() {
+    use std::io::Write;
+    let wd = Workdir::new();
+    let mut inflated = b"a\n".to_vec();
+    inflated.resize(72 << 20, b'0');
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&inflated).expect("compress");
+    let gz = gz.finish().expect("compress");
+    let zst = zstd::encode_all(&inflated[..], 3).expect("compress");
+    assert!(
+        zst.len() < 100_000 && gz.len() < 200_000,
+        "{} {}",
+        zst.len(),
+        gz.len()
+    );
+    wd.write("bomb.csv.gz", &gz);
+    wd.write("bomb.csv.zst", &zst);
+    // An ordinary file: rows with ids compress a few times over.
+    let mut ok_rows = zstd::stream::Encoder::new(Vec::new(), 3).expect("compress");
+    ok_rows
+        .write_all(csv_rows(200_000).as_bytes())
+        .expect("compress");
+    wd.write("fine/ok.csv.zst", ok_rows.finish().expect("compress"));
+    for bomb in ["bomb.csv.gz", "bomb.csv.zst"] {
+        let err = wd.fails(&["ingest", bomb, "--to", &format!("out-{bomb}")], 1);
+        assert!(
+            err.contains(&format!("{bomb}: decompresses to more than 100 times"))
+                && err.contains("decompression bomb"),
+            "{bomb}: {err}"
+        );
+        assert!(!wd.path(&format!("out-{bomb}")).exists(), "{bomb}");
+    }
+    // Raised past the file's ratio, the bomb is read: its one giant record is too large.
+    let report = wd.ingest(&[
+        "bomb.csv.zst",
+        "--to",
+        "out-raised",
+        "--max-compression-ratio",
+        "0",
+    ]);
+    assert_eq!(report["rows_rejected"].as_u64(), Some(1), "{report}");
+    let report = wd.ingest(&["fine", "--to", "out-fine"]);
+    assert_eq!(report["rows_out"].as_u64(), Some(200_000), "{report}");
+}

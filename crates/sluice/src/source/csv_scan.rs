@@ -130,6 +130,9 @@ pub struct CsvScanConfig {
     pub read: (u64, usize),
     /// Longest record in bytes; a longer one is rejected (`record_too_large`) and skipped.
     pub max_record_bytes: u64,
+    /// Most bytes a compressed file may decompress to per compressed byte (0: no limit);
+    /// see [`BombGuard`].
+    pub max_compression_ratio: u64,
 }
 
 impl CsvScanConfig {
@@ -398,9 +401,69 @@ async fn read_stream(
                     .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))
             }
         })
-        .buffered(ahead.max(1))
+        .buffered(ahead.max(1));
+    if !config.compression.is_compressed() || config.max_compression_ratio == 0 {
+        return config.compression.convert_stream(raw.boxed());
+    }
+    // Compressed bytes are counted as the decoder takes them (after the read-ahead), so
+    // the ratio is exact to within one read.
+    let guard = Arc::new(BombGuard::new(config.max_compression_ratio));
+    let taken = Arc::clone(&guard);
+    let raw = raw
+        .inspect(move |r| {
+            if let Ok(b) = r {
+                taken.take_in(b.len());
+            }
+        })
         .boxed();
-    config.compression.convert_stream(raw)
+    let out = config.compression.convert_stream(raw)?;
+    Ok(out.map(move |r| r.and_then(|b| guard.give_out(b))).boxed())
+}
+
+/// Decompressed bytes a file may produce before the ratio is checked: small files with a
+/// high ratio (a header and a few repeated rows) are no threat.
+pub const BOMB_FLOOR: u64 = 64 << 20;
+
+/// Stops a decompression bomb: once a file has decompressed to more than [`BOMB_FLOOR`]
+/// bytes, it may not exceed `ratio` bytes out per compressed byte in. The error is an I/O
+/// error of the file, so the file is a failed file, named with the reason.
+#[derive(Debug)]
+pub struct BombGuard {
+    ratio: u64,
+    input: std::sync::atomic::AtomicU64,
+    output: std::sync::atomic::AtomicU64,
+}
+
+impl BombGuard {
+    /// A guard allowing `ratio` bytes out per byte in.
+    pub fn new(ratio: u64) -> BombGuard {
+        BombGuard {
+            ratio,
+            input: Default::default(),
+            output: Default::default(),
+        }
+    }
+
+    fn take_in(&self, n: usize) {
+        self.input
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn give_out(&self, b: bytes::Bytes) -> datafusion::error::Result<bytes::Bytes> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let out = self.output.fetch_add(b.len() as u64, Relaxed) + b.len() as u64;
+        let input = self.input.load(Relaxed).max(1);
+        if out > BOMB_FLOOR && out / input > self.ratio {
+            return Err(DataFusionError::IoError(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "decompresses to more than {} times its compressed size ({out} bytes from {input}): a decompression bomb? (--max-compression-ratio raises the limit, 0 removes it)",
+                    self.ratio
+                ),
+            )));
+        }
+        Ok(b)
+    }
 }
 
 /// The bytes handed to the decoder since the last good batch, kept as shared slices of the
@@ -1416,6 +1479,7 @@ mod tests {
             file_projection: None,
             read: LOCAL_READ,
             max_record_bytes: 64,
+            max_compression_ratio: 0,
         }
     }
 

@@ -634,6 +634,7 @@ pub fn clean_engine_error(e: &datafusion::error::DataFusionError) -> String {
     s.strip_prefix("Arrow error: ")
         .or_else(|| s.strip_prefix("External error: "))
         .or_else(|| s.strip_prefix("Execution error: "))
+        .or_else(|| s.strip_prefix("IO error: "))
         .unwrap_or(&s)
         .to_string()
 }

@@ -37,6 +37,10 @@ use merge::{merge_schemas, type_name, FileSchema};
 /// Default of [`ReadOptions::max_record_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 20;
 
+/// Default of [`ReadOptions::max_compression_ratio`]: 100 bytes out per compressed byte
+/// (Apache POI's limit for ZIP entries). Real data compresses 3-20x; gzip cannot pass ~1030x.
+pub const DEFAULT_MAX_COMPRESSION_RATIO: u64 = 100;
+
 /// How to read the inputs (the `[source]` section of a pipeline, or `ingest` flags).
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
@@ -76,6 +80,10 @@ pub struct ReadOptions {
     /// Longest CSV record or NDJSON line, in bytes: a longer one is a rejected row
     /// (`record_too_large`), skipped without being held in memory. Default 64 MiB.
     pub max_record_bytes: u64,
+    /// Most bytes a `.gz`/`.zst`/`.bz2`/`.xz` input may decompress to per compressed byte,
+    /// checked once it has produced 64 MiB; past it the file fails (a decompression bomb).
+    /// 0 removes the limit. Default 100.
+    pub max_compression_ratio: u64,
     /// Options of remote object stores (endpoint, region, credentials...).
     pub storage: remote::StorageOptions,
 }
@@ -132,6 +140,7 @@ impl Default for ReadOptions {
             allow_failed_files: false,
             follow_symlinks: false,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_compression_ratio: DEFAULT_MAX_COMPRESSION_RATIO,
             storage: remote::StorageOptions::new(),
         }
     }
@@ -549,6 +558,7 @@ impl Source {
                 },
                 file_projection: None,
                 max_record_bytes: self.options.max_record_bytes.max(1),
+                max_compression_ratio: self.options.max_compression_ratio,
             };
             table = table.with_csv_reader(config, Arc::clone(&self.rejects));
         } else {
