@@ -944,3 +944,75 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// An API that redirects elsewhere cannot take the stage's headers (an API key) with it:
+/// redirects go only to the templates' own hosts or `allow_hosts`, and no row value can
+/// choose the scheme, host or port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_and_hosts_stay_within_allow_hosts() {
+    std::env::set_var("SLUICE_TEST_REDIRECT_KEY", "key-5a4b3c2d1e");
+    let elsewhere = ApiServer::start(meta_api(Duration::ZERO)).await;
+    let target = elsewhere.url("/meta/moved");
+    let ok = meta_api(Duration::ZERO);
+    let api = ApiServer::start(move |req: &Request| {
+        if req.last_segment() == "bounce" {
+            return Reply::status(302).header("location", &target);
+        }
+        ok(req)
+    })
+    .await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &["plain".to_string(), "bounce".to_string()], 2);
+    let url = api.url("/meta/{record_id}");
+    let headers = r#"retries = 3
+backoff = "1ms"
+headers = { X-Api-Key = "${env:SLUICE_TEST_REDIRECT_KEY}" }
+"#;
+    // Not followed by default: the row is rejected after one attempt, the other host
+    // never sees a request (nor the key).
+    let report = run(&wd, pipeline(&url, headers), true)
+        .await
+        .expect("report");
+    assert_identity(&report);
+    assert_eq!(report["rows_out"], 1, "{report}");
+    assert_eq!(report["rows_rejected"], 1, "{report}");
+    let rejects = wd.read("out/_rejects/rejects.ndjson");
+    let port = elsewhere.addr().port();
+    assert!(
+        rejects.contains(&format!("redirected to 127.0.0.1:{port}"))
+            && rejects.contains("not followed"),
+        "{rejects}"
+    );
+    assert!(rejects.contains("\"attempts\":1"), "{rejects}");
+    assert!(!rejects.contains("key-5a4b3c2d1e"), "{rejects}");
+    assert_eq!(elsewhere.counters.per_target().values().sum::<u64>(), 0);
+
+    // Listed in allow_hosts, the redirect is followed.
+    let allowed = format!("{headers}allow_hosts = [\"127.0.0.1\"]\n");
+    let report = run(&wd, pipeline(&url, &allowed), true)
+        .await
+        .expect("report");
+    assert_eq!(report["rows_out"], 2, "{report}");
+    assert_eq!(elsewhere.counters.per_target().values().sum::<u64>(), 1);
+
+    // A template whose host comes from a row value, and a host outside allow_hosts, are
+    // refused before any call.
+    let err = run(&wd, pipeline("http://{record_id}/meta", ""), false)
+        .await
+        .expect_err("refused");
+    assert!(
+        err.contains("must spell out its scheme, host and port") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let listed = "allow_hosts = [\"api.example.org\"]\n";
+    let err = run(&wd, pipeline(&url, listed), false)
+        .await
+        .expect_err("refused");
+    assert!(
+        err.contains(&format!(
+            "127.0.0.1:{} is not in allow_hosts",
+            api.addr().port()
+        )),
+        "{err}"
+    );
+}

@@ -293,7 +293,29 @@ impl Enricher {
         if batch.is_some() && !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+        // Where requests may go: the templates spell out scheme, host and port (no row value
+        // can choose them), within `allow_hosts` when given; redirects only to those hosts.
+        let mut targets = vec![origin_of(&spec.name, "url", &url)?];
+        if let Some(b) = &batch {
+            targets.push(origin_of(&spec.name, "batch url", &b.url)?);
+        }
+        let allowed: Vec<String> = match &spec.allow_hosts {
+            Some(list) => {
+                for t in &targets {
+                    if !host_allowed(list, t) {
+                        return Err(Error::Config(format!(
+                            "enrich '{}': {} is not in allow_hosts",
+                            spec.name,
+                            host_port(t)
+                        )));
+                    }
+                }
+                list.clone()
+            }
+            None => targets.iter().map(host_port).collect(),
+        };
         let client = reqwest::Client::builder()
+            .redirect(redirect_policy(allowed))
             .pool_max_idle_per_host(pool)
             .tcp_nodelay(true)
             .connect_timeout(timeout)
@@ -531,7 +553,7 @@ impl Enricher {
             self.stats.failure(&cause);
             let retryable = match status {
                 Some(s) => matches!(s, 408 | 429 | 500 | 502 | 503 | 504),
-                None => cause != "body_too_large",
+                None => cause != "body_too_large" && cause != "redirect",
             };
             let mut message = message;
             if retryable && attempt <= self.retries {
@@ -766,10 +788,65 @@ impl Enricher {
     }
 }
 
+/// The origin of a URL template, parsed; an error when a placeholder or secret could choose
+/// the scheme, host or port, or the scheme is not HTTP.
+fn origin_of(stage: &str, what: &str, t: &Template) -> Result<reqwest::Url> {
+    let bad = |why: &str| Error::Config(format!("enrich '{stage}': the {what} {why}"));
+    let origin = t.origin().ok_or_else(|| {
+        bad("must spell out its scheme, host and port: placeholders and secrets may only fill the path and query")
+    })?;
+    let parsed = reqwest::Url::parse(origin).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad("must start with http:// or https:// and a host"));
+    }
+    Ok(parsed)
+}
+
+/// `host:port` of a URL (the scheme's port when none is written).
+fn host_port(url: &reqwest::Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
+/// True when `url`'s host is listed: as `host` (any port) or as `host:port`.
+fn host_allowed(allowed: &[String], url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let hp = host_port(url);
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(&hp))
+}
+
+/// Follows at most 10 redirects, only to allowed hosts and never from https to http: custom
+/// headers (an API key) would otherwise be sent wherever the API points.
+fn redirect_policy(allowed: Vec<String>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let downgrade = attempt.url().scheme() == "http"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else if downgrade {
+            attempt.error("redirected from https to http: not followed")
+        } else if !host_allowed(&allowed, attempt.url()) {
+            let to = host_port(attempt.url());
+            attempt.error(format!(
+                "redirected to {to}, which allow_hosts does not list: not followed"
+            ))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 /// Names the cause of a transport error and describes it without the URL (which may hold a
 /// secret; the caller adds the redacted one).
 fn classify(e: &reqwest::Error) -> (&'static str, String) {
-    let cause = if e.is_timeout() {
+    let cause = if e.is_redirect() {
+        "redirect"
+    } else if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {
         "connect"

@@ -88,6 +88,11 @@ pub struct EnrichSpec {
     /// Send keys in batches to one endpoint instead of one request per key.
     #[serde(default)]
     pub batch: Option<BatchSpec>,
+    /// Hosts the stage may send to: `"api.example.com"` (any port) or `"host:port"`. The URL
+    /// templates' hosts must be among them, and redirects are followed only to them.
+    /// Default: the templates' own `host:port` (redirects elsewhere are not followed).
+    #[serde(default)]
+    pub allow_hosts: Option<Vec<String>>,
 }
 
 /// `concurrency = 64` or `concurrency = "auto"`.

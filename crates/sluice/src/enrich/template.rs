@@ -221,6 +221,21 @@ impl Template {
         })
     }
 
+    /// The scheme, host and port every request goes to: the template's literal start up to
+    /// its path. `None` when a placeholder or secret comes first (a row value could then
+    /// choose where the request goes).
+    pub fn origin(&self) -> Option<&str> {
+        let Some(Piece::Lit(first)) = self.pieces.first() else {
+            return None;
+        };
+        let after = first.find("://")? + 3;
+        match first[after..].find(['/', '?', '#']) {
+            Some(end) => Some(&first[..after + end]),
+            None if self.pieces.len() == 1 => Some(first),
+            None => None,
+        }
+    }
+
     /// True when the template uses a secret.
     pub fn has_secret(&self) -> bool {
         self.pieces.iter().any(|p| matches!(p, Piece::Secret(_)))
@@ -291,6 +306,28 @@ fn flush(lit: &mut String, pieces: &mut Vec<Piece>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_origin_is_literal_or_none() {
+        let origin = |t: &str| {
+            let mut s = Secrets::default();
+            Template::parse(t, Target::Url, &mut s)
+                .expect("parse")
+                .origin()
+                .map(str::to_string)
+        };
+        assert_eq!(
+            origin("http://h:8/m/{id}?k={v}").as_deref(),
+            Some("http://h:8")
+        );
+        assert_eq!(origin("https://h").as_deref(), Some("https://h"));
+        assert_eq!(origin("https://h?x={v}").as_deref(), Some("https://h"));
+        assert_eq!(origin("http://{host}/m"), None);
+        assert_eq!(origin("http://h:{port}/m"), None);
+        assert_eq!(origin("http://h{suffix}/m"), None);
+        assert_eq!(origin("{scheme}://h/m"), None);
+        assert_eq!(origin("h/m"), None);
+    }
 
     fn url(t: &str, values: &[&str]) -> std::result::Result<String, String> {
         let mut s = Secrets::default();
