@@ -185,10 +185,16 @@ pub fn summary(report: &Report) -> String {
     if report.rows_skipped > 0 {
         out.push_str(&format!(", {} skipped", HumanCount(report.rows_skipped)));
     }
-    if report.rows_filtered_by_sql > 0 {
+    if report.rows_removed_by_sql > 0 {
         out.push_str(&format!(
             ", {} removed by SQL",
-            HumanCount(report.rows_filtered_by_sql)
+            HumanCount(report.rows_removed_by_sql)
+        ));
+    }
+    if report.rows_added_by_sql > 0 {
+        out.push_str(&format!(
+            ", {} added by SQL",
+            HumanCount(report.rows_added_by_sql)
         ));
     }
     out.push('\n');

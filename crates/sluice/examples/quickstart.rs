@@ -78,13 +78,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{} rows in, {} out, {} removed by SQL, {} files written to {}",
         report.rows_in,
         report.rows_out,
-        report.rows_filtered_by_sql,
+        report.rows_removed_by_sql,
         report.files_written,
         report.output
     );
     assert_eq!(
-        report.rows_in,
-        report.rows_out + report.rows_rejected + report.rows_skipped + report.rows_filtered_by_sql
+        report.rows_in + report.rows_added_by_sql,
+        report.rows_out + report.rows_rejected + report.rows_skipped + report.rows_removed_by_sql
     );
     Ok(())
 }

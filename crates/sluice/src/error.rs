@@ -53,6 +53,11 @@ pub enum Error {
         right_type: String,
     },
 
+    /// The row ledger does not balance: rows were lost (or made up) somewhere between the
+    /// read and the write. Nothing is committed.
+    #[error("ledger: {0}")]
+    Ledger(String),
+
     /// A bad row stopped the job (`--on-error fail`): file:line, offset, column, reason.
     #[error("{0}")]
     BadRow(String),

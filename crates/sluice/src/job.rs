@@ -13,11 +13,11 @@ use crate::context;
 use crate::enrich::{EnrichMap, EnrichSpec, Enricher};
 use crate::error::{Error, Result};
 use crate::lookup::{Lookup, LookupMap, LookupSpec};
-use crate::report::{rows_scanned, scan_partitions, FileReport, Progress, Report};
+use crate::report::{scan_partitions, FileReport, Progress, Report};
 use crate::sink::{self, SinkOptions};
 use crate::source::counting::CountingStore;
 use crate::source::{ReadOptions, Source};
-use crate::stage::{BatchMap, MapTable};
+use crate::stage::{BatchMap, MapTable, Mapped};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -79,15 +79,17 @@ impl BatchMap for FnMap {
         format!("BatchFnExec: name={}", self.f.name)
     }
 
-    async fn map(&self, batch: RecordBatch) -> datafusion::error::Result<RecordBatch> {
+    async fn map(&self, batch: RecordBatch) -> datafusion::error::Result<Mapped> {
         let out = (self.f.f)(batch)?;
         // Same columns and types as announced (the schema object itself may differ).
-        RecordBatch::try_new(Arc::clone(&self.schema), out.columns().to_vec()).map_err(|e| {
-            datafusion::error::DataFusionError::Execution(format!(
+        RecordBatch::try_new(Arc::clone(&self.schema), out.columns().to_vec())
+            .map(Mapped::from)
+            .map_err(|e| {
+                datafusion::error::DataFusionError::Execution(format!(
                 "batch function '{}' returned other columns than for its first (empty) batch: {e}",
                 self.f.name
             ))
-        })
+            })
     }
 }
 
@@ -191,29 +193,28 @@ impl Job {
             Err(Error::Engine(e)) => return Err(own_error(&e).unwrap_or(Error::Engine(e))),
             Err(e) => return Err(e),
         };
-        let rows_ok = rows_scanned(&plan);
-        let (read_rejected, skipped) = (source.rejects.rejected(), source.rejects.skipped());
+        let books = written
+            .books
+            .ok_or_else(|| Error::Ledger("the books were not closed before the commit".into()))?;
         let later = source.rejects.rejected_later();
         let at_write = source.rejects.rejected_at_write();
-        let rejected = read_rejected + later + at_write;
-        let rows_in = rows_ok + read_rejected + skipped;
         let files_failed = source.rejects.failed();
         Ok(Report {
             rows_unread: files_failed.iter().filter_map(|f| f.rows_unread()).sum(),
             files_read: source.files.len() as u64,
             bytes_read: source.total_bytes(),
-            rows_in,
+            rows_in: books.rows_in,
             rows_out: written.rows,
-            rows_rejected: rejected,
-            rows_skipped: skipped,
-            rejects_path: (rejected > 0).then(|| rejects_path(&self.sink)),
+            rows_rejected: books.rejected,
+            rows_skipped: books.skipped,
+            rejects_path: (books.rejected > 0).then(|| rejects_path(&self.sink)),
             files: source
                 .rejects
                 .per_file()
                 .into_iter()
                 .map(|(file, c)| FileReport {
                     file,
-                    rows_in: c.rows_ok + c.rows_rejected + c.rows_skipped,
+                    rows_in: c.rows_in,
                     rows_ok: c.rows_ok,
                     rows_rejected: c.rows_rejected,
                     rows_skipped: c.rows_skipped,
@@ -221,11 +222,8 @@ impl Job {
                 .collect(),
             rows_rejected_by_enrich: later,
             rows_rejected_at_write: at_write,
-            rows_filtered_by_sql: if self.stages.is_empty() {
-                0
-            } else {
-                rows_ok.saturating_sub(later + at_write + written.rows)
-            },
+            rows_added_by_sql: books.added,
+            rows_removed_by_sql: books.removed,
             enrich: enrichers
                 .iter()
                 .map(|e| e.stats.report(e.limiter.limit()))

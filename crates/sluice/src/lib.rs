@@ -35,6 +35,7 @@ pub mod enrich;
 pub mod error;
 pub mod explain;
 pub mod job;
+pub mod ledger;
 pub mod lookup;
 pub mod pipeline;
 mod plan;

@@ -59,7 +59,8 @@ pub struct Report {
     pub files_read: u64,
     /// Bytes of input files (compressed size for compressed files).
     pub bytes_read: u64,
-    /// Rows read from the inputs.
+    /// Records in the inputs, counted where they are framed (before decoding; for Parquet
+    /// and ORC the footers' row counts), each record once however often the SQL reads it.
     pub rows_in: u64,
     /// Rows written to the output.
     pub rows_out: u64,
@@ -78,11 +79,16 @@ pub struct Report {
     pub rows_unread: u64,
     /// Where rejected rows were written, when there were any.
     pub rejects_path: Option<String>,
-    /// Per input file (CSV): rows passed on, rejected and skipped.
+    /// Per input file: records in it, rows passed on, rejected and skipped.
     pub files: Vec<FileReport>,
-    /// Rows removed by the user's SQL (`WHERE`, `DISTINCT`, aggregation...): rows read minus
-    /// rows rejected by enrich stages minus `rows_out`, when stages ran; otherwise 0.
-    pub rows_filtered_by_sql: u64,
+    /// Rows the SQL steps added (`UNION ALL`, joins that multiply rows, `source` read twice),
+    /// summed over the plan's nodes from their metrics.
+    pub rows_added_by_sql: u64,
+    /// Rows the SQL steps removed (`WHERE`, `DISTINCT`, aggregation, `LIMIT`, inner joins
+    /// and inner lookups), summed over the plan's nodes. With the counts above:
+    /// `rows_in + rows_added_by_sql = rows_out + rows_rejected + rows_skipped +
+    /// rows_removed_by_sql`, checked before the commit.
+    pub rows_removed_by_sql: u64,
     /// What each enrich stage did: keys, calls, cache hits, retries, failures, latency.
     pub enrich: Vec<crate::enrich::EnrichReport>,
     /// What each lookup did: size, bytes read, matched and missing rows.
@@ -119,7 +125,7 @@ pub struct Report {
 pub struct FileReport {
     /// The file.
     pub file: String,
-    /// Rows read (`rows_ok + rows_rejected + rows_skipped`).
+    /// Records framed in the file (`rows_ok + rows_rejected + rows_skipped`, checked).
     pub rows_in: u64,
     /// Rows passed on.
     pub rows_ok: u64,
@@ -127,21 +133,6 @@ pub struct FileReport {
     pub rows_rejected: u64,
     /// Rows skipped.
     pub rows_skipped: u64,
-}
-
-/// Sums the good rows produced by every file scan in an executed plan.
-pub fn rows_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
-    let mut total = 0u64;
-    if is_scan(plan) {
-        if let Some(metrics) = plan.metrics() {
-            total += metrics.output_rows().unwrap_or(0) as u64;
-        }
-        return total;
-    }
-    for child in plan.children() {
-        total += rows_scanned(child);
-    }
-    total
 }
 
 /// Counts the output partitions of every file scan in a plan.
@@ -153,6 +144,6 @@ pub fn scan_partitions(plan: &Arc<dyn ExecutionPlan>) -> usize {
 }
 
 /// True for the plan nodes that read input files.
-fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
+pub(crate) fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.is::<DataSourceExec>() || plan.is::<CsvScanExec>() || plan.is::<FileByFileExec>()
 }

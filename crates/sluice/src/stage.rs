@@ -19,7 +19,9 @@ use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
@@ -38,9 +40,28 @@ pub trait BatchMap: Send + Sync + fmt::Debug {
         1
     }
 
-    /// Maps one batch (of the input's schema) to one batch of [`BatchMap::schema`].
-    async fn map(&self, batch: RecordBatch) -> Result<RecordBatch>;
+    /// Maps one batch (of the input's schema) to one batch of [`BatchMap::schema`], saying
+    /// how many of its rows went to the rejects dataset.
+    async fn map(&self, batch: RecordBatch) -> Result<Mapped>;
 }
+
+/// What a stage made of one batch.
+#[derive(Debug)]
+pub struct Mapped {
+    /// The output rows.
+    pub batch: RecordBatch,
+    /// Input rows the stage sent to the rejects dataset (not in `batch`).
+    pub rejected: usize,
+}
+
+impl From<RecordBatch> for Mapped {
+    fn from(batch: RecordBatch) -> Self {
+        Mapped { batch, rejected: 0 }
+    }
+}
+
+/// The metric of a [`MapExec`] counting the rows its stage rejected (for the row ledger).
+pub const REJECTED_METRIC: &str = "rows_rejected";
 
 /// A stage as a table: what later SQL steps read.
 #[derive(Debug)]
@@ -174,6 +195,7 @@ impl ExecutionPlan for MapExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let rejected = MetricBuilder::new(&self.metrics).counter(REJECTED_METRIC, partition);
         let map = Arc::clone(&self.map);
         let projection = self.projection.clone();
         let stream = input
@@ -182,17 +204,20 @@ impl ExecutionPlan for MapExec {
                 let projection = projection.clone();
                 async move {
                     let out = map.map(batch?).await?;
-                    match &projection {
-                        Some(p) => Ok(out.project(p)?),
-                        None => Ok(out),
-                    }
+                    let batch = match &projection {
+                        Some(p) => out.batch.project(p)?,
+                        None => out.batch,
+                    };
+                    Ok((batch, out.rejected))
                 }
             })
             .buffered(self.map.ahead().max(1))
-            .inspect(move |b| {
-                if let Ok(b) = b {
+            .map(move |r: Result<(RecordBatch, usize)>| {
+                r.map(|(b, n)| {
+                    rejected.add(n);
                     metrics.record_output(b.num_rows());
-                }
+                    b
+                })
             });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),

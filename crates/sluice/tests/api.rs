@@ -71,7 +71,7 @@ async fn sql_lookup_udf_and_batch_function_in_code() {
         .expect("run");
     assert_eq!(report.rows_in, 4);
     assert_eq!(report.rows_out, 3);
-    assert_eq!(report.rows_filtered_by_sql, 1);
+    assert_eq!(report.rows_removed_by_sql, 1);
     assert_eq!(report.lookups[0].matched, 3);
     let text = std::fs::read_to_string(&out).expect("out");
     assert_eq!(

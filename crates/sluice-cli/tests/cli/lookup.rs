@@ -139,7 +139,7 @@ fn inner_reject_and_fail_for_rows_without_a_match() {
     );
     assert_eq!(lines, ["id", "1", "2", "4"]);
     assert_eq!(
-        report["rows_filtered_by_sql"], 2,
+        report["rows_removed_by_sql"], 2,
         "inner drops count as filtered"
     );
     assert_identity(&report);

@@ -8,6 +8,7 @@ mod explain;
 mod faults;
 mod formats;
 mod inputs;
+mod ledger;
 mod lookup;
 mod newuser;
 mod output;

@@ -42,7 +42,7 @@ threads = 2
     let r: serde_json::Value = serde_json::from_str(&wd.read("r.json")).expect("json");
     assert_eq!(r["rows_in"], 4);
     assert_eq!(r["rows_out"], 2);
-    assert_eq!(r["rows_filtered_by_sql"], 2);
+    assert_eq!(r["rows_removed_by_sql"], 2);
     for key in [
         "files_read",
         "bytes_read",

@@ -19,7 +19,7 @@ use super::spec::OnCallError;
 use super::template::Value;
 use crate::source::file_scan::row_json;
 use crate::source::rejects::{RejectRecord, Rejects};
-use crate::stage::BatchMap;
+use crate::stage::{BatchMap, Mapped};
 
 /// Input batches whose calls run ahead of the one being emitted, per partition.
 const BATCHES_AHEAD: usize = 4;
@@ -96,7 +96,7 @@ impl BatchMap for EnrichMap {
         BATCHES_AHEAD
     }
 
-    async fn map(&self, batch: RecordBatch) -> Result<RecordBatch> {
+    async fn map(&self, batch: RecordBatch) -> Result<Mapped> {
         self.enrich(batch).await
     }
 }
@@ -112,11 +112,11 @@ enum RowResult {
 }
 
 impl EnrichMap {
-    async fn enrich(&self, batch: RecordBatch) -> Result<RecordBatch> {
+    async fn enrich(&self, batch: RecordBatch) -> Result<Mapped> {
         let e = &self.enricher;
         let n = batch.num_rows();
         if n == 0 {
-            return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)));
+            return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)).into());
         }
         e.stats.rows.fetch_add(n as u64, Ordering::Relaxed);
         // The placeholder values of every row, as text (plus whether JSON takes them bare).
@@ -244,10 +244,13 @@ impl EnrichMap {
             out.push(Arc::new(StringArray::from(errors)));
         }
         let full = RecordBatch::try_new(Arc::clone(&self.schema), out)?;
-        Ok(if keep.iter().all(|k| *k) {
+        // Only rejected rows are left out.
+        let rejected = keep.iter().filter(|k| !**k).count();
+        let batch = if rejected == 0 {
             full
         } else {
             filter_record_batch(&full, &BooleanArray::from(keep))?
-        })
+        };
+        Ok(Mapped { batch, rejected })
     }
 }

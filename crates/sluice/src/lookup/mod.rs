@@ -29,7 +29,7 @@ use crate::source::file_scan::row_json;
 use crate::source::merge::column_list;
 use crate::source::rejects::{RejectRecord, Rejects};
 use crate::source::{Format, OnError, ReadOptions, Source};
-use crate::stage::BatchMap;
+use crate::stage::{BatchMap, Mapped};
 
 /// Default most bytes a lookup may hold in memory.
 pub const DEFAULT_MAX_LOOKUP_BYTES: u64 = 1 << 30;
@@ -389,7 +389,7 @@ impl BatchMap for LookupMap {
         )
     }
 
-    async fn map(&self, batch: RecordBatch) -> Result<RecordBatch> {
+    async fn map(&self, batch: RecordBatch) -> Result<Mapped> {
         let l = &self.lookup;
         let n = batch.num_rows();
         let mut keys = Vec::with_capacity(l.keys.len());
@@ -419,6 +419,7 @@ impl BatchMap for LookupMap {
             .fetch_add((n - missing) as u64, Ordering::Relaxed);
         l.stats.missing.fetch_add(missing as u64, Ordering::Relaxed);
         let mut keep = vec![true; n];
+        let mut rejected = 0;
         if missing > 0 {
             match (l.how, l.on_missing) {
                 (How::Inner, _) => {
@@ -438,6 +439,7 @@ impl BatchMap for LookupMap {
                 (How::Left, OnMissing::Reject) => {
                     for i in (0..n).filter(|&i| found[i].is_none()) {
                         keep[i] = false;
+                        rejected += 1;
                         let (raw, raw_truncated) = row_json(&batch.slice(i, 1));
                         self.rejects
                             .reject_later(RejectRecord {
@@ -463,10 +465,11 @@ impl BatchMap for LookupMap {
             columns.push(take(c.as_ref(), &indices, None)?);
         }
         let out = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
-        Ok(if keep.iter().all(|k| *k) {
+        let batch = if keep.iter().all(|k| *k) {
             out
         } else {
             filter_record_batch(&out, &BooleanArray::from(keep))?
-        })
+        };
+        Ok(Mapped { batch, rejected })
     }
 }

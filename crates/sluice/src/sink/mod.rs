@@ -102,6 +102,8 @@ pub struct WriteSummary {
     pub rows: u64,
     /// Total bytes written.
     pub bytes: u64,
+    /// The job's row ledger, closed before the commit (when the job read input files).
+    pub books: Option<crate::ledger::Books>,
 }
 
 impl WriteSummary {
@@ -111,8 +113,28 @@ impl WriteSummary {
             rows: files.iter().map(|f| f.rows).sum(),
             bytes: files.iter().map(|f| f.bytes).sum(),
             files,
+            books: None,
         }
     }
+}
+
+/// Before a commit: the rejects file is complete, input files that could not be read stop
+/// the commit unless the job allows them, and the row ledger must balance.
+fn close_books(
+    r: &crate::source::Rejects,
+    plan: &Arc<dyn ExecutionPlan>,
+    files: &[WrittenFile],
+    options: &SinkOptions,
+) -> Result<crate::ledger::Books> {
+    r.finish(options.rejects_parquet())?;
+    r.check_failed()?;
+    crate::ledger::close(
+        &r.ledger,
+        &crate::ledger::plan_flow(plan),
+        r.rejected_later(),
+        r.rejected_at_write(),
+        files.iter().map(|f| f.rows).sum(),
+    )
 }
 
 /// Live counters a progress display can read while the write runs.
@@ -233,22 +255,21 @@ pub async fn write(
         rejects.cloned(),
     )
     .await;
-    // Input files that could not be read stop the commit unless the job allows them.
     let result = match (result, rejects) {
-        (Ok(files), Some(r)) => r
-            .finish(options.rejects_parquet())
-            .and_then(|()| r.check_failed())
-            .map(|()| files),
-        (other, _) => other,
+        (Ok(files), Some(r)) => close_books(r, &plan, &files, options).map(|b| (files, Some(b))),
+        (other, _) => other.map(|files| (files, None)),
     };
-    let files = match result {
-        Ok(files) => files,
+    let (files, books) = match result {
+        Ok(done) => done,
         Err(e) => {
             commit.abort();
             return Err(e);
         }
     };
-    let summary = WriteSummary::of(files.clone());
+    let summary = WriteSummary {
+        books,
+        ..WriteSummary::of(files.clone())
+    };
     if single {
         let file = files
             .first()
@@ -337,9 +358,9 @@ async fn write_remote(
             rejects.cloned(),
         )
         .await?;
+        let mut books = None;
         if let Some(r) = rejects {
-            r.finish(options.rejects_parquet())?;
-            r.check_failed()?;
+            books = Some(close_books(r, &plan, &files, options)?);
             // `--rejects PATH`: a local file of the user's choice instead of the bucket.
             if options.rejects.is_some() {
                 move_rejects(
@@ -351,12 +372,15 @@ async fn write_remote(
         target
             .commit(&staging, job, options.mode, files.clone(), single)
             .await?;
-        Ok::<_, Error>(files)
+        Ok::<_, Error>((files, books))
     }
     .await;
     let _ = std::fs::remove_dir_all(&staging);
-    let files = result?;
-    let summary = WriteSummary::of(files);
+    let (files, books) = result?;
+    let summary = WriteSummary {
+        books,
+        ..WriteSummary::of(files)
+    };
     Ok((summary, plan))
 }
 

@@ -200,6 +200,8 @@ pub struct CsvScanExec {
     partitions: Vec<Vec<CsvRange>>,
     projection: Option<Vec<usize>>,
     rejects: Arc<Rejects>,
+    /// This node's id in the row ledger.
+    scan_id: u64,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -245,6 +247,7 @@ impl CsvScanExec {
             partitions,
             projection,
             rejects,
+            scan_id: crate::ledger::next_scan_id(),
             schema,
             cache,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -319,6 +322,7 @@ impl ExecutionPlan for CsvScanExec {
         let rejects = Arc::clone(&self.rejects);
         let projection = self.projection.clone();
         let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let scan = self.scan_id;
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         builder.spawn(async move {
@@ -326,6 +330,11 @@ impl ExecutionPlan for CsvScanExec {
                 let mut out = Output {
                     tx: &tx,
                     range: &range,
+                    at: crate::ledger::ReadAt {
+                        file: range.display.clone(),
+                        start: range.start,
+                        scan,
+                    },
                     config: &config,
                     rejects: &rejects,
                     store: &store,
@@ -338,12 +347,19 @@ impl ExecutionPlan for CsvScanExec {
                     let bytes = read_stream(&store, &range, &config).await?;
                     futures::pin_mut!(bytes);
                     while let Some(chunk) = bytes.next().await {
-                        out.send(reader.feed(&chunk?)?).await?;
+                        if !out.send(reader.feed(&chunk?)?).await? {
+                            return Ok(None);
+                        }
                     }
-                    out.send(reader.finish()?).await
+                    let more = out.send(reader.finish()?).await?;
+                    Ok::<_, DataFusionError>(more.then(|| reader.framed()))
                 };
-                match read.await {
-                    Ok(()) => {}
+                let result = read.await;
+                match result {
+                    // Read to its end: the framer's count goes to the ledger.
+                    Ok(Some(framed)) => rejects.ledger.framed(&out.at, framed),
+                    // The consumer went away (a LIMIT was reached): what was read counts.
+                    Ok(None) => return Ok(()),
                     Err(e) if is_bad_row(&e) || !is_file_fault(&e, false) => return Err(e),
                     Err(e) if rejects.mode == OnError::Fail => {
                         return Err(DataFusionError::External(Box::new(
@@ -522,6 +538,8 @@ struct Step {
 struct Output<'a> {
     tx: &'a tokio::sync::mpsc::Sender<Result<RecordBatch>>,
     range: &'a CsvRange,
+    /// The range and scan, for the ledger.
+    at: crate::ledger::ReadAt,
     config: &'a CsvScanConfig,
     rejects: &'a Rejects,
     store: &'a Arc<dyn ObjectStore>,
@@ -531,7 +549,8 @@ struct Output<'a> {
 }
 
 impl Output<'_> {
-    async fn send(&mut self, step: Step) -> Result<()> {
+    /// Passes good rows on and bad rows to the rejects; false when the consumer went away.
+    async fn send(&mut self, step: Step) -> Result<bool> {
         for mut bad in step.bad {
             if bad.line == 0 {
                 // Uncompressed input: the line comes from the byte offset, counted on demand.
@@ -540,21 +559,24 @@ impl Output<'_> {
                     .lines_to(self.store, &self.range.location, bad.byte_offset)
                     .await?;
             }
-            self.rejects.bad_row(bad).map_err(DataFusionError::from)?;
+            self.rejects
+                .bad_row(bad, &self.at)
+                .map_err(DataFusionError::from)?;
         }
         for batch in step.batches {
             if batch.num_rows() == 0 {
                 continue;
             }
-            self.rejects
-                .count_ok(&self.range.display, batch.num_rows() as u64);
+            let rows = batch.num_rows() as u64;
             let batch = with_partition_values(batch, self.range, self.config, self.projection)?;
-            self.metrics.record_output(batch.num_rows());
+            // Counted as passed on even if the consumer drops it (LIMIT).
+            self.rejects.count_ok(&self.at, rows);
+            self.metrics.record_output(rows as usize);
             if self.tx.send(Ok(batch)).await.is_err() {
-                return Ok(()); // the consumer went away
+                return Ok(false); // the consumer went away
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -645,20 +667,31 @@ fn with_partition_values(
 /// responses, schema sampling), so every line that passes can also be parsed there.
 pub const MAX_JSON_DEPTH: usize = 100;
 
-/// Tracks JSON nesting across chunks of NDJSON, line by line.
+/// Tracks JSON nesting across chunks of NDJSON, line by line, to find the lines arrow's
+/// decoder must not see in bulk: lines nested too deep (its recursion), and lines that are
+/// not one value (two values on a line, or a value spread over lines), which the bulk
+/// decoder would turn into two rows or one row of two lines. Those go the row-by-row path,
+/// where each line is one record: decoded alone, or rejected.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct DepthScan {
     depth: usize,
     in_string: bool,
     escape: bool,
+    /// Values started at the top level of the current line.
+    values: u32,
     /// The current line went deeper than [`MAX_JSON_DEPTH`].
     line_too_deep: bool,
+    /// The current line is not one value (or continues one from the line before).
+    line_irregular: bool,
+    /// Some line scanned went deeper than [`MAX_JSON_DEPTH`].
+    any_too_deep: bool,
 }
 
 impl DepthScan {
-    /// Scans `bytes`; true when a line touched by them is nested too deep.
+    /// Scans `bytes`; true when a line touched by them is nested too deep or is not one
+    /// JSON value.
     pub(crate) fn scan(&mut self, bytes: &[u8]) -> bool {
-        let mut too_deep = self.line_too_deep;
+        let mut flagged = self.line_too_deep || self.line_irregular;
         for &b in bytes {
             if self.in_string {
                 if self.escape {
@@ -669,33 +702,60 @@ impl DepthScan {
                     self.in_string = false;
                 } else if b == b'\n' {
                     // A line break inside a string is not JSON: the line ends here anyway.
-                    *self = DepthScan::default();
+                    self.end_line();
+                    flagged |= self.line_irregular;
                 }
                 continue;
             }
             match b {
-                b'"' => self.in_string = true,
+                b'"' => {
+                    self.top_value();
+                    self.in_string = true;
+                }
                 b'{' | b'[' => {
+                    self.top_value();
                     self.depth += 1;
                     if self.depth > MAX_JSON_DEPTH {
                         self.line_too_deep = true;
-                        too_deep = true;
+                        self.any_too_deep = true;
                     }
                 }
                 b'}' | b']' => self.depth = self.depth.saturating_sub(1),
-                b'\n' => *self = DepthScan::default(),
+                b'\n' => self.end_line(),
                 _ => {}
             }
+            flagged |= self.line_too_deep || self.line_irregular;
         }
-        too_deep
+        flagged
+    }
+
+    fn top_value(&mut self) {
+        if self.depth == 0 {
+            self.values += 1;
+            if self.values > 1 {
+                self.line_irregular = true;
+            }
+        }
+    }
+
+    /// A line break: a line ending inside a value makes the next line irregular too.
+    fn end_line(&mut self) {
+        let open = self.depth > 0 || self.in_string;
+        *self = DepthScan {
+            line_irregular: open,
+            any_too_deep: self.any_too_deep,
+            ..DepthScan::default()
+        };
     }
 }
 
-/// Finds record boundaries in a stream to catch a record longer than the limit before it is
-/// held in memory. For CSV it follows csv-core's rules (the decoder's): a quote opens a
-/// quoted field only at the start of a field (`5" screen` is literal text), a doubled quote
-/// or the escape character inside quotes is part of the value, a comment line ignores
-/// quotes. NDJSON records end at line breaks.
+/// Frames records as the decoder will: the record count of the ledger (counted here,
+/// independently of the decoder) and the record boundaries that catch a record longer than
+/// the limit before it is held in memory. For CSV it follows csv-core's rules: a quote opens
+/// a quoted field only at the start of a field (`5" screen` is literal text), a doubled quote
+/// or the escape character inside quotes is part of the value, `\r` and `\n` end a record,
+/// empty lines and comment lines are no records. NDJSON records are lines holding more than
+/// white space.
 #[derive(Debug, Clone)]
 struct RecordScan {
     csv: Option<CsvRules>,
@@ -704,6 +764,13 @@ struct RecordScan {
     pos: u64,
     /// Global offset where the current record starts.
     record_start: u64,
+    /// Global offset just past the last byte of content seen (NDJSON: not white space).
+    content_end: u64,
+    /// Records framed so far.
+    records: u64,
+    /// Where each framed record's content ends, for records not yet matched with decoded
+    /// rows (see [`RecordScan::take_upto`]).
+    ends: std::collections::VecDeque<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -721,7 +788,7 @@ enum ScanState {
     RecordStart,
     /// At the start of a field (after a delimiter).
     FieldStart,
-    /// Inside an unquoted field.
+    /// Inside an unquoted field (NDJSON: inside a line with content).
     Unquoted,
     /// Inside a quoted field.
     Quoted,
@@ -746,6 +813,9 @@ impl RecordScan {
             state: ScanState::RecordStart,
             pos: start,
             record_start: start,
+            content_end: start,
+            records: 0,
+            ends: std::collections::VecDeque::new(),
         }
     }
 
@@ -760,18 +830,24 @@ impl RecordScan {
             // Jump over bytes that cannot change the state.
             let rest = &bytes[i..];
             let skip = match (self.csv, self.state) {
-                (None, _) => memchr::memchr(b'\n', rest),
-                (Some(r), ScanState::Unquoted) => memchr::memchr2(b'\n', r.delimiter, rest),
+                (None, ScanState::Unquoted) => memchr::memchr(b'\n', rest),
+                (Some(r), ScanState::Unquoted) => memchr::memchr3(b'\n', b'\r', r.delimiter, rest),
                 (Some(r), ScanState::Quoted) => match r.escape {
                     Some(e) => memchr::memchr2(r.quote, e, rest),
                     None => memchr::memchr(r.quote, rest),
                 },
-                (Some(_), ScanState::Comment) => memchr::memchr(b'\n', rest),
+                (Some(_), ScanState::Comment) => memchr::memchr2(b'\n', b'\r', rest),
                 _ => Some(0),
             }
             .unwrap_or(rest.len())
             .min(room);
             if skip > 0 {
+                if self.csv.is_none() {
+                    // The line's content ends at its last byte that is not white space.
+                    if let Some(k) = rest[..skip].iter().rposition(|b| !b.is_ascii_whitespace()) {
+                        self.content_end = self.pos + k as u64 + 1;
+                    }
+                }
                 self.pos += skip as u64;
                 i += skip;
                 continue;
@@ -792,35 +868,91 @@ impl RecordScan {
         None
     }
 
-    /// Takes one byte; true when it ends a record.
+    /// Takes one byte; true when it ends a line (a record, an empty line or a comment).
     fn take(&mut self, b: u8) -> bool {
+        let at = self.pos;
         self.pos += 1;
-        let ended = match self.csv {
-            None => b == b'\n',
+        let (ended, counted) = match self.csv {
+            None if b == b'\n' => {
+                let counted = self.state == ScanState::Unquoted;
+                self.state = ScanState::RecordStart;
+                (true, counted)
+            }
+            None => {
+                if !b.is_ascii_whitespace() {
+                    self.state = ScanState::Unquoted;
+                    self.content_end = at + 1;
+                }
+                (false, false)
+            }
             Some(r) => {
                 use ScanState::*;
-                let (next, ended) = match self.state {
-                    RecordStart if Some(b) == r.comment => (Comment, false),
-                    RecordStart | FieldStart if b == r.quote => (Quoted, false),
-                    Quoted if Some(b) == r.escape => (Escaped, false),
-                    Quoted if b == r.quote => (QuoteInQuoted, false),
-                    Quoted => (Quoted, false),
-                    Escaped => (Quoted, false),
-                    QuoteInQuoted if b == r.quote && r.double_quote => (Quoted, false),
-                    Comment if b == b'\n' => (RecordStart, true),
-                    Comment => (Comment, false),
-                    _ if b == b'\n' => (RecordStart, true),
-                    _ if b == r.delimiter => (FieldStart, false),
-                    _ => (Unquoted, false),
+                let term = b == b'\n' || b == b'\r';
+                let (next, ended, counted) = match self.state {
+                    RecordStart if term => (RecordStart, true, false),
+                    RecordStart if Some(b) == r.comment => (Comment, false, false),
+                    RecordStart | FieldStart if b == r.quote => (Quoted, false, false),
+                    Quoted if Some(b) == r.escape => (Escaped, false, false),
+                    Quoted if b == r.quote => (QuoteInQuoted, false, false),
+                    Quoted => (Quoted, false, false),
+                    Escaped => (Quoted, false, false),
+                    QuoteInQuoted if b == r.quote && r.double_quote => (Quoted, false, false),
+                    Comment if term => (RecordStart, true, false),
+                    Comment => (Comment, false, false),
+                    _ if term => (RecordStart, true, true),
+                    _ if b == r.delimiter => (FieldStart, false, false),
+                    _ => (Unquoted, false, false),
                 };
                 self.state = next;
-                ended
+                if counted {
+                    self.content_end = at;
+                }
+                (ended, counted)
             }
         };
+        if counted {
+            self.records += 1;
+            self.ends.push_back(self.content_end);
+        }
         if ended {
             self.record_start = self.pos;
         }
         ended
+    }
+
+    /// Inside a CSV comment line.
+    fn in_comment(&self) -> bool {
+        self.csv.is_some() && self.state == ScanState::Comment
+    }
+
+    /// The end of the input: a last record without a line break counts too.
+    fn finish(&mut self) {
+        let (open, end) = match self.csv {
+            None => (self.state == ScanState::Unquoted, self.content_end),
+            Some(_) => (
+                !matches!(self.state, ScanState::RecordStart | ScanState::Comment),
+                self.pos,
+            ),
+        };
+        if open {
+            self.records += 1;
+            self.ends.push_back(end);
+        }
+        self.state = ScanState::RecordStart;
+        self.record_start = self.pos;
+    }
+
+    /// Framed records whose content ends at or before `offset` and not yet taken.
+    fn count_upto(&self, offset: u64) -> u64 {
+        self.ends.partition_point(|&e| e <= offset) as u64
+    }
+
+    /// Takes the framed records whose content ends at or before `offset`: their rows have
+    /// been decoded.
+    fn take_upto(&mut self, offset: u64) -> u64 {
+        let n = self.ends.partition_point(|&e| e <= offset);
+        self.ends.drain(..n);
+        n as u64
     }
 }
 
@@ -830,7 +962,9 @@ const MAX_BATCH_BYTES: usize = 256 << 20;
 
 /// True when a line of `raw` is nested deeper than [`MAX_JSON_DEPTH`].
 fn json_too_deep(raw: &[u8]) -> bool {
-    DepthScan::default().scan(raw)
+    let mut d = DepthScan::default();
+    d.scan(raw);
+    d.any_too_deep
 }
 
 /// Decodes one range, keeping the bytes of the current batch for the slow path.
@@ -855,6 +989,8 @@ struct RangeReader {
     size: RecordScan,
     /// Inside a record longer than the limit: its bytes are dropped up to its end.
     skipping: bool,
+    /// The range starts with a header line (a framed record that is no row).
+    header: bool,
 }
 
 impl RangeReader {
@@ -872,7 +1008,14 @@ impl RangeReader {
             depth: (config.format == RowFormat::Json).then(DepthScan::default),
             size: RecordScan::new(config, range.start),
             skipping: false,
+            header,
         })
+    }
+
+    /// Rows the range holds by the framer's count (the header is no row), independent of
+    /// the decoder: the ledger checks it against the rows passed on, rejected and skipped.
+    fn framed(&self) -> u64 {
+        self.size.records.saturating_sub(u64::from(self.header))
     }
 
     fn feed(&mut self, chunk: &bytes::Bytes) -> Result<Step> {
@@ -895,6 +1038,8 @@ impl RangeReader {
                 return Ok(());
             }
             self.skipping = false;
+            // The record over the limit was rejected when it was found.
+            self.size.take_upto(self.pending_offset);
             if let Some(d) = &mut self.depth {
                 *d = DepthScan::default();
             }
@@ -917,7 +1062,7 @@ impl RangeReader {
                     pos += n;
                     // Many big rows: the batch is cut short before its text nears 2 GiB.
                     if self.decoder.full() || self.pending.len() > MAX_BATCH_BYTES {
-                        self.flush(step)?;
+                        self.flush(step, false)?;
                     } else if n == 0 {
                         break;
                     }
@@ -978,15 +1123,18 @@ impl RangeReader {
 
     fn finish(&mut self) -> Result<Step> {
         let mut step = Step::default();
+        if self.size.in_comment() {
+            // A last comment line without a line break: csv-core's record reader would make
+            // it a (bad) record at the end of input; with its line break it is a comment.
+            self.feed_into(bytes::Bytes::from_static(b"\n"), &mut step)?;
+        }
+        self.size.finish();
         match self.decoder.decode(&[]) {
-            Ok(_) => match self.decoder.flush() {
-                Ok(Some(batch)) => {
-                    step.batches.push(batch);
+            Ok(_) => {
+                if !self.flush(&mut step, true)? {
                     self.pending.clear();
                 }
-                Ok(None) => self.pending.clear(),
-                Err(_) => self.recover(&[], true, &mut step)?,
-            },
+            }
             Err(_) => self.recover(&[], true, &mut step)?,
         }
         if !self.pending.is_empty() {
@@ -996,9 +1144,21 @@ impl RangeReader {
         Ok(step)
     }
 
-    fn flush(&mut self, step: &mut Step) -> Result<()> {
+    /// Takes the decoder's rows; false when it held none. `at_eof`: no more input follows.
+    fn flush(&mut self, step: &mut Step, at_eof: bool) -> Result<bool> {
         match self.decoder.flush() {
             Ok(Some(batch)) => {
+                // The decoder must have made one row of every record framed in these bytes;
+                // otherwise (an NDJSON line holding two values, or a value spread over
+                // lines) the rows are read one record at a time.
+                let end = self.pending_offset + self.pending.len() as u64;
+                let framed = self.size.count_upto(end);
+                let rows = batch.num_rows() as u64 + u64::from(self.header_pending && framed > 0);
+                if rows != framed {
+                    self.recover(&[], at_eof, step)?;
+                    return Ok(true);
+                }
+                self.size.take_upto(end);
                 step.batches.push(batch);
                 if self.eager_lines {
                     self.lines_before_pending += self.pending.line_breaks();
@@ -1006,10 +1166,10 @@ impl RangeReader {
                 self.pending_offset += self.pending.len() as u64;
                 self.header_pending = false;
                 self.pending.clear();
-                Ok(())
+                Ok(true)
             }
-            Ok(None) => Ok(()),
-            Err(_) => self.recover(&[], false, step),
+            Ok(None) => Ok(false),
+            Err(_) => self.recover(&[], at_eof, step).map(|()| true),
         }
     }
 
@@ -1040,7 +1200,24 @@ impl RangeReader {
             .collect();
         let mut good = Vec::new();
         let cfg = &self.config;
+        // NDJSON lines that are not one value (two values, a value spread over lines) are
+        // never decoded in bulk, where their rows would not match their lines.
+        let irregular: Vec<bool> = match cfg.format {
+            RowFormat::Json => {
+                let mut d = DepthScan::default();
+                rows.iter().map(|&(s, e, _)| d.scan(&data[s..e])).collect()
+            }
+            RowFormat::Csv => Vec::new(),
+        };
         let span = |from: usize, to: usize| {
+            if irregular
+                .get(from..to)
+                .is_some_and(|r| r.iter().any(|x| *x))
+            {
+                return Err(datafusion::arrow::error::ArrowError::JsonError(
+                    "a line that is not one JSON value".into(),
+                ));
+            }
             decode_rows(cfg, &data[rows[from].0..rows[to - 1].1], to - from)
         };
         let single = |j: usize| decode_rows(cfg, &data[rows[j].0..rows[j].1], 1);
@@ -1091,6 +1268,8 @@ impl RangeReader {
             let schema = good[0].schema();
             step.batches.push(concat_batches(&schema, &good)?);
         }
+        // The records framed in what was read are matched.
+        self.size.take_upto(self.pending_offset + done as u64);
         // Keep the unfinished tail for the next chunk, with a fresh decoder.
         if self.eager_lines {
             self.lines_before_pending += memchr::memchr_iter(b'\n', &data[..done]).count() as u64;
@@ -1404,6 +1583,20 @@ fn decode_rows(
     raw: &[u8],
     n: usize,
 ) -> std::result::Result<Option<RecordBatch>, datafusion::arrow::error::ArrowError> {
+    // One row per record, or the records are read one at a time.
+    match decode_rows_unchecked(config, raw, n)? {
+        Some(b) if b.num_rows() != n => Err(datafusion::arrow::error::ArrowError::ParseError(
+            format!("{} rows decoded from {n} records", b.num_rows()),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn decode_rows_unchecked(
+    config: &CsvScanConfig,
+    raw: &[u8],
+    n: usize,
+) -> std::result::Result<Option<RecordBatch>, datafusion::arrow::error::ArrowError> {
     let mut c = config.clone();
     c.batch_size = n.max(1);
     let mut d = c.decoder(false)?;
@@ -1525,6 +1718,83 @@ mod tests {
             }
         }
         assert_eq!(seen, [4, 16, 38]);
+    }
+
+    /// Records the framer counts, fed in chunks of `step` bytes.
+    fn framed(data: &[u8], step: usize, config: &CsvScanConfig) -> u64 {
+        let mut scan = RecordScan::new(config, 0);
+        for chunk in data.chunks(step) {
+            assert_eq!(scan.over(chunk, u64::MAX / 2), None);
+        }
+        scan.finish();
+        scan.records
+    }
+
+    // The ledger's record count must be csv-core's (the decoder's framing), counted by the
+    // `csv` crate here: line endings of every kind, blank lines, comments, quotes, escapes.
+    #[test]
+    fn the_framer_counts_the_records_csv_core_finds() {
+        let cases: &[&[u8]] = &[
+            b"a,b\n1,2\n",
+            b"a,b\r\n1,2\r\n3,4",
+            b"a,b\r1,2\r3,4\r",
+            b"a,b\n\n\n1,2\n\r\n\r3,4\n\n",
+            b"a,b\n# note, \"odd\n1,\"x\ny\"\n# tail\n",
+            b"a,b\n\"q\"\"\n\",2\n5\" screen,3\n\"open,4\n",
+            b"a,b\n1,\"esc \\\" still\"\n2,\r\n",
+            b"a,b\n,\n,,\n \n",
+            b"",
+            b"\n\n",
+        ];
+        for escape in [None, Some(b'\\')] {
+            let mut cfg = config(RowFormat::Csv);
+            cfg.escape = escape;
+            for data in cases {
+                let want = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .comment(Some(b'#'))
+                    .escape(escape)
+                    .double_quote(escape.is_none())
+                    .from_reader(*data)
+                    .byte_records()
+                    .count() as u64;
+                for step in [1, 2, 3, 5, 1000] {
+                    assert_eq!(
+                        framed(data, step, &cfg),
+                        want,
+                        "{:?} escape {escape:?} step {step}",
+                        String::from_utf8_lossy(data)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ndjson_records_are_lines_with_content() {
+        let data = b"{\"a\": 1}\n   \n\n{\"a\":\n 2}\r\n{} {}\n  {\"b\": \"x\\ny\"}";
+        for step in [1, 4, 100] {
+            assert_eq!(
+                framed(data, step, &config(RowFormat::Json)),
+                5,
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn lines_that_are_not_one_value_are_flagged() {
+        let flagged = |line: &[u8]| DepthScan::default().scan(line);
+        assert!(!flagged(b"{\"a\": [1, {\"b\": \"}{\"}]}\n{\"a\": 2}\n"));
+        assert!(flagged(b"{\"a\": 1} {\"a\": 2}\n"));
+        assert!(flagged(b"{\"a\":\n 1}\n"));
+        assert!(flagged(b"\"text\" {}\n"));
+        // The line after one that ended inside a value is flagged when scanned on its own.
+        let mut d = DepthScan::default();
+        assert!(d.scan(b"{\"a\": 1,\n"));
+        assert!(d.scan(b"\"b\": 2}\n"));
+        assert!(!d.scan(b"{\"c\": 3}\n"));
     }
 
     #[test]

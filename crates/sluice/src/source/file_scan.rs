@@ -39,6 +39,8 @@ pub struct FilePart {
     pub plan: Arc<dyn ExecutionPlan>,
     /// True when the part is the whole file, so row numbers are the file's own.
     pub whole: bool,
+    /// The part's first byte (0 for a whole file).
+    pub start: u64,
     /// The file's key in its store (to read its footer when it breaks).
     pub location: datafusion::object_store::path::Path,
     /// The file's size in bytes.
@@ -55,6 +57,10 @@ pub struct FileByFileExec {
     rejects: Arc<Rejects>,
     /// Output columns (index, name) that must not hold nulls.
     required: Vec<(usize, String)>,
+    /// A `LIMIT` was pushed into the parts: a part may end before its last row.
+    limited: bool,
+    /// This node's id in the row ledger.
+    scan_id: u64,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -62,13 +68,15 @@ pub struct FileByFileExec {
 
 impl FileByFileExec {
     /// A scan of `partitions`, each a list of parts read in order. `required` names output
-    /// columns (by index) whose nulls make a row a `null_in_not_null` reject.
+    /// columns (by index) whose nulls make a row a `null_in_not_null` reject; `limited`
+    /// says a `LIMIT` was pushed into the parts (which then may end early).
     pub fn new(
         store_url: ObjectStoreUrl,
         schema: SchemaRef,
         partitions: Vec<Vec<FilePart>>,
         required: Vec<(usize, String)>,
         rejects: Arc<Rejects>,
+        limited: bool,
     ) -> Self {
         let cache = crate::plan::streaming(
             Arc::clone(&schema),
@@ -79,6 +87,8 @@ impl FileByFileExec {
             partitions,
             rejects,
             required,
+            limited,
+            scan_id: crate::ledger::next_scan_id(),
             schema,
             cache,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -150,31 +160,59 @@ impl ExecutionPlan for FileByFileExec {
         let rejects = Arc::clone(&self.rejects);
         let required = self.required.clone();
         let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let (scan, limited) = (self.scan_id, self.limited);
+        // Parts per file in this scan: a file is read to its end when all of them are.
+        let mut parts_of: std::collections::HashMap<String, usize> = Default::default();
+        for p in self.partitions.iter().flatten() {
+            *parts_of.entry(p.display.clone()).or_default() += 1;
+        }
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         builder.spawn(async move {
             for part in parts {
+                let at = crate::ledger::ReadAt {
+                    file: part.display.clone(),
+                    start: part.start,
+                    scan,
+                };
                 let mut row = 0u64;
                 let read = async {
                     let mut stream = part.plan.execute(0, Arc::clone(&context))?;
                     while let Some(batch) = stream.next().await {
                         let batch = batch?;
                         let first_row = row;
-                        row += batch.num_rows() as u64;
-                        let batch = check_required(&batch, &required, &part, first_row, &rejects)?;
-                        if batch.num_rows() == 0 {
-                            continue;
-                        }
-                        rejects.count_ok(&part.display, batch.num_rows() as u64);
-                        metrics.record_output(batch.num_rows());
-                        if tx.send(Ok(batch)).await.is_err() {
-                            return Ok(()); // the consumer went away
+                        let rows = batch.num_rows() as u64;
+                        let batch =
+                            check_required(&batch, &required, &part, first_row, &at, &rejects)?;
+                        row += rows;
+                        let ok = batch.num_rows() as u64;
+                        if ok > 0 {
+                            // Counted as passed on even if the consumer drops it (LIMIT).
+                            rejects.count_ok(&at, ok);
+                            metrics.record_output(ok as usize);
+                            if tx.send(Ok(batch)).await.is_err() {
+                                return Ok(false); // the consumer went away
+                            }
                         }
                     }
-                    Ok::<(), DataFusionError>(())
+                    Ok::<bool, DataFusionError>(true)
                 };
-                match read.await {
-                    Ok(()) => {}
+                let result = read.await;
+                match result {
+                    Ok(true) => {
+                        // Rows of the part: for columnar files the independent count is the
+                        // footer's, checked per file.
+                        rejects.ledger.framed(&at, row);
+                        if !limited {
+                            if let Some(rows) = footer_rows(&store, &part).await {
+                                let parts = parts_of.get(&part.display).copied().unwrap_or(1);
+                                rejects
+                                    .ledger
+                                    .columnar_part_done(&part.display, scan, rows, parts);
+                            }
+                        }
+                    }
+                    Ok(false) => return Ok(()),
                     Err(e) if is_bad_row(&e) || !is_file_fault(&e, true) => return Err(e),
                     Err(e) if rejects.mode == OnError::Fail => {
                         return Err(DataFusionError::External(Box::new(
@@ -267,6 +305,7 @@ fn check_required(
     required: &[(usize, String)],
     part: &FilePart,
     first_row: u64,
+    at: &crate::ledger::ReadAt,
     rejects: &Rejects,
 ) -> Result<RecordBatch> {
     let mut keep: Option<BooleanArray> = None;
@@ -309,7 +348,7 @@ fn check_required(
             columnar: true,
             ..RejectRecord::default()
         };
-        rejects.bad_row(record).map_err(DataFusionError::from)?;
+        rejects.bad_row(record, at).map_err(DataFusionError::from)?;
     }
     Ok(filter_record_batch(batch, &keep)?)
 }

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+pub use crate::ledger::FileCounts;
+use crate::ledger::{ReadAt, ReadLedger};
 
 /// What happens to a row that cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
@@ -106,17 +108,6 @@ impl RejectRecord {
     }
 }
 
-/// Row counts of one input file.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FileCounts {
-    /// Rows read and passed on.
-    pub rows_ok: u64,
-    /// Rows written to the rejects dataset.
-    pub rows_rejected: u64,
-    /// Rows dropped (`--on-error skip`).
-    pub rows_skipped: u64,
-}
-
 /// Collects bad rows from all scan partitions.
 #[derive(Debug)]
 pub struct Rejects {
@@ -124,7 +115,8 @@ pub struct Rejects {
     pub mode: OnError,
     dir: Mutex<Option<PathBuf>>,
     writer: Mutex<Option<BufWriter<File>>>,
-    per_file: Mutex<BTreeMap<String, FileCounts>>,
+    /// The read side of the row ledger (per file range and scan node).
+    pub ledger: ReadLedger,
     rejected: AtomicU64,
     rejected_later: AtomicU64,
     rejected_at_write: AtomicU64,
@@ -177,7 +169,7 @@ impl Rejects {
             mode,
             dir: Mutex::new(None),
             writer: Mutex::new(None),
-            per_file: Mutex::new(BTreeMap::new()),
+            ledger: ReadLedger::default(),
             rejected: AtomicU64::new(0),
             rejected_later: AtomicU64::new(0),
             rejected_at_write: AtomicU64::new(0),
@@ -217,29 +209,32 @@ impl Rejects {
         }
     }
 
-    /// Counts good rows of a file.
-    pub fn count_ok(&self, file: &str, rows: u64) {
-        if let Ok(mut m) = self.per_file.lock() {
-            m.entry(file.to_string()).or_default().rows_ok += rows;
-        }
+    /// Counts good rows read at `at`.
+    pub fn count_ok(&self, at: &ReadAt, rows: u64) {
+        self.ledger.ok(at, rows);
     }
 
-    /// Handles one bad row according to the mode; `Err` in `fail` mode.
-    pub fn bad_row(&self, record: RejectRecord) -> Result<()> {
+    /// Handles one bad row read at `at` according to the mode; `Err` in `fail` mode. A row
+    /// that another scan of the same file handled already (`source` read twice by the SQL)
+    /// is counted for this scan but written and totalled once.
+    pub fn bad_row(&self, record: RejectRecord, at: &ReadAt) -> Result<()> {
+        let position = match (record.columnar, record.line) {
+            (false, _) => Some(record.byte_offset),
+            (true, 0) => None,
+            (true, row) => Some(row),
+        };
         match self.mode {
             OnError::Fail => Err(record.to_error()),
             OnError::Skip => {
-                self.skipped.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut m) = self.per_file.lock() {
-                    m.entry(record.file).or_default().rows_skipped += 1;
+                if self.ledger.bad(at, position, true) {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
             }
             OnError::Reject => {
-                self.write(&record)?;
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut m) = self.per_file.lock() {
-                    m.entry(record.file).or_default().rows_rejected += 1;
+                if self.ledger.bad(at, position, false) {
+                    self.write(&record)?;
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
             }
@@ -361,9 +356,9 @@ impl Rejects {
         self.skipped.load(Ordering::Relaxed)
     }
 
-    /// Per-file counts (for files read by the row-checking CSV reader).
+    /// Per-file counts.
     pub fn per_file(&self) -> BTreeMap<String, FileCounts> {
-        self.per_file.lock().map(|m| m.clone()).unwrap_or_default()
+        self.ledger.per_file()
     }
 }
 

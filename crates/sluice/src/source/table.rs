@@ -174,6 +174,7 @@ impl FileSetTable {
                     display: self.display_of(file),
                     plan: self.format.create_physical_plan(state, config).await?,
                     whole: file.range.is_none(),
+                    start: file.range.as_ref().map_or(0, |r| r.start.max(0) as u64),
                     location: file.object_meta.location.clone(),
                     size: file.object_meta.size,
                     orc: self.format.get_ext() == "orc",
@@ -195,6 +196,7 @@ impl FileSetTable {
             parts,
             required,
             Arc::clone(rejects),
+            limit.is_some(),
         )))
     }
 

@@ -1,0 +1,476 @@
+//! The row ledger: every row counted where it is framed, decoded, rejected, changed by SQL
+//! and written — each count taken by a different part — and the check that the books
+//! balance before anything is committed.
+//!
+//! The counts and where they come from:
+//!
+//! - **framed**: records the reader found in the bytes before decoding (CSV/NDJSON: the
+//!   record framer of `csv_scan`; Parquet/ORC: the row counts in the file's footer);
+//! - **ok / rejected / skipped**: rows the decoder passed on, rows sent to the rejects
+//!   dataset, rows dropped (`--on-error skip`), per file range and per scan node;
+//! - **added / removed by SQL**: per node of the executed plan, rows out minus rows in (plan
+//!   metrics), so a `UNION ALL` or a join that multiplies adds rows and a `WHERE` removes
+//!   them; a second scan of the same file (a self-join, `source` used twice) adds the rows it
+//!   reads again, so `rows_in` stays the number of input records;
+//! - **rejected by stages**: rows an enrich or lookup stage sent to the rejects dataset,
+//!   counted by the stage node and by the rejects writer;
+//! - **out**: rows the writers wrote (the manifest's counts), plus rows the writer rejected.
+//!
+//! The identity `rows_in + added = rows_out + rejected + skipped + removed` then follows only
+//! if every part did what it says; each check below compares two counts taken by two parts.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use datafusion::physical_plan::ExecutionPlan;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// A new id for a scan node (each node that reads input files gets its own, so a file read
+/// twice by one plan is told apart from a file read once).
+pub fn next_scan_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Where rows were read: a range of a file (its first byte, or 0 for a whole file) by one
+/// scan node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAt {
+    /// The file as shown to the user.
+    pub file: String,
+    /// The range's first byte.
+    pub start: u64,
+    /// The scan node reading it ([`next_scan_id`]).
+    pub scan: u64,
+}
+
+/// Counts of one range of one file as read by one scan node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RangeCounts {
+    /// Records the framer found, once the range was read to its end (for Parquet/ORC
+    /// ranges: rows read; their footer is checked per file). `None` for a range whose read
+    /// stopped early: its consumer went away (`LIMIT`) or the file broke (`files_failed`).
+    pub framed: Option<u64>,
+    /// Rows passed on.
+    pub ok: u64,
+    /// Rows rejected (each bad row once, however often it was read).
+    pub rejected: u64,
+    /// Rows skipped.
+    pub skipped: u64,
+}
+
+impl RangeCounts {
+    fn read(&self) -> u64 {
+        self.ok + self.rejected + self.skipped
+    }
+
+    /// Records of the range: framed, or read when the read stopped early.
+    fn records(&self) -> u64 {
+        self.framed.unwrap_or_else(|| self.read())
+    }
+}
+
+/// What the footer of a columnar file promises, and how much of the file a scan read.
+#[derive(Debug, Clone, Default)]
+struct Columnar {
+    /// Rows in the footer.
+    rows: u64,
+    /// Parts of the file each scan node read to their end, and the parts it has.
+    parts_done: HashMap<u64, (usize, usize)>,
+}
+
+/// Row counts of one input file.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct FileCounts {
+    /// Records in the file (framed before decoding, or the footer's row count).
+    pub rows_in: u64,
+    /// Rows read and passed on.
+    pub rows_ok: u64,
+    /// Rows written to the rejects dataset.
+    pub rows_rejected: u64,
+    /// Rows dropped (`--on-error skip`).
+    pub rows_skipped: u64,
+}
+
+/// The read side of the ledger, shared by the scan nodes of one job.
+#[derive(Debug, Default)]
+pub struct ReadLedger {
+    ranges: Mutex<BTreeMap<(String, u64), BTreeMap<u64, RangeCounts>>>,
+    columnar: Mutex<BTreeMap<String, Columnar>>,
+    /// Bad rows already handled, by file and position: a row read twice is rejected once.
+    seen: Mutex<HashMap<String, HashSet<u64>>>,
+}
+
+impl ReadLedger {
+    fn update(&self, at: &ReadAt, f: impl FnOnce(&mut RangeCounts)) {
+        if let Ok(mut m) = self.ranges.lock() {
+            let entry = m
+                .entry((at.file.clone(), at.start))
+                .or_default()
+                .entry(at.scan)
+                .or_default();
+            f(entry);
+        }
+    }
+
+    /// A range was read to its end, with `n` records framed.
+    pub fn framed(&self, at: &ReadAt, n: u64) {
+        self.update(at, |c| c.framed = Some(n));
+    }
+
+    /// Counts rows passed on.
+    pub fn ok(&self, at: &ReadAt, n: u64) {
+        self.update(at, |c| c.ok += n);
+    }
+
+    /// Counts a bad row; true when no scan has handled this row before (`position`: its
+    /// byte offset, or its row number in a columnar file; `None` when unknown).
+    pub fn bad(&self, at: &ReadAt, position: Option<u64>, skipped: bool) -> bool {
+        self.update(at, |c| {
+            if skipped {
+                c.skipped += 1
+            } else {
+                c.rejected += 1
+            }
+        });
+        let Some(position) = position else {
+            return true;
+        };
+        self.seen
+            .lock()
+            .map(|mut s| s.entry(at.file.clone()).or_default().insert(position))
+            .unwrap_or(true)
+    }
+
+    /// A part of a columnar file was read to its end by a scan node: `rows` in the footer,
+    /// `parts` parts of the file in that scan.
+    pub fn columnar_part_done(&self, file: &str, scan: u64, rows: u64, parts: usize) {
+        if let Ok(mut m) = self.columnar.lock() {
+            let c = m.entry(file.to_string()).or_default();
+            c.rows = rows;
+            let done = c.parts_done.entry(scan).or_insert((0, parts));
+            done.0 += 1;
+        }
+    }
+
+    /// Per file, the counts of the scan that read the most of each range.
+    pub fn per_file(&self) -> BTreeMap<String, FileCounts> {
+        let mut out: BTreeMap<String, FileCounts> = BTreeMap::new();
+        let Ok(ranges) = self.ranges.lock() else {
+            return out;
+        };
+        for ((file, _), scans) in ranges.iter() {
+            let Some(best) = widest(scans) else { continue };
+            let f = out.entry(file.clone()).or_default();
+            f.rows_in += best.records();
+            f.rows_ok += best.ok;
+            f.rows_rejected += best.rejected;
+            f.rows_skipped += best.skipped;
+        }
+        out
+    }
+
+    /// Rows passed on by scans that read a range another scan read too: added to the flow
+    /// by the SQL that reads `source` more than once.
+    pub fn read_again(&self) -> u64 {
+        let Ok(ranges) = self.ranges.lock() else {
+            return 0;
+        };
+        ranges
+            .values()
+            .map(|scans| {
+                let all: u64 = scans.values().map(|c| c.ok).sum();
+                all - widest(scans).map_or(0, |c| c.ok)
+            })
+            .sum()
+    }
+
+    /// Checks every file: each scan's framed records of each range were all passed on,
+    /// rejected or skipped; a columnar file read to its end holds the rows its footer says.
+    pub fn check(&self) -> Result<()> {
+        let mut short: BTreeMap<String, i128> = BTreeMap::new();
+        if let Ok(ranges) = self.ranges.lock() {
+            for ((file, _), scans) in ranges.iter() {
+                for c in scans.values() {
+                    if let Some(framed) = c.framed.filter(|&f| f != c.read()) {
+                        *short.entry(file.clone()).or_default() +=
+                            i128::from(framed) - i128::from(c.read());
+                    }
+                }
+            }
+        }
+        if let (Ok(columnar), Ok(ranges)) = (self.columnar.lock(), self.ranges.lock()) {
+            for (file, c) in columnar.iter() {
+                for (scan, &(done, parts)) in &c.parts_done {
+                    if done < parts {
+                        continue; // a scan cut short (LIMIT) says nothing of the whole file
+                    }
+                    let read: u64 = ranges
+                        .iter()
+                        .filter(|((f, _), _)| f == file)
+                        .filter_map(|(_, scans)| scans.get(scan))
+                        .map(RangeCounts::read)
+                        .sum();
+                    if read != c.rows {
+                        *short.entry(file.clone()).or_default() +=
+                            i128::from(c.rows) - i128::from(read);
+                    }
+                }
+            }
+        }
+        match short.into_iter().find(|(_, n)| *n != 0) {
+            None => Ok(()),
+            Some((file, n)) => Err(Error::Ledger(unaccounted(n, Some(&file)))),
+        }
+    }
+}
+
+/// The scan that read the most records of a range (each range is read from its start, so
+/// it read everything the others did).
+fn widest(scans: &BTreeMap<u64, RangeCounts>) -> Option<&RangeCounts> {
+    scans.values().max_by_key(|c| c.records())
+}
+
+/// `3 rows of data/x.csv unaccounted` / `2 rows more than the input of ...`.
+fn unaccounted(n: i128, file: Option<&str>) -> String {
+    let of = file.map(|f| format!(" of {f}")).unwrap_or_default();
+    let rows = |n: i128| if n == 1 { "row" } else { "rows" };
+    if n > 0 {
+        format!("{n} {}{of} unaccounted", rows(n))
+    } else {
+        format!("{} {} more than the input{of}", -n, rows(-n))
+    }
+}
+
+/// What the executed plan did between the scans and the writers, from its metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanFlow {
+    /// Rows the scan nodes passed on.
+    pub scanned: u64,
+    /// Rows SQL steps (and batch functions) added: `UNION ALL`, joins that multiply.
+    pub added: u64,
+    /// Rows SQL steps (and inner lookups, batch functions) removed: `WHERE`, aggregation,
+    /// `LIMIT`, joins.
+    pub removed: u64,
+    /// Rows enrich and lookup stages sent to the rejects dataset (their own count).
+    pub stage_rejected: u64,
+    /// Rows the plan handed to the writers.
+    pub out: u64,
+}
+
+/// Walks an executed plan: per node, rows out minus rows in (from the nodes' metrics).
+pub fn plan_flow(plan: &Arc<dyn ExecutionPlan>) -> PlanFlow {
+    let mut flow = PlanFlow::default();
+    flow.out = walk(plan, &mut flow);
+    flow
+}
+
+fn walk(plan: &Arc<dyn ExecutionPlan>, flow: &mut PlanFlow) -> u64 {
+    let metrics = plan.metrics();
+    let output = metrics
+        .as_ref()
+        .and_then(|m| m.output_rows())
+        .map(|n| n as u64);
+    if crate::report::is_scan(plan) {
+        let n = output.unwrap_or(0);
+        flow.scanned += n;
+        return n;
+    }
+    let input: u64 = plan.children().into_iter().map(|c| walk(c, flow)).sum();
+    // A node without a row count passes its input on as far as the ledger can tell.
+    let out = output.unwrap_or(input);
+    let rejected = if plan.is::<crate::stage::MapExec>() {
+        metrics
+            .as_ref()
+            .and_then(|m| m.sum_by_name(crate::stage::REJECTED_METRIC))
+            .map_or(0, |v| v.as_usize() as u64)
+    } else {
+        0
+    };
+    flow.stage_rejected += rejected;
+    let kept = input.saturating_sub(rejected);
+    if out > kept {
+        flow.added += out - kept;
+    } else {
+        flow.removed += kept - out;
+    }
+    out
+}
+
+/// The job's books, closed after the writers finished and before the commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Books {
+    /// Input records.
+    pub rows_in: u64,
+    /// Rows added by SQL (including rows read again).
+    pub added: u64,
+    /// Rows written.
+    pub rows_out: u64,
+    /// Rows rejected (read, by stages, at write).
+    pub rejected: u64,
+    /// Rows skipped.
+    pub skipped: u64,
+    /// Rows removed by SQL.
+    pub removed: u64,
+}
+
+/// Closes the books of a job: the read ledger's checks, then every count of the plan
+/// against the count of the part it feeds. `rejected_later` and `rejected_at_write` are the
+/// rejects writer's counts of stage and writer rejects; `written` what the writers wrote.
+pub fn close(
+    read: &ReadLedger,
+    flow: &PlanFlow,
+    rejected_later: u64,
+    rejected_at_write: u64,
+    written: u64,
+) -> Result<Books> {
+    read.check()?;
+    let files = read.per_file();
+    let rows_in: u64 = files.values().map(|f| f.rows_in).sum();
+    let read_rejected: u64 = files.values().map(|f| f.rows_rejected).sum();
+    let skipped: u64 = files.values().map(|f| f.rows_skipped).sum();
+    let passed: u64 = files.values().map(|f| f.rows_ok).sum();
+    let again = read.read_again();
+    if passed + again != flow.scanned {
+        return Err(Error::Ledger(format!(
+            "the scans passed on {} rows but the plan received {}",
+            passed + again,
+            flow.scanned
+        )));
+    }
+    if flow.stage_rejected != rejected_later {
+        return Err(Error::Ledger(format!(
+            "stages rejected {} rows but {} reached the rejects dataset",
+            flow.stage_rejected, rejected_later
+        )));
+    }
+    if flow.out != written + rejected_at_write {
+        return Err(Error::Ledger(unaccounted(
+            i128::from(flow.out) - i128::from(written + rejected_at_write),
+            Some("the output"),
+        )));
+    }
+    let books = Books {
+        rows_in,
+        added: flow.added + again,
+        rows_out: written,
+        rejected: read_rejected + rejected_later + rejected_at_write,
+        skipped,
+        removed: flow.removed,
+    };
+    let left = i128::from(books.rows_in) + i128::from(books.added);
+    let right = i128::from(books.rows_out)
+        + i128::from(books.rejected)
+        + i128::from(books.skipped)
+        + i128::from(books.removed);
+    if left != right {
+        return Err(Error::Ledger(unaccounted(left - right, None)));
+    }
+    Ok(books)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(file: &str, start: u64, scan: u64) -> ReadAt {
+        ReadAt {
+            file: file.into(),
+            start,
+            scan,
+        }
+    }
+
+    #[test]
+    fn a_record_framed_but_never_decoded_fails_the_check() {
+        let l = ReadLedger::default();
+        l.framed(&at("data/x.csv", 0, 1), 10);
+        l.ok(&at("data/x.csv", 0, 1), 6);
+        l.bad(&at("data/x.csv", 0, 1), Some(40), false);
+        let e = l.check().expect_err("must fail").to_string();
+        assert_eq!(e, "ledger: 3 rows of data/x.csv unaccounted");
+        l.ok(&at("data/x.csv", 0, 1), 4);
+        assert_eq!(
+            l.check().expect_err("must fail").to_string(),
+            "ledger: 1 row more than the input of data/x.csv"
+        );
+    }
+
+    #[test]
+    fn a_file_read_twice_counts_once_and_its_bad_rows_once() {
+        let l = ReadLedger::default();
+        for scan in [1, 2] {
+            let a = at("x.csv", 0, scan);
+            l.framed(&a, 5);
+            l.ok(&a, 4);
+            let first = l.bad(&a, Some(17), false);
+            assert_eq!(first, scan == 1, "scan {scan}");
+        }
+        l.check().expect("balanced");
+        let f = &l.per_file()["x.csv"];
+        assert_eq!((f.rows_in, f.rows_ok, f.rows_rejected), (5, 4, 1));
+        assert_eq!(l.read_again(), 4);
+    }
+
+    #[test]
+    fn a_columnar_file_must_hold_its_footer_rows_when_read_to_the_end() {
+        let l = ReadLedger::default();
+        for (start, rows) in [(4, 100), (5000, 80)] {
+            let a = at("x.parquet", start, 7);
+            l.framed(&a, rows);
+            l.ok(&a, rows);
+            l.columnar_part_done("x.parquet", 7, 200, 2);
+        }
+        assert_eq!(
+            l.check().expect_err("must fail").to_string(),
+            "ledger: 20 rows of x.parquet unaccounted"
+        );
+        // A scan that did not read every part (LIMIT) is not held to the footer.
+        let l = ReadLedger::default();
+        l.framed(&at("y.parquet", 4, 8), 10);
+        l.ok(&at("y.parquet", 4, 8), 10);
+        l.columnar_part_done("y.parquet", 8, 200, 2);
+        l.check().expect("balanced");
+    }
+
+    #[test]
+    fn the_books_balance_only_when_every_part_agrees() {
+        let l = ReadLedger::default();
+        let a = at("x.csv", 0, 1);
+        l.framed(&a, 10);
+        l.ok(&a, 9);
+        l.bad(&a, Some(3), false);
+        let flow = PlanFlow {
+            scanned: 9,
+            added: 0,
+            removed: 2,
+            stage_rejected: 1,
+            out: 6,
+        };
+        let books = close(&l, &flow, 1, 0, 6).expect("balanced");
+        assert_eq!(
+            books,
+            Books {
+                rows_in: 10,
+                added: 0,
+                rows_out: 6,
+                rejected: 2,
+                skipped: 0,
+                removed: 2
+            }
+        );
+        // A writer that lost a row.
+        let e = close(&l, &flow, 1, 0, 5)
+            .expect_err("must fail")
+            .to_string();
+        assert_eq!(e, "ledger: 1 row of the output unaccounted");
+        // A stage reject that never reached the rejects file.
+        assert!(close(&l, &flow, 0, 0, 6).is_err());
+        // The plan received other rows than the scans passed on.
+        let more = PlanFlow { scanned: 8, ..flow };
+        assert!(close(&l, &more, 1, 0, 6).is_err());
+    }
+}
