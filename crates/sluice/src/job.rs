@@ -179,6 +179,8 @@ impl Job {
         if let Ok(mut list) = progress.enrich.lock() {
             *list = enrichers.iter().map(|e| Arc::clone(&e.stats)).collect();
         }
+        // However the job ends (an error, or the caller dropping it), no call goes out after.
+        let _stop = StopCalls(enrichers.clone());
         let (written, plan) = match sink::write(
             df,
             &self.sink,
@@ -245,6 +247,17 @@ impl Job {
             threads: self.threads,
             input_partitions: scan_partitions(&plan),
         })
+    }
+}
+
+/// Stops the enrich stages' call tasks when dropped.
+struct StopCalls(Vec<Arc<Enricher>>);
+
+impl Drop for StopCalls {
+    fn drop(&mut self) {
+        for e in &self.0 {
+            e.stop();
+        }
     }
 }
 

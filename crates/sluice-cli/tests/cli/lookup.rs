@@ -282,3 +282,35 @@ on = "cat"
         Some(true)
     );
 }
+
+// regression: the rows' key was cast to the lookup key's type leniently, so 1.7 matched the
+// key 1 (truncated) and a key like `abc` was silently "missing".
+#[test]
+fn a_key_that_does_not_convert_unchanged_never_matches() {
+    let wd = setup();
+    wd.write("data.csv", "id,k\n1,1.0\n2,1.7\n3,2.0\n4,1e30\n");
+    wd.write("lk/ids.csv", "k,label\n1,one\n2,two\n");
+    let stage = "[[lookup]]\nname = \"ids\"\npaths = [\"lk/ids.csv\"]\non = \"k\"\nhow = \"left\"\non_missing = \"reject\"\n";
+    let (report, lines) = run(&wd, stage, "SELECT id, label FROM source ORDER BY id");
+    assert_eq!(lines, ["id,label", "1,one", "3,two"]);
+    assert_identity(&report);
+    let l = &report["lookups"][0];
+    assert_eq!(
+        (l["matched"].as_u64(), l["missing"].as_u64()),
+        (Some(2), Some(2)),
+        "{l}"
+    );
+    assert_eq!(l["unconvertible"], 2, "{l}");
+    let rejects = wd.read("out.csv_rejects/rejects.ndjson");
+    assert!(rejects.contains("k='1.7'"), "{rejects}");
+    assert!(
+        rejects.contains("no value of the lookup key's type"),
+        "{rejects}"
+    );
+    // Text keys: what parses is the number it spells (as in SQL), the rest never matches.
+    wd.write("data.csv", "id,k\n1,1\n2,01\n3,abc\n");
+    let (report, lines) = run(&wd, stage, "SELECT id, label FROM source ORDER BY id");
+    assert_eq!(lines, ["id,label", "1,one", "2,one"]);
+    assert_eq!(report["lookups"][0]["unconvertible"], 1, "{report}");
+    assert_eq!(report["rows_rejected"], 1, "{report}");
+}

@@ -609,3 +609,31 @@ fn s3_append_keeps_earlier_rejects() {
     ]));
     assert_eq!(got, "n\n2\n");
 }
+
+// regression: the schema of a remote CSV is guessed from its first 256 KiB, and the record
+// cut off at that point took part: a date cut to `2024` made the column text.
+#[test]
+fn a_remote_sample_does_not_guess_from_its_cut_off_record() {
+    let Some(moto) = Moto::start(&[]) else { return };
+    let wd = Workdir::new();
+    moto.bucket("bkt");
+    // Rows of 300 bytes (fewer than the 1,000 sampled rows fit in 256 KiB, so the sample
+    // ends where the fetch ended); the first row is padded so that byte 262,144 falls 4
+    // bytes into a date.
+    let header = "id,day,pad\n";
+    let shift = (262_144 - header.len() - 13) % 300;
+    let mut csv = String::from(header);
+    for i in 0..2_000 {
+        let pad = "x".repeat(279 + if i == 0 { shift } else { 0 });
+        csv.push_str(&format!("{i:08},2024-01-15,{pad}\n"));
+    }
+    assert_eq!(
+        &csv[262_140..262_144],
+        "2024",
+        "the cut falls inside a date"
+    );
+    moto.put("bkt", "d/x.csv", csv.as_bytes());
+    let out = ok(moto.sluice(&wd).args(["schema", "s3://bkt/d/x.csv"]));
+    let day = out.lines().find(|l| l.contains("day")).unwrap_or_default();
+    assert!(day.contains("DATE"), "{out}");
+}

@@ -166,3 +166,34 @@ fn ndjson_types_widen_across_files() {
         ]
     );
 }
+
+// regression: UBIGINT met BIGINT as BIGINT, so a value above 2^63 stopped the job with an
+// overflow, and a DECIMAL met an integer as DOUBLE, losing digits.
+#[test]
+fn exact_numbers_stay_exact_when_files_disagree() {
+    let wd = Workdir::new();
+    let Some(_) = crate::workdir::python(&format!(
+        "import pyarrow as pa, pyarrow.parquet as pq, decimal\n\
+         pq.write_table(pa.table({{'n': pa.array([18446744073709551615, 5], pa.uint64()), 'd': pa.array([decimal.Decimal('12345678901234567.89')], pa.decimal128(19, 2)).take([0, 0])}}), '{dir}/a.parquet')\n\
+         pq.write_table(pa.table({{'n': pa.array([-1], pa.int64()), 'd': pa.array([7], pa.int64())}}), '{dir}/b.parquet')\n",
+        dir = wd.root().display()
+    )) else {
+        return;
+    };
+    let out = wd.ok(&["schema", "a.parquet", "b.parquet"]);
+    assert!(out.contains("DECIMAL(20,0)"), "{out}");
+    let rows = wd.query(
+        "SELECT CAST(n AS VARCHAR) AS n, CAST(d AS VARCHAR) AS d FROM t ORDER BY 1",
+        &[("t", "*.parquet")],
+    );
+    assert_eq!(
+        rows,
+        [
+            "n,d",
+            "-1,7.00",
+            "18446744073709551615,12345678901234567.89",
+            "5,12345678901234567.89"
+        ],
+        "{out}"
+    );
+}

@@ -121,6 +121,8 @@ pub struct Enricher {
     cache: Option<Cache>,
     batch: Option<Batch>,
     seen: Mutex<HashMap<String, SharedOutcome>>,
+    /// The call tasks started, stopped by [`Enricher::stop`] when the job ends.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Live counters.
     pub stats: Arc<EnrichStats>,
 }
@@ -360,6 +362,7 @@ impl Enricher {
             cache,
             batch,
             seen: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
             stats: Arc::new(EnrichStats::new(&spec.name)),
         })
     }
@@ -408,6 +411,33 @@ impl Enricher {
         }))
     }
 
+    /// Stops every call task still running or waiting: the job ended (failed, or was
+    /// dropped), and no request may go out on its behalf any more.
+    pub fn stop(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+
+    /// Spawns a call task that [`Enricher::stop`] can stop.
+    fn spawn<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        let task = tokio::spawn(fut);
+        if let Ok(mut tasks) = self.tasks.lock() {
+            // Finished tasks are dropped now and then, so the list stays as long as the
+            // calls in flight.
+            if tasks.len() >= 1024 && tasks.len().is_power_of_two() {
+                tasks.retain(|t| !t.is_finished());
+            }
+            tasks.push(task.abort_handle());
+        }
+        task
+    }
+
     /// The outcome of `request`: started on first sight, shared after that.
     pub fn outcome(self: &Arc<Self>, request: Request) -> SharedOutcome {
         let key = request.key(self.method.as_str());
@@ -437,7 +467,7 @@ impl Enricher {
                 .shared()
         } else {
             let this = Arc::clone(self);
-            let task = tokio::spawn(async move { this.fetch(request).await });
+            let task = self.spawn(async move { this.fetch(request).await });
             async move { Arc::new(task.await.unwrap_or_else(|e| lost(e.to_string()))) }
                 .boxed()
                 .shared()
@@ -627,10 +657,10 @@ impl Enricher {
         if pending.len() >= batch.size {
             let items = std::mem::take(&mut *pending);
             let this = Arc::clone(self);
-            tokio::spawn(async move { this.fetch_batch(items).await });
+            self.spawn(async move { this.fetch_batch(items).await });
         } else if pending.len() == 1 {
             let this = Arc::clone(self);
-            tokio::spawn(async move {
+            self.spawn(async move {
                 tokio::time::sleep(BATCH_LINGER).await;
                 let items: Vec<Waiting> = match &this.batch {
                     Some(b) => b

@@ -71,6 +71,9 @@ pub struct LookupStats {
     pub matched: AtomicU64,
     /// Rows that did not.
     pub missing: AtomicU64,
+    /// Rows whose key does not convert to the lookup key's type unchanged (part of
+    /// `missing`).
+    pub unconvertible: AtomicU64,
 }
 
 /// What a lookup did (in `--report-json` under `lookups`).
@@ -95,6 +98,10 @@ pub struct LookupReport {
     pub matched: u64,
     /// Rows that did not (kept with NULLs, rejected or dropped, per `how`/`on_missing`).
     pub missing: u64,
+    /// Rows of `missing` whose key has no value of the lookup key's type: `1.7` for a
+    /// `BIGINT` key, `abc` for a number. Such a key never matches (SQL would not find
+    /// `1.7 = 1` either); no value is truncated or guessed.
+    pub unconvertible: u64,
 }
 
 impl Lookup {
@@ -267,6 +274,7 @@ impl Lookup {
             peak_bytes: self.stats.peak_bytes,
             matched: self.stats.matched.load(Ordering::Relaxed),
             missing: self.stats.missing.load(Ordering::Relaxed),
+            unconvertible: self.stats.unconvertible.load(Ordering::Relaxed),
         }
     }
 
@@ -294,6 +302,26 @@ fn converter(types: &[DataType]) -> Result<RowConverter> {
 }
 
 /// `category='books'` (or `a='x', b=2`) for messages.
+/// Per row, true when `converted` (a cast of `original`) lost the value: a value became
+/// NULL (`abc` to a number), or a number does not come back unchanged (`1.7` to `BIGINT`,
+/// a decimal's digits to a float). Text that parses is taken as the value it spells (`01` is
+/// 1, as in SQL).
+fn lossy(original: &ArrayRef, converted: &ArrayRef) -> Result<Vec<bool>> {
+    let n = original.len();
+    let mut out: Vec<bool> = (0..n)
+        .map(|i| original.is_valid(i) && converted.is_null(i))
+        .collect();
+    let from = original.data_type();
+    if from.is_numeric() {
+        let back = cast(converted, from)?;
+        let differs = datafusion::arrow::compute::kernels::cmp::distinct(original, &back)?;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o |= original.is_valid(i) && differs.value(i);
+        }
+    }
+    Ok(out)
+}
+
 fn describe_key(
     on: &[KeyPair],
     arrays: &[ArrayRef],
@@ -393,26 +421,37 @@ impl BatchMap for LookupMap {
         let l = &self.lookup;
         let n = batch.num_rows();
         let mut keys = Vec::with_capacity(l.keys.len());
+        let mut originals = Vec::with_capacity(l.keys.len());
+        let mut unconvertible = vec![false; n];
         for (k, t) in l.keys.iter().zip(&l.key_types) {
             let a = batch
                 .column_by_name(&k.left)
                 .ok_or_else(|| DataFusionError::Plan(format!("no column '{}'", k.left)))?;
-            keys.push(if a.data_type() == t {
-                Arc::clone(a)
-            } else {
-                cast(a, t)?
-            });
+            originals.push(Arc::clone(a));
+            if a.data_type() == t {
+                keys.push(Arc::clone(a));
+                continue;
+            }
+            let converted = cast(a, t)?;
+            for (i, bad) in lossy(a, &converted)?.into_iter().enumerate() {
+                unconvertible[i] |= bad;
+            }
+            keys.push(converted);
         }
         let rows = l.converter.convert_columns(&keys)?;
         let mut found: Vec<Option<u32>> = Vec::with_capacity(n);
-        for i in 0..n {
-            let hit = if keys.iter().any(|a| a.is_null(i)) {
+        for (i, &bad) in unconvertible.iter().enumerate() {
+            let hit = if bad || keys.iter().any(|a| a.is_null(i)) {
                 None
             } else {
                 l.index.get(rows.row(i).as_ref()).copied()
             };
             found.push(hit);
         }
+        let unconvertible_rows = unconvertible.iter().filter(|b| **b).count();
+        l.stats
+            .unconvertible
+            .fetch_add(unconvertible_rows as u64, Ordering::Relaxed);
         let missing = found.iter().filter(|f| f.is_none()).count();
         l.stats
             .matched
@@ -433,7 +472,7 @@ impl BatchMap for LookupMap {
                     return Err(DataFusionError::External(Box::new(Error::BadRow(format!(
                         "lookup '{}': no match for {}",
                         l.name,
-                        describe_key(&l.keys, &keys, i, |k| &k.left)
+                        describe_key(&l.keys, &originals, i, |k| &k.left)
                     )))));
                 }
                 (How::Left, OnMissing::Reject) => {
@@ -445,9 +484,14 @@ impl BatchMap for LookupMap {
                             .reject_later(RejectRecord {
                                 kind: "lookup_missing",
                                 message: format!(
-                                    "no match for {} in lookup '{}'",
-                                    describe_key(&l.keys, &keys, i, |k| &k.left),
-                                    l.name
+                                    "no match for {} in lookup '{}'{}",
+                                    describe_key(&l.keys, &originals, i, |k| &k.left),
+                                    l.name,
+                                    if unconvertible[i] {
+                                        " (the key has no value of the lookup key's type)"
+                                    } else {
+                                        ""
+                                    }
                                 ),
                                 raw,
                                 raw_truncated,

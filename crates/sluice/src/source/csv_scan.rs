@@ -378,6 +378,9 @@ impl ExecutionPlan for CsvScanExec {
     }
 }
 
+/// Rows decoded together on the slow path before a refused block is halved.
+const RECOVER_BLOCK: usize = 256;
+
 /// Most fields (rows x columns) in one decoded batch.
 const MAX_BATCH_FIELDS: usize = 1 << 20;
 
@@ -766,6 +769,8 @@ struct RecordScan {
     record_start: u64,
     /// Global offset just past the last byte of content seen (NDJSON: not white space).
     content_end: u64,
+    /// The byte before `pos` (a quote after a delimiter opens a quoted field).
+    prev: u8,
     /// Records framed so far.
     records: u64,
     /// Where each framed record's content ends, for records not yet matched with decoded
@@ -814,6 +819,7 @@ impl RecordScan {
             pos: start,
             record_start: start,
             content_end: start,
+            prev: b'\n',
             records: 0,
             ends: std::collections::VecDeque::new(),
         }
@@ -831,7 +837,9 @@ impl RecordScan {
             let rest = &bytes[i..];
             let skip = match (self.csv, self.state) {
                 (None, ScanState::Unquoted) => memchr::memchr(b'\n', rest),
-                (Some(r), ScanState::Unquoted) => memchr::memchr3(b'\n', b'\r', r.delimiter, rest),
+                // Delimiters matter only when a quote follows one: jump to the next quote or
+                // line end (a field-level jump would stop at every delimiter).
+                (Some(r), ScanState::Unquoted) => memchr::memchr3(b'\n', b'\r', r.quote, rest),
                 (Some(r), ScanState::Quoted) => match r.escape {
                     Some(e) => memchr::memchr2(r.quote, e, rest),
                     None => memchr::memchr(r.quote, rest),
@@ -848,6 +856,7 @@ impl RecordScan {
                         self.content_end = self.pos + k as u64 + 1;
                     }
                 }
+                self.prev = rest[skip - 1];
                 self.pos += skip as u64;
                 i += skip;
                 continue;
@@ -892,6 +901,7 @@ impl RecordScan {
                     RecordStart if term => (RecordStart, true, false),
                     RecordStart if Some(b) == r.comment => (Comment, false, false),
                     RecordStart | FieldStart if b == r.quote => (Quoted, false, false),
+                    Unquoted if b == r.quote && self.prev == r.delimiter => (Quoted, false, false),
                     Quoted if Some(b) == r.escape => (Escaped, false, false),
                     Quoted if b == r.quote => (QuoteInQuoted, false, false),
                     Quoted => (Quoted, false, false),
@@ -910,6 +920,7 @@ impl RecordScan {
                 (ended, counted)
             }
         };
+        self.prev = b;
         if counted {
             self.records += 1;
             self.ends.push_back(self.content_end);
@@ -1220,49 +1231,25 @@ impl RangeReader {
             }
             decode_rows(cfg, &data[rows[from].0..rows[to - 1].1], to - from)
         };
-        let single = |j: usize| decode_rows(cfg, &data[rows[j].0..rows[j].1], 1);
-        let mut i = 0;
-        while i < rows.len() {
-            // Decode the rest in one go; the decoder's error points near the first bad row.
-            let err = match span(i, rows.len()) {
-                Ok(batch) => {
-                    good.extend(batch);
-                    break;
-                }
-                Err(e) => e,
-            };
-            // Trust the hint only once checked: the row fails alone and every row before it
-            // decodes. Otherwise look row by row. No row is ever dropped unaccounted.
-            let hinted = failing_row(&err).map(|k| i + k).and_then(|h| {
-                [h.saturating_sub(1), h, h + 1]
-                    .into_iter()
-                    .filter(|&j| j >= i && j < rows.len())
-                    .find(|&j| single(j).is_err())
-                    .filter(|&j| j == i || span(i, j).is_ok())
-            });
-            let bad = hinted.unwrap_or_else(|| {
-                (i..rows.len())
-                    .find(|&j| single(j).is_err())
-                    .unwrap_or(rows.len())
-            });
-            if bad > i {
-                match span(i, bad) {
-                    Ok(batch) => good.extend(batch),
-                    Err(_) => {
-                        for (j, &row) in rows.iter().enumerate().take(bad).skip(i) {
-                            match single(j) {
-                                Ok(batch) => good.extend(batch),
-                                Err(e) => step.bad.push(self.reject(&data, row, &e)),
-                            }
-                        }
-                    }
+        // Blocks of rows are decoded together; a block the decoder refuses is halved until
+        // each bad row stands alone. A batch with k bad rows costs about n + k log n rows
+        // decoded (re-decoding the rest after every bad row was quadratic), and no row is
+        // ever dropped unaccounted.
+        let mut todo: Vec<(usize, usize)> = (0..rows.len())
+            .step_by(RECOVER_BLOCK)
+            .map(|from| (from, (from + RECOVER_BLOCK).min(rows.len())))
+            .rev()
+            .collect();
+        while let Some((from, to)) = todo.pop() {
+            match span(from, to) {
+                Ok(batch) => good.extend(batch),
+                Err(e) if to - from == 1 => step.bad.push(self.reject(&data, rows[from], &e)),
+                Err(_) => {
+                    let mid = from + (to - from) / 2;
+                    todo.push((mid, to));
+                    todo.push((from, mid));
                 }
             }
-            if bad < rows.len() {
-                let e = single(bad).err().unwrap_or(err);
-                step.bad.push(self.reject(&data, rows[bad], &e));
-            }
-            i = bad + 1;
         }
         if !good.is_empty() {
             let schema = good[0].schema();
@@ -1592,11 +1579,19 @@ fn decode_rows(
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Rows handed to `decode_rows` on this thread (the slow path's cost, for tests).
+    static ROWS_DECODED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn decode_rows_unchecked(
     config: &CsvScanConfig,
     raw: &[u8],
     n: usize,
 ) -> std::result::Result<Option<RecordBatch>, datafusion::arrow::error::ArrowError> {
+    #[cfg(test)]
+    ROWS_DECODED.with(|c| c.set(c.get() + n));
     let mut c = config.clone();
     c.batch_size = n.max(1);
     let mut d = c.decoder(false)?;
@@ -1634,22 +1629,6 @@ fn decode_rows_unchecked(
     }
     d.decode(&[])?;
     d.flush()
-}
-
-/// The 0-based row an arrow-csv decoding error points at (its messages count rows from 0
-/// for values and from 1 for field counts and UTF-8).
-fn failing_row(err: &datafusion::arrow::error::ArrowError) -> Option<usize> {
-    let msg = err.to_string();
-    let number_after = |key: &str| -> Option<usize> {
-        let rest = msg.split(key).nth(1)?;
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    };
-    if msg.contains("Error while parsing value") {
-        number_after(" at line ")
-    } else {
-        number_after("for line ").and_then(|l| l.checked_sub(1))
-    }
 }
 
 #[cfg(test)]
@@ -1743,6 +1722,7 @@ mod tests {
             b"a,b\n\"q\"\"\n\",2\n5\" screen,3\n\"open,4\n",
             b"a,b\n1,\"esc \\\" still\"\n2,\r\n",
             b"a,b\n,\n,,\n \n",
+            b"a,b,c\n1,\"x,\ny\",3\nz,w\"v,\"k\r\nl\"\n\"q\",\"\"\n",
             b"",
             b"\n\n",
         ];
@@ -1795,6 +1775,53 @@ mod tests {
         assert!(d.scan(b"{\"a\": 1,\n"));
         assert!(d.scan(b"\"b\": 2}\n"));
         assert!(!d.scan(b"{\"c\": 3}\n"));
+    }
+
+    // regression: every bad row made the slow path decode the rest of the batch again, so a
+    // batch of n rows with k bad ones cost k x n decoded rows.
+    #[test]
+    fn bad_rows_cost_the_slow_path_about_n_log_n() {
+        use datafusion::arrow::datatypes::{DataType, Field};
+        let mut cfg = config(RowFormat::Csv);
+        cfg.comment = None;
+        cfg.max_record_bytes = 1 << 20;
+        cfg.file_schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let n = 8192;
+        let mut data = b"a,b\n".to_vec();
+        for i in 0..n {
+            let a = if i % 2 == 0 {
+                i.to_string()
+            } else {
+                format!("x{i}")
+            };
+            data.extend_from_slice(format!("{a},v{i}\n").as_bytes());
+        }
+        let range = CsvRange {
+            location: Path::from("x.csv"),
+            display: "x.csv".into(),
+            start: 0,
+            end: data.len() as u64,
+            size: data.len() as u64,
+            partition_values: Vec::new(),
+        };
+        ROWS_DECODED.with(|c| c.set(0));
+        let mut reader = RangeReader::new(&cfg, &range).expect("reader");
+        let mut steps = vec![reader.feed(&bytes::Bytes::from(data)).expect("feed")];
+        steps.push(reader.finish().expect("finish"));
+        let good: usize = steps
+            .iter()
+            .flat_map(|s| &s.batches)
+            .map(RecordBatch::num_rows)
+            .sum();
+        let bad: usize = steps.iter().map(|s| s.bad.len()).sum();
+        assert_eq!((good, bad), (n / 2, n / 2));
+        assert_eq!(reader.framed(), n as u64);
+        let decoded = ROWS_DECODED.with(std::cell::Cell::get);
+        // n rows, each bad one found by halving blocks of 256: about n x (1 + log2 256).
+        assert!(decoded < 12 * n, "{decoded} rows decoded for {n}");
     }
 
     #[test]

@@ -160,8 +160,8 @@ async fn infer_from(
 pub enum SampleSource {
     /// A local file.
     Local(std::path::PathBuf),
-    /// The fetched start of a remote object.
-    Fetched(bytes::Bytes),
+    /// The fetched start of a remote object, and whether it is the whole object.
+    Fetched(bytes::Bytes, bool),
 }
 
 /// Bytes of a remote object fetched for schema sampling at first.
@@ -180,7 +180,7 @@ impl SampleSource {
     ) -> Result<SampleSource> {
         match &file.key {
             // Columnar files are read through the store by DataFusion (footers only).
-            _ if !file.format.is_text() => Ok(SampleSource::Fetched(bytes::Bytes::new())),
+            _ if !file.format.is_text() => Ok(SampleSource::Fetched(bytes::Bytes::new(), true)),
             None => Ok(SampleSource::Local(file.path.clone())),
             Some(key) => {
                 let end = file.size.min(limit);
@@ -188,7 +188,7 @@ impl SampleSource {
                     .get_range(key, 0..end)
                     .await
                     .map_err(|e| super::remote::store_error(&file.display, e))?;
-                Ok(SampleSource::Fetched(bytes))
+                Ok(SampleSource::Fetched(bytes, end == file.size))
             }
         }
     }
@@ -197,8 +197,17 @@ impl SampleSource {
     pub fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
         Ok(match self {
             SampleSource::Local(p) => Box::new(std::fs::File::open(p)?),
-            SampleSource::Fetched(b) => Box::new(std::io::Cursor::new(b.clone())),
+            SampleSource::Fetched(b, _) => Box::new(std::io::Cursor::new(b.clone())),
         })
+    }
+
+    /// True when the sample is the whole file: its end is the file's end. Otherwise its last
+    /// record may be cut off (and a compressed stream ends abruptly).
+    pub fn complete(&self) -> bool {
+        match self {
+            SampleSource::Local(_) => true,
+            SampleSource::Fetched(_, complete) => *complete,
+        }
     }
 }
 
@@ -256,15 +265,24 @@ fn infer_ndjson(
         line.clear();
         // A line longer than the sample bound is not held whole: it is skipped (the scan
         // rejects it as too large).
-        let n = (&mut reader)
+        let n = match (&mut reader)
             .take(MAX_SAMPLE_BYTES as u64)
             .read_until(b'\n', &mut line)
-            .map_err(|e| format!("cannot read: {e}"))?;
+        {
+            Ok(n) => n,
+            // The fetched start of a compressed object ends mid-stream.
+            Err(_) if !src.complete() => 0,
+            Err(e) => return Err(format!("cannot read: {e}")),
+        };
         if n == 0 {
             break;
         }
         sampled += n;
         read_any = true;
+        // The cut-off end of a partial sample is no line.
+        if !line.ends_with(b"\n") && !src.complete() {
+            break;
+        }
         if !line.ends_with(b"\n") && n == MAX_SAMPLE_BYTES {
             break;
         }
@@ -394,9 +412,12 @@ fn infer_csv(
         sample.resize(start + SAMPLE_CHUNK, 0);
         let mut filled = start;
         while filled < sample.len() {
-            let n = reader
-                .read(&mut sample[filled..])
-                .map_err(|e| format!("cannot read: {e}"))?;
+            let n = match reader.read(&mut sample[filled..]) {
+                Ok(n) => n,
+                // The fetched start of a compressed object ends mid-stream.
+                Err(_) if !src.complete() => 0,
+                Err(e) => return Err(format!("cannot read: {e}")),
+            };
             if n == 0 {
                 eof = true;
                 break;
@@ -409,7 +430,8 @@ fn infer_csv(
             break;
         }
     }
-    let end = if scanner.records > rows || !eof {
+    // A sample that is not the whole file ends inside a record: the part is not one.
+    let end = if scanner.records > rows || !eof || !src.complete() {
         scanner.last_boundary
     } else {
         sample.len()

@@ -142,6 +142,66 @@ fn is_int(dt: &DataType) -> bool {
     dt.is_integer()
 }
 
+/// Bits of an integer type.
+fn int_bits(dt: &DataType) -> u32 {
+    use DataType::*;
+    match dt {
+        Int8 | UInt8 => 8,
+        Int16 | UInt16 => 16,
+        Int32 | UInt32 => 32,
+        _ => 64,
+    }
+}
+
+/// The narrowest integer type holding every value of both: signed with signed and unsigned
+/// with unsigned keep their kind; a mix needs a signed type twice as wide as the unsigned
+/// one, and `UBIGINT` with a signed type needs `DECIMAL(20,0)` (DuckDB's `HUGEINT`):
+/// `BIGINT` would overflow on values above 2^63.
+fn widen_ints(a: &DataType, b: &DataType) -> DataType {
+    use DataType::*;
+    let signed = |bits: u32| match bits {
+        8 => Int8,
+        16 => Int16,
+        32 => Int32,
+        _ => Int64,
+    };
+    match (a.is_signed_integer(), b.is_signed_integer()) {
+        (true, true) => signed(int_bits(a).max(int_bits(b))),
+        (false, false) => match int_bits(a).max(int_bits(b)) {
+            8 => UInt8,
+            16 => UInt16,
+            32 => UInt32,
+            _ => UInt64,
+        },
+        _ => {
+            let (s, u) = if a.is_signed_integer() {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            match (2 * int_bits(u)).max(int_bits(s)) {
+                bits if bits <= 64 => signed(bits),
+                _ => Decimal128(20, 0),
+            }
+        }
+    }
+}
+
+/// (precision, scale) of an exact number type: decimals, and integers as the decimal that
+/// holds them.
+fn exact_digits(dt: &DataType) -> Option<(u8, i8)> {
+    use DataType::*;
+    Some(match dt {
+        Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s) | Decimal256(p, s) => (*p, *s),
+        Int8 | UInt8 => (3, 0),
+        Int16 | UInt16 => (5, 0),
+        Int32 | UInt32 => (10, 0),
+        Int64 => (19, 0),
+        UInt64 => (20, 0),
+        _ => return None,
+    })
+}
+
 fn is_string(dt: &DataType) -> bool {
     matches!(
         dt,
@@ -177,7 +237,20 @@ pub fn widen(a: &DataType, b: &DataType, text: bool) -> Option<DataType> {
     }
     match (a, b) {
         (Null, x) | (x, Null) => Some(x.clone()),
-        (x, y) if is_int(x) && is_int(y) => Some(Int64),
+        (x, y) if is_int(x) && is_int(y) => Some(widen_ints(x, y)),
+        // Exact numbers stay exact: a decimal meets an integer or a decimal as a decimal
+        // wide enough for both (as in DuckDB), never as a float.
+        (x, y) if exact_digits(x).is_some() && exact_digits(y).is_some() => {
+            let ((p1, s1), (p2, s2)) = (exact_digits(x)?, exact_digits(y)?);
+            let scale = s1.max(s2);
+            let integer = (i16::from(p1) - i16::from(s1)).max(i16::from(p2) - i16::from(s2));
+            let precision = integer + i16::from(scale);
+            Some(match precision {
+                p if p <= 38 => Decimal128(p as u8, scale),
+                p if p <= 76 => Decimal256(p as u8, scale),
+                _ => Float64,
+            })
+        }
         (x, y) if x.is_numeric() && y.is_numeric() => Some(Float64),
         (Date32 | Date64, Timestamp(u, tz)) | (Timestamp(u, tz), Date32 | Date64) => {
             Some(Timestamp(*u, tz.clone()))
@@ -218,6 +291,25 @@ mod tests {
     fn widening_chain() {
         use DataType::*;
         assert_eq!(widen(&Int32, &Int64, false), Some(Int64));
+        // regression: UBIGINT with BIGINT was BIGINT (values above 2^63 overflowed) and a
+        // decimal with an integer was DOUBLE (digits lost).
+        assert_eq!(widen(&UInt64, &Int64, false), Some(Decimal128(20, 0)));
+        assert_eq!(widen(&UInt32, &Int8, false), Some(Int64));
+        assert_eq!(widen(&UInt8, &Int8, false), Some(Int16));
+        assert_eq!(widen(&UInt16, &UInt64, false), Some(UInt64));
+        assert_eq!(
+            widen(&Decimal128(10, 2), &Int64, false),
+            Some(Decimal128(21, 2))
+        );
+        assert_eq!(
+            widen(&Decimal128(10, 2), &Decimal128(12, 4), false),
+            Some(Decimal128(12, 4))
+        );
+        assert_eq!(
+            widen(&Decimal128(38, 0), &Decimal128(38, 10), false),
+            Some(Decimal256(48, 10))
+        );
+        assert_eq!(widen(&Decimal128(10, 2), &Float32, false), Some(Float64));
         assert_eq!(widen(&Int64, &Float64, false), Some(Float64));
         assert_eq!(widen(&Float64, &Utf8, false), Some(Utf8));
         assert_eq!(widen(&Boolean, &Int64, true), Some(Utf8));
