@@ -246,7 +246,7 @@ fn unaccounted(n: i128, file: Option<&str>) -> String {
 }
 
 /// What the executed plan did between the scans and the writers, from its metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanFlow {
     /// Rows the scan nodes passed on.
     pub scanned: u64,
@@ -259,7 +259,21 @@ pub struct PlanFlow {
     pub stage_rejected: u64,
     /// Rows the plan handed to the writers.
     pub out: u64,
+    /// The plan stops early somewhere (a `LIMIT`, a sort with a fetch): a node upstream of
+    /// it may pass on fewer rows than it took in.
+    pub limited: bool,
+    /// Nodes that pass every row on (projections, repartitions, batch coalescing) but did
+    /// not: (node, rows in minus rows out). Without a limit in the plan, rows lost there.
+    pub lost_inside: Vec<(String, i128)>,
 }
+
+/// Plan nodes that pass on every row they take in.
+const PASS_THROUGH: [&str; 4] = [
+    "ProjectionExec",
+    "CoalesceBatchesExec",
+    "RepartitionExec",
+    "CoalescePartitionsExec",
+];
 
 /// Walks an executed plan: per node, rows out minus rows in (from the nodes' metrics).
 pub fn plan_flow(plan: &Arc<dyn ExecutionPlan>) -> PlanFlow {
@@ -282,6 +296,13 @@ fn walk(plan: &Arc<dyn ExecutionPlan>, flow: &mut PlanFlow) -> u64 {
     let input: u64 = plan.children().into_iter().map(|c| walk(c, flow)).sum();
     // A node without a row count passes its input on as far as the ledger can tell.
     let out = output.unwrap_or(input);
+    if plan.fetch().is_some() || plan.name().contains("Limit") {
+        flow.limited = true;
+    }
+    if PASS_THROUGH.contains(&plan.name()) && out != input {
+        flow.lost_inside
+            .push((plan.name().to_string(), i128::from(input) - i128::from(out)));
+    }
     let rejected = if plan.is::<crate::stage::MapExec>() {
         metrics
             .as_ref()
@@ -328,6 +349,12 @@ pub fn close(
     written: u64,
 ) -> Result<Books> {
     read.check()?;
+    if let (false, Some((node, n))) = (flow.limited, flow.lost_inside.first()) {
+        return Err(Error::Ledger(unaccounted(
+            *n,
+            Some(&format!("the plan's {node}")),
+        )));
+    }
     let files = read.per_file();
     let rows_in: u64 = files.values().map(|f| f.rows_in).sum();
     let read_rejected: u64 = files.values().map(|f| f.rows_rejected).sum();
@@ -449,6 +476,7 @@ mod tests {
             removed: 2,
             stage_rejected: 1,
             out: 6,
+            ..PlanFlow::default()
         };
         let books = close(&l, &flow, 1, 0, 6).expect("balanced");
         assert_eq!(
@@ -470,7 +498,73 @@ mod tests {
         // A stage reject that never reached the rejects file.
         assert!(close(&l, &flow, 0, 0, 6).is_err());
         // The plan received other rows than the scans passed on.
-        let more = PlanFlow { scanned: 8, ..flow };
+        let more = PlanFlow {
+            scanned: 8,
+            ..flow.clone()
+        };
         assert!(close(&l, &more, 1, 0, 6).is_err());
+        // A node that passes every row on lost some (and no limit explains it).
+        let lost = PlanFlow {
+            lost_inside: vec![("RepartitionExec".into(), 2)],
+            ..flow.clone()
+        };
+        assert_eq!(
+            close(&l, &lost, 1, 0, 6)
+                .expect_err("must fail")
+                .to_string(),
+            "ledger: 2 rows of the plan's RepartitionExec unaccounted"
+        );
+        let limited = PlanFlow {
+            limited: true,
+            ..lost
+        };
+        close(&l, &limited, 1, 0, 6).expect("a limit explains it");
+    }
+
+    /// Runs SQL over a 10-row CSV file (a file scan, as in a job) and walks the executed
+    /// plan.
+    async fn flow_of(sql: &str) -> PlanFlow {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.csv");
+        let text: String = std::iter::once("a\n".to_string())
+            .chain((0..10).map(|i| format!("{i}\n")))
+            .collect();
+        std::fs::write(&path, text).expect("write");
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.register_csv(
+            "t",
+            path.display().to_string(),
+            datafusion::prelude::CsvReadOptions::new(),
+        )
+        .await
+        .expect("register");
+        let df = ctx.sql(sql).await.expect("sql");
+        let plan = df.create_physical_plan().await.expect("plan");
+        datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx())
+            .await
+            .expect("collect");
+        plan_flow(&plan)
+    }
+
+    #[tokio::test]
+    async fn plan_nodes_are_counted_from_their_metrics() {
+        let f = flow_of("SELECT a + 1 AS b FROM t WHERE a < 7").await;
+        assert_eq!(
+            (f.scanned, f.removed, f.added, f.out),
+            (10, 3, 0, 7),
+            "{f:?}"
+        );
+        assert!(!f.limited && f.lost_inside.is_empty(), "{f:?}");
+        let f = flow_of("SELECT a FROM t UNION ALL SELECT a FROM t").await;
+        assert_eq!((f.scanned, f.added, f.out), (20, 0, 20), "{f:?}");
+        let f = flow_of("SELECT a FROM t CROSS JOIN (SELECT 1 AS x UNION ALL SELECT 2)").await;
+        assert_eq!(f.out, 20, "{f:?}");
+        assert_eq!(f.added - f.removed, 10, "{f:?}");
+        // A limit the scan takes reads less; one above a sort stops the plan early.
+        let f = flow_of("SELECT a FROM t LIMIT 3").await;
+        assert_eq!((f.scanned, f.out), (3, 3), "{f:?}");
+        let f = flow_of("SELECT a FROM t ORDER BY a DESC LIMIT 3").await;
+        assert!(f.limited, "{f:?}");
+        assert_eq!((f.scanned, f.removed, f.out), (10, 7, 3), "{f:?}");
     }
 }
