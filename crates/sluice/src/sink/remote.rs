@@ -8,8 +8,10 @@
 //! object PUT is atomic on S3, GCS and Azure, so at every moment the manifest names a
 //! complete set of files that exist. Readers that trust the manifest (sluice does, for any
 //! output folder it reads) never see a partial output. After the manifest, `overwrite`
-//! deletes the objects the new manifest does not list. A job that dies before its manifest
-//! leaves only unlisted files, which readers ignore and the next `overwrite` deletes.
+//! deletes what it replaced: the previous manifest's files and unlisted objects older than
+//! its own uploads. A job that dies before its manifest leaves only unlisted files, which
+//! readers ignore and the next `overwrite` deletes; objects uploaded while a job commits
+//! belong to another job in progress and are left alone (see [`RemoteTarget::publish`]).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -26,6 +28,16 @@ use crate::source::remote::{build_store, list_sorted, store_error, RemoteUrl, St
 
 /// Files up to this size go up in one PUT; bigger ones in multipart parts of this size.
 const PART: usize = 8 << 20;
+
+/// A job's files uploaded under their final names, not yet published.
+#[derive(Debug)]
+pub struct Uploaded {
+    job: String,
+    mode: WriteMode,
+    files: Vec<WrittenFile>,
+    single: bool,
+    kept_rejects: HashSet<String>,
+}
 
 /// An output on an object store.
 pub struct RemoteTarget {
@@ -94,7 +106,8 @@ impl RemoteTarget {
         Ok(())
     }
 
-    /// Uploads the staged files, then the manifest, then (overwrite) deletes the rest.
+    /// Uploads the staged files, then publishes them ([`RemoteTarget::upload`], then
+    /// [`RemoteTarget::publish`]).
     pub async fn commit(
         &self,
         staging: &Path,
@@ -103,6 +116,20 @@ impl RemoteTarget {
         files: Vec<WrittenFile>,
         single: bool,
     ) -> Result<()> {
+        let uploaded = self.upload_all(staging, job, mode, files, single).await?;
+        self.publish(uploaded).await
+    }
+
+    /// Uploads the rejects and data files of a job under their final names (readers do
+    /// not see them until the manifest lists them).
+    pub async fn upload_all(
+        &self,
+        staging: &Path,
+        job: &str,
+        mode: WriteMode,
+        files: Vec<WrittenFile>,
+        single: bool,
+    ) -> Result<Uploaded> {
         // Rejected rows go beside the output: `OUT/_rejects/` or `FILE_rejects/`.
         let rejects = staging.join(REJECTS_DIR);
         let mut kept_rejects = HashSet::new();
@@ -128,49 +155,103 @@ impl RemoteTarget {
             if let Some(f) = files.first() {
                 self.upload(&staging.join(&f.path), &self.key("")?).await?;
             }
-            return Ok(());
-        }
-        for f in &files {
-            self.upload(&staging.join(&f.path), &self.key(&f.path)?)
-                .await?;
-        }
-        let old = self.existing().await?;
-        let mut all = files;
-        if mode == WriteMode::Append {
-            // No manifest yet: nothing to extend. Any other error stops the job: taking it
-            // for "no manifest" would drop the earlier files from the output.
-            match self.store.get(&self.key(MANIFEST)?).await {
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(store_error(&self.url, e)),
-                Ok(got) => {
-                    let bytes = got.bytes().await.map_err(|e| store_error(&self.url, e))?;
-                    let previous = Manifest::parse(&bytes, &format!("{}/{MANIFEST}", self.url))?;
-                    all.extend(previous.files);
-                }
+        } else {
+            for f in &files {
+                self.upload(&staging.join(&f.path), &self.key(&f.path)?)
+                    .await?;
             }
         }
-        let manifest = Manifest::new(job, all);
+        Ok(Uploaded {
+            job: job.to_string(),
+            mode,
+            files,
+            single,
+            kept_rejects,
+        })
+    }
+
+    /// Publishes uploaded files: checks they are all still there, writes the manifest (the
+    /// one atomic step), and for `overwrite` deletes what the new manifest replaced: the
+    /// previous manifest's files, and unlisted objects older than this job's uploads
+    /// (leftovers of jobs that died). Objects uploaded since this job's first upload are
+    /// another job's work in progress and are left alone; a job that finds its own uploads
+    /// gone (deleted by a concurrent overwrite) fails instead of publishing a manifest that
+    /// names missing files.
+    pub async fn publish(&self, up: Uploaded) -> Result<()> {
+        if up.single {
+            return Ok(());
+        }
+        let listed = list_sorted(&self.store, &self.prefix, &self.url).await?;
+        let ours: HashSet<String> = up
+            .files
+            .iter()
+            .map(|f| self.key(&f.path).map(|k| k.to_string()))
+            .collect::<Result<_>>()?;
+        let present: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> = listed
+            .iter()
+            .map(|m| (m.location.to_string(), m.last_modified))
+            .collect();
+        let gone = ours.iter().filter(|k| !present.contains_key(*k)).count();
+        if gone > 0 {
+            return Err(Error::Config(format!(
+                "{}: {gone} of this job's {} uploaded files are gone (another job overwrote the output while this one ran); nothing was committed",
+                self.url,
+                ours.len()
+            )));
+        }
+        // The server's clock: when this job's first upload landed.
+        let started = ours.iter().filter_map(|k| present.get(k)).min().copied();
+        let previous = match self.store.get(&self.key(MANIFEST)?).await {
+            Err(object_store::Error::NotFound { .. }) => None,
+            // Any other error stops the job: taking it for "no manifest" would drop the
+            // earlier files from an append, or keep stale ones in an overwrite.
+            Err(e) => return Err(store_error(&self.url, e)),
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| store_error(&self.url, e))?;
+                Some(Manifest::parse(
+                    &bytes,
+                    &format!("{}/{MANIFEST}", self.url),
+                )?)
+            }
+        };
+        let mut all = up.files;
+        if up.mode == WriteMode::Append {
+            if let Some(previous) = &previous {
+                all.extend(previous.files.iter().cloned());
+            }
+        }
+        let manifest = Manifest::new(&up.job, all);
         let text =
             serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Config(e.to_string()))?;
         self.store
             .put(&self.key(MANIFEST)?, PutPayload::from(text))
             .await
             .map_err(|e| store_error(&self.url, e))?;
-        if mode == WriteMode::Overwrite {
-            let listed: HashSet<String> = manifest
-                .files
-                .iter()
-                .map(|f| self.key(&f.path).map(|k| k.to_string()))
-                .collect::<Result<_>>()?;
-            let manifest_key = self.key(MANIFEST)?.to_string();
-            for key in old {
-                let k = key.to_string();
-                if k != manifest_key && !listed.contains(&k) && !kept_rejects.contains(&k) {
-                    self.store
-                        .delete(&key)
-                        .await
-                        .map_err(|e| store_error(&self.url, e))?;
-                }
+        if up.mode != WriteMode::Overwrite {
+            return Ok(());
+        }
+        let listed_now: HashSet<String> = manifest
+            .files
+            .iter()
+            .map(|f| self.key(&f.path).map(|k| k.to_string()))
+            .collect::<Result<_>>()?;
+        let replaced: HashSet<String> = previous
+            .iter()
+            .flat_map(|m| m.files.iter())
+            .map(|f| self.key(&f.path).map(|k| k.to_string()))
+            .collect::<Result<_>>()?;
+        let manifest_key = self.key(MANIFEST)?.to_string();
+        for meta in listed {
+            let k = meta.location.to_string();
+            if k == manifest_key || listed_now.contains(&k) || up.kept_rejects.contains(&k) {
+                continue;
+            }
+            let stale = started.is_none_or(|t| meta.last_modified < t);
+            if replaced.contains(&k) || stale {
+                self.store
+                    .delete(&meta.location)
+                    .await
+                    .map_err(|e| store_error(&self.url, e))?;
             }
         }
         Ok(())
@@ -221,5 +302,100 @@ impl RemoteTarget {
             .await
             .map_err(|e| store_error(&self.url, e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::object_store::memory::InMemory;
+
+    fn target(store: &Arc<dyn ObjectStore>) -> RemoteTarget {
+        RemoteTarget {
+            url: "mem://bkt/out".into(),
+            store: Arc::clone(store),
+            prefix: "out".into(),
+        }
+    }
+
+    async fn put(store: &Arc<dyn ObjectStore>, key: &str, body: &[u8]) {
+        store
+            .put(&StorePath::from(key), PutPayload::from(body.to_vec()))
+            .await
+            .expect("put");
+    }
+
+    async fn keys(store: &Arc<dyn ObjectStore>) -> Vec<String> {
+        let mut k: Vec<String> = list_sorted(store, "out", "mem")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .collect();
+        k.sort();
+        k
+    }
+
+    fn staged(dir: &Path, name: &str) -> WrittenFile {
+        std::fs::write(dir.join(name), b"data").expect("stage");
+        WrittenFile {
+            path: name.into(),
+            rows: 1,
+            bytes: 4,
+            crc32: 0,
+        }
+    }
+
+    // regression: an overwrite deleted every object its manifest did not list, including the
+    // files a concurrent job had just uploaded (whose manifest then named missing files).
+    #[tokio::test]
+    async fn an_overwrite_leaves_a_concurrent_jobs_uploads_alone() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let old = Manifest::new(
+            "old",
+            vec![WrittenFile {
+                path: "part-old.parquet".into(),
+                rows: 1,
+                bytes: 4,
+                crc32: 0,
+            }],
+        );
+        let text = serde_json::to_vec(&old).expect("json");
+        put(&store, "out/_SUCCESS", &text).await;
+        put(&store, "out/part-old.parquet", b"old!").await;
+        put(&store, "out/part-dead.parquet", b"left by a job that died").await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = target(&store);
+        let files = vec![staged(dir.path(), "part-a.parquet")];
+        let up = t
+            .upload_all(dir.path(), "a", WriteMode::Overwrite, files, false)
+            .await
+            .expect("upload");
+        // Another job uploads while this one commits.
+        put(&store, "out/part-b.parquet", b"in progress").await;
+        t.publish(up).await.expect("publish");
+        assert_eq!(
+            keys(&store).await,
+            ["out/_SUCCESS", "out/part-a.parquet", "out/part-b.parquet"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_uploads_were_deleted_publishes_nothing() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = target(&store);
+        let files = vec![staged(dir.path(), "part-a.parquet")];
+        let up = t
+            .upload_all(dir.path(), "a", WriteMode::Overwrite, files, false)
+            .await
+            .expect("upload");
+        store
+            .delete(&StorePath::from("out/part-a.parquet"))
+            .await
+            .expect("delete");
+        let e = t.publish(up).await.expect_err("must fail").to_string();
+        assert!(e.contains("another job overwrote the output"), "{e}");
+        assert!(keys(&store).await.is_empty());
     }
 }
