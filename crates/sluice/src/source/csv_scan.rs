@@ -922,13 +922,18 @@ impl RecordScan {
         };
         self.prev = b;
         if counted {
-            self.records += 1;
-            self.ends.push_back(self.content_end);
+            self.frame(self.content_end);
         }
         if ended {
             self.record_start = self.pos;
         }
         ended
+    }
+
+    /// One more record, its content ending at `end`.
+    fn frame(&mut self, end: u64) {
+        self.records += 1;
+        self.ends.push_back(end);
     }
 
     /// Inside a CSV comment line.
@@ -946,8 +951,7 @@ impl RecordScan {
             ),
         };
         if open {
-            self.records += 1;
-            self.ends.push_back(end);
+            self.frame(end);
         }
         self.state = ScanState::RecordStart;
         self.record_start = self.pos;
@@ -1221,9 +1225,11 @@ impl RangeReader {
             RowFormat::Csv => Vec::new(),
         };
         let span = |from: usize, to: usize| {
-            if irregular
-                .get(from..to)
-                .is_some_and(|r| r.iter().any(|x| *x))
+            // A single line is decoded alone: one line, one record, a row or a reject.
+            if to - from > 1
+                && irregular
+                    .get(from..to)
+                    .is_some_and(|r| r.iter().any(|x| *x))
             {
                 return Err(datafusion::arrow::error::ArrowError::JsonError(
                     "a line that is not one JSON value".into(),
@@ -1761,6 +1767,37 @@ mod tests {
                 "step {step}"
             );
         }
+    }
+
+    // A line after one that ended inside a value is read on its own: a valid object there
+    // is a row (one line, one record), the broken line before it a reject.
+    #[test]
+    fn each_ndjson_line_is_one_record_around_a_broken_one() {
+        use datafusion::arrow::datatypes::{DataType, Field};
+        let mut cfg = config(RowFormat::Json);
+        cfg.max_record_bytes = 1 << 20;
+        cfg.file_schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let data = b"{\"a\": 1}\n{\"a\":\n{\"a\": 3}\n{\"a\": 4} {\"a\": 5}\n{\"a\": 6}\n";
+        let range = CsvRange {
+            location: Path::from("x.ndjson"),
+            display: "x.ndjson".into(),
+            start: 0,
+            end: data.len() as u64,
+            size: data.len() as u64,
+            partition_values: Vec::new(),
+        };
+        let mut reader = RangeReader::new(&cfg, &range).expect("reader");
+        let steps = [
+            reader.feed(&bytes::Bytes::from_static(data)).expect("feed"),
+            reader.finish().expect("finish"),
+        ];
+        let good: usize = steps
+            .iter()
+            .flat_map(|s| &s.batches)
+            .map(RecordBatch::num_rows)
+            .sum();
+        let bad: usize = steps.iter().map(|s| s.bad.len()).sum();
+        assert_eq!((good, bad, reader.framed()), (3, 2, 5));
     }
 
     #[test]
