@@ -106,7 +106,7 @@ impl RemoteTarget {
         Ok(())
     }
 
-    /// Uploads the staged files, then publishes them ([`RemoteTarget::upload`], then
+    /// Uploads the staged files, then publishes them ([`RemoteTarget::upload_all`], then
     /// [`RemoteTarget::publish`]).
     pub async fn commit(
         &self,
@@ -182,11 +182,7 @@ impl RemoteTarget {
             return Ok(());
         }
         let listed = list_sorted(&self.store, &self.prefix, &self.url).await?;
-        let ours: HashSet<String> = up
-            .files
-            .iter()
-            .map(|f| self.key(&f.path).map(|k| k.to_string()))
-            .collect::<Result<_>>()?;
+        let ours = self.keys_of(&up.files)?;
         let present: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> = listed
             .iter()
             .map(|m| (m.location.to_string(), m.last_modified))
@@ -230,20 +226,15 @@ impl RemoteTarget {
         if up.mode != WriteMode::Overwrite {
             return Ok(());
         }
-        let listed_now: HashSet<String> = manifest
-            .files
-            .iter()
-            .map(|f| self.key(&f.path).map(|k| k.to_string()))
-            .collect::<Result<_>>()?;
-        let replaced: HashSet<String> = previous
-            .iter()
-            .flat_map(|m| m.files.iter())
-            .map(|f| self.key(&f.path).map(|k| k.to_string()))
-            .collect::<Result<_>>()?;
+        // An overwrite's manifest lists exactly this job's files.
+        let replaced = match &previous {
+            Some(m) => self.keys_of(&m.files)?,
+            None => HashSet::new(),
+        };
         let manifest_key = self.key(MANIFEST)?.to_string();
         for meta in listed {
             let k = meta.location.to_string();
-            if k == manifest_key || listed_now.contains(&k) || up.kept_rejects.contains(&k) {
+            if k == manifest_key || ours.contains(&k) || up.kept_rejects.contains(&k) {
                 continue;
             }
             let stale = started.is_none_or(|t| meta.last_modified < t);
@@ -255,6 +246,14 @@ impl RemoteTarget {
             }
         }
         Ok(())
+    }
+
+    /// The object keys of manifest entries.
+    fn keys_of(&self, files: &[WrittenFile]) -> Result<HashSet<String>> {
+        files
+            .iter()
+            .map(|f| self.key(&f.path).map(|k| k.to_string()))
+            .collect()
     }
 
     /// Uploads one local file: one PUT when small, multipart otherwise.
@@ -336,8 +335,7 @@ mod tests {
         k
     }
 
-    fn staged(dir: &Path, name: &str) -> WrittenFile {
-        std::fs::write(dir.join(name), b"data").expect("stage");
+    fn written(name: &str) -> WrittenFile {
         WrittenFile {
             path: name.into(),
             rows: 1,
@@ -346,20 +344,17 @@ mod tests {
         }
     }
 
+    fn staged(dir: &Path, name: &str) -> WrittenFile {
+        std::fs::write(dir.join(name), b"data").expect("stage");
+        written(name)
+    }
+
     // regression: an overwrite deleted every object its manifest did not list, including the
     // files a concurrent job had just uploaded (whose manifest then named missing files).
     #[tokio::test]
     async fn an_overwrite_leaves_a_concurrent_jobs_uploads_alone() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let old = Manifest::new(
-            "old",
-            vec![WrittenFile {
-                path: "part-old.parquet".into(),
-                rows: 1,
-                bytes: 4,
-                crc32: 0,
-            }],
-        );
+        let old = Manifest::new("old", vec![written("part-old.parquet")]);
         let text = serde_json::to_vec(&old).expect("json");
         put(&store, "out/_SUCCESS", &text).await;
         put(&store, "out/part-old.parquet", b"old!").await;
