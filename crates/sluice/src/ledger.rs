@@ -156,6 +156,11 @@ impl ReadLedger {
         }
     }
 
+    /// The footer row count of a columnar file, once a part of it was read to its end.
+    pub fn footer_rows(&self, file: &str) -> Option<u64> {
+        self.columnar.lock().ok()?.get(file).map(|c| c.rows)
+    }
+
     /// Per file, the counts of the scan that read the most of each range.
     pub fn per_file(&self) -> BTreeMap<String, FileCounts> {
         let mut out: BTreeMap<String, FileCounts> = BTreeMap::new();

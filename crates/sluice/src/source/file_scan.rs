@@ -204,7 +204,13 @@ impl ExecutionPlan for FileByFileExec {
                         // footer's, checked per file.
                         rejects.ledger.framed(&at, row);
                         if !limited {
-                            if let Some(rows) = footer_rows(&store, &part).await {
+                            // One footer read per file, however many parts it was cut into.
+                            let known = rejects.ledger.footer_rows(&part.display);
+                            let rows = match known {
+                                Some(rows) => Some(rows),
+                                None => footer_rows(&store, &part).await,
+                            };
+                            if let Some(rows) = rows {
                                 let parts = parts_of.get(&part.display).copied().unwrap_or(1);
                                 rejects
                                     .ledger
