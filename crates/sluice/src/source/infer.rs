@@ -201,12 +201,46 @@ impl SampleSource {
         })
     }
 
+    /// The sample's bytes, decompressed. The fetched start of a compressed object ends
+    /// mid-stream: there the decoder's error is the end of the sample, not a fault.
+    pub fn reader(
+        &self,
+        compression: super::format::Compression,
+    ) -> std::result::Result<Box<dyn std::io::Read + Send>, String> {
+        let file = self.open().map_err(|e| e.to_string())?;
+        let reader = compression
+            .to_datafusion()
+            .convert_read(file)
+            .map_err(|e| e.to_string())?;
+        Ok(if self.complete() {
+            reader
+        } else {
+            Box::new(EndsAtError(Some(reader)))
+        })
+    }
+
     /// True when the sample is the whole file: its end is the file's end. Otherwise its last
     /// record may be cut off (and a compressed stream ends abruptly).
     pub fn complete(&self) -> bool {
         match self {
             SampleSource::Local(_) => true,
             SampleSource::Fetched(_, complete) => *complete,
+        }
+    }
+}
+
+/// A reader whose first error is its end (a cut-off sample).
+struct EndsAtError<R>(Option<R>);
+
+impl<R: std::io::Read> std::io::Read for EndsAtError<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(r) = &mut self.0 else { return Ok(0) };
+        match r.read(buf) {
+            Err(_) => {
+                self.0 = None;
+                Ok(0)
+            }
+            ok => ok,
         }
     }
 }
@@ -248,11 +282,7 @@ fn infer_ndjson(
     rows: usize,
 ) -> std::result::Result<Schema, String> {
     use std::io::{BufRead, Read};
-    let file = src.open().map_err(|e| e.to_string())?;
-    let reader = compression
-        .to_datafusion()
-        .convert_read(file)
-        .map_err(|e| e.to_string())?;
+    let reader = src.reader(compression)?;
     let mut good = Vec::new();
     let mut kept = 0;
     // Keys whose values are of several kinds (scalar, list, object): they meet at string.
@@ -265,15 +295,10 @@ fn infer_ndjson(
         line.clear();
         // A line longer than the sample bound is not held whole: it is skipped (the scan
         // rejects it as too large).
-        let n = match (&mut reader)
+        let n = (&mut reader)
             .take(MAX_SAMPLE_BYTES as u64)
             .read_until(b'\n', &mut line)
-        {
-            Ok(n) => n,
-            // The fetched start of a compressed object ends mid-stream.
-            Err(_) if !src.complete() => 0,
-            Err(e) => return Err(format!("cannot read: {e}")),
-        };
+            .map_err(|e| format!("cannot read: {e}"))?;
         if n == 0 {
             break;
         }
@@ -396,11 +421,7 @@ fn infer_csv(
     rows: usize,
 ) -> std::result::Result<Schema, String> {
     use std::io::Read;
-    let file = src.open().map_err(|e| e.to_string())?;
-    let mut reader = compression
-        .to_datafusion()
-        .convert_read(file)
-        .map_err(|e| e.to_string())?;
+    let mut reader = src.reader(compression)?;
     let mut sample: Vec<u8> = Vec::new();
     // One more record than asked for covers the header line.
     let mut scanner = RecordCounter::new(quote, escape, rows + 1);
@@ -412,12 +433,9 @@ fn infer_csv(
         sample.resize(start + SAMPLE_CHUNK, 0);
         let mut filled = start;
         while filled < sample.len() {
-            let n = match reader.read(&mut sample[filled..]) {
-                Ok(n) => n,
-                // The fetched start of a compressed object ends mid-stream.
-                Err(_) if !src.complete() => 0,
-                Err(e) => return Err(format!("cannot read: {e}")),
-            };
+            let n = reader
+                .read(&mut sample[filled..])
+                .map_err(|e| format!("cannot read: {e}"))?;
             if n == 0 {
                 eof = true;
                 break;
