@@ -1,7 +1,12 @@
 //! The DataFusion session sluice runs in.
 
+use std::sync::Arc;
+
 use datafusion::execution::config::SessionConfig;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
+
+use crate::stage::SluiceQueryPlanner;
 
 /// The number of CPU cores, the default for `--threads`.
 pub fn default_threads() -> usize {
@@ -11,7 +16,8 @@ pub fn default_threads() -> usize {
 }
 
 /// A session tuned for ingest: `threads` partitions, byte-range splitting of large files,
-/// plain (non-view) string types so every format reads into the same Arrow types.
+/// plain (non-view) string types so every format reads into the same Arrow types, and a
+/// planner for sluice's stages.
 pub fn session(threads: usize) -> SessionContext {
     session_with(threads, None)
 }
@@ -29,5 +35,10 @@ pub fn session_with(threads: usize, split_min_size: Option<usize>) -> SessionCon
     options.execution.parquet.schema_force_view_types = false;
     options.execution.collect_statistics = false;
     options.sql_parser.map_string_types_to_utf8view = false;
-    SessionContext::new_with_config(config)
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_query_planner(Arc::new(SluiceQueryPlanner))
+        .build();
+    SessionContext::new_with_state(state)
 }

@@ -10,14 +10,14 @@ use datafusion::object_store::ObjectStore;
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::context;
-use crate::enrich::{EnrichMap, EnrichSpec, Enricher};
+use crate::enrich::{EnrichDef, EnrichSpec, Enricher};
 use crate::error::{Error, Result};
-use crate::lookup::{Lookup, LookupMap, LookupSpec};
+use crate::lookup::{Lookup, LookupDef, LookupSpec};
 use crate::report::{scan_partitions, FileReport, Progress, Report};
 use crate::sink::{self, SinkOptions};
 use crate::source::counting::CountingStore;
 use crate::source::{ReadOptions, Source};
-use crate::stage::{BatchMap, MapTable, Mapped};
+use crate::stage::{BatchMap, Mapped, StageDef, StageNode};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -62,7 +62,32 @@ impl std::fmt::Debug for BatchFn {
     }
 }
 
-/// A [`BatchFn`] as a plan stage.
+/// A [`BatchFn`] as a stage: opaque to the optimizer (it may read any column).
+#[derive(Debug)]
+struct FnDef(BatchFn);
+
+impl StageDef for FnDef {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn reads(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    fn build(&self, input: &datafusion::arrow::datatypes::Schema) -> Result<Arc<dyn BatchMap>> {
+        let empty = RecordBatch::new_empty(Arc::new(input.clone()));
+        let schema = (self.0.f)(empty)
+            .map_err(|e| Error::Config(format!("batch function '{}': {e}", self.0.name)))?
+            .schema();
+        Ok(Arc::new(FnMap {
+            f: self.0.clone(),
+            schema,
+        }))
+    }
+}
+
+/// A [`BatchFn`] over batches of one input schema.
 #[derive(Debug)]
 struct FnMap {
     f: BatchFn,
@@ -261,10 +286,11 @@ impl Drop for StopCalls {
     }
 }
 
-/// The output of a batch stage over `input`, as a DataFrame.
-fn as_stage(ctx: &SessionContext, input: &DataFrame, map: Arc<dyn BatchMap>) -> Result<DataFrame> {
-    let table = MapTable::new(input.logical_plan().clone(), map);
-    Ok(ctx.read_table(Arc::new(table))?)
+/// The output of stage `def` over `input`, as a DataFrame.
+fn as_stage(ctx: &SessionContext, input: DataFrame, def: Arc<dyn StageDef>) -> Result<DataFrame> {
+    let (_, plan) = input.into_parts();
+    let node = StageNode::try_new(plan, def)?;
+    Ok(DataFrame::new(ctx.state(), node.into_plan()))
 }
 
 /// The stages applied: the final DataFrame, and the enrich callers and loaded lookups (for
@@ -312,37 +338,20 @@ pub async fn apply_stages(
             }
             Stage::Enrich(spec) => {
                 let enricher = Arc::new(Enricher::new(spec, std::path::Path::new(""))?);
-                let map = EnrichMap::try_new(
-                    current.schema().as_arrow(),
-                    Arc::clone(&enricher),
-                    Arc::clone(rejects),
-                )?;
-                current = as_stage(ctx, &current, Arc::new(map))?;
+                let def = EnrichDef::new(Arc::clone(&enricher), Arc::clone(rejects));
+                current = as_stage(ctx, current, Arc::new(def))?;
                 enrichers.push(enricher);
                 Some(spec.name.clone())
             }
             Stage::Lookup(spec) => {
                 let lookup = Arc::new(Lookup::load(ctx, spec).await?);
-                let map = LookupMap::try_new(
-                    current.schema().as_arrow(),
-                    Arc::clone(&lookup),
-                    Arc::clone(rejects),
-                )?;
-                current = as_stage(ctx, &current, Arc::new(map))?;
+                let def = LookupDef::new(Arc::clone(&lookup), Arc::clone(rejects));
+                current = as_stage(ctx, current, Arc::new(def))?;
                 lookups.push(lookup);
                 Some(spec.name.clone())
             }
             Stage::Batches(f) => {
-                let input = current.schema().as_arrow().clone();
-                let empty = RecordBatch::new_empty(Arc::new(input));
-                let schema = (f.f)(empty)
-                    .map_err(|e| Error::Config(format!("batch function '{}': {e}", f.name)))?
-                    .schema();
-                let map = FnMap {
-                    f: f.clone(),
-                    schema,
-                };
-                current = as_stage(ctx, &current, Arc::new(map))?;
+                current = as_stage(ctx, current, Arc::new(FnDef(f.clone())))?;
                 Some(f.name.clone())
             }
         };

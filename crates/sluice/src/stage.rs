@@ -1,29 +1,37 @@
 //! Stages that turn each batch of the previous stage into a batch with more (or other)
 //! columns: enrich calls, broadcast lookups and user batch functions.
 //!
-//! A stage is a [`BatchMap`]. [`MapTable`] makes it a table for SQL (its input is the
-//! previous stage's logical plan) and [`MapExec`] is its node in the physical plan: every
+//! A stage is a [`StageDef`]: in the logical plan a [`StageNode`] (an extension node the
+//! optimizer sees through), which [`StagePlanner`] plans as a [`MapExec`] running the
+//! stage's [`BatchMap`] built for the columns that reach it. In the physical plan every
 //! input partition is mapped on its own, so the work spreads over all cores, with up to
 //! `ahead` batches in progress per partition (more than one for stages that wait on I/O).
 
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::{TableProvider, TableType};
-use datafusion::error::Result;
+use datafusion::common::{internal_err, DFSchema, DFSchemaRef, TableReference};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{
+    Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
 
 /// The work of one stage on one batch.
@@ -63,43 +71,216 @@ impl From<RecordBatch> for Mapped {
 /// The metric of a [`MapExec`] counting the rows its stage rejected (for the row ledger).
 pub const REJECTED_METRIC: &str = "rows_rejected";
 
-/// A stage as a table: what later SQL steps read.
-#[derive(Debug)]
-pub struct MapTable {
-    input: LogicalPlan,
-    map: Arc<dyn BatchMap>,
+/// What a stage is before the optimizer has decided which input columns reach it: it
+/// names the columns it reads itself and builds its [`BatchMap`] for whatever input it gets.
+pub trait StageDef: Send + Sync + fmt::Debug {
+    /// The stage's name (a table for later SQL steps).
+    fn name(&self) -> &str;
+
+    /// The input columns the stage reads itself; `None` when it may read any (a function
+    /// whose output depends on its whole input: nothing is pruned below it). A stage that
+    /// reads a list keeps its input's columns and appends its own after them.
+    fn reads(&self) -> Option<Vec<String>>;
+
+    /// The stage over batches of `input`.
+    fn build(&self, input: &Schema) -> crate::error::Result<Arc<dyn BatchMap>>;
 }
 
-impl MapTable {
-    /// The stage `map` over `input` (the previous stage's plan).
-    pub fn new(input: LogicalPlan, map: Arc<dyn BatchMap>) -> Self {
-        MapTable { input, map }
+/// A stage in the logical plan. A stage that only appends columns ([`StageDef::reads`] is
+/// a list) lets the optimizer prune input columns nobody above it uses and push filters on
+/// input columns below it, so the scan decodes (and rejects rows for) only what the job
+/// reads. [`StagePlanner`] turns it into a [`MapExec`].
+#[derive(Debug, Clone)]
+pub struct StageNode {
+    input: LogicalPlan,
+    def: Arc<dyn StageDef>,
+    schema: DFSchemaRef,
+}
+
+impl StageNode {
+    /// The stage `def` over `input`; fails as the stage would on that input (a missing key
+    /// column, a clashing new column...).
+    pub fn try_new(input: LogicalPlan, def: Arc<dyn StageDef>) -> crate::error::Result<Self> {
+        let schema = output_schema(&input, def.as_ref())?;
+        Ok(StageNode { input, def, schema })
+    }
+
+    /// The node as a logical plan.
+    pub fn into_plan(self) -> LogicalPlan {
+        LogicalPlan::Extension(Extension {
+            node: Arc::new(self),
+        })
+    }
+
+    /// The stage.
+    pub fn def(&self) -> &Arc<dyn StageDef> {
+        &self.def
     }
 }
+
+/// The stage's output over `input`: the input's fields (qualifiers kept) followed by the
+/// appended ones, or for an opaque stage whatever it makes.
+fn output_schema(input: &LogicalPlan, def: &dyn StageDef) -> crate::error::Result<DFSchemaRef> {
+    let in_schema = input.schema();
+    let built = def.build(in_schema.as_arrow())?.schema();
+    if def.reads().is_none() {
+        return Ok(Arc::new(DFSchema::try_from(built.as_ref().clone())?));
+    }
+    let n = in_schema.fields().len();
+    let keeps_input = built.fields().len() >= n
+        && built
+            .fields()
+            .iter()
+            .zip(in_schema.fields())
+            .all(|(a, b)| a.name() == b.name());
+    if !keeps_input {
+        return Err(crate::error::Error::Config(format!(
+            "stage '{}' does not keep its input's columns first",
+            def.name()
+        )));
+    }
+    let mut fields: Vec<(Option<TableReference>, FieldRef)> = in_schema
+        .iter()
+        .map(|(q, f)| (q.cloned(), Arc::clone(f)))
+        .collect();
+    fields.extend(built.fields().iter().skip(n).map(|f| (None, Arc::clone(f))));
+    Ok(Arc::new(DFSchema::new_with_metadata(
+        fields,
+        in_schema.metadata().clone(),
+    )?))
+}
+
+impl PartialEq for StageNode {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.def, &other.def) && self.input == other.input
+    }
+}
+
+impl Eq for StageNode {}
+
+impl PartialOrd for StageNode {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        match self.def.name().partial_cmp(other.def.name()) {
+            Some(std::cmp::Ordering::Equal) if self != other => {
+                self.input.partial_cmp(&other.input)
+            }
+            o => o,
+        }
+    }
+}
+
+impl Hash for StageNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.def.name().hash(state);
+        self.input.hash(state);
+    }
+}
+
+impl UserDefinedLogicalNodeCore for StageNode {
+    fn name(&self) -> &str {
+        "Stage"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        Vec::new()
+    }
+
+    fn prevent_predicate_push_down_columns(&self) -> HashSet<String> {
+        // Filters on the input's columns commute with a stage that decides row by row; the
+        // columns it makes (all of them, for an opaque stage) stay above it.
+        let n = match self.def.reads() {
+            Some(_) => self.input.schema().fields().len(),
+            None => 0,
+        };
+        self.schema
+            .fields()
+            .iter()
+            .skip(n)
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Stage: {}", self.def.name())
+    }
+
+    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> Result<Self> {
+        if !exprs.is_empty() {
+            return internal_err!("a stage node has no expressions");
+        }
+        let [input] = <[_; 1]>::try_from(inputs)
+            .map_err(|_| DataFusionError::Internal("a stage node has one input".into()))?;
+        StageNode::try_new(input, Arc::clone(&self.def))
+            .map_err(|e| DataFusionError::Plan(format!("stage '{}': {e}", self.def.name())))
+    }
+
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        let reads = self.def.reads()?;
+        let input = self.input.schema();
+        let n = input.fields().len();
+        let mut needed: Vec<usize> = output_columns.iter().copied().filter(|i| *i < n).collect();
+        for c in &reads {
+            // A name the input lacks would have failed `try_new`; keep everything if it did.
+            needed.push(input.as_arrow().index_of(c).ok()?);
+        }
+        needed.sort_unstable();
+        needed.dedup();
+        Some(vec![needed])
+    }
+}
+
+/// Plans [`StageNode`]s as [`MapExec`]s, building each stage for the columns its physical
+/// input has.
+#[derive(Debug, Default)]
+pub struct StagePlanner;
 
 #[async_trait]
-impl TableProvider for MapTable {
-    fn schema(&self) -> SchemaRef {
-        self.map.schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
+impl ExtensionPlanner for StagePlanner {
+    async fn plan_extension(
         &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session: &dyn Session,
+        _planning_ctx: &PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(stage) = node.as_any().downcast_ref::<StageNode>() else {
+            return Ok(None);
+        };
+        let [input] = physical_inputs else {
+            return internal_err!("a stage node has one input");
+        };
+        let map = stage
+            .def
+            .build(input.schema().as_ref())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Some(Arc::new(MapExec::try_new(Arc::clone(input), map)?)))
+    }
+}
+
+/// The session's query planner: DataFusion's, plus sluice's stages.
+#[derive(Debug, Default)]
+pub struct SluiceQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for SluiceQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let input = state.create_physical_plan(&self.input).await?;
-        Ok(Arc::new(MapExec::try_new(
-            input,
-            Arc::clone(&self.map),
-            projection.cloned(),
-        )?))
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(StagePlanner)])
+            .create_physical_plan(logical_plan, session)
+            .await
     }
 }
 
@@ -108,24 +289,15 @@ impl TableProvider for MapTable {
 pub struct MapExec {
     input: Arc<dyn ExecutionPlan>,
     map: Arc<dyn BatchMap>,
-    projection: Option<Vec<usize>>,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl MapExec {
-    /// The node; `projection` picks output columns of the stage's schema.
-    pub fn try_new(
-        input: Arc<dyn ExecutionPlan>,
-        map: Arc<dyn BatchMap>,
-        projection: Option<Vec<usize>>,
-    ) -> Result<Self> {
-        let full = map.schema();
-        let schema = match &projection {
-            Some(p) => Arc::new(full.project(p)?),
-            None => full,
-        };
+    /// The node running `map` over `input`.
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, map: Arc<dyn BatchMap>) -> Result<Self> {
+        let schema = map.schema();
         let cache = crate::plan::streaming(
             Arc::clone(&schema),
             input.properties().output_partitioning().clone(),
@@ -133,7 +305,6 @@ impl MapExec {
         Ok(MapExec {
             input,
             map,
-            projection,
             schema,
             cache,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -170,11 +341,7 @@ impl ExecutionPlan for MapExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let input = crate::plan::only_child("MapExec", children)?;
-        Ok(Arc::new(MapExec::try_new(
-            input,
-            Arc::clone(&self.map),
-            self.projection.clone(),
-        )?))
+        Ok(Arc::new(MapExec::try_new(input, Arc::clone(&self.map))?))
     }
 
     fn apply_expressions(
@@ -197,18 +364,12 @@ impl ExecutionPlan for MapExec {
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let rejected = MetricBuilder::new(&self.metrics).counter(REJECTED_METRIC, partition);
         let map = Arc::clone(&self.map);
-        let projection = self.projection.clone();
         let stream = input
             .map(move |batch| {
                 let map = Arc::clone(&map);
-                let projection = projection.clone();
                 async move {
                     let out = map.map(batch?).await?;
-                    let batch = match &projection {
-                        Some(p) => out.batch.project(p)?,
-                        None => out.batch,
-                    };
-                    Ok((batch, out.rejected))
+                    Ok((out.batch, out.rejected))
                 }
             })
             .buffered(self.map.ahead().max(1))

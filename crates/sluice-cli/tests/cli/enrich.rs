@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_testkit::{meta_api, ApiServer, Reply, Request};
+use sluice_testkit::{meta_api, meta_object, ApiServer, Reply, Request};
 
 use crate::rejects::assert_identity;
 use crate::workdir::Workdir;
@@ -1015,4 +1015,112 @@ headers = { X-Api-Key = "${env:SLUICE_TEST_REDIRECT_KEY}" }
         )),
         "{err}"
     );
+}
+
+/// Lookup and enrich stages are nodes the optimizer sees through: a column no later step
+/// reads is never decoded (so its bad values reject nothing), and a filter on an input
+/// column runs before the API is called. The same pipeline selecting every column does
+/// reject the bad rows, which shows the bad values are there to be found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_pass_projections_and_filters_through() {
+    let server = ApiServer::start(meta_api(Duration::ZERO)).await;
+    let wd = Arc::new(Workdir::new());
+    // 40 columns: record_id, category, n and 37 wide ones; wide_3 is BIGINT but 7 of the
+    // 100 rows hold text there.
+    let wide: Vec<String> = (0..37).map(|i| format!("wide_{i}")).collect();
+    let mut csv = format!("record_id,category,n,{}\n", wide.join(","));
+    let mut bad = 0;
+    for i in 0..100 {
+        let cells: Vec<String> = (0..37)
+            .map(|c| match c {
+                3 if i % 14 == 5 => {
+                    bad += 1;
+                    "oops".to_string()
+                }
+                3 => i.to_string(),
+                _ => format!("v{i}_{c}"),
+            })
+            .collect();
+        csv.push_str(&format!(
+            "id{i},{},{i},{}\n",
+            ["books", "toys"][i % 2],
+            cells.join(",")
+        ));
+    }
+    assert_eq!(bad, 7);
+    wd.write("data.csv", csv);
+    wd.write("cats.csv", "category,label\nbooks,Books\ntoys,Toys\n");
+    let text = |sql: &str| {
+        format!(
+            r#"
+[source]
+paths = "data.csv"
+schema = "wide_3 BIGINT"
+
+[[lookup]]
+name = "cats"
+paths = "cats.csv"
+on = "category"
+
+[[enrich]]
+name = "meta"
+url = "{}"
+[enrich.extract]
+title = "/title"
+
+[[transform]]
+sql = "{sql}"
+
+[sink]
+path = "out"
+mode = "overwrite"
+"#,
+            server.url("/meta/{record_id}")
+        )
+    };
+
+    let report = run(
+        &wd,
+        text("SELECT record_id, label, title FROM source WHERE n < 30"),
+        true,
+    )
+    .await
+    .expect("report");
+    assert_identity(&report);
+    assert_eq!(report["rows_in"], 100, "{report:#}");
+    assert_eq!(report["rows_rejected"], 0, "{report:#}");
+    assert_eq!(report["rows_out"], 30, "{report:#}");
+    assert_eq!(report["rows_removed_by_sql"], 70, "{report:#}");
+    // The filter ran below the enrich stage: one call per row that passed it.
+    assert_eq!(server.counters.requests.load(Ordering::SeqCst), 30);
+    let rows = wd.ok(&[
+        "query",
+        "SELECT record_id, label, title FROM t ORDER BY record_id LIMIT 2",
+        "-t",
+        "t=out",
+        "--output",
+        "csv",
+    ]);
+    let expected_title = |id: &str| {
+        meta_object(id)["title"]
+            .as_str()
+            .expect("title")
+            .to_string()
+    };
+    assert_eq!(
+        rows.lines().collect::<Vec<_>>(),
+        [
+            "record_id,label,title".to_string(),
+            format!("id0,Books,{}", expected_title("id0")),
+            format!("id1,Toys,{}", expected_title("id1")),
+        ]
+    );
+
+    // Reading every column decodes wide_3: its bad values are rejected.
+    let report = run(&wd, text("SELECT * FROM source"), true)
+        .await
+        .expect("report");
+    assert_identity(&report);
+    assert_eq!(report["rows_rejected"], 7, "{report:#}");
+    assert_eq!(report["rows_out"], 93, "{report:#}");
 }

@@ -19,10 +19,39 @@ use super::spec::OnCallError;
 use super::template::Value;
 use crate::source::file_scan::row_json;
 use crate::source::rejects::{RejectRecord, Rejects};
-use crate::stage::{BatchMap, Mapped};
+use crate::stage::{BatchMap, Mapped, StageDef};
 
 /// Input batches whose calls run ahead of the one being emitted, per partition.
 const BATCHES_AHEAD: usize = 4;
+
+/// An enrich stage: it reads the columns its templates name and appends the extracted ones.
+#[derive(Debug)]
+pub struct EnrichDef {
+    enricher: Arc<Enricher>,
+    rejects: Arc<Rejects>,
+}
+
+impl EnrichDef {
+    /// The stage calling through `enricher`, sending rows whose calls fail to `rejects`.
+    pub fn new(enricher: Arc<Enricher>, rejects: Arc<Rejects>) -> Self {
+        EnrichDef { enricher, rejects }
+    }
+}
+
+impl StageDef for EnrichDef {
+    fn name(&self) -> &str {
+        &self.enricher.name
+    }
+
+    fn reads(&self) -> Option<Vec<String>> {
+        Some(self.enricher.columns.clone())
+    }
+
+    fn build(&self, input: &Schema) -> crate::error::Result<Arc<dyn BatchMap>> {
+        let map = EnrichMap::try_new(input, Arc::clone(&self.enricher), Arc::clone(&self.rejects))?;
+        Ok(Arc::new(map))
+    }
+}
 
 /// An enrich stage over batches of a given input schema.
 #[derive(Debug)]

@@ -12,6 +12,6 @@ pub mod stats;
 pub mod template;
 
 pub use call::Enricher;
-pub use exec::EnrichMap;
+pub use exec::{EnrichDef, EnrichMap};
 pub use spec::{BatchSpec, Concurrency, EnrichSpec, ExtractSpec, ExtractType, OnCallError};
 pub use stats::{EnrichReport, EnrichStats};

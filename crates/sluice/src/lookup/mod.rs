@@ -29,7 +29,7 @@ use crate::source::file_scan::row_json;
 use crate::source::merge::column_list;
 use crate::source::rejects::{RejectRecord, Rejects};
 use crate::source::{Format, OnError, ReadOptions, Source};
-use crate::stage::{BatchMap, Mapped};
+use crate::stage::{BatchMap, Mapped, StageDef};
 
 /// Default most bytes a lookup may hold in memory.
 pub const DEFAULT_MAX_LOOKUP_BYTES: u64 = 1 << 30;
@@ -344,6 +344,35 @@ fn describe_key(
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A loaded lookup as a stage: it reads its key columns and appends the brought ones.
+#[derive(Debug)]
+pub struct LookupDef {
+    lookup: Arc<Lookup>,
+    rejects: Arc<Rejects>,
+}
+
+impl LookupDef {
+    /// The stage joining `lookup`, sending rows it cannot place to `rejects`.
+    pub fn new(lookup: Arc<Lookup>, rejects: Arc<Rejects>) -> Self {
+        LookupDef { lookup, rejects }
+    }
+}
+
+impl StageDef for LookupDef {
+    fn name(&self) -> &str {
+        &self.lookup.name
+    }
+
+    fn reads(&self) -> Option<Vec<String>> {
+        Some(self.lookup.keys.iter().map(|k| k.left.clone()).collect())
+    }
+
+    fn build(&self, input: &Schema) -> crate::error::Result<Arc<dyn BatchMap>> {
+        let map = LookupMap::try_new(input, Arc::clone(&self.lookup), Arc::clone(&self.rejects))?;
+        Ok(Arc::new(map))
+    }
 }
 
 /// A lookup joined to batches of one input schema.
