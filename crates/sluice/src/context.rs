@@ -6,6 +6,7 @@ use datafusion::execution::config::SessionConfig;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 
+use crate::services::Services;
 use crate::stage::SluiceQueryPlanner;
 
 /// The number of CPU cores, the default for `--threads`.
@@ -17,7 +18,7 @@ pub fn default_threads() -> usize {
 
 /// A session tuned for ingest: `threads` partitions, byte-range splitting of large files,
 /// plain (non-view) string types so every format reads into the same Arrow types, and a
-/// planner for sluice's stages.
+/// planner for sluice's stages, and the [`Services`] its plan nodes run with.
 pub fn session(threads: usize) -> SessionContext {
     session_with(threads, None)
 }
@@ -30,7 +31,8 @@ pub fn session_with(threads: usize, split_min_size: Option<usize>) -> SessionCon
         .with_repartition_file_scans(true)
         .with_repartition_file_min_size(split_min_size.unwrap_or(1 << 20).max(1))
         .with_batch_size(8192)
-        .with_information_schema(true);
+        .with_information_schema(true)
+        .with_extension(Arc::new(Services::default()));
     let options = config.options_mut();
     options.execution.parquet.schema_force_view_types = false;
     options.execution.collect_statistics = false;

@@ -40,6 +40,7 @@ pub mod lookup;
 pub mod pipeline;
 mod plan;
 pub mod report;
+pub mod services;
 pub mod sink;
 pub mod source;
 pub mod stage;

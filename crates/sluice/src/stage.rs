@@ -32,6 +32,8 @@ use datafusion::physical_plan::metrics::{
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+
+use crate::services::Services;
 use futures::StreamExt;
 
 /// The work of one stage on one batch.
@@ -93,6 +95,8 @@ pub trait StageDef: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct StageNode {
     input: LogicalPlan,
+    /// The stage's id among the session's [`Services`] once planned.
+    id: u64,
     def: Arc<dyn StageDef>,
     schema: DFSchemaRef,
 }
@@ -102,7 +106,12 @@ impl StageNode {
     /// column, a clashing new column...).
     pub fn try_new(input: LogicalPlan, def: Arc<dyn StageDef>) -> crate::error::Result<Self> {
         let schema = output_schema(&input, def.as_ref())?;
-        Ok(StageNode { input, def, schema })
+        Ok(StageNode {
+            input,
+            id: crate::services::next_id(),
+            def,
+            schema,
+        })
     }
 
     /// The node as a logical plan.
@@ -152,7 +161,7 @@ fn output_schema(input: &LogicalPlan, def: &dyn StageDef) -> crate::error::Resul
 
 impl PartialEq for StageNode {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.def, &other.def) && self.input == other.input
+        self.id == other.id && self.input == other.input
     }
 }
 
@@ -171,7 +180,7 @@ impl PartialOrd for StageNode {
 
 impl Hash for StageNode {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.def.name().hash(state);
+        self.id.hash(state);
         self.input.hash(state);
     }
 }
@@ -250,7 +259,7 @@ impl ExtensionPlanner for StagePlanner {
         node: &dyn UserDefinedLogicalNode,
         _logical_inputs: &[&LogicalPlan],
         physical_inputs: &[Arc<dyn ExecutionPlan>],
-        _session: &dyn Session,
+        session: &dyn Session,
         _planning_ctx: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let Some(stage) = node.as_any().downcast_ref::<StageNode>() else {
@@ -263,7 +272,13 @@ impl ExtensionPlanner for StagePlanner {
             .def
             .build(input.schema().as_ref())
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Some(Arc::new(MapExec::try_new(Arc::clone(input), map)?)))
+        Services::of(session.config())?.keep_stage(stage.id, &stage.def);
+        Ok(Some(Arc::new(MapExec::new(
+            Arc::clone(input),
+            stage.id,
+            map.describe(),
+            map.schema(),
+        ))))
     }
 }
 
@@ -284,42 +299,52 @@ impl QueryPlanner for SluiceQueryPlanner {
     }
 }
 
-/// Runs a [`BatchMap`] on every batch of every partition of its input.
+/// Runs a stage on every batch of every partition of its input. The node holds the stage's
+/// id, name and output schema only: the stage itself (a loaded lookup, an HTTP client, a
+/// function) is found among the session's [`Services`] when the node runs, and its
+/// [`BatchMap`] built there for this node's input.
 #[derive(Debug)]
 pub struct MapExec {
     input: Arc<dyn ExecutionPlan>,
-    map: Arc<dyn BatchMap>,
+    stage: u64,
+    describe: String,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl MapExec {
-    /// The node running `map` over `input`.
-    pub fn try_new(input: Arc<dyn ExecutionPlan>, map: Arc<dyn BatchMap>) -> Result<Self> {
-        let schema = map.schema();
+    /// The node running stage `stage` (an id among the session's services) over `input`;
+    /// `schema` is its output and `describe` its line in plans.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        stage: u64,
+        describe: String,
+        schema: SchemaRef,
+    ) -> Self {
         let cache = crate::plan::streaming(
             Arc::clone(&schema),
             input.properties().output_partitioning().clone(),
         );
-        Ok(MapExec {
+        MapExec {
             input,
-            map,
+            stage,
+            describe,
             schema,
             cache,
             metrics: ExecutionPlanMetricsSet::new(),
-        })
+        }
     }
 
-    /// The stage this node runs.
-    pub fn map(&self) -> &Arc<dyn BatchMap> {
-        &self.map
+    /// The id of the stage this node runs.
+    pub fn stage(&self) -> u64 {
+        self.stage
     }
 }
 
 impl DisplayAs for MapExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}", self.map.describe())
+        write!(f, "{}", self.describe)
     }
 }
 
@@ -341,7 +366,12 @@ impl ExecutionPlan for MapExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let input = crate::plan::only_child("MapExec", children)?;
-        Ok(Arc::new(MapExec::try_new(input, Arc::clone(&self.map))?))
+        Ok(Arc::new(MapExec::new(
+            input,
+            self.stage,
+            self.describe.clone(),
+            Arc::clone(&self.schema),
+        )))
     }
 
     fn apply_expressions(
@@ -360,10 +390,17 @@ impl ExecutionPlan for MapExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let map = Services::of_task(&context)?
+            .stage(self.stage)?
+            .build(self.input.schema().as_ref())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if map.schema().fields() != self.schema.fields() {
+            return internal_err!("stage {} was planned for other columns", self.describe);
+        }
+        let ahead = map.ahead().max(1);
         let input = self.input.execute(partition, context)?;
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let rejected = MetricBuilder::new(&self.metrics).counter(REJECTED_METRIC, partition);
-        let map = Arc::clone(&self.map);
         let stream = input
             .map(move |batch| {
                 let map = Arc::clone(&map);
@@ -372,7 +409,7 @@ impl ExecutionPlan for MapExec {
                     Ok((out.batch, out.rejected))
                 }
             })
-            .buffered(self.map.ahead().max(1))
+            .buffered(ahead)
             .map(move |r: Result<(RecordBatch, usize)>| {
                 r.map(|(b, n)| {
                     rejected.add(n);

@@ -23,9 +23,10 @@ async fn no_call_goes_out_after_the_job_failed() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::create_dir(dir.path().join("data")).expect("mkdir");
     // Two files, two partitions: a.csv fails fast (its first key is a 404) while b.csv's 400
-    // keys wait for their turn at 4 calls in flight.
+    // keys wait for their turn at 4 calls in flight. b.csv starts with the 404 key too, so
+    // the job fails at once whichever partition queues its calls first.
     std::fs::write(dir.path().join("data/a.csv"), "record_id\nid0\nid1\nid2\n").expect("a");
-    let mut csv = String::from("record_id\n");
+    let mut csv = String::from("record_id\nid0\n");
     for i in 100..500 {
         csv.push_str(&format!("id{i}\n"));
     }

@@ -13,6 +13,7 @@ use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
+use futures::StreamExt;
 
 use super::call::{is_bare_json, Enricher, Outcome};
 use super::spec::OnCallError;
@@ -130,6 +131,58 @@ impl BatchMap for EnrichMap {
     }
 }
 
+impl EnrichMap {
+    /// The error that stops the job (`on_error = "fail"`).
+    fn failed(&self, message: &str) -> DataFusionError {
+        DataFusionError::External(Box::new(crate::error::Error::BadRow(format!(
+            "enrich '{}': {message}",
+            self.enricher.name
+        ))))
+    }
+
+    /// With `on_error = "fail"`: every answer, or the first failure as soon as it is known
+    /// (a row that cannot make its request fails before anything is awaited), so the job
+    /// stops at once rather than when the batch's last answer is in.
+    async fn all_or_first_failure<F>(
+        &self,
+        kinds: &[RowResult],
+        pending: Vec<F>,
+    ) -> Result<Vec<Arc<Outcome>>>
+    where
+        F: std::future::Future<Output = Arc<Outcome>>,
+    {
+        let fail = |message: &str| {
+            self.enricher
+                .stats
+                .failed_rows
+                .fetch_add(1, Ordering::Relaxed);
+            self.failed(message)
+        };
+        if let Some(why) = kinds.iter().find_map(|k| match k {
+            RowResult::Invalid(why) => Some(why),
+            _ => None,
+        }) {
+            return Err(fail(why));
+        }
+        let mut answers: Vec<Option<Arc<Outcome>>> = vec![None; pending.len()];
+        let mut running: futures::stream::FuturesUnordered<_> = pending
+            .into_iter()
+            .enumerate()
+            .map(|(i, call)| async move { (i, call.await) })
+            .collect();
+        while let Some((i, outcome)) = running.next().await {
+            if let Outcome::Failed(f) = outcome.as_ref() {
+                return Err(fail(&f.message));
+            }
+            answers[i] = Some(outcome);
+        }
+        answers
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| DataFusionError::Internal("an enrich call went unanswered".into()))
+    }
+}
+
 /// How one row fared.
 enum RowResult {
     /// NULL in the URL: no call, NULL columns.
@@ -192,7 +245,11 @@ impl EnrichMap {
             }
             rows.push(k);
         }
-        let outcomes: Vec<Arc<Outcome>> = futures::future::join_all(pending).await;
+        let outcomes: Vec<Arc<Outcome>> = if e.on_error == OnCallError::Fail {
+            self.all_or_first_failure(&kinds, pending).await?
+        } else {
+            futures::future::join_all(pending).await
+        };
 
         // New columns, an error column (on_error = null) and which rows stay.
         let mut new_values: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); e.extract.len()];
@@ -230,11 +287,7 @@ impl EnrichMap {
             };
             e.stats.failed_rows.fetch_add(1, Ordering::Relaxed);
             match e.on_error {
-                OnCallError::Fail => {
-                    return Err(DataFusionError::External(Box::new(
-                        crate::error::Error::BadRow(format!("enrich '{}': {message}", e.name)),
-                    )))
-                }
+                OnCallError::Fail => return Err(self.failed(&message)),
                 OnCallError::Null => {
                     null_row(&mut new_values)?;
                     keep.push(true);

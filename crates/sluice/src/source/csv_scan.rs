@@ -31,7 +31,10 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::rejects::{is_bad_row, is_file_fault, OnError, RejectRecord, Rejects, RAW_CAP};
+use super::rejects::{
+    is_bad_row, is_file_fault, BooksRef, OnError, RejectRecord, Rejects, RAW_CAP,
+};
+use crate::services::Services;
 
 /// One byte range of one file.
 #[derive(Debug, Clone)]
@@ -199,7 +202,8 @@ pub struct CsvScanExec {
     store_url: ObjectStoreUrl,
     partitions: Vec<Vec<CsvRange>>,
     projection: Option<Vec<usize>>,
-    rejects: Arc<Rejects>,
+    /// The rejects and ledger it reports to (in the session's services).
+    books: BooksRef,
     /// This node's id in the row ledger.
     scan_id: u64,
     schema: SchemaRef,
@@ -214,7 +218,7 @@ impl CsvScanExec {
         store_url: ObjectStoreUrl,
         partitions: Vec<Vec<CsvRange>>,
         projection: Option<Vec<usize>>,
-        rejects: Arc<Rejects>,
+        books: BooksRef,
     ) -> Result<Self> {
         let mut fields: Vec<FieldRef> = config.file_schema.fields().iter().cloned().collect();
         fields.extend(config.partition_fields.iter().cloned());
@@ -246,7 +250,7 @@ impl CsvScanExec {
             store_url,
             partitions,
             projection,
-            rejects,
+            books,
             scan_id: crate::ledger::next_scan_id(),
             schema,
             cache,
@@ -273,7 +277,7 @@ impl DisplayAs for CsvScanExec {
             f,
             "CsvScanExec: partitions={}, ranges={ranges}, on_error={:?}",
             self.partitions.len(),
-            self.rejects.mode
+            self.books.mode
         )
     }
 }
@@ -319,7 +323,7 @@ impl ExecutionPlan for CsvScanExec {
         let store = context.runtime_env().object_store(&self.store_url)?;
         let ranges = self.partitions.get(partition).cloned().unwrap_or_default();
         let config = Arc::clone(&self.config);
-        let rejects = Arc::clone(&self.rejects);
+        let rejects = Services::of_task(&context)?.books(self.books.id)?;
         let projection = self.projection.clone();
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let scan = self.scan_id;

@@ -28,7 +28,10 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::rejects::{is_bad_row, is_file_fault, OnError, RejectRecord, Rejects, RAW_CAP};
+use super::rejects::{
+    is_bad_row, is_file_fault, BooksRef, OnError, RejectRecord, Rejects, RAW_CAP,
+};
+use crate::services::Services;
 
 /// One file (or one range of a file) and the scan that reads it.
 #[derive(Debug, Clone)]
@@ -54,7 +57,8 @@ pub struct FilePart {
 pub struct FileByFileExec {
     store_url: ObjectStoreUrl,
     partitions: Vec<Vec<FilePart>>,
-    rejects: Arc<Rejects>,
+    /// The rejects and ledger it reports to (in the session's services).
+    books: BooksRef,
     /// Output columns (index, name) that must not hold nulls.
     required: Vec<(usize, String)>,
     /// A `LIMIT` was pushed into the parts: a part may end before its last row.
@@ -75,7 +79,7 @@ impl FileByFileExec {
         schema: SchemaRef,
         partitions: Vec<Vec<FilePart>>,
         required: Vec<(usize, String)>,
-        rejects: Arc<Rejects>,
+        books: BooksRef,
         limited: bool,
     ) -> Self {
         let cache = crate::plan::streaming(
@@ -85,7 +89,7 @@ impl FileByFileExec {
         FileByFileExec {
             store_url,
             partitions,
-            rejects,
+            books,
             required,
             limited,
             scan_id: crate::ledger::next_scan_id(),
@@ -114,7 +118,7 @@ impl DisplayAs for FileByFileExec {
             f,
             "FileByFileExec: partitions={}, parts={parts}, on_error={:?}",
             self.partitions.len(),
-            self.rejects.mode
+            self.books.mode
         )
     }
 }
@@ -157,7 +161,7 @@ impl ExecutionPlan for FileByFileExec {
     ) -> Result<SendableRecordBatchStream> {
         let parts = self.partitions.get(partition).cloned().unwrap_or_default();
         let store = context.runtime_env().object_store(&self.store_url)?;
-        let rejects = Arc::clone(&self.rejects);
+        let rejects = Services::of_task(&context)?.books(self.books.id)?;
         let required = self.required.clone();
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let (scan, limited) = (self.scan_id, self.limited);

@@ -111,6 +111,8 @@ impl RejectRecord {
 /// Collects bad rows from all scan partitions.
 #[derive(Debug)]
 pub struct Rejects {
+    /// Its id among the session's [`crate::services::Services`] (scan nodes hold this).
+    id: u64,
     /// The mode in force.
     pub mode: OnError,
     dir: Mutex<Option<PathBuf>>,
@@ -123,6 +125,16 @@ pub struct Rejects {
     skipped: AtomicU64,
     failed: Mutex<Vec<FailedFile>>,
     allow_failed: std::sync::atomic::AtomicBool,
+}
+
+/// What a scan node holds of the [`Rejects`] it reports to: their id among the session's
+/// [`crate::services::Services`] (looked up when the node runs) and the mode (for plans).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BooksRef {
+    /// The id of the rejects and ledger.
+    pub id: u64,
+    /// The mode in force.
+    pub mode: OnError,
 }
 
 /// A file that could not be read as a whole (missing, empty, corrupt, cut off).
@@ -166,6 +178,7 @@ impl Rejects {
     /// A collector for the given mode.
     pub fn new(mode: OnError) -> Self {
         Rejects {
+            id: crate::services::next_id(),
             mode,
             dir: Mutex::new(None),
             writer: Mutex::new(None),
@@ -176,6 +189,19 @@ impl Rejects {
             skipped: AtomicU64::new(0),
             failed: Mutex::new(Vec::new()),
             allow_failed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Its id among the session's services.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// What a scan node holds to report here.
+    pub fn books(&self) -> BooksRef {
+        BooksRef {
+            id: self.id,
+            mode: self.mode,
         }
     }
 

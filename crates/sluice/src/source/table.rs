@@ -29,7 +29,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::csv_scan::{CsvRange, CsvScanConfig, CsvScanExec};
 use super::file_scan::{FileByFileExec, FilePart};
-use super::rejects::Rejects;
+use super::rejects::{BooksRef, Rejects};
 use super::split::{aligned_cut, Dialect, WINDOW};
 
 /// A set of files read with one format and one file schema.
@@ -195,7 +195,7 @@ impl FileSetTable {
             schema,
             parts,
             required,
-            Arc::clone(rejects),
+            keep_books(state, rejects)?,
             limit.is_some(),
         )))
     }
@@ -353,7 +353,7 @@ impl TableProvider for FileSetTable {
                 self.store_url.clone(),
                 ranges,
                 projection.cloned(),
-                Arc::clone(rejects),
+                keep_books(state, rejects)?,
             )?));
         }
         let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
@@ -363,4 +363,10 @@ impl TableProvider for FileSetTable {
             .build();
         self.format.create_physical_plan(state, config).await
     }
+}
+
+/// Puts `rejects` among the session's services for the scan nodes to find when they run.
+fn keep_books(state: &dyn Session, rejects: &Arc<Rejects>) -> Result<BooksRef> {
+    crate::services::Services::of(state.config())?.keep_books(rejects);
+    Ok(rejects.books())
 }
