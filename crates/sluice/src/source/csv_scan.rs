@@ -31,6 +31,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use super::lines::RangeLines;
 use super::rejects::{
     is_bad_row, is_file_fault, BooksRef, OnError, RejectRecord, Rejects, RAW_CAP,
 };
@@ -344,7 +345,7 @@ impl ExecutionPlan for CsvScanExec {
                     store: &store,
                     projection: projection.as_deref(),
                     metrics: &metrics,
-                    lines: LineCounter::default(),
+                    lines: RangeLines::default(),
                 };
                 let read = async {
                     let mut reader = RangeReader::new(&config, &range)?;
@@ -387,9 +388,6 @@ const RECOVER_BLOCK: usize = 256;
 
 /// Most fields (rows x columns) in one decoded batch.
 const MAX_BATCH_FIELDS: usize = 1 << 20;
-
-/// Bytes read per request on the error path (line counting).
-const READ_CHUNK: u64 = 1 << 20;
 
 /// Ranged reads of local files: 1 MiB, the next one fetched while one is decoded.
 pub const LOCAL_READ: (u64, usize) = (1 << 20, 2);
@@ -552,7 +550,7 @@ struct Output<'a> {
     store: &'a Arc<dyn ObjectStore>,
     projection: Option<&'a [usize]>,
     metrics: &'a BaselineMetrics,
-    lines: LineCounter,
+    lines: RangeLines,
 }
 
 impl Output<'_> {
@@ -563,7 +561,13 @@ impl Output<'_> {
                 // Uncompressed input: the line comes from the byte offset, counted on demand.
                 bad.line = 1 + self
                     .lines
-                    .lines_to(self.store, &self.range.location, bad.byte_offset)
+                    .lines_before(
+                        &self.rejects.lines,
+                        self.store,
+                        &self.range.location,
+                        &self.range.display,
+                        bad.byte_offset,
+                    )
                     .await?;
             }
             self.rejects
@@ -584,35 +588,6 @@ impl Output<'_> {
             }
         }
         Ok(true)
-    }
-}
-
-/// Counts line breaks from the start of a file up to an offset, reading only what it has not
-/// counted yet. Used on the error path alone, so clean data pays nothing for line numbers.
-#[derive(Debug, Default)]
-struct LineCounter {
-    upto: u64,
-    lines: u64,
-}
-
-impl LineCounter {
-    async fn lines_to(
-        &mut self,
-        store: &Arc<dyn ObjectStore>,
-        location: &Path,
-        offset: u64,
-    ) -> Result<u64> {
-        if offset < self.upto {
-            // Rows arrive in offset order within a range; a new range starts a new count.
-            *self = LineCounter::default();
-        }
-        while self.upto < offset {
-            let to = (self.upto + READ_CHUNK).min(offset);
-            let bytes = store.get_range(location, self.upto..to).await?;
-            self.lines += memchr::memchr_iter(b'\n', &bytes).count() as u64;
-            self.upto = to;
-        }
-        Ok(self.lines)
     }
 }
 

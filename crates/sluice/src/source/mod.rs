@@ -7,6 +7,7 @@ pub mod file_scan;
 pub mod format;
 pub mod hive;
 pub mod infer;
+pub mod lines;
 pub mod merge;
 pub mod rejects;
 pub mod remote;

@@ -119,6 +119,8 @@ pub struct Rejects {
     writer: Mutex<Option<BufWriter<File>>>,
     /// The read side of the row ledger (per file range and scan node).
     pub ledger: ReadLedger,
+    /// Line-break counts of the files read, for the line numbers of bad rows.
+    pub lines: super::lines::LineIndex,
     rejected: AtomicU64,
     rejected_later: AtomicU64,
     rejected_at_write: AtomicU64,
@@ -183,6 +185,7 @@ impl Rejects {
             dir: Mutex::new(None),
             writer: Mutex::new(None),
             ledger: ReadLedger::default(),
+            lines: super::lines::LineIndex::default(),
             rejected: AtomicU64::new(0),
             rejected_later: AtomicU64::new(0),
             rejected_at_write: AtomicU64::new(0),
