@@ -142,3 +142,15 @@ impl From<Error> for datafusion::error::DataFusionError {
         }
     }
 }
+
+/// Runs `f` (file system work: fsync, renames, directory walks, user code) on a blocking
+/// thread, so it never holds up the async runtime's workers.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Config(format!("a blocking task failed: {e}")))?
+}

@@ -105,7 +105,16 @@ impl BatchMap for FnMap {
     }
 
     async fn map(&self, batch: RecordBatch) -> datafusion::error::Result<Mapped> {
-        let out = (self.f.f)(batch)?;
+        // User code may block or run long: on a blocking thread, not a runtime worker.
+        let f = Arc::clone(&self.f.f);
+        let out = tokio::task::spawn_blocking(move || f(batch))
+            .await
+            .map_err(|e| {
+                datafusion::error::DataFusionError::Execution(format!(
+                    "batch function '{}' panicked or was cancelled: {e}",
+                    self.f.name
+                ))
+            })??;
         // Same columns and types as announced (the schema object itself may differ).
         RecordBatch::try_new(Arc::clone(&self.schema), out.columns().to_vec())
             .map(Mapped::from)

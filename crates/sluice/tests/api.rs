@@ -152,3 +152,50 @@ async fn a_batch_function_that_changes_its_columns_is_an_error() {
     );
     assert!(!dir.path().join("out").exists());
 }
+
+// regression: a batch function ran on the async runtime's worker, so a function that
+// blocks (a sync HTTP call, a long computation) stalled every other task on that worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_blocking_batch_function_leaves_the_runtime_free() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = write(dir.path(), "data.csv", "n\n1\n2\n3\n");
+    // A task on the same (single) worker notes the longest gap between its ticks.
+    let longest = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (longest, stop) = (Arc::clone(&longest), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut last = std::time::Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let gap = last.elapsed().as_millis() as usize;
+                longest.fetch_max(gap, Ordering::SeqCst);
+                last = std::time::Instant::now();
+            }
+        })
+    };
+    let report = Pipeline::read([data])
+        .map_batches("blocking", |batch: RecordBatch| {
+            if batch.num_rows() > 0 {
+                // Blocks its thread, as sync client code does.
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+            }
+            Ok(batch)
+        })
+        .threads(1)
+        .write(SinkOptions {
+            path: dir.path().join("out").display().to_string(),
+            ..SinkOptions::default()
+        })
+        .run()
+        .await
+        .expect("run");
+    stop.store(true, Ordering::SeqCst);
+    ticker.await.expect("ticker");
+    assert_eq!(report.rows_out, 3);
+    let gap = longest.load(Ordering::SeqCst);
+    assert!(
+        gap < 1000,
+        "the runtime's only worker was held for {gap} ms by the batch function"
+    );
+}

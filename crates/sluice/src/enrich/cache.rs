@@ -49,6 +49,23 @@ impl Cache {
         self.dir.join(&key[..2]).join(key)
     }
 
+    /// [`Cache::get`] on a blocking thread (file reads stay off the async runtime).
+    pub async fn load(&self, key: &str) -> Option<Vec<u8>> {
+        let (cache, key) = (self.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || cache.get(&key))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// [`Cache::put`] on a blocking thread.
+    pub async fn store(&self, key: &str, body: Vec<u8>) -> Result<()> {
+        let (cache, key) = (self.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || cache.put(&key, &body))
+            .await
+            .map_err(|e| Error::Config(format!("cache write: {e}")))?
+    }
+
     /// The stored body for `key`, when present, whole and fresh.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         let data = std::fs::read(self.path(key)).ok()?;

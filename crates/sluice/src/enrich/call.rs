@@ -494,13 +494,13 @@ impl Enricher {
     /// Cache, then the API with retries; then extraction.
     async fn fetch(&self, req: Request) -> Outcome {
         let cache_key = req.key(self.method.as_str());
-        if let Some(body) = self.cache.as_ref().and_then(|c| c.get(&cache_key)) {
+        if let Some(body) = self.cached(&cache_key).await {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return self.parse(&body, &req, 0);
         }
         match self.call(&self.method, &req).await {
             Ok((body, attempts)) => {
-                self.cache_put(&cache_key, &body);
+                self.cache_put(&cache_key, &body).await;
                 self.parse(&body, &req, attempts)
             }
             Err(failure) => {
@@ -510,7 +510,15 @@ impl Enricher {
         }
     }
 
-    fn cache_put(&self, key: &str, body: &[u8]) {
+    /// The cached answer for `key`, if any.
+    async fn cached(&self, key: &str) -> Option<Vec<u8>> {
+        match &self.cache {
+            Some(cache) => cache.load(key).await,
+            None => None,
+        }
+    }
+
+    async fn cache_put(&self, key: &str, body: &[u8]) {
         if let Some(cache) = &self.cache {
             // Nothing secret is stored: an answer that echoes a secret (in any encoding) is
             // used for this run and never cached.
@@ -523,7 +531,7 @@ impl Enricher {
                 }
                 return;
             }
-            if let Err(e) = cache.put(key, body) {
+            if let Err(e) = cache.store(key, body.to_vec()).await {
                 tracing::warn!("enrich '{}': cache: {e}", self.name);
             }
         }
@@ -684,7 +692,7 @@ impl Enricher {
         let mut send = Vec::with_capacity(items.len());
         for w in items {
             let key = w.req.key(self.method.as_str());
-            match self.cache.as_ref().and_then(|c| c.get(&key)) {
+            match self.cached(&key).await {
                 Some(body) => {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                     let _ = w.tx.send(self.parse(&body, &w.req, 0));
@@ -760,7 +768,8 @@ impl Enricher {
                             self.cache_put(
                                 &w.req.key(self.method.as_str()),
                                 item.to_string().as_bytes(),
-                            );
+                            )
+                            .await;
                             self.extract_from(item, &w.req, attempts)
                         }
                         None => {

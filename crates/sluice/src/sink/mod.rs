@@ -19,7 +19,7 @@ use datafusion::physical_plan::{execute_stream_partitioned, ExecutionPlan};
 use datafusion::prelude::DataFrame;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{blocking, Error, Result};
 use crate::source::Format;
 use commit::Commit;
 pub use commit::Manifest;
@@ -230,8 +230,11 @@ pub async fn write(
     let single = options.single_file_target();
     check_target(&target, options.mode, single)?;
     let (task_ctx, plan, job) = plan_streams(df, options, threads).await?;
+    let commit = {
+        let (target, job) = (target.clone(), job.clone());
+        blocking(move || Commit::begin(&target, &job)).await?
+    };
     let job = job.as_str();
-    let commit = Commit::begin(&target, job)?;
     // The target may have changed while we waited for the lock or recovered a crash.
     check_target(&target, options.mode, single)?;
     for note in &commit.recovered {
@@ -255,32 +258,44 @@ pub async fn write(
         rejects.cloned(),
     )
     .await;
-    let result = match (result, rejects) {
-        (Ok(files), Some(r)) => close_books(r, &plan, &files, options).map(|b| (files, Some(b))),
-        (other, _) => other.map(|files| (files, None)),
-    };
-    let (files, books) = match result {
-        Ok(done) => done,
-        Err(e) => {
-            commit.abort();
-            return Err(e);
+    // Closing the books (the rejects file's fsync) and the commit (renames, fsyncs) run on a
+    // blocking thread.
+    let (options, rejects, written) = (options.clone(), rejects.cloned(), Arc::clone(&plan));
+    let summary = blocking(move || {
+        let result = match (result, rejects) {
+            (Ok(files), Some(r)) => {
+                close_books(&r, &written, &files, &options).map(|b| (files, Some(b)))
+            }
+            (other, _) => other.map(|files| (files, None)),
+        };
+        let (files, books) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                commit.abort();
+                return Err(e);
+            }
+        };
+        let summary = WriteSummary {
+            books,
+            ..WriteSummary::of(files.clone())
+        };
+        if single {
+            let file = files
+                .first()
+                .ok_or_else(|| Error::Config("no output file was written".into()))?;
+            commit.commit_file(&file.path)?;
+            move_rejects(
+                &options,
+                &format!("{}{}", options.path, commit::REJECTS_DIR),
+            )?;
+        } else {
+            commit.commit_dir(options.mode, files)?;
+            let dir = Path::new(&options.path).join(commit::REJECTS_DIR);
+            move_rejects(&options, &dir.display().to_string())?;
         }
-    };
-    let summary = WriteSummary {
-        books,
-        ..WriteSummary::of(files.clone())
-    };
-    if single {
-        let file = files
-            .first()
-            .ok_or_else(|| Error::Config("no output file was written".into()))?;
-        commit.commit_file(&file.path)?;
-        move_rejects(options, &format!("{}{}", options.path, commit::REJECTS_DIR))?;
-    } else {
-        commit.commit_dir(options.mode, files)?;
-        let dir = Path::new(&options.path).join(commit::REJECTS_DIR);
-        move_rejects(options, &dir.display().to_string())?;
-    }
+        Ok(summary)
+    })
+    .await?;
     Ok((summary, plan))
 }
 
@@ -360,14 +375,24 @@ async fn write_remote(
         .await?;
         let mut books = None;
         if let Some(r) = rejects {
-            books = Some(close_books(r, &plan, &files, options)?);
-            // `--rejects PATH`: a local file of the user's choice instead of the bucket.
-            if options.rejects.is_some() {
-                move_rejects(
-                    options,
-                    &staging.join(commit::REJECTS_DIR).display().to_string(),
-                )?;
-            }
+            let (r, plan, files, options) = (
+                Arc::clone(r),
+                Arc::clone(&plan),
+                files.clone(),
+                options.clone(),
+            );
+            let rejects_dir = staging.join(commit::REJECTS_DIR).display().to_string();
+            books = Some(
+                blocking(move || {
+                    let books = close_books(&r, &plan, &files, &options)?;
+                    // `--rejects PATH`: a local file of the user's choice instead of the bucket.
+                    if options.rejects.is_some() {
+                        move_rejects(&options, &rejects_dir)?;
+                    }
+                    Ok(books)
+                })
+                .await?,
+            );
         }
         target
             .commit(&staging, job, options.mode, files.clone(), single)

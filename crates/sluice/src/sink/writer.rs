@@ -20,7 +20,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
 
 use super::{hive, WriteProgress, WrittenFile};
-use crate::error::{Error, Result};
+use crate::error::{blocking, Error, Result};
 use crate::source::Format;
 
 /// Parquet compression codecs.
@@ -235,7 +235,7 @@ pub async fn write_stream(
                 .rows
                 .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         }
-        return Ok(vec![file.finish()?]);
+        return Ok(vec![blocking(move || file.finish()).await?]);
     }
 
     let part_idx: Vec<usize> = spec
@@ -275,7 +275,7 @@ pub async fn write_stream(
                 .fetch_add(part.num_rows() as u64, Ordering::Relaxed);
         }
     }
-    open.into_values().map(OpenFile::finish).collect()
+    blocking(move || open.into_values().map(OpenFile::finish).collect()).await
 }
 
 /// Rows whose partition folder name would be too long go to the rejects (a job without a

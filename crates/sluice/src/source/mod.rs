@@ -699,13 +699,19 @@ async fn resolve_all(
             )
             .await?
         } else {
-            resolve::resolve_inputs_tolerant(
-                std::slice::from_ref(input),
-                options.format,
-                tolerate,
-                options.allow_empty,
-                options.follow_symlinks,
-            )?
+            // A directory walk: on a blocking thread.
+            let (input, format) = (input.clone(), options.format);
+            let (allow_empty, follow) = (options.allow_empty, options.follow_symlinks);
+            crate::error::blocking(move || {
+                resolve::resolve_inputs_tolerant(
+                    std::slice::from_ref(&input),
+                    format,
+                    tolerate,
+                    allow_empty,
+                    follow,
+                )
+            })
+            .await?
         };
         for file in f {
             let id = (file.store.clone(), file.path.clone());
