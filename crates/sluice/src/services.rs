@@ -15,6 +15,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::config::SessionConfig;
 use datafusion::execution::TaskContext;
 
+use crate::sink::WriteProgress;
 use crate::source::rejects::Rejects;
 use crate::stage::StageDef;
 
@@ -32,6 +33,7 @@ pub fn next_id() -> u64 {
 pub struct Services {
     books: RwLock<HashMap<u64, Arc<Rejects>>>,
     stages: RwLock<HashMap<u64, Arc<dyn StageDef>>>,
+    progress: RwLock<HashMap<u64, Arc<WriteProgress>>>,
 }
 
 impl Services {
@@ -81,5 +83,24 @@ impl Services {
             .ok()
             .and_then(|s| s.get(&id).cloned())
             .ok_or_else(|| DataFusionError::Internal(format!("no stage {id} in this session")))
+    }
+
+    /// Makes a write progress counter available; returns its id.
+    pub fn keep_write_progress(&self, progress: &Arc<WriteProgress>) -> u64 {
+        let id = next_id();
+        if let Ok(mut all) = self.progress.write() {
+            all.insert(id, Arc::clone(progress));
+        }
+        id
+    }
+
+    /// Write progress counter `id` (a fresh one nobody reads when it is not here: progress
+    /// is for display only).
+    pub fn write_progress(&self, id: u64) -> Arc<WriteProgress> {
+        self.progress
+            .read()
+            .ok()
+            .and_then(|p| p.get(&id).cloned())
+            .unwrap_or_default()
     }
 }

@@ -2,6 +2,7 @@
 //! `partition_by` folders; written to a staging folder and moved into place at the end.
 
 pub mod commit;
+pub mod exec;
 pub mod hive;
 pub mod json_text;
 pub mod ordered;
@@ -17,6 +18,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use datafusion::logical_expr::{cast, Expr};
 use datafusion::physical_plan::{execute_stream_partitioned, ExecutionPlan};
 use datafusion::prelude::DataFrame;
+use futures::TryStreamExt;
 use serde::Serialize;
 
 use crate::error::{blocking, Error, Result};
@@ -120,6 +122,17 @@ impl WriteSummary {
 
 /// Before a commit: the rejects file is complete, input files that could not be read stop
 /// the commit unless the job allows them, and the row ledger must balance.
+/// An error of the write, taken out of the engine's wrapping when it is sluice's own.
+fn own_error(e: datafusion::error::DataFusionError) -> Error {
+    match e {
+        datafusion::error::DataFusionError::External(inner) => match inner.downcast::<Error>() {
+            Ok(own) => *own,
+            Err(other) => Error::Engine(datafusion::error::DataFusionError::External(other)),
+        },
+        other => Error::Engine(other),
+    }
+}
+
 fn close_books(
     r: &crate::source::Rejects,
     plan: &Arc<dyn ExecutionPlan>,
@@ -422,24 +435,34 @@ async fn run_writers(
     progress: Arc<WriteProgress>,
     rejects: Option<Arc<crate::source::Rejects>>,
 ) -> Result<Vec<WrittenFile>> {
-    let streams = execute_stream_partitioned(plan, task_ctx)?;
+    let services = crate::services::Services::of(task_ctx.session_config())?;
+    let spec = exec::WriteSpec {
+        dir: staging.to_path_buf(),
+        job: job.to_string(),
+        single,
+        schema: Arc::clone(schema),
+        format,
+        compression: options.compression.unwrap_or_default(),
+        partition_by: options.partition_by.clone(),
+        books: rejects.map(|r| {
+            services.keep_books(&r);
+            r.books()
+        }),
+        progress: services.keep_write_progress(&progress),
+    };
+    // The write runs inside the plan: one task per partition drains it into its files.
+    let node: Arc<dyn ExecutionPlan> = Arc::new(exec::WriteExec::new(plan, spec));
+    let streams = execute_stream_partitioned(node, task_ctx)?;
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, stream) in streams.into_iter().enumerate() {
-        let spec = writer::PartSpec {
-            dir: staging.to_path_buf(),
-            name: if single {
-                format!("part-00000-{job}.{}", format.extension())
-            } else {
-                format!("part-{i:05}-{job}.{}", format.extension())
-            },
-            schema: Arc::clone(schema),
-            format,
-            compression: options.compression.unwrap_or_default(),
-            partition_by: options.partition_by.clone(),
-            rejects: rejects.clone(),
-        };
-        let progress = Arc::clone(&progress);
-        tasks.spawn(async move { writer::write_stream(stream, spec, progress).await });
+    for stream in streams {
+        tasks.spawn(async move {
+            let batches: Vec<_> = stream.try_collect().await.map_err(own_error)?;
+            let mut files = Vec::new();
+            for b in &batches {
+                files.extend(exec::written_files(b)?);
+            }
+            Ok::<_, Error>(files)
+        });
     }
     let mut files = Vec::new();
     let mut first_err: Option<Error> = None;
