@@ -197,3 +197,26 @@ fn exact_numbers_stay_exact_when_files_disagree() {
         "{out}"
     );
 }
+
+/// A literal quote inside a value (`5" screen`: csv-core and the reader take it as text)
+/// neither cuts the schema sample nor rejects the row; the sampler's own cut is pinned by
+/// `source::infer::tests` (it used to toggle "inside quotes" at every quote, which on files
+/// bigger than the sample limit let only the rows before such a value decide the types).
+#[test]
+fn a_literal_quote_in_a_value_does_not_cut_the_schema_sample() {
+    let wd = Workdir::new();
+    let mut csv = String::from("id,desc,price\n1,plain,10\n2,5\" screen,20\n3,plain,30\n");
+    for i in 4..=1000 {
+        csv.push_str(&format!("{i},item {i},{i}.5\n"));
+    }
+    wd.write("in.csv", csv);
+    let report = wd.ingest(&["in.csv", "--to", "out"]);
+    assert_eq!(report["rows_in"], 1000, "{report:#}");
+    assert_eq!(report["rows_rejected"], 0, "{report:#}");
+    assert_eq!(report["rows_out"], 1000, "{report:#}");
+    let rows = wd.query(
+        "SELECT desc, arrow_typeof(price) t FROM t WHERE id = 2",
+        &[("t", "out")],
+    );
+    assert_eq!(rows, ["desc,t", "\"5\"\" screen\",Float64"]);
+}

@@ -31,6 +31,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use super::framer::{CsvRules, RecordScan};
 use super::lines::RangeLines;
 use super::rejects::{
     is_bad_row, is_file_fault, BooksRef, OnError, RejectRecord, Rejects, RAW_CAP,
@@ -731,222 +732,19 @@ impl DepthScan {
     }
 }
 
-/// Frames records as the decoder will: the record count of the ledger (counted here,
-/// independently of the decoder) and the record boundaries that catch a record longer than
-/// the limit before it is held in memory. For CSV it follows csv-core's rules: a quote opens
-/// a quoted field only at the start of a field (`5" screen` is literal text), a doubled quote
-/// or the escape character inside quotes is part of the value, `\r` and `\n` end a record,
-/// empty lines and comment lines are no records. NDJSON records are lines holding more than
-/// white space.
-#[derive(Debug, Clone)]
-struct RecordScan {
-    csv: Option<CsvRules>,
-    state: ScanState,
-    /// Global offset of the next byte to scan.
-    pos: u64,
-    /// Global offset where the current record starts.
-    record_start: u64,
-    /// Global offset just past the last byte of content seen (NDJSON: not white space).
-    content_end: u64,
-    /// The byte before `pos` (a quote after a delimiter opens a quoted field).
-    prev: u8,
-    /// Records framed so far.
-    records: u64,
-    /// Where each framed record's content ends, for records not yet matched with decoded
-    /// rows (see [`RecordScan::take_upto`]).
-    ends: std::collections::VecDeque<u64>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct CsvRules {
-    delimiter: u8,
-    quote: u8,
-    escape: Option<u8>,
-    double_quote: bool,
-    comment: Option<u8>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ScanState {
-    /// At the start of a record.
-    RecordStart,
-    /// At the start of a field (after a delimiter).
-    FieldStart,
-    /// Inside an unquoted field (NDJSON: inside a line with content).
-    Unquoted,
-    /// Inside a quoted field.
-    Quoted,
-    /// Just after the escape character inside quotes.
-    Escaped,
-    /// Just after a quote inside a quoted field: a doubled quote or the field's end.
-    QuoteInQuoted,
-    /// Inside a comment line.
-    Comment,
-}
-
-impl RecordScan {
-    fn new(config: &CsvScanConfig, start: u64) -> Self {
-        RecordScan {
-            csv: (config.format == RowFormat::Csv).then_some(CsvRules {
+/// The framer of a scan's records: csv-core's rules for CSV, lines for NDJSON.
+fn framer(config: &CsvScanConfig, start: u64) -> RecordScan {
+    match config.format {
+        RowFormat::Csv => RecordScan::csv(
+            CsvRules {
                 delimiter: config.delimiter,
                 quote: config.quote,
                 escape: config.escape,
-                double_quote: config.escape.is_none(),
                 comment: config.comment,
-            }),
-            state: ScanState::RecordStart,
-            pos: start,
-            record_start: start,
-            content_end: start,
-            prev: b'\n',
-            records: 0,
-            ends: std::collections::VecDeque::new(),
-        }
-    }
-
-    /// Scans `bytes` until a record grows past `max`: returns the index of that byte.
-    fn over(&mut self, bytes: &[u8], max: u64) -> Option<usize> {
-        let mut i = 0;
-        while i < bytes.len() {
-            if self.pos - self.record_start >= max {
-                return Some(i);
-            }
-            let room = (max - (self.pos - self.record_start)) as usize;
-            // Jump over bytes that cannot change the state.
-            let rest = &bytes[i..];
-            let skip = match (self.csv, self.state) {
-                (None, ScanState::Unquoted) => memchr::memchr(b'\n', rest),
-                // Delimiters matter only when a quote follows one: jump to the next quote or
-                // line end (a field-level jump would stop at every delimiter).
-                (Some(r), ScanState::Unquoted) => memchr::memchr3(b'\n', b'\r', r.quote, rest),
-                (Some(r), ScanState::Quoted) => match r.escape {
-                    Some(e) => memchr::memchr2(r.quote, e, rest),
-                    None => memchr::memchr(r.quote, rest),
-                },
-                (Some(_), ScanState::Comment) => memchr::memchr2(b'\n', b'\r', rest),
-                _ => Some(0),
-            }
-            .unwrap_or(rest.len())
-            .min(room);
-            if skip > 0 {
-                if self.csv.is_none() {
-                    // The line's content ends at its last byte that is not white space.
-                    if let Some(k) = rest[..skip].iter().rposition(|b| !b.is_ascii_whitespace()) {
-                        self.content_end = self.pos + k as u64 + 1;
-                    }
-                }
-                self.prev = rest[skip - 1];
-                self.pos += skip as u64;
-                i += skip;
-                continue;
-            }
-            self.take(bytes[i]);
-            i += 1;
-        }
-        None
-    }
-
-    /// Skips to the end of the current record: the index just past it, if in `bytes`.
-    fn end_in(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
-            if self.take(b) {
-                return Some(i + 1);
-            }
-        }
-        None
-    }
-
-    /// Takes one byte; true when it ends a line (a record, an empty line or a comment).
-    fn take(&mut self, b: u8) -> bool {
-        let at = self.pos;
-        self.pos += 1;
-        let (ended, counted) = match self.csv {
-            None if b == b'\n' => {
-                let counted = self.state == ScanState::Unquoted;
-                self.state = ScanState::RecordStart;
-                (true, counted)
-            }
-            None => {
-                if !b.is_ascii_whitespace() {
-                    self.state = ScanState::Unquoted;
-                    self.content_end = at + 1;
-                }
-                (false, false)
-            }
-            Some(r) => {
-                use ScanState::*;
-                let term = b == b'\n' || b == b'\r';
-                let (next, ended, counted) = match self.state {
-                    RecordStart if term => (RecordStart, true, false),
-                    RecordStart if Some(b) == r.comment => (Comment, false, false),
-                    RecordStart | FieldStart if b == r.quote => (Quoted, false, false),
-                    Unquoted if b == r.quote && self.prev == r.delimiter => (Quoted, false, false),
-                    Quoted if Some(b) == r.escape => (Escaped, false, false),
-                    Quoted if b == r.quote => (QuoteInQuoted, false, false),
-                    Quoted => (Quoted, false, false),
-                    Escaped => (Quoted, false, false),
-                    QuoteInQuoted if b == r.quote && r.double_quote => (Quoted, false, false),
-                    Comment if term => (RecordStart, true, false),
-                    Comment => (Comment, false, false),
-                    _ if term => (RecordStart, true, true),
-                    _ if b == r.delimiter => (FieldStart, false, false),
-                    _ => (Unquoted, false, false),
-                };
-                self.state = next;
-                if counted {
-                    self.content_end = at;
-                }
-                (ended, counted)
-            }
-        };
-        self.prev = b;
-        if counted {
-            self.frame(self.content_end);
-        }
-        if ended {
-            self.record_start = self.pos;
-        }
-        ended
-    }
-
-    /// One more record, its content ending at `end`.
-    fn frame(&mut self, end: u64) {
-        self.records += 1;
-        self.ends.push_back(end);
-    }
-
-    /// Inside a CSV comment line.
-    fn in_comment(&self) -> bool {
-        self.csv.is_some() && self.state == ScanState::Comment
-    }
-
-    /// The end of the input: a last record without a line break counts too.
-    fn finish(&mut self) {
-        let (open, end) = match self.csv {
-            None => (self.state == ScanState::Unquoted, self.content_end),
-            Some(_) => (
-                !matches!(self.state, ScanState::RecordStart | ScanState::Comment),
-                self.pos,
-            ),
-        };
-        if open {
-            self.frame(end);
-        }
-        self.state = ScanState::RecordStart;
-        self.record_start = self.pos;
-    }
-
-    /// Framed records whose content ends at or before `offset` and not yet taken.
-    fn count_upto(&self, offset: u64) -> u64 {
-        self.ends.partition_point(|&e| e <= offset) as u64
-    }
-
-    /// Takes the framed records whose content ends at or before `offset`: their rows have
-    /// been decoded.
-    fn take_upto(&mut self, offset: u64) -> u64 {
-        let n = self.ends.partition_point(|&e| e <= offset);
-        self.ends.drain(..n);
-        n as u64
+            },
+            start,
+        ),
+        RowFormat::Json => RecordScan::ndjson(start),
     }
 }
 
@@ -1000,7 +798,7 @@ impl RangeReader {
             eager_lines: config.compression.is_compressed(),
             header_pending: header,
             depth: (config.format == RowFormat::Json).then(DepthScan::default),
-            size: RecordScan::new(config, range.start),
+            size: framer(config, range.start),
             skipping: false,
             header,
         })
@@ -1642,7 +1440,7 @@ mod tests {
 
     /// Record ends found by the scanner, fed in chunks of `step` bytes.
     fn ends(data: &[u8], step: usize, format: RowFormat) -> Vec<u64> {
-        let mut scan = RecordScan::new(&config(format), 0);
+        let mut scan = framer(&config(format), 0);
         let mut out = Vec::new();
         for chunk in data.chunks(step) {
             let mut at = 0;
@@ -1686,7 +1484,7 @@ mod tests {
 
     /// Records the framer counts, fed in chunks of `step` bytes.
     fn framed(data: &[u8], step: usize, config: &CsvScanConfig) -> u64 {
-        let mut scan = RecordScan::new(config, 0);
+        let mut scan = framer(config, 0);
         for chunk in data.chunks(step) {
             assert_eq!(scan.over(chunk, u64::MAX / 2), None);
         }
@@ -1847,7 +1645,7 @@ mod tests {
         data.extend(std::iter::repeat_n(b'y', 100));
         data.extend_from_slice(b"\n\"\n3,z\n");
         for step in [1, 5, 64, 1000] {
-            let mut scan = RecordScan::new(&config(RowFormat::Csv), 0);
+            let mut scan = framer(&config(RowFormat::Csv), 0);
             let mut found = None;
             let mut offset = 0;
             for chunk in data.chunks(step) {

@@ -13,6 +13,7 @@ use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use datafusion_orc::OrcFormat;
 
 use super::format::{CsvOptions, Format};
+use super::framer::{CsvRules, RecordScan};
 use super::resolve::InputFile;
 use crate::error::{Error, Result};
 
@@ -424,11 +425,19 @@ fn infer_csv(
     let mut reader = src.reader(compression)?;
     let mut sample: Vec<u8> = Vec::new();
     // One more record than asked for covers the header line.
-    let mut scanner = RecordCounter::new(quote, escape, rows + 1);
+    // Records are framed as the reader frames them (csv-core's rules: `5" screen` holds a
+    // literal quote), so the sample ends where a record does.
+    let rules = CsvRules {
+        delimiter,
+        quote,
+        escape,
+        comment,
+    };
+    let mut scanner = RecordScan::csv(rules, 0);
     let mut eof = false;
     // One more record than asked for covers the header line. The sample is bounded in bytes
     // too: a file of a few gigantic rows must not be read whole to guess its types.
-    while scanner.records < rows + 1 && sample.len() < MAX_SAMPLE_BYTES {
+    while (scanner.records as usize) < rows + 1 && sample.len() < MAX_SAMPLE_BYTES {
         let start = sample.len();
         sample.resize(start + SAMPLE_CHUNK, 0);
         let mut filled = start;
@@ -443,14 +452,14 @@ fn infer_csv(
             filled += n;
         }
         sample.truncate(filled);
-        scanner.feed(&sample[start..]);
+        scanner.over(&sample[start..], u64::MAX / 2);
         if eof {
             break;
         }
     }
     // A sample that is not the whole file ends inside a record: the part is not one.
-    let end = if scanner.records > rows || !eof || !src.complete() {
-        scanner.last_boundary
+    let end = if scanner.records as usize > rows || !eof || !src.complete() {
+        sample_cut(&scanner, rows)
     } else {
         sample.len()
     };
@@ -539,54 +548,14 @@ fn well_formed_rows(
     kept
 }
 
-/// Counts records (line breaks outside quotes) and remembers where the last one ended.
-struct RecordCounter {
-    quote: u8,
-    escape: Option<u8>,
-    in_quote: bool,
-    skip_next: bool,
-    records: usize,
-    offset: usize,
-    last_boundary: usize,
-    limit: usize,
-}
-
-impl RecordCounter {
-    fn new(quote: u8, escape: Option<u8>, limit: usize) -> Self {
-        RecordCounter {
-            limit,
-            quote,
-            escape: escape.filter(|e| *e != quote),
-            in_quote: false,
-            skip_next: false,
-            records: 0,
-            offset: 0,
-            last_boundary: 0,
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8]) {
-        for (i, &b) in bytes.iter().enumerate() {
-            if self.skip_next {
-                self.skip_next = false;
-                continue;
-            }
-            if b == self.quote {
-                self.in_quote = !self.in_quote;
-            } else if self.in_quote && Some(b) == self.escape {
-                self.skip_next = true;
-            } else if b == b'\n' && !self.in_quote {
-                self.records += 1;
-                self.last_boundary = self.offset + i + 1;
-                if self.records >= self.limit {
-                    // Enough rows: the sample ends at this record boundary.
-                    self.offset += bytes.len();
-                    return;
-                }
-            }
-        }
-        self.offset += bytes.len();
-    }
+/// Where a sample of `rows` records plus the header ends: just after that record's content,
+/// or after the last whole record framed when there are fewer (0: none).
+fn sample_cut(scanner: &RecordScan, rows: usize) -> usize {
+    scanner
+        .ends
+        .get(rows)
+        .or(scanner.ends.back())
+        .map_or(0, |end| *end as usize)
 }
 
 /// Nesting levels an inferred NDJSON column may have; deeper ones are read as JSON text.
@@ -677,4 +646,44 @@ pub fn clean_engine_error(e: &datafusion::error::DataFusionError) -> String {
         .or_else(|| s.strip_prefix("IO error: "))
         .unwrap_or(&s)
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // regression: the sampler toggled "inside quotes" at every quote, so a literal quote
+    // (`5" screen`, which csv-core and the reader take as text) hid every later line break:
+    // a big file's sample then ended before that row, and up to 64 MiB were read to find it.
+    #[test]
+    fn the_sample_ends_where_the_reader_sees_records_end() {
+        let data = b"id,desc,price\n1,plain,10\n2,5\" screen,20\n3,plain,30\n4,x,40\r\n5,\"a\nb\",50\n6,y,60\n";
+        let rules = CsvRules {
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            comment: None,
+        };
+        let mut scanner = RecordScan::csv(rules, 0);
+        scanner.over(data, u64::MAX / 2);
+        assert_eq!(scanner.records, 7);
+        let text = |rows: usize| {
+            std::str::from_utf8(&data[..sample_cut(&scanner, rows)]).unwrap_or("not UTF-8")
+        };
+        // The header and 3 rows, the literal quote included.
+        assert_eq!(
+            text(3),
+            "id,desc,price\n1,plain,10\n2,5\" screen,20\n3,plain,30"
+        );
+        // A quoted line break is inside its record; `\r\n` ends one.
+        assert_eq!(
+            text(5),
+            "id,desc,price\n1,plain,10\n2,5\" screen,20\n3,plain,30\n4,x,40\r\n5,\"a\nb\",50"
+        );
+        // Fewer records than asked for: the last whole one.
+        assert_eq!(
+            text(100),
+            std::str::from_utf8(&data[..data.len() - 1]).unwrap_or("not UTF-8")
+        );
+    }
 }

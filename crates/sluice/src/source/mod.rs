@@ -5,6 +5,7 @@ pub mod counting;
 pub mod csv_scan;
 pub mod file_scan;
 pub mod format;
+pub(crate) mod framer;
 pub mod hive;
 pub mod infer;
 pub mod lines;
