@@ -1116,13 +1116,7 @@ impl RangeReader {
                     null_in_not_null(not_null_column(&err.to_string()).flatten())
                 }
                 Ok(_) => {
-                    let msg = err.to_string();
-                    let column = msg
-                        .split("whilst decoding field '")
-                        .nth(1)
-                        .and_then(|rest| rest.split('\'').next())
-                        .map(str::to_string);
-                    let what = msg.rsplit(": ").next().unwrap_or(&msg).to_string();
+                    let (column, what) = json_decode_error(&err.to_string());
                     ("type_mismatch", column, what)
                 }
             }
@@ -1149,25 +1143,14 @@ impl RangeReader {
             } else if let Some(column) = not_null_column(&err.to_string()) {
                 null_in_not_null(column)
             } else {
-                let msg = err.to_string();
-                let column = msg
-                    .split(" for column ")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .and_then(|i| {
-                        self.config
-                            .file_schema
-                            .fields()
-                            .get(i)
-                            .map(|f| f.name().clone())
-                    });
-                let what = msg
-                    .split("Error while parsing value ")
-                    .nth(1)
-                    .and_then(|rest| rest.split(" for column ").next())
-                    .map(|s| format!("cannot parse {s}"))
-                    .unwrap_or(msg);
+                let (index, what) = csv_parse_error(&err.to_string());
+                let column = index.and_then(|i| {
+                    self.config
+                        .file_schema
+                        .fields()
+                        .get(i)
+                        .map(|f| f.name().clone())
+                });
                 ("type_mismatch", column, what)
             }
         };
@@ -1184,6 +1167,38 @@ impl RangeReader {
             ..RejectRecord::default()
         }
     }
+}
+
+/// The column index and a short description of an arrow-csv decode error ("Error while
+/// parsing value 'abc' as type 'Int64' for column 2 at line 7..." -> `(Some(2), "cannot
+/// parse 'abc' as type 'Int64'")`). arrow-csv reports these as `ArrowError::ParseError(String)`
+/// only, so the text is read; `tests::arrow_error_texts_are_read` pins the format.
+fn csv_parse_error(msg: &str) -> (Option<usize>, String) {
+    let index = msg
+        .split(" for column ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok());
+    let what = msg
+        .split("Error while parsing value ")
+        .nth(1)
+        .and_then(|rest| rest.split(" for column ").next())
+        .map(|s| format!("cannot parse {s}"))
+        .unwrap_or_else(|| msg.to_string());
+    (index, what)
+}
+
+/// The field and the reason of an arrow-json decode error ("... whilst decoding field 'n':
+/// failed to parse \"x\" as Int64" -> `(Some("n"), "failed to parse \"x\" as Int64")`);
+/// text only in arrow-json too, pinned by `tests::arrow_error_texts_are_read`.
+fn json_decode_error(msg: &str) -> (Option<String>, String) {
+    let column = msg
+        .split("whilst decoding field '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .map(str::to_string);
+    let what = msg.rsplit(": ").next().unwrap_or(msg).to_string();
+    (column, what)
 }
 
 /// For arrow's "null in a non-nullable column" errors: `Some(column name, when named)`.
@@ -1417,6 +1432,54 @@ fn decode_rows_unchecked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The arrow error texts sluice reads (arrow has no typed variants for them): a new
+    /// arrow that words them differently fails here, not in users' rejects.
+    #[test]
+    fn arrow_error_texts_are_read() {
+        use datafusion::arrow::datatypes::{DataType, Field};
+        let schema = |nullable: bool| {
+            Arc::new(Schema::new(vec![
+                Field::new("a", DataType::Utf8, true),
+                Field::new("n", DataType::Int64, nullable),
+            ]))
+        };
+        let csv_error = |nullable: bool, data: &'static str| {
+            datafusion::arrow::csv::ReaderBuilder::new(schema(nullable))
+                .build(std::io::Cursor::new(data))
+                .expect("reader")
+                .find_map(|b| b.err())
+                .expect("an error")
+                .to_string()
+        };
+        let json_error = |nullable: bool, data: &'static str| {
+            datafusion::arrow::json::ReaderBuilder::new(schema(nullable))
+                .build(std::io::Cursor::new(data))
+                .expect("reader")
+                .find_map(|b| b.err())
+                .expect("an error")
+                .to_string()
+        };
+        let msg = csv_error(true, "x,1\ny,abc\n");
+        assert_eq!(
+            csv_parse_error(&msg),
+            (Some(1), "cannot parse 'abc' as type 'Int64'".to_string()),
+            "{msg}"
+        );
+        let msg = csv_error(false, "x,1\ny,\n");
+        assert_eq!(not_null_column(&msg), Some(Some("n".to_string())), "{msg}");
+        let msg = json_error(true, "{\"a\": \"x\", \"n\": \"abc\"}\n");
+        let (column, what) = json_decode_error(&msg);
+        assert_eq!(column.as_deref(), Some("n"), "{msg}");
+        assert!(what.contains("abc"), "{msg}");
+        let msg = json_error(false, "{\"a\": \"x\"}\n");
+        assert_eq!(not_null_column(&msg), Some(Some("n".to_string())), "{msg}");
+        // Messages of other kinds are not taken for these.
+        assert_eq!(
+            not_null_column("Csv error: incorrect number of fields"),
+            None
+        );
+    }
 
     fn config(format: RowFormat) -> CsvScanConfig {
         CsvScanConfig {
