@@ -459,7 +459,7 @@ fn infer_csv(
     }
     // A sample that is not the whole file ends inside a record: the part is not one.
     let end = if scanner.records as usize > rows || !eof || !src.complete() {
-        sample_cut(&scanner, rows)
+        sample_cut(&scanner, &sample, rows)
     } else {
         sample.len()
     };
@@ -534,7 +534,7 @@ fn well_formed_rows(
                     let (res, _, _, nend) = reader.read_record(&[], &mut out, &mut ends[fields..]);
                     fields += nend;
                     if matches!(res, csv_core::ReadRecordResult::Record)
-                        && Some(fields) == expected
+                        && *expected.get_or_insert(fields) == fields
                         && std::str::from_utf8(&data[start..]).is_ok()
                     {
                         kept.extend_from_slice(&data[start..]);
@@ -550,12 +550,19 @@ fn well_formed_rows(
 
 /// Where a sample of `rows` records plus the header ends: just after that record's content,
 /// or after the last whole record framed when there are fewer (0: none).
-fn sample_cut(scanner: &RecordScan, rows: usize) -> usize {
-    scanner
-        .ends
-        .get(rows)
-        .or(scanner.ends.back())
-        .map_or(0, |end| *end as usize)
+fn sample_cut(scanner: &RecordScan, sample: &[u8], rows: usize) -> usize {
+    let Some(&end) = scanner.ends.get(rows).or(scanner.ends.back()) else {
+        return 0;
+    };
+    // Past the record's line break (`\n`, `\r\n` or `\r`), as csv-core ends it.
+    let mut end = end as usize;
+    if sample.get(end) == Some(&b'\r') {
+        end += 1;
+    }
+    if sample.get(end) == Some(&b'\n') {
+        end += 1;
+    }
+    end
 }
 
 /// Nesting levels an inferred NDJSON column may have; deeper ones are read as JSON text.
@@ -668,22 +675,24 @@ mod tests {
         scanner.over(data, u64::MAX / 2);
         assert_eq!(scanner.records, 7);
         let text = |rows: usize| {
-            std::str::from_utf8(&data[..sample_cut(&scanner, rows)]).unwrap_or("not UTF-8")
+            std::str::from_utf8(&data[..sample_cut(&scanner, data, rows)]).unwrap_or("not UTF-8")
         };
         // The header and 3 rows, the literal quote included.
         assert_eq!(
             text(3),
-            "id,desc,price\n1,plain,10\n2,5\" screen,20\n3,plain,30"
+            "id,desc,price\n1,plain,10\n2,5\" screen,20\n3,plain,30\n"
         );
         // A quoted line break is inside its record; `\r\n` ends one.
         assert_eq!(
             text(5),
-            "id,desc,price\n1,plain,10\n2,5\" screen,20\n3,plain,30\n4,x,40\r\n5,\"a\nb\",50"
+            "id,desc,price\n1,plain,10\n2,5\" screen,20\n3,plain,30\n4,x,40\r\n5,\"a\nb\",50\n"
         );
         // Fewer records than asked for: the last whole one.
+        assert_eq!(text(100), std::str::from_utf8(data).unwrap_or("not UTF-8"));
+        // A header alone (with or without its line break) is kept: it names the columns.
         assert_eq!(
-            text(100),
-            std::str::from_utf8(&data[..data.len() - 1]).unwrap_or("not UTF-8")
+            String::from_utf8(well_formed_rows(b"a,b", b',', b'"', None, None)),
+            Ok("a,b".to_string())
         );
     }
 }
