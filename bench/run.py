@@ -75,7 +75,7 @@ def commands(engine, job, data, out, sluice):
     many, big, drift = f"{data}/many", f"{data}/big.csv", f"{data}/drift"
     if job == "lookup_wide":
         # A broadcast lookup over a wide file of which the job reads 2 columns + the key.
-        wide, cats = wide_data(data)
+        wide, cats = (os.path.abspath(p) for p in wide_data(data))
         if engine == "sluice":
             pipeline = out + ".toml"
             with open(pipeline, "w") as f:
