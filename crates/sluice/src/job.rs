@@ -105,16 +105,25 @@ impl BatchMap for FnMap {
     }
 
     async fn map(&self, batch: RecordBatch) -> datafusion::error::Result<Mapped> {
-        // User code may block or run long: on a blocking thread, not a runtime worker.
+        // User code may block or run long: it must not hold a runtime worker. On a
+        // multi-threaded runtime `block_in_place` hands this worker's other tasks to another
+        // thread and runs the function right here (no copy to another thread, no more threads
+        // busy than partitions); elsewhere it goes to a blocking thread.
         let f = Arc::clone(&self.f.f);
-        let out = tokio::task::spawn_blocking(move || f(batch))
-            .await
-            .map_err(|e| {
-                datafusion::error::DataFusionError::Execution(format!(
-                    "batch function '{}' panicked or was cancelled: {e}",
-                    self.f.name
-                ))
-            })??;
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let out = if multi {
+            tokio::task::block_in_place(move || f(batch))?
+        } else {
+            tokio::task::spawn_blocking(move || f(batch))
+                .await
+                .map_err(|e| {
+                    datafusion::error::DataFusionError::Execution(format!(
+                        "batch function '{}' panicked or was cancelled: {e}",
+                        self.f.name
+                    ))
+                })??
+        };
         // Same columns and types as announced (the schema object itself may differ).
         RecordBatch::try_new(Arc::clone(&self.schema), out.columns().to_vec())
             .map(Mapped::from)
