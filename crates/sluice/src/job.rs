@@ -329,7 +329,7 @@ pub async fn apply_stages(
     ctx: &SessionContext,
     df: DataFrame,
     stages: &[Stage],
-    rejects: &Arc<crate::source::Rejects>,
+    rejects: &Arc<crate::ledger::rejects::Rejects>,
 ) -> Result<Applied> {
     let mut current = df;
     let mut enrichers = Vec::new();

@@ -109,7 +109,7 @@ pub struct Report {
     pub skipped_files: Vec<String>,
     /// Files that could not be read as a whole (empty, corrupt, cut off), with the reason;
     /// the job went on without them (`skip` and `reject` modes).
-    pub files_failed: Vec<crate::source::rejects::FailedFile>,
+    pub files_failed: Vec<crate::ledger::rejects::FailedFile>,
     /// Big CSV files read whole because no record boundary could be told safely near a cut
     /// (a one-column file, stray quotes inside fields, rows with the wrong field count).
     pub unsplit_files: Vec<String>,

@@ -15,8 +15,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::config::SessionConfig;
 use datafusion::execution::TaskContext;
 
+use crate::ledger::rejects::Rejects;
 use crate::sink::WriteProgress;
-use crate::source::rejects::Rejects;
 use crate::stage::StageDef;
 
 /// Ids for books and stages, unique in the process.

@@ -18,8 +18,8 @@ use futures::StreamExt;
 use super::call::{is_bare_json, Enricher, Outcome};
 use super::spec::OnCallError;
 use super::template::Value;
+use crate::ledger::rejects::{RejectRecord, Rejects};
 use crate::source::file_scan::row_json;
-use crate::source::rejects::{RejectRecord, Rejects};
 use crate::stage::{BatchMap, Mapped, StageDef};
 
 /// Input batches whose calls run ahead of the one being emitted, per partition.

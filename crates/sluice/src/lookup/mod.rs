@@ -25,9 +25,9 @@ use serde::Serialize;
 pub use spec::{How, KeyPair, LookupSpec, OnDuplicate, OnMissing};
 
 use crate::error::Error;
+use crate::ledger::rejects::{RejectRecord, Rejects};
 use crate::source::file_scan::row_json;
 use crate::source::merge::column_list;
-use crate::source::rejects::{RejectRecord, Rejects};
 use crate::source::{Format, OnError, ReadOptions, Source};
 use crate::stage::{BatchMap, Mapped, StageDef};
 

@@ -19,8 +19,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 
 use super::writer::{self, ParquetCompression, PartSpec};
 use super::WrittenFile;
+use crate::ledger::rejects::BooksRef;
 use crate::services::Services;
-use crate::source::rejects::BooksRef;
 use crate::source::Format;
 
 /// What a [`WriteExec`] writes: configuration only (the rejects and the progress counter

@@ -134,7 +134,7 @@ fn own_error(e: datafusion::error::DataFusionError) -> Error {
 }
 
 fn close_books(
-    r: &crate::source::Rejects,
+    r: &crate::ledger::rejects::Rejects,
     plan: &Arc<dyn ExecutionPlan>,
     files: &[WrittenFile],
     options: &SinkOptions,
@@ -233,7 +233,7 @@ pub async fn write(
     options: &SinkOptions,
     threads: usize,
     progress: Arc<WriteProgress>,
-    rejects: Option<&Arc<crate::source::Rejects>>,
+    rejects: Option<&Arc<crate::ledger::rejects::Rejects>>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
     if crate::source::remote::is_remote(&options.path) {
         return write_remote(df, options, threads, progress, rejects).await;
@@ -359,7 +359,7 @@ async fn write_remote(
     options: &SinkOptions,
     threads: usize,
     progress: Arc<WriteProgress>,
-    rejects: Option<&Arc<crate::source::Rejects>>,
+    rejects: Option<&Arc<crate::ledger::rejects::Rejects>>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
     let (df, schema, format) = prepare(df, options)?;
     let single = options.single_file_target();
@@ -433,7 +433,7 @@ async fn run_writers(
     job: &str,
     single: bool,
     progress: Arc<WriteProgress>,
-    rejects: Option<Arc<crate::source::Rejects>>,
+    rejects: Option<Arc<crate::ledger::rejects::Rejects>>,
 ) -> Result<Vec<WrittenFile>> {
     let services = crate::services::Services::of(task_ctx.session_config())?;
     let spec = exec::WriteSpec {

@@ -83,7 +83,7 @@ pub struct PartSpec {
     /// Hive partition columns.
     pub partition_by: Vec<String>,
     /// Where rows go whose partition value cannot be a folder name (too long).
-    pub rejects: Option<Arc<crate::source::Rejects>>,
+    pub rejects: Option<Arc<crate::ledger::rejects::Rejects>>,
 }
 
 /// Longest partition folder name (`col=value`, escaped) in bytes: the usual file-name limit
@@ -302,7 +302,7 @@ fn reject_too_long(batch: &RecordBatch, rows: &[u32], spec: &PartSpec) -> Result
             return Err(Error::Config(message));
         };
         let (raw, raw_truncated) = crate::source::file_scan::row_json(&one);
-        rejects.reject_at_write(crate::source::rejects::RejectRecord {
+        rejects.reject_at_write(crate::ledger::rejects::RejectRecord {
             column: Some(column),
             kind: "partition_value_too_long",
             message,

@@ -32,8 +32,8 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::framer::{CsvRules, RecordScan};
-use super::lines::RangeLines;
-use super::rejects::{
+use crate::ledger::lines::RangeLines;
+use crate::ledger::rejects::{
     is_bad_row, is_file_fault, BooksRef, OnError, RejectRecord, Rejects, RAW_CAP,
 };
 use crate::services::Services;

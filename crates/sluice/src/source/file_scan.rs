@@ -28,7 +28,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::rejects::{
+use crate::ledger::rejects::{
     is_bad_row, is_file_fault, BooksRef, OnError, RejectRecord, Rejects, RAW_CAP,
 };
 use crate::services::Services;

@@ -8,9 +8,7 @@ pub mod format;
 pub(crate) mod framer;
 pub mod hive;
 pub mod infer;
-pub mod lines;
 pub mod merge;
-pub mod rejects;
 pub mod remote;
 pub mod resolve;
 pub mod split;
@@ -28,9 +26,11 @@ use datafusion::logical_expr::{cast, lit, Expr};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 
+/// The rejects and the read side of the row ledger live in [`crate::ledger`].
+pub use crate::ledger::rejects;
+pub use crate::ledger::rejects::{OnError, Rejects};
 pub use format::{Compression, CsvOptions, Format, NewlinesInValues};
 pub use hive::HiveColumn;
-pub use rejects::{OnError, Rejects};
 pub use resolve::InputFile;
 
 use crate::error::{Error, Result};

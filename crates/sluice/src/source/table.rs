@@ -29,8 +29,8 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::csv_scan::{CsvRange, CsvScanConfig, CsvScanExec};
 use super::file_scan::{FileByFileExec, FilePart};
-use super::rejects::{BooksRef, Rejects};
 use super::split::{aligned_cut, Dialect, WINDOW};
+use crate::ledger::rejects::{BooksRef, Rejects};
 
 /// A set of files read with one format and one file schema.
 #[derive(Debug)]

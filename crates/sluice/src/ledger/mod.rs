@@ -19,6 +19,9 @@
 //! The identity `rows_in + added = rows_out + rejected + skipped + removed` then follows only
 //! if every part did what it says; each check below compares two counts taken by two parts.
 
+pub mod lines;
+pub mod rejects;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
