@@ -154,3 +154,13 @@ where
         .await
         .map_err(|e| Error::Config(format!("a blocking task failed: {e}")))?
 }
+
+/// The column names of `schema`, comma-separated (for messages).
+pub fn column_list(schema: &datafusion::arrow::datatypes::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

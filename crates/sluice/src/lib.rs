@@ -44,6 +44,7 @@ pub mod services;
 pub mod sink;
 pub mod source;
 pub mod stage;
+pub mod storage;
 
 pub use builder::Pipeline;
 /// The DataFusion version sluice is built on, re-exported for custom functions and plans.

@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::job::{Job, Stage, Transform};
 use crate::lookup::LookupSpec;
 use crate::sink::{SinkOptions, WriteMode};
-use crate::source::format::parse_char_option;
 use crate::source::{CsvOptions, Format, NewlinesInValues, ReadOptions};
+use crate::storage::format::parse_char_option;
 
 /// One value or a list of them (`paths = "a.csv"` or `paths = ["a.csv", "b/"]`).
 #[derive(Debug, Clone, Deserialize)]

@@ -18,8 +18,8 @@ use futures::StreamExt;
 use super::call::{is_bare_json, Enricher, Outcome};
 use super::spec::OnCallError;
 use super::template::Value;
+use crate::ledger::rejects::row_json;
 use crate::ledger::rejects::{RejectRecord, Rejects};
-use crate::source::file_scan::row_json;
 use crate::stage::{BatchMap, Mapped, StageDef};
 
 /// Input batches whose calls run ahead of the one being emitted, per partition.
@@ -76,7 +76,7 @@ impl EnrichMap {
             if input.index_of(c).is_err() {
                 return Err(stage(format!(
                     "no column '{c}' (columns: {})",
-                    crate::source::merge::column_list(input)
+                    crate::error::column_list(input)
                 )));
             }
         }

@@ -462,3 +462,26 @@ pub(crate) fn is_file_fault(e: &datafusion::error::DataFusionError, columnar: bo
         _ => false,
     }
 }
+
+/// One row as a JSON object (the raw text of a columnar row), capped at [`RAW_CAP`].
+pub(crate) fn row_json(row: &datafusion::arrow::record_batch::RecordBatch) -> (String, bool) {
+    let mut out = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut out);
+        if writer.write(row).and_then(|_| writer.finish()).is_err() {
+            return (String::new(), false);
+        }
+    }
+    let text = String::from_utf8_lossy(&out).trim_end().to_string();
+    if text.len() > RAW_CAP {
+        let mut cut = RAW_CAP;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        (text[..cut].to_string(), true)
+    } else {
+        (text, false)
+    }
+}

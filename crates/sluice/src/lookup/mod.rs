@@ -24,10 +24,10 @@ use serde::Serialize;
 
 pub use spec::{How, KeyPair, LookupSpec, OnDuplicate, OnMissing};
 
+use crate::error::column_list;
 use crate::error::Error;
+use crate::ledger::rejects::row_json;
 use crate::ledger::rejects::{RejectRecord, Rejects};
-use crate::source::file_scan::row_json;
-use crate::source::merge::column_list;
 use crate::source::{Format, OnError, ReadOptions, Source};
 use crate::stage::{BatchMap, Mapped, StageDef};
 
@@ -125,7 +125,7 @@ impl Lookup {
         options.csv.delimiter = spec
             .delimiter
             .as_deref()
-            .map(|d| crate::source::format::parse_char_option("delimiter", d))
+            .map(|d| crate::storage::format::parse_char_option("delimiter", d))
             .transpose()?;
         let source = Source::open(ctx, options).await.map_err(|e| match e {
             Error::Config(m) => fail(m),

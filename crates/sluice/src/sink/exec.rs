@@ -21,7 +21,7 @@ use super::writer::{self, ParquetCompression, PartSpec};
 use super::WrittenFile;
 use crate::ledger::rejects::BooksRef;
 use crate::services::Services;
-use crate::source::Format;
+use crate::storage::format::Format;
 
 /// What a [`WriteExec`] writes: configuration only (the rejects and the progress counter
 /// are found among the session's services by id).

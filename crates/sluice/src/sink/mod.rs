@@ -3,7 +3,8 @@
 
 pub mod commit;
 pub mod exec;
-pub mod hive;
+/// Partition folder naming (moved to [`crate::storage::partition`]).
+pub use crate::storage::partition as hive;
 pub mod json_text;
 pub mod ordered;
 pub mod remote;
@@ -22,9 +23,9 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use crate::error::{blocking, Error, Result};
-use crate::source::Format;
+use crate::storage::format::Format;
+pub use crate::storage::manifest::{Manifest, WrittenFile};
 use commit::Commit;
-pub use commit::Manifest;
 pub use writer::ParquetCompression;
 
 /// What to do when the output already exists.
@@ -80,19 +81,6 @@ pub struct SinkOptions {
     /// CSV bound for spreadsheets: text cells starting with `=`, `+`, `-`, `@`, tab or
     /// carriage return get a leading `'` (OWASP's advice against formula injection).
     pub csv_safe: bool,
-}
-
-/// One file written.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct WrittenFile {
-    /// Path relative to the output root (or the file itself for single-file output).
-    pub path: String,
-    /// Rows in the file.
-    pub rows: u64,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// CRC-32 (IEEE) of the file's bytes.
-    pub crc32: u32,
 }
 
 /// What a write produced.
@@ -213,7 +201,7 @@ impl SinkOptions {
             if schema.index_of(col).is_err() {
                 return Err(Error::Config(format!(
                     "partition_by column '{col}' is not in the output (columns: {})",
-                    crate::source::merge::column_list(schema)
+                    crate::error::column_list(schema)
                 )));
             }
         }

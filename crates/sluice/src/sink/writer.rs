@@ -21,7 +21,7 @@ use futures::StreamExt;
 
 use super::{hive, WriteProgress, WrittenFile};
 use crate::error::{blocking, Error, Result};
-use crate::source::Format;
+use crate::storage::format::Format;
 
 /// Parquet compression codecs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -301,7 +301,7 @@ fn reject_too_long(batch: &RecordBatch, rows: &[u32], spec: &PartSpec) -> Result
         let Some(rejects) = &spec.rejects else {
             return Err(Error::Config(message));
         };
-        let (raw, raw_truncated) = crate::source::file_scan::row_json(&one);
+        let (raw, raw_truncated) = crate::ledger::rejects::row_json(&one);
         rejects.reject_at_write(crate::ledger::rejects::RejectRecord {
             column: Some(column),
             kind: "partition_value_too_long",

@@ -29,7 +29,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use crate::ledger::rejects::{
-    is_bad_row, is_file_fault, BooksRef, OnError, RejectRecord, Rejects, RAW_CAP,
+    is_bad_row, is_file_fault, row_json, BooksRef, OnError, RejectRecord, Rejects,
 };
 use crate::services::Services;
 
@@ -361,27 +361,4 @@ fn check_required(
         rejects.bad_row(record, at).map_err(DataFusionError::from)?;
     }
     Ok(filter_record_batch(batch, &keep)?)
-}
-
-/// One row as a JSON object (the raw text of a columnar row), capped at [`RAW_CAP`].
-pub(crate) fn row_json(row: &RecordBatch) -> (String, bool) {
-    let mut out = Vec::new();
-    {
-        let mut writer = datafusion::arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut out);
-        if writer.write(row).and_then(|_| writer.finish()).is_err() {
-            return (String::new(), false);
-        }
-    }
-    let text = String::from_utf8_lossy(&out).trim_end().to_string();
-    if text.len() > RAW_CAP {
-        let mut cut = RAW_CAP;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        (text[..cut].to_string(), true)
-    } else {
-        (text, false)
-    }
 }

@@ -12,10 +12,10 @@ use datafusion::object_store::path::Path as StorePath;
 use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use datafusion_orc::OrcFormat;
 
-use super::format::{CsvOptions, Format};
 use super::framer::{CsvRules, RecordScan};
 use super::resolve::InputFile;
 use crate::error::{Error, Result};
+use crate::storage::format::{CsvOptions, Format};
 
 /// The DataFusion [`FileFormat`] that reads `file` with the user's options.
 ///
@@ -206,7 +206,7 @@ impl SampleSource {
     /// mid-stream: there the decoder's error is the end of the sample, not a fault.
     pub fn reader(
         &self,
-        compression: super::format::Compression,
+        compression: crate::storage::format::Compression,
     ) -> std::result::Result<Box<dyn std::io::Read + Send>, String> {
         let file = self.open().map_err(|e| e.to_string())?;
         let reader = compression
@@ -279,7 +279,7 @@ async fn check_parquet_footer(store: &Arc<dyn ObjectStore>, file: &InputFile) ->
 /// lines are reported when the data is read; they must not decide the types).
 fn infer_ndjson(
     src: &SampleSource,
-    compression: super::format::Compression,
+    compression: crate::storage::format::Compression,
     rows: usize,
 ) -> std::result::Result<Schema, String> {
     use std::io::{BufRead, Read};
@@ -416,7 +416,7 @@ const SAMPLE_CHUNK: usize = 64 << 10;
 /// then cut after the last line break outside quotes, so a record is never cut in half.
 fn infer_csv(
     src: &SampleSource,
-    compression: super::format::Compression,
+    compression: crate::storage::format::Compression,
     format: datafusion::arrow::csv::reader::Format,
     (delimiter, quote, escape, comment): (u8, u8, Option<u8>, Option<u8>),
     rows: usize,

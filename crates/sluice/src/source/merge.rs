@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-use super::format::Format;
 use crate::error::{Error, Result};
+use crate::storage::format::Format;
 
 /// A file's schema with where it came from, as input to [`merge_schemas`].
 #[derive(Debug, Clone)]
@@ -265,15 +265,7 @@ pub fn widen(a: &DataType, b: &DataType, text: bool) -> Option<DataType> {
     }
 }
 
-/// The column names of `schema`, comma-separated (for messages).
-pub fn column_list(schema: &datafusion::arrow::datatypes::Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+pub use crate::error::column_list;
 
 #[cfg(test)]
 mod tests {

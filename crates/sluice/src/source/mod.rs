@@ -4,7 +4,8 @@
 pub mod counting;
 pub mod csv_scan;
 pub mod file_scan;
-pub mod format;
+/// File formats (moved to [`crate::storage::format`]).
+pub use crate::storage::format;
 pub(crate) mod framer;
 pub mod hive;
 pub mod infer;

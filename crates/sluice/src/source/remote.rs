@@ -22,9 +22,9 @@ use futures::{StreamExt, TryStreamExt};
 use globset::GlobBuilder;
 
 use super::counting::{CountingStore, ReadCounter};
-use super::format::{Compression, Format};
 use super::resolve::{is_glob, InputFile};
 use crate::error::{Error, Result};
+use crate::storage::format::{Compression, Format};
 
 /// Storage options (`--storage-option KEY=VALUE`, `[storage]`): endpoint, region,
 /// credentials, `allow_http`, `virtual_hosted_style_request`, `skip_signature` (anonymous)...
@@ -396,12 +396,12 @@ pub async fn list_sorted(
 /// The files a sluice `_SUCCESS` manifest in folder `dir` lists, if it holds one.
 async fn manifest_files(store: &Arc<dyn ObjectStore>, dir: &str) -> Option<HashSet<String>> {
     let path = if dir.is_empty() {
-        StorePath::from(crate::sink::commit::MANIFEST)
+        StorePath::from(crate::storage::manifest::MANIFEST)
     } else {
-        StorePath::parse(format!("{dir}/{}", crate::sink::commit::MANIFEST)).ok()?
+        StorePath::parse(format!("{dir}/{}", crate::storage::manifest::MANIFEST)).ok()?
     };
     let bytes = store.get(&path).await.ok()?.bytes().await.ok()?;
-    crate::sink::commit::manifest_paths(&bytes)
+    crate::storage::manifest::manifest_paths(&bytes)
 }
 
 /// True when a segment of `key` below `root` is hidden (`.x` or `_x`).

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use globset::{GlobBuilder, GlobMatcher};
 use walkdir::WalkDir;
 
-use super::format::{Compression, Format};
 use crate::error::{Error, Result};
+use crate::storage::format::{Compression, Format};
 
 /// One input file, resolved and sized.
 #[derive(Debug, Clone)]
@@ -201,9 +201,9 @@ fn inside_root(
 fn walk_dir(root: &Path, follow: bool, out: &mut Found, skipped: &mut Vec<String>) -> Result<()> {
     let canonical_root = std::fs::canonicalize(root).ok();
     // A sluice output folder: only the files its manifest lists are part of it.
-    let trusted = std::fs::read(root.join(crate::sink::commit::MANIFEST))
+    let trusted = std::fs::read(root.join(crate::storage::manifest::MANIFEST))
         .ok()
-        .and_then(|b| crate::sink::commit::manifest_paths(&b));
+        .and_then(|b| crate::storage::manifest::manifest_paths(&b));
     let mut outside = Vec::new();
     let walker = WalkDir::new(root)
         .follow_links(true)
@@ -344,7 +344,7 @@ pub(crate) fn hive_pairs<'a>(
             if k.is_empty() {
                 return None;
             }
-            let v = (v != crate::sink::hive::DEFAULT_PARTITION).then(|| unescape(v));
+            let v = (v != crate::storage::partition::DEFAULT_PARTITION).then(|| unescape(v));
             Some((unescape(k), v))
         })
         .collect()

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-use super::format::Compression;
+use crate::storage::format::Compression;
 
 /// What a string value looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

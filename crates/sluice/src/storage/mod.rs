@@ -1,0 +1,7 @@
+//! The shared kernel of storage: file formats and their options, partition folder naming,
+//! and the output manifest. Source, sink and the stages import these from here, so that
+//! they meet only in the plan.
+
+pub mod format;
+pub mod manifest;
+pub mod partition;
