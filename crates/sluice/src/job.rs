@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 use crate::lookup::{Lookup, LookupDef, LookupSpec};
 use crate::report::{scan_partitions, FileReport, Progress, Report};
 use crate::sink::{self, SinkOptions};
-use crate::source::counting::CountingStore;
 use crate::source::{ReadOptions, Source};
 use crate::stage::{BatchMap, Mapped, StageDef, StageNode};
+use crate::storage::counting::CountingStore;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -184,8 +184,8 @@ impl Job {
         );
         // Remote stores count their reads for the progress display too.
         for p in &self.source.paths {
-            if crate::source::remote::is_remote(p) {
-                crate::source::remote::ensure_store(
+            if crate::storage::stores::is_remote(p) {
+                crate::storage::stores::ensure_store(
                     &ctx,
                     p,
                     &self.source.storage,

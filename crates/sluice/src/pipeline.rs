@@ -146,7 +146,7 @@ pub struct PipelineSpec {
     /// Options of remote object stores: endpoint, region, credentials, `allow_http`,
     /// `skip_signature` (anonymous)... (the `--storage-option` keys).
     #[serde(default)]
-    pub storage: crate::source::remote::StorageOptions,
+    pub storage: crate::storage::stores::StorageOptions,
 }
 
 /// Reads and validates a pipeline file into a [`Job`].
@@ -214,7 +214,7 @@ fn char_opt(name: &str, v: &Option<String>) -> Result<Option<u8>> {
 fn anchor(base: &Path, p: &str) -> String {
     if Path::new(p).is_absolute()
         || base.as_os_str().is_empty()
-        || crate::source::remote::is_remote(p)
+        || crate::storage::stores::is_remote(p)
     {
         p.to_string()
     } else {

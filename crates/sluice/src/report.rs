@@ -11,9 +11,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use serde::Serialize;
 
 use crate::sink::WriteProgress;
-use crate::source::counting::ReadCounter;
 use crate::source::csv_scan::CsvScanExec;
 use crate::source::file_scan::FileByFileExec;
+use crate::storage::counting::ReadCounter;
 
 /// Live counters shared with a progress display while a job runs.
 #[derive(Debug, Default)]

@@ -103,7 +103,7 @@ async fn count(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::counting::{CountingStore, ReadCounter};
+    use crate::storage::counting::{CountingStore, ReadCounter};
     use datafusion::object_store::memory::InMemory;
     use datafusion::object_store::{ObjectStoreExt, PutPayload};
     use std::sync::atomic::Ordering;

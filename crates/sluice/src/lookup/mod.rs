@@ -263,7 +263,7 @@ impl Lookup {
     }
 
     /// The report, with the bytes `reads` counted for the lookup's files.
-    pub fn report(&self, reads: &crate::source::counting::ReadCounter) -> LookupReport {
+    pub fn report(&self, reads: &crate::storage::counting::ReadCounter) -> LookupReport {
         LookupReport {
             name: self.name.clone(),
             files: self.stats.files.len() as u64,

@@ -47,7 +47,7 @@ pub struct LookupSpec {
     pub max_lookup_bytes: Option<u64>,
     /// Options of remote object stores for `paths` (a pipeline file's `[storage]`).
     #[serde(skip)]
-    pub storage: crate::source::remote::StorageOptions,
+    pub storage: crate::storage::stores::StorageOptions,
 }
 
 /// One key column: its name in the rows (`left`) and in the lookup (`right`).

@@ -77,7 +77,7 @@ pub struct SinkOptions {
     /// ends in `.parquet`.
     pub rejects_format: Option<Format>,
     /// Options of a remote object store (`s3://...` outputs).
-    pub storage: crate::source::remote::StorageOptions,
+    pub storage: crate::storage::stores::StorageOptions,
     /// CSV bound for spreadsheets: text cells starting with `=`, `+`, `-`, `@`, tab or
     /// carriage return get a leading `'` (OWASP's advice against formula injection).
     pub csv_safe: bool,
@@ -223,7 +223,7 @@ pub async fn write(
     progress: Arc<WriteProgress>,
     rejects: Option<&Arc<crate::ledger::rejects::Rejects>>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
-    if crate::source::remote::is_remote(&options.path) {
+    if crate::storage::stores::is_remote(&options.path) {
         return write_remote(df, options, threads, progress, rejects).await;
     }
     let (df, schema, format) = prepare(df, options)?;

@@ -24,7 +24,7 @@ use tokio::io::AsyncReadExt;
 use super::commit::{Manifest, MANIFEST, REJECTS_DIR};
 use super::{WriteMode, WrittenFile};
 use crate::error::{Error, Result};
-use crate::source::remote::{build_store, list_sorted, store_error, RemoteUrl, StorageOptions};
+use crate::storage::stores::{build_store, list_sorted, store_error, RemoteUrl, StorageOptions};
 
 /// Files up to this size go up in one PUT; bigger ones in multipart parts of this size.
 const PART: usize = 8 << 20;

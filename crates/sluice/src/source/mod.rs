@@ -1,7 +1,8 @@
 //! Reading inputs: resolving paths, inferring and merging schemas, and building one
 //! DataFrame that unions every file by column name.
 
-pub mod counting;
+/// The counting store wrapper (moved to [`crate::storage::counting`]).
+pub use crate::storage::counting;
 pub mod csv_scan;
 pub mod file_scan;
 /// File formats (moved to [`crate::storage::format`]).
