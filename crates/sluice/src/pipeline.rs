@@ -14,24 +14,7 @@ use crate::sink::{SinkOptions, WriteMode};
 use crate::source::{CsvOptions, Format, NewlinesInValues, ReadOptions};
 use crate::storage::format::parse_char_option;
 
-/// One value or a list of them (`paths = "a.csv"` or `paths = ["a.csv", "b/"]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    /// A single value.
-    One(String),
-    /// A list.
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
+pub use crate::config::OneOrMany;
 
 /// `[source]`
 #[derive(Debug, Clone, Deserialize)]

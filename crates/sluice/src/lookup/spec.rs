@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Deserializer};
 
+use crate::config::OneOrMany;
 use crate::error::{Error, Result};
-use crate::pipeline::OneOrMany;
 
 /// A broadcast lookup: a small table loaded once into memory and joined to every row by key
 /// (`[[lookup]]` in a pipeline file).
