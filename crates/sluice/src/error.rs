@@ -132,6 +132,22 @@ impl Error {
             reason: reason.to_string(),
         }
     }
+
+    /// The inverse of `DataFusionError::from(Error)`: sluice's own error back out of the
+    /// engine's `External` wrapping; any other engine error as [`Error::Engine`].
+    pub fn from_engine(e: datafusion::error::DataFusionError) -> Error {
+        match e {
+            datafusion::error::DataFusionError::External(inner) => {
+                match inner.downcast::<Error>() {
+                    Ok(own) => *own,
+                    Err(other) => {
+                        Error::Engine(datafusion::error::DataFusionError::External(other))
+                    }
+                }
+            }
+            other => Error::Engine(other),
+        }
+    }
 }
 
 impl From<Error> for datafusion::error::DataFusionError {

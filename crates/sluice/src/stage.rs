@@ -227,8 +227,20 @@ impl UserDefinedLogicalNodeCore for StageNode {
         }
         let [input] = <[_; 1]>::try_from(inputs)
             .map_err(|_| DataFusionError::Internal("a stage node has one input".into()))?;
-        StageNode::try_new(input, Arc::clone(&self.def))
-            .map_err(|e| DataFusionError::Plan(format!("stage '{}': {e}", self.def.name())))
+        // Optimizer passes call this many times; the stage is built again (a batch function
+        // called on an empty batch) only when its input's columns changed.
+        let schema = if input.schema() == self.input.schema() {
+            Arc::clone(&self.schema)
+        } else {
+            output_schema(&input, self.def.as_ref())
+                .map_err(|e| DataFusionError::Plan(format!("stage '{}': {e}", self.def.name())))?
+        };
+        Ok(StageNode {
+            input,
+            id: self.id,
+            def: Arc::clone(&self.def),
+            schema,
+        })
     }
 
     fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
@@ -268,10 +280,7 @@ impl ExtensionPlanner for StagePlanner {
         let [input] = physical_inputs else {
             return internal_err!("a stage node has one input");
         };
-        let map = stage
-            .def
-            .build(input.schema().as_ref())
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let map = stage.def.build(input.schema().as_ref())?;
         Services::of(session.config())?.keep_stage(stage.id, &stage.def);
         Ok(Some(Arc::new(MapExec::new(
             Arc::clone(input),
@@ -392,8 +401,7 @@ impl ExecutionPlan for MapExec {
     ) -> Result<SendableRecordBatchStream> {
         let map = Services::of_task(&context)?
             .stage(self.stage)?
-            .build(self.input.schema().as_ref())
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            .build(self.input.schema().as_ref())?;
         if map.schema().fields() != self.schema.fields() {
             return internal_err!("stage {} was planned for other columns", self.describe);
         }

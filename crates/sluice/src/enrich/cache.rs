@@ -52,7 +52,7 @@ impl Cache {
     /// [`Cache::get`] on a blocking thread (file reads stay off the async runtime).
     pub async fn load(&self, key: &str) -> Option<Vec<u8>> {
         let (cache, key) = (self.clone(), key.to_string());
-        tokio::task::spawn_blocking(move || cache.get(&key))
+        crate::error::blocking(move || Ok(cache.get(&key)))
             .await
             .ok()
             .flatten()
@@ -61,9 +61,7 @@ impl Cache {
     /// [`Cache::put`] on a blocking thread.
     pub async fn store(&self, key: &str, body: Vec<u8>) -> Result<()> {
         let (cache, key) = (self.clone(), key.to_string());
-        tokio::task::spawn_blocking(move || cache.put(&key, &body))
-            .await
-            .map_err(|e| Error::Config(format!("cache write: {e}")))?
+        crate::error::blocking(move || cache.put(&key, &body)).await
     }
 
     /// The stored body for `key`, when present, whole and fresh.

@@ -110,17 +110,6 @@ impl WriteSummary {
 
 /// Before a commit: the rejects file is complete, input files that could not be read stop
 /// the commit unless the job allows them, and the row ledger must balance.
-/// An error of the write, taken out of the engine's wrapping when it is sluice's own.
-fn own_error(e: datafusion::error::DataFusionError) -> Error {
-    match e {
-        datafusion::error::DataFusionError::External(inner) => match inner.downcast::<Error>() {
-            Ok(own) => *own,
-            Err(other) => Error::Engine(datafusion::error::DataFusionError::External(other)),
-        },
-        other => Error::Engine(other),
-    }
-}
-
 fn close_books(
     r: &crate::ledger::rejects::Rejects,
     plan: &Arc<dyn ExecutionPlan>,
@@ -444,7 +433,7 @@ async fn run_writers(
     let mut tasks = tokio::task::JoinSet::new();
     for stream in streams {
         tasks.spawn(async move {
-            let batches: Vec<_> = stream.try_collect().await.map_err(own_error)?;
+            let batches: Vec<_> = stream.try_collect().await.map_err(Error::from_engine)?;
             let mut files = Vec::new();
             for b in &batches {
                 files.extend(exec::written_files(b)?);

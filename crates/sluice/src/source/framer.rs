@@ -140,7 +140,7 @@ impl RecordScan {
     }
 
     /// Takes one byte; true when it ends a line (a record, an empty line or a comment).
-    pub(crate) fn take(&mut self, b: u8) -> bool {
+    fn take(&mut self, b: u8) -> bool {
         let at = self.pos;
         self.pos += 1;
         let (ended, counted) = match self.csv {
@@ -193,7 +193,7 @@ impl RecordScan {
     }
 
     /// One more record, its content ending at `end`.
-    pub(crate) fn frame(&mut self, end: u64) {
+    fn frame(&mut self, end: u64) {
         self.records += 1;
         self.ends.push_back(end);
     }

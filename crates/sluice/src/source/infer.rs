@@ -548,8 +548,8 @@ fn well_formed_rows(
     kept
 }
 
-/// Where a sample of `rows` records plus the header ends: just after that record's content,
-/// or after the last whole record framed when there are fewer (0: none).
+/// Where a sample of `rows` records plus the header ends: just after that record's line
+/// break, or after the last whole record framed when there are fewer (0: none).
 fn sample_cut(scanner: &RecordScan, sample: &[u8], rows: usize) -> usize {
     let Some(&end) = scanner.ends.get(rows).or(scanner.ends.back()) else {
         return 0;
