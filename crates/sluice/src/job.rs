@@ -12,14 +12,14 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use crate::context;
 use crate::enrich::{EnrichDef, EnrichSpec, Enricher};
 use crate::error::{Error, Result};
+pub use crate::function::BatchFn;
 use crate::lookup::{Lookup, LookupDef, LookupSpec};
 use crate::report::{scan_partitions, FileReport, Progress, Report};
 use crate::sink::{self, SinkOptions};
 use crate::source::{ReadOptions, Source};
-use crate::stage::{BatchMap, Mapped, StageDef, StageNode};
+use crate::stage::{StageDef, StageNode};
+use crate::stage_spec::StageSpec;
 use crate::storage::counting::CountingStore;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
 
 /// One SQL step. The table `source` is the output of the step before it (the read for the
 /// first step); a step with a `name` can also be referred to by that name later.
@@ -43,97 +43,6 @@ pub enum Stage {
     Lookup(Box<LookupSpec>),
     /// A Rust function over each batch (library API only).
     Batches(BatchFn),
-}
-
-/// A Rust function applied to every batch of a stage's input, on all partitions at once.
-#[derive(Clone)]
-pub struct BatchFn {
-    /// The stage's name (a table for later SQL steps).
-    pub name: String,
-    /// The function.
-    pub f: Arc<dyn Fn(RecordBatch) -> datafusion::error::Result<RecordBatch> + Send + Sync>,
-}
-
-impl std::fmt::Debug for BatchFn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchFn")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A [`BatchFn`] as a stage: opaque to the optimizer (it may read any column).
-#[derive(Debug)]
-struct FnDef(BatchFn);
-
-impl StageDef for FnDef {
-    fn name(&self) -> &str {
-        &self.0.name
-    }
-
-    fn reads(&self) -> Option<Vec<String>> {
-        None
-    }
-
-    fn build(&self, input: &datafusion::arrow::datatypes::Schema) -> Result<Arc<dyn BatchMap>> {
-        let empty = RecordBatch::new_empty(Arc::new(input.clone()));
-        let schema = (self.0.f)(empty)
-            .map_err(|e| Error::Config(format!("batch function '{}': {e}", self.0.name)))?
-            .schema();
-        Ok(Arc::new(FnMap {
-            f: self.0.clone(),
-            schema,
-        }))
-    }
-}
-
-/// A [`BatchFn`] over batches of one input schema.
-#[derive(Debug)]
-struct FnMap {
-    f: BatchFn,
-    schema: SchemaRef,
-}
-
-#[async_trait::async_trait]
-impl BatchMap for FnMap {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    fn describe(&self) -> String {
-        format!("BatchFnExec: name={}", self.f.name)
-    }
-
-    async fn map(&self, batch: RecordBatch) -> datafusion::error::Result<Mapped> {
-        // User code may block or run long: it must not hold a runtime worker. On a
-        // multi-threaded runtime `block_in_place` hands this worker's other tasks to another
-        // thread and runs the function right here (no copy to another thread, no more threads
-        // busy than partitions); elsewhere it goes to a blocking thread.
-        let f = Arc::clone(&self.f.f);
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let out = if multi {
-            tokio::task::block_in_place(move || f(batch))?
-        } else {
-            tokio::task::spawn_blocking(move || f(batch))
-                .await
-                .map_err(|e| {
-                    datafusion::error::DataFusionError::Execution(format!(
-                        "batch function '{}' panicked or was cancelled: {e}",
-                        self.f.name
-                    ))
-                })??
-        };
-        // Same columns and types as announced (the schema object itself may differ).
-        RecordBatch::try_new(Arc::clone(&self.schema), out.columns().to_vec())
-            .map(Mapped::from)
-            .map_err(|e| {
-                datafusion::error::DataFusionError::Execution(format!(
-                "batch function '{}' returned other columns than for its first (empty) batch: {e}",
-                self.f.name
-            ))
-            })
-    }
 }
 
 /// A complete job: source, stages, sink.
@@ -304,11 +213,18 @@ impl Drop for StopCalls {
     }
 }
 
-/// The output of stage `def` over `input`, as a DataFrame.
-fn as_stage(ctx: &SessionContext, input: DataFrame, def: Arc<dyn StageDef>) -> Result<DataFrame> {
+/// The output over `input` of the stage `spec` describes, built in the session of `ctx`.
+async fn as_stage(
+    ctx: &SessionContext,
+    input: DataFrame,
+    spec: StageSpec,
+) -> Result<(DataFrame, Arc<dyn StageDef>)> {
+    let services = crate::services::Services::of(&ctx.copied_config())?;
+    let id = crate::services::next_id();
+    let def = services.stage_or_build(id, spec.build(ctx)).await?;
     let (_, plan) = input.into_parts();
-    let node = StageNode::try_new(plan, def)?;
-    Ok(DataFrame::new(ctx.state(), node.into_plan()))
+    let node = StageNode::try_new(plan, id, Arc::clone(&def), &services)?;
+    Ok((DataFrame::new(ctx.state(), node.into_plan()), def))
 }
 
 /// The stages applied: the final DataFrame, and the enrich callers and loaded lookups (for
@@ -331,6 +247,8 @@ pub async fn apply_stages(
     stages: &[Stage],
     rejects: &Arc<crate::ledger::rejects::Rejects>,
 ) -> Result<Applied> {
+    // The stages' rejected rows go to the read's books.
+    crate::services::Services::of(&ctx.copied_config())?.keep_books(rejects);
     let mut current = df;
     let mut enrichers = Vec::new();
     let mut lookups = Vec::new();
@@ -355,21 +273,38 @@ pub async fn apply_stages(
                 step.name.clone()
             }
             Stage::Enrich(spec) => {
-                let enricher = Arc::new(Enricher::new(spec, std::path::Path::new(""))?);
-                let def = EnrichDef::new(Arc::clone(&enricher), Arc::clone(rejects));
-                current = as_stage(ctx, current, Arc::new(def))?;
-                enrichers.push(enricher);
-                Some(spec.name.clone())
+                let books = rejects.id();
+                let spec = StageSpec::Enrich {
+                    spec: spec.clone(),
+                    books,
+                };
+                let (df, def) = as_stage(ctx, current, spec).await?;
+                current = df;
+                if let Some(e) = def.as_any().downcast_ref::<EnrichDef>() {
+                    enrichers.push(Arc::clone(e.enricher()));
+                }
+                Some(def.name().to_string())
             }
             Stage::Lookup(spec) => {
-                let lookup = Arc::new(Lookup::load(ctx, spec).await?);
-                let def = LookupDef::new(Arc::clone(&lookup), Arc::clone(rejects));
-                current = as_stage(ctx, current, Arc::new(def))?;
-                lookups.push(lookup);
-                Some(spec.name.clone())
+                let books = rejects.id();
+                let spec = StageSpec::Lookup {
+                    spec: spec.clone(),
+                    storage: spec.storage.clone(),
+                    books,
+                };
+                let (df, def) = as_stage(ctx, current, spec).await?;
+                current = df;
+                if let Some(l) = def.as_any().downcast_ref::<LookupDef>() {
+                    lookups.push(Arc::clone(l.lookup()));
+                }
+                Some(def.name().to_string())
             }
             Stage::Batches(f) => {
-                current = as_stage(ctx, current, Arc::new(FnDef(f.clone())))?;
+                crate::services::Services::of(&ctx.copied_config())?.register_function(f)?;
+                let spec = StageSpec::Function {
+                    name: f.name.clone(),
+                };
+                current = as_stage(ctx, current, spec).await?.0;
                 Some(f.name.clone())
             }
         };

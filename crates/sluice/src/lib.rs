@@ -35,6 +35,7 @@ pub mod context;
 pub mod enrich;
 pub mod error;
 pub mod explain;
+pub mod function;
 pub mod job;
 pub mod ledger;
 pub mod lookup;
@@ -45,13 +46,15 @@ pub mod services;
 pub mod sink;
 pub mod source;
 pub mod stage;
+pub mod stage_spec;
 pub mod storage;
 
 pub use builder::Pipeline;
 /// The DataFusion version sluice is built on, re-exported for custom functions and plans.
 pub use datafusion;
 pub use error::{Error, Result};
-pub use job::{BatchFn, Job, Stage, Transform};
+pub use function::BatchFn;
+pub use job::{Job, Stage, Transform};
 pub use report::{Progress, Report};
 pub use sink::{SinkOptions, WriteMode};
 pub use source::{ReadOptions, Source};

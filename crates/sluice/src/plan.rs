@@ -1,5 +1,6 @@
 //! Small helpers shared by sluice's own plan nodes (scans, stages, the ordered concat).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -41,4 +42,12 @@ pub(crate) fn only_child(
     let [child] = <[_; 1]>::try_from(children)
         .map_err(|_| DataFusionError::Internal(format!("{name} has one child")))?;
     Ok(child)
+}
+
+/// Ids for plan nodes, books and stages, unique in the process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh id for a plan node, a set of books or a stage.
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }

@@ -6,13 +6,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::object_store::path::Path;
 
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::ExecutionPlan;
 use serde::Serialize;
 
-use crate::sink::WriteProgress;
-use crate::source::csv_scan::CsvScanExec;
-use crate::source::file_scan::FileByFileExec;
+use crate::ledger::WriteProgress;
 use crate::storage::counting::ReadCounter;
 
 /// Live counters shared with a progress display while a job runs.
@@ -143,7 +140,4 @@ pub fn scan_partitions(plan: &Arc<dyn ExecutionPlan>) -> usize {
     plan.children().into_iter().map(scan_partitions).sum()
 }
 
-/// True for the plan nodes that read input files.
-pub(crate) fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.is::<DataSourceExec>() || plan.is::<CsvScanExec>() || plan.is::<FileByFileExec>()
-}
+pub(crate) use crate::ledger::is_scan;

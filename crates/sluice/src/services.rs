@@ -8,31 +8,32 @@
 //! services from the job's configuration.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::config::SessionConfig;
 use datafusion::execution::TaskContext;
 
+use crate::function::BatchFn;
 use crate::ledger::rejects::Rejects;
-use crate::sink::WriteProgress;
+use crate::ledger::WriteProgress;
 use crate::stage::StageDef;
 
-/// Ids for books and stages, unique in the process.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// A stage built once per session, however many partitions ask for it at once.
+type StageCell = Arc<tokio::sync::OnceCell<Arc<dyn StageDef>>>;
 
-/// A fresh id for a set of books or a stage.
+/// A fresh id for a plan node, a set of books or a stage, unique in the process.
 pub fn next_id() -> u64 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    crate::plan::next_id()
 }
 
-/// What plan nodes find in their session: each read's rejects and ledger (by books id) and
-/// each stage (by stage id).
+/// What plan nodes find in their session: each read's rejects and ledger (by books id),
+/// each stage (by stage id) and the batch functions (by name).
 #[derive(Debug, Default)]
 pub struct Services {
     books: RwLock<HashMap<u64, Arc<Rejects>>>,
-    stages: RwLock<HashMap<u64, Arc<dyn StageDef>>>,
+    stages: RwLock<HashMap<u64, StageCell>>,
+    functions: RwLock<HashMap<String, BatchFn>>,
     progress: RwLock<HashMap<u64, Arc<WriteProgress>>>,
 }
 
@@ -69,20 +70,82 @@ impl Services {
             .ok_or_else(|| DataFusionError::Internal(format!("no books {id} in this session")))
     }
 
-    /// Makes stage `def` available under `id` (again: a no-op).
-    pub fn keep_stage(&self, id: u64, def: &Arc<dyn StageDef>) {
-        if let Ok(mut stages) = self.stages.write() {
-            stages.entry(id).or_insert_with(|| Arc::clone(def));
+    fn stage_cell(&self, id: u64) -> StageCell {
+        if let Some(cell) = self.stages.read().ok().and_then(|s| s.get(&id).cloned()) {
+            return cell;
+        }
+        match self.stages.write() {
+            Ok(mut stages) => Arc::clone(stages.entry(id).or_default()),
+            Err(_) => StageCell::default(),
         }
     }
 
-    /// Stage `id`.
+    /// Makes stage `def` available under `id` (again: a no-op).
+    pub fn keep_stage(&self, id: u64, def: &Arc<dyn StageDef>) {
+        let _ = self.stage_cell(id).set(Arc::clone(def));
+    }
+
+    /// Stage `id`, when it was built in this session.
     pub fn stage(&self, id: u64) -> Result<Arc<dyn StageDef>> {
-        self.stages
-            .read()
-            .ok()
-            .and_then(|s| s.get(&id).cloned())
+        self.stage_cell(id)
+            .get()
+            .cloned()
             .ok_or_else(|| DataFusionError::Internal(format!("no stage {id} in this session")))
+    }
+
+    /// Stage `id`, built by `build` the first time any partition of the session asks for it
+    /// (the others wait for that build).
+    pub async fn stage_or_build<F>(
+        &self,
+        id: u64,
+        build: F,
+    ) -> crate::error::Result<Arc<dyn StageDef>>
+    where
+        F: std::future::Future<Output = crate::error::Result<Arc<dyn StageDef>>>,
+    {
+        self.stage_cell(id).get_or_try_init(|| build).await.cloned()
+    }
+
+    /// Registers batch function `f` under its name. The same function again is a no-op;
+    /// another function under a taken name is an error (a plan names functions only).
+    pub fn register_function(&self, f: &BatchFn) -> crate::error::Result<()> {
+        let mut all = self
+            .functions
+            .write()
+            .map_err(|_| crate::error::Error::Config("function registry poisoned".into()))?;
+        match all.get(&f.name) {
+            Some(known) if !Arc::ptr_eq(&known.f, &f.f) => {
+                Err(crate::error::Error::Config(format!(
+                    "two batch functions are named '{}': give each its own name",
+                    f.name
+                )))
+            }
+            Some(_) => Ok(()),
+            None => {
+                all.insert(f.name.clone(), f.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// The batch function registered as `name`.
+    pub fn function(&self, name: &str) -> crate::error::Result<BatchFn> {
+        let all = self
+            .functions
+            .read()
+            .map_err(|_| crate::error::Error::Config("function registry poisoned".into()))?;
+        all.get(name).cloned().ok_or_else(|| {
+            let mut known: Vec<&str> = all.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            crate::error::Error::Config(format!(
+                "no batch function '{name}' is registered in this session (registered: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
     }
 
     /// Makes a write progress counter available; returns its id.

@@ -33,7 +33,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
+use crate::ledger::rejects::Task;
 use crate::services::Services;
+use crate::stage_spec::StageSpec;
 use futures::StreamExt;
 
 /// The work of one stage on one batch.
@@ -51,8 +53,8 @@ pub trait BatchMap: Send + Sync + fmt::Debug {
     }
 
     /// Maps one batch (of the input's schema) to one batch of [`BatchMap::schema`], saying
-    /// how many of its rows went to the rejects dataset.
-    async fn map(&self, batch: RecordBatch) -> Result<Mapped>;
+    /// how many of its rows went to the rejects dataset (as rows of `task`).
+    async fn map(&self, batch: RecordBatch, task: Task) -> Result<Mapped>;
 }
 
 /// What a stage made of one batch.
@@ -71,7 +73,7 @@ impl From<RecordBatch> for Mapped {
 }
 
 /// The metric of a [`MapExec`] counting the rows its stage rejected (for the row ledger).
-pub const REJECTED_METRIC: &str = "rows_rejected";
+pub use crate::ledger::REJECTED_METRIC;
 
 /// What a stage is before the optimizer has decided which input columns reach it: it
 /// names the columns it reads itself and builds its [`BatchMap`] for whatever input it gets.
@@ -86,32 +88,68 @@ pub trait StageDef: Send + Sync + fmt::Debug {
 
     /// The stage over batches of `input`.
     fn build(&self, input: &Schema) -> crate::error::Result<Arc<dyn BatchMap>>;
+
+    /// The stage as configuration: what a plan holds to build it again elsewhere.
+    fn spec(&self) -> StageSpec;
+
+    /// For reports that need the concrete stage (a lookup's size, an enrich stage's calls).
+    fn as_any(&self) -> &dyn std::any::Any;
+
+    /// Task `task` of a node running the stage starts (again): a stage that rejects rows
+    /// drops what an earlier run of the task rejected.
+    fn begin(&self, task: Task) -> crate::error::Result<()> {
+        let _ = task;
+        Ok(())
+    }
 }
 
 /// A stage in the logical plan. A stage that only appends columns ([`StageDef::reads`] is
 /// a list) lets the optimizer prune input columns nobody above it uses and push filters on
 /// input columns below it, so the scan decodes (and rejects rows for) only what the job
 /// reads. [`StagePlanner`] turns it into a [`MapExec`].
+///
+/// The node is its stage's id and [`StageSpec`] (configuration); `def` is the stage built
+/// from that spec in this session (also kept among the session's [`Services`] under the
+/// id), which the node asks for the columns the stage reads and makes.
 #[derive(Debug, Clone)]
 pub struct StageNode {
     input: LogicalPlan,
-    /// The stage's id among the session's [`Services`] once planned.
+    /// The stage's id among the session's [`Services`].
     id: u64,
+    spec: StageSpec,
     def: Arc<dyn StageDef>,
     schema: DFSchemaRef,
 }
 
 impl StageNode {
-    /// The stage `def` over `input`; fails as the stage would on that input (a missing key
-    /// column, a clashing new column...).
-    pub fn try_new(input: LogicalPlan, def: Arc<dyn StageDef>) -> crate::error::Result<Self> {
+    /// Stage `def`, built from its spec in the session of `services` under `id`, over
+    /// `input`; fails as the stage would on that input (a missing key column, a clashing new
+    /// column...).
+    pub fn try_new(
+        input: LogicalPlan,
+        id: u64,
+        def: Arc<dyn StageDef>,
+        services: &Services,
+    ) -> crate::error::Result<Self> {
         let schema = output_schema(&input, def.as_ref())?;
+        services.keep_stage(id, &def);
         Ok(StageNode {
             input,
-            id: crate::services::next_id(),
+            id,
+            spec: def.spec(),
             def,
             schema,
         })
+    }
+
+    /// The stage's id among the session's services.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The stage as configuration.
+    pub fn spec(&self) -> &StageSpec {
+        &self.spec
     }
 
     /// The node as a logical plan.
@@ -238,6 +276,7 @@ impl UserDefinedLogicalNodeCore for StageNode {
         Ok(StageNode {
             input,
             id: self.id,
+            spec: self.spec.clone(),
             def: Arc::clone(&self.def),
             schema,
         })
@@ -285,6 +324,7 @@ impl ExtensionPlanner for StagePlanner {
         Ok(Some(Arc::new(MapExec::new(
             Arc::clone(input),
             stage.id,
+            stage.spec.clone(),
             map.describe(),
             map.schema(),
         ))))
@@ -309,13 +349,17 @@ impl QueryPlanner for SluiceQueryPlanner {
 }
 
 /// Runs a stage on every batch of every partition of its input. The node holds the stage's
-/// id, name and output schema only: the stage itself (a loaded lookup, an HTTP client, a
-/// function) is found among the session's [`Services`] when the node runs, and its
-/// [`BatchMap`] built there for this node's input.
+/// id, [`StageSpec`], line in plans and output schema only: the stage itself (a loaded
+/// lookup, an HTTP client, a function) is found among the session's [`Services`] when the
+/// node runs — built there from the spec, once, when the session has not built it yet (a
+/// plan run in another process) — and its [`BatchMap`] built for this node's input.
 #[derive(Debug)]
 pub struct MapExec {
     input: Arc<dyn ExecutionPlan>,
+    /// The node's own id (its tasks' rejected rows are written and counted under it).
+    node: u64,
     stage: u64,
+    spec: StageSpec,
     describe: String,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
@@ -328,6 +372,7 @@ impl MapExec {
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
         stage: u64,
+        spec: StageSpec,
         describe: String,
         schema: SchemaRef,
     ) -> Self {
@@ -337,7 +382,9 @@ impl MapExec {
         );
         MapExec {
             input,
+            node: crate::services::next_id(),
             stage,
+            spec,
             describe,
             schema,
             cache,
@@ -348,6 +395,16 @@ impl MapExec {
     /// The id of the stage this node runs.
     pub fn stage(&self) -> u64 {
         self.stage
+    }
+
+    /// The stage as configuration.
+    pub fn spec(&self) -> &StageSpec {
+        &self.spec
+    }
+
+    /// Its line in plans.
+    pub fn describe(&self) -> &str {
+        &self.describe
     }
 }
 
@@ -378,6 +435,7 @@ impl ExecutionPlan for MapExec {
         Ok(Arc::new(MapExec::new(
             input,
             self.stage,
+            self.spec.clone(),
             self.describe.clone(),
             Arc::clone(&self.schema),
         )))
@@ -399,35 +457,76 @@ impl ExecutionPlan for MapExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let map = Services::of_task(&context)?
-            .stage(self.stage)?
-            .build(self.input.schema().as_ref())?;
-        if map.schema().fields() != self.schema.fields() {
-            return internal_err!("stage {} was planned for other columns", self.describe);
-        }
-        let ahead = map.ahead().max(1);
-        let input = self.input.execute(partition, context)?;
+        let services = Services::of_task(&context)?;
+        let input = self.input.execute(partition, Arc::clone(&context))?;
+        let in_schema = self.input.schema();
+        let out_schema = Arc::clone(&self.schema);
+        let (id, spec, describe) = (self.stage, self.spec.clone(), self.describe.clone());
+        let task = Task {
+            node: self.node,
+            partition,
+        };
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let rejected = MetricBuilder::new(&self.metrics).counter(REJECTED_METRIC, partition);
-        let stream = input
-            .map(move |batch| {
-                let map = Arc::clone(&map);
-                async move {
-                    let out = map.map(batch?).await?;
-                    Ok((out.batch, out.rejected))
+        // The stage as this session has it, or built here from its spec (once per session).
+        let map = async move {
+            let def = services
+                .stage_or_build(id, spec.build_for_task(&context))
+                .await?;
+            let map = def.build(in_schema.as_ref())?;
+            // A partition run again starts its rejected rows and counts afresh.
+            def.begin(task)?;
+            if map.schema().fields() != out_schema.fields() {
+                return internal_err!("stage {describe} was planned for other columns");
+            }
+            Ok(map)
+        };
+        let stream = futures::stream::once(async move {
+            match map.await {
+                Ok(map) => run_stage(map, input, task, metrics, rejected),
+                Err(e) => {
+                    let failed: SendableRecordBatchStream =
+                        Box::pin(RecordBatchStreamAdapter::new(
+                            input.schema(),
+                            futures::stream::once(async move { Err(e) }),
+                        ));
+                    failed
                 }
-            })
-            .buffered(ahead)
-            .map(move |r: Result<(RecordBatch, usize)>| {
-                r.map(|(b, n)| {
-                    rejected.add(n);
-                    metrics.record_output(b.num_rows());
-                    b
-                })
-            });
+            }
+        })
+        .flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             stream,
         )))
     }
+}
+
+/// The batches of `input` through `map`, `ahead` of them at once, counted into `metrics`.
+fn run_stage(
+    map: Arc<dyn BatchMap>,
+    input: SendableRecordBatchStream,
+    task: Task,
+    metrics: BaselineMetrics,
+    rejected: datafusion::physical_plan::metrics::Count,
+) -> SendableRecordBatchStream {
+    let schema = map.schema();
+    let ahead = map.ahead().max(1);
+    let stream = input
+        .map(move |batch| {
+            let map = Arc::clone(&map);
+            async move {
+                let out = map.map(batch?, task).await?;
+                Ok((out.batch, out.rejected))
+            }
+        })
+        .buffered(ahead)
+        .map(move |r: Result<(RecordBatch, usize)>| {
+            r.map(|(b, n)| {
+                rejected.add(n);
+                metrics.record_output(b.num_rows());
+                b
+            })
+        });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
 }

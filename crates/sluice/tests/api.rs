@@ -199,3 +199,252 @@ async fn a_blocking_batch_function_leaves_the_runtime_free() {
         "the runtime's only worker was held for {gap} ms by the batch function"
     );
 }
+
+/// The physical plan of a pipeline with a lookup and a batch function holds configuration
+/// only: run in a fresh session — whose services have never seen its stages, with each
+/// stage node rebuilt from its spec's JSON text and the function registered there by name —
+/// it gives the same rows; without the function registered it fails naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_runs_from_its_configuration_in_a_fresh_session() {
+    use sluice::datafusion::common::tree_node::{Transformed, TreeNode};
+    use sluice::datafusion::physical_plan::{collect, ExecutionPlan};
+    use sluice::services::Services;
+    use sluice::stage::MapExec;
+    use sluice::stage_spec::StageSpec;
+    use sluice::{Source, Stage};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = write(dir.path(), "da ta #1.csv", "n,cat\n1,a\n2,b\n3,a\n4,c\n");
+    let cats = write(dir.path(), "cäts ~%.csv", "cat,label\na,Alpha\nb,Beta\n");
+    let stages = [
+        Stage::Lookup(Box::new(LookupSpec {
+            name: "cats".into(),
+            paths: vec![cats],
+            on: vec![KeyPair::same("cat")],
+            ..LookupSpec::default()
+        })),
+        Stage::Batches(sluice::BatchFn {
+            name: "doubled".into(),
+            f: Arc::new(doubled),
+        }),
+    ];
+    let here = sluice::context::session(2);
+    let options = ReadOptions {
+        paths: vec![data],
+        ..ReadOptions::default()
+    };
+    let source = Source::open(&here, options).await.expect("open");
+    let applied = sluice::job::apply_stages(
+        &here,
+        source.to_dataframe(&here).expect("df"),
+        &stages,
+        &source.rejects,
+    )
+    .await
+    .expect("stages");
+    let plan = applied
+        .df
+        .create_physical_plan()
+        .await
+        .expect("physical plan");
+    let sorted = |batches: Vec<RecordBatch>| {
+        let mut rows: Vec<String> =
+            sluice::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .expect("format")
+                .to_string()
+                .lines()
+                .skip(3)
+                .filter(|l| !l.starts_with('+'))
+                .map(str::to_string)
+                .collect();
+        rows.sort();
+        rows
+    };
+    let expected = sorted(
+        collect(Arc::clone(&plan), here.task_ctx())
+            .await
+            .expect("run here"),
+    );
+    assert_eq!(expected.len(), 4, "{expected:?}");
+    assert!(expected.iter().any(|r| r.contains("Alpha")), "{expected:?}");
+
+    // Every stage node again, from nothing but its spec's JSON text (in a new physical
+    // plan each time: a plan's repartition nodes run once).
+    let rebuild = async || {
+        let mut ids = Vec::new();
+        let plan = applied
+            .df
+            .clone()
+            .create_physical_plan()
+            .await
+            .expect("plan");
+        let plan = plan
+            .transform_up(|node| {
+                let Some(map) = node.downcast_ref::<MapExec>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let text = map.spec().to_json().expect("spec as JSON");
+                ids.push(map.stage());
+                let again = MapExec::new(
+                    Arc::clone(map.children()[0]),
+                    map.stage(),
+                    StageSpec::from_json(&text).expect("spec from JSON"),
+                    map.describe().to_string(),
+                    map.schema(),
+                );
+                Ok(Transformed::yes(Arc::new(again) as Arc<dyn ExecutionPlan>))
+            })
+            .expect("rebuild");
+        (plan.data, ids)
+    };
+    let (rebuilt, ids) = rebuild().await;
+    assert_eq!(ids.len(), 2, "a lookup node and a function node");
+
+    // A fresh session: the job's books, the function by name, no stage.
+    let fresh = sluice::context::session(2);
+    let services = Services::of(&fresh.copied_config()).expect("services");
+    services.keep_books(&source.rejects);
+    for id in &ids {
+        assert!(
+            services.stage(*id).is_err(),
+            "the fresh session has no stage yet"
+        );
+    }
+    let unregistered = collect(rebuilt, fresh.task_ctx())
+        .await
+        .expect_err("no function registered");
+    assert!(
+        unregistered
+            .to_string()
+            .contains("no batch function 'doubled' is registered"),
+        "{unregistered}"
+    );
+    let fresh = sluice::context::session(2);
+    let services = Services::of(&fresh.copied_config()).expect("services");
+    services.keep_books(&source.rejects);
+    services
+        .register_function(&sluice::BatchFn {
+            name: "doubled".into(),
+            f: Arc::new(doubled),
+        })
+        .expect("register");
+    let there = sorted(
+        collect(rebuild().await.0, fresh.task_ctx())
+            .await
+            .expect("run there"),
+    );
+    assert_eq!(there, expected);
+    for id in &ids {
+        assert!(services.stage(*id).is_ok(), "built there from its spec");
+    }
+}
+
+/// A partition run again (a task retried after its first run broke off) counts once: its
+/// read ranges, its stage's rejected rows and its metrics replace the first run's, the
+/// rejects dataset holds every rejected row exactly once, and the books close with the
+/// counts the generator knows.
+#[tokio::test]
+async fn a_partition_run_again_counts_once() {
+    use futures::StreamExt;
+    use sluice::ledger::rejects::OnError;
+    use sluice::{Source, Stage};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    // 30000 rows; every 1000th row after the sample has a bad `n`, every 7th row a
+    // category the lookup lacks (the bad rows never reach the lookup).
+    let (rows, mut bad, mut missing) = (30_000u64, 0u64, 0u64);
+    let mut text = String::from("id,cat,n\n");
+    for i in 0..rows {
+        let cat = if i % 7 == 3 {
+            "zz"
+        } else {
+            ["a", "b"][(i % 2) as usize]
+        };
+        let n = if i >= 5000 && i % 1000 == 0 {
+            bad += 1;
+            "oops".to_string()
+        } else {
+            if cat == "zz" {
+                missing += 1;
+            }
+            (i * 3).to_string()
+        };
+        text.push_str(&format!("{i},{cat},{n}\n"));
+    }
+    let data = write(dir.path(), "rows #1.csv", &text);
+    let cats = write(dir.path(), "cats.csv", "cat,label\na,Alpha\nb,Beta\n");
+    let ctx = sluice::context::session_with(2, Some(1024));
+    let options = ReadOptions {
+        paths: vec![data],
+        on_error: OnError::Reject,
+        ..ReadOptions::default()
+    };
+    let source = Source::open(&ctx, options).await.expect("open");
+    let rejects_dir = dir.path().join("_rejects");
+    source.rejects.set_dir(rejects_dir.clone());
+    let stages = [Stage::Lookup(Box::new(LookupSpec {
+        name: "cats".into(),
+        paths: vec![cats],
+        on: vec![KeyPair::same("cat")],
+        on_missing: Some("reject".into()),
+        ..LookupSpec::default()
+    }))];
+    let applied = sluice::job::apply_stages(
+        &ctx,
+        source.to_dataframe(&ctx).expect("df"),
+        &stages,
+        &source.rejects,
+    )
+    .await
+    .expect("stages");
+    let plan = applied.df.create_physical_plan().await.expect("plan");
+    let partitions = plan.properties().output_partitioning().partition_count();
+    assert_eq!(partitions, 2, "the file is read in two ranges");
+
+    // Partition 0's first run: one batch, then the task breaks off.
+    let mut first = plan.execute(0, ctx.task_ctx()).expect("run 0");
+    assert!(first.next().await.expect("a batch").is_ok());
+    drop(first);
+    // Every partition to its end, partition 0 again.
+    let mut written = 0u64;
+    for p in 0..partitions {
+        let mut stream = plan.execute(p, ctx.task_ctx()).expect("run");
+        while let Some(batch) = stream.next().await {
+            written += batch.expect("batch").num_rows() as u64;
+        }
+    }
+    assert_eq!(written, rows - bad - missing);
+
+    let flow = sluice::ledger::plan_flow(&plan);
+    let r = &source.rejects;
+    assert_eq!(r.rejected_later(), missing, "each miss once");
+    let books = sluice::ledger::close(
+        &r.ledger,
+        &flow,
+        r.rejected_later(),
+        r.rejected_at_write(),
+        written,
+    )
+    .expect("the books balance");
+    assert_eq!(books.rows_in, rows);
+    assert_eq!(books.rows_out, rows - bad - missing);
+    assert_eq!(books.rejected, bad + missing);
+    r.finish(false).expect("finish");
+    let lines: Vec<String> = std::fs::read_to_string(rejects_dir.join("rejects.ndjson"))
+        .expect("rejects")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let unique: std::collections::HashSet<&String> = lines.iter().collect();
+    assert_eq!(lines.len() as u64, bad + missing, "every rejected row once");
+    assert_eq!(unique.len(), lines.len());
+    let left: Vec<_> = std::fs::read_dir(&rejects_dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        left,
+        ["rejects.ndjson"],
+        "task files are joined and removed"
+    );
+}

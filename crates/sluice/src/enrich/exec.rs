@@ -19,8 +19,10 @@ use super::call::{is_bare_json, Enricher, Outcome};
 use super::spec::OnCallError;
 use super::template::Value;
 use crate::ledger::rejects::row_json;
+use crate::ledger::rejects::Task;
 use crate::ledger::rejects::{RejectRecord, Rejects};
 use crate::stage::{BatchMap, Mapped, StageDef};
+use crate::stage_spec::StageSpec;
 
 /// Input batches whose calls run ahead of the one being emitted, per partition.
 const BATCHES_AHEAD: usize = 4;
@@ -28,14 +30,25 @@ const BATCHES_AHEAD: usize = 4;
 /// An enrich stage: it reads the columns its templates name and appends the extracted ones.
 #[derive(Debug)]
 pub struct EnrichDef {
+    spec: StageSpec,
     enricher: Arc<Enricher>,
     rejects: Arc<Rejects>,
 }
 
 impl EnrichDef {
-    /// The stage calling through `enricher`, sending rows whose calls fail to `rejects`.
-    pub fn new(enricher: Arc<Enricher>, rejects: Arc<Rejects>) -> Self {
-        EnrichDef { enricher, rejects }
+    /// The stage calling through `enricher` (built from `spec`), sending rows whose calls
+    /// fail to `rejects`.
+    pub fn new(spec: StageSpec, enricher: Arc<Enricher>, rejects: Arc<Rejects>) -> Self {
+        EnrichDef {
+            spec,
+            enricher,
+            rejects,
+        }
+    }
+
+    /// The caller (for its report and to stop its calls).
+    pub fn enricher(&self) -> &Arc<Enricher> {
+        &self.enricher
     }
 }
 
@@ -51,6 +64,18 @@ impl StageDef for EnrichDef {
     fn build(&self, input: &Schema) -> crate::error::Result<Arc<dyn BatchMap>> {
         let map = EnrichMap::try_new(input, Arc::clone(&self.enricher), Arc::clone(&self.rejects))?;
         Ok(Arc::new(map))
+    }
+
+    fn spec(&self) -> StageSpec {
+        self.spec.clone()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn begin(&self, task: Task) -> crate::error::Result<()> {
+        self.rejects.begin(task)
     }
 }
 
@@ -126,8 +151,8 @@ impl BatchMap for EnrichMap {
         BATCHES_AHEAD
     }
 
-    async fn map(&self, batch: RecordBatch) -> Result<Mapped> {
-        self.enrich(batch).await
+    async fn map(&self, batch: RecordBatch, task: Task) -> Result<Mapped> {
+        self.enrich(batch, task).await
     }
 }
 
@@ -194,7 +219,7 @@ enum RowResult {
 }
 
 impl EnrichMap {
-    async fn enrich(&self, batch: RecordBatch) -> Result<Mapped> {
+    async fn enrich(&self, batch: RecordBatch, task: Task) -> Result<Mapped> {
         let e = &self.enricher;
         let n = batch.num_rows();
         if n == 0 {
@@ -299,21 +324,24 @@ impl EnrichMap {
                     errors.push(None);
                     let (raw, raw_truncated) = row_json(&batch.slice(row, 1));
                     self.rejects
-                        .reject_later(RejectRecord {
-                            file: String::new(),
-                            line: 0,
-                            byte_offset: 0,
-                            column: None,
-                            kind: "enrich_failed",
-                            message,
-                            raw,
-                            raw_truncated,
-                            stage: Some(e.name.clone()),
-                            status,
-                            attempts: Some(attempts),
-                            url,
-                            ..RejectRecord::default()
-                        })
+                        .reject_later(
+                            RejectRecord {
+                                file: String::new(),
+                                line: 0,
+                                byte_offset: 0,
+                                column: None,
+                                kind: "enrich_failed",
+                                message,
+                                raw,
+                                raw_truncated,
+                                stage: Some(e.name.clone()),
+                                status,
+                                attempts: Some(attempts),
+                                url,
+                                ..RejectRecord::default()
+                            },
+                            task,
+                        )
                         .map_err(DataFusionError::from)?;
                 }
             }

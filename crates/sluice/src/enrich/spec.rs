@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::DataType;
 use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
@@ -14,7 +15,7 @@ use crate::error::{Error, Result};
 ///
 /// Every row's `{column}` placeholders fill the URL (and body); each distinct request is made
 /// once, and the values found at the `extract` JSON pointers become new columns.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrichSpec {
     /// The stage's name: later SQL steps can use it as a table, and it names the stage in
@@ -83,7 +84,10 @@ pub struct EnrichSpec {
     /// New columns: name = JSON pointer (`"/owner/name"`, a string), or
     /// `{ path = "/score", type = "bigint" }`. Types: string (default), bigint, double,
     /// boolean, json (the JSON text of the value).
-    #[serde(deserialize_with = "ordered_extract")]
+    #[serde(
+        deserialize_with = "ordered_extract",
+        serialize_with = "serialize_extract"
+    )]
     pub extract: Vec<(String, ExtractSpec)>,
     /// Send keys in batches to one endpoint instead of one request per key.
     #[serde(default)]
@@ -102,6 +106,15 @@ pub enum Concurrency {
     Fixed(usize),
     /// Adaptive (AIMD with slow start) up to `max_concurrency`.
     Auto,
+}
+
+impl Serialize for Concurrency {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Concurrency::Fixed(n) => s.serialize_u64(*n as u64),
+            Concurrency::Auto => s.serialize_str("auto"),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Concurrency {
@@ -167,6 +180,17 @@ impl ExtractType {
         }
     }
 
+    /// The type's name as written in `[extract]`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExtractType::String => "string",
+            ExtractType::Bigint => "bigint",
+            ExtractType::Double => "double",
+            ExtractType::Boolean => "boolean",
+            ExtractType::Json => "json",
+        }
+    }
+
     fn parse(s: &str) -> Option<ExtractType> {
         Some(match s.to_ascii_lowercase().as_str() {
             "string" | "text" | "varchar" | "utf8" => ExtractType::String,
@@ -176,6 +200,15 @@ impl ExtractType {
             "json" => ExtractType::Json,
             _ => return None,
         })
+    }
+}
+
+impl Serialize for ExtractSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut full = s.serialize_struct("ExtractSpec", 2)?;
+        full.serialize_field("path", &self.path)?;
+        full.serialize_field("type", self.kind.name())?;
+        full.end()
     }
 }
 
@@ -216,6 +249,18 @@ impl<'de> Deserialize<'de> for ExtractSpec {
 }
 
 /// Keeps `[enrich.extract]` in the order it is written (columns appear in that order).
+/// `[extract]` written back as a table in the order of its columns.
+fn serialize_extract<S: Serializer>(
+    extract: &[(String, ExtractSpec)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(extract.len()))?;
+    for (column, spec) in extract {
+        map.serialize_entry(column, spec)?;
+    }
+    map.end()
+}
+
 fn ordered_extract<'de, D: Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Vec<(String, ExtractSpec)>, D::Error> {
@@ -240,7 +285,7 @@ fn ordered_extract<'de, D: Deserializer<'de>>(
 }
 
 /// `[enrich.batch]`: many keys per request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSpec {
     /// Keys per request (at most).

@@ -26,10 +26,30 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::ExecutionPlan;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+
+/// Live counters a progress display can read while the write runs.
+#[derive(Debug, Default)]
+pub struct WriteProgress {
+    /// Rows written so far.
+    pub rows: AtomicU64,
+}
+
+/// The plan nodes that read input files: DataFusion's and sluice's scans.
+const SCANS: [&str; 3] = ["DataSourceExec", "CsvScanExec", "FileByFileExec"];
+
+/// True for the plan nodes that read input files.
+pub fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    SCANS.contains(&plan.name())
+}
+
+/// The counter under which a plan node reports the rows it sent to the rejects dataset
+/// (stage nodes: enrich calls that failed, lookup misses).
+pub const REJECTED_METRIC: &str = "rows_rejected";
 
 /// A new id for a scan node (each node that reads input files gets its own, so a file read
 /// twice by one plan is told apart from a file read once).
@@ -39,7 +59,7 @@ pub fn next_scan_id() -> u64 {
 }
 
 /// Where rows were read: a range of a file (its first byte, or 0 for a whole file) by one
-/// scan node.
+/// scan node, in one of its tasks (the partition reading the range).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadAt {
     /// The file as shown to the user.
@@ -48,6 +68,8 @@ pub struct ReadAt {
     pub start: u64,
     /// The scan node reading it ([`next_scan_id`]).
     pub scan: u64,
+    /// The task reading it (its rejected rows go to that task's file).
+    pub task: rejects::Task,
 }
 
 /// Counts of one range of one file as read by one scan node.
@@ -81,8 +103,9 @@ impl RangeCounts {
 struct Columnar {
     /// Rows in the footer.
     rows: u64,
-    /// Parts of the file each scan node read to their end, and the parts it has.
-    parts_done: HashMap<u64, (usize, usize)>,
+    /// Per scan node, the parts of the file (by first byte) it read to their end, and the
+    /// number of parts it has.
+    parts_done: HashMap<u64, (HashSet<u64>, usize)>,
 }
 
 /// Row counts of one input file.
@@ -98,13 +121,18 @@ pub struct FileCounts {
     pub rows_skipped: u64,
 }
 
+/// A range as the scans know it: (scan node, first byte).
+type RangeKey = (u64, u64);
+
 /// The read side of the ledger, shared by the scan nodes of one job.
 #[derive(Debug, Default)]
 pub struct ReadLedger {
     ranges: Mutex<BTreeMap<(String, u64), BTreeMap<u64, RangeCounts>>>,
     columnar: Mutex<BTreeMap<String, Columnar>>,
-    /// Bad rows already handled, by file and position: a row read twice is rejected once.
-    seen: Mutex<HashMap<String, HashSet<u64>>>,
+    /// Bad rows already handled, by file and position, with the range (scan node, first
+    /// byte) that handled each: a row read by two scans is rejected once; a range read again
+    /// (a retried task) handles its rows again.
+    seen: Mutex<HashMap<String, HashMap<u64, RangeKey>>>,
 }
 
 impl ReadLedger {
@@ -119,6 +147,12 @@ impl ReadLedger {
         }
     }
 
+    /// A range is read (again) from its start: a retried task's earlier counts of it are
+    /// dropped, so it never counts twice.
+    pub fn begin(&self, at: &ReadAt) {
+        self.update(at, |c| *c = RangeCounts::default());
+    }
+
     /// A range was read to its end, with `n` records framed.
     pub fn framed(&self, at: &ReadAt, n: u64) {
         self.update(at, |c| c.framed = Some(n));
@@ -129,8 +163,8 @@ impl ReadLedger {
         self.update(at, |c| c.ok += n);
     }
 
-    /// Counts a bad row; true when no scan has handled this row before (`position`: its
-    /// byte offset, or its row number in a columnar file; `None` when unknown).
+    /// Counts a bad row; true when no other scan has handled this row before (`position`:
+    /// its byte offset, or its row number in a columnar file; `None` when unknown).
     pub fn bad(&self, at: &ReadAt, position: Option<u64>, skipped: bool) -> bool {
         self.update(at, |c| {
             if skipped {
@@ -142,20 +176,30 @@ impl ReadLedger {
         let Some(position) = position else {
             return true;
         };
+        let range = (at.scan, at.start);
         self.seen
             .lock()
-            .map(|mut s| s.entry(at.file.clone()).or_default().insert(position))
+            .map(|mut s| {
+                *s.entry(at.file.clone())
+                    .or_default()
+                    .entry(position)
+                    .or_insert(range)
+                    == range
+            })
             .unwrap_or(true)
     }
 
-    /// A part of a columnar file was read to its end by a scan node: `rows` in the footer,
-    /// `parts` parts of the file in that scan.
-    pub fn columnar_part_done(&self, file: &str, scan: u64, rows: u64, parts: usize) {
+    /// A part of a columnar file was read to its end at `at`: `rows` in the footer, `parts`
+    /// parts of the file in that scan.
+    pub fn columnar_part_done(&self, at: &ReadAt, rows: u64, parts: usize) {
         if let Ok(mut m) = self.columnar.lock() {
-            let c = m.entry(file.to_string()).or_default();
+            let c = m.entry(at.file.clone()).or_default();
             c.rows = rows;
-            let done = c.parts_done.entry(scan).or_insert((0, parts));
-            done.0 += 1;
+            let done = c
+                .parts_done
+                .entry(at.scan)
+                .or_insert_with(|| (HashSet::new(), parts));
+            done.0.insert(at.start);
         }
     }
 
@@ -212,8 +256,8 @@ impl ReadLedger {
         }
         if let (Ok(columnar), Ok(ranges)) = (self.columnar.lock(), self.ranges.lock()) {
             for (file, c) in columnar.iter() {
-                for (scan, &(done, parts)) in &c.parts_done {
-                    if done < parts {
+                for (scan, (done, parts)) in &c.parts_done {
+                    if done.len() < *parts {
                         continue; // a scan cut short (LIMIT) says nothing of the whole file
                     }
                     let read: u64 = ranges
@@ -290,13 +334,34 @@ pub fn plan_flow(plan: &Arc<dyn ExecutionPlan>) -> PlanFlow {
     flow
 }
 
+/// sluice's own plan nodes, whose counts of a partition run again (a retried task) replace
+/// the earlier run's: [`retried_once`] reads their metrics.
+const OWN_NODES: [&str; 4] = ["CsvScanExec", "FileByFileExec", "MapExec", "WriteExec"];
+
+/// The sum of counter `name` over the partitions of one of sluice's own nodes, each
+/// partition counted once however often it ran: a partition run again registers new
+/// counters beside the earlier run's, and the run that got furthest (the one that
+/// finished) holds the most. DataFusion's own nodes are summed as they report.
+fn retried_once(plan: &Arc<dyn ExecutionPlan>, metrics: &MetricsSet, name: &str) -> Option<u64> {
+    if !OWN_NODES.contains(&plan.name()) {
+        return metrics
+            .sum(|m| m.value().name() == name)
+            .map(|v| v.as_usize() as u64);
+    }
+    let mut by_partition: BTreeMap<Option<usize>, u64> = BTreeMap::new();
+    for m in metrics.iter().filter(|m| m.value().name() == name) {
+        let n = by_partition.entry(m.partition()).or_default();
+        *n = (*n).max(m.value().as_usize() as u64);
+    }
+    (!by_partition.is_empty()).then(|| by_partition.values().sum())
+}
+
 fn walk(plan: &Arc<dyn ExecutionPlan>, flow: &mut PlanFlow) -> u64 {
     let metrics = plan.metrics();
     let output = metrics
         .as_ref()
-        .and_then(|m| m.output_rows())
-        .map(|n| n as u64);
-    if crate::report::is_scan(plan) {
+        .and_then(|m| retried_once(plan, m, "output_rows"));
+    if is_scan(plan) {
         let n = output.unwrap_or(0);
         flow.scanned += n;
         return n;
@@ -311,14 +376,10 @@ fn walk(plan: &Arc<dyn ExecutionPlan>, flow: &mut PlanFlow) -> u64 {
         flow.lost_inside
             .push((plan.name().to_string(), i128::from(input) - i128::from(out)));
     }
-    let rejected = if plan.is::<crate::stage::MapExec>() {
-        metrics
-            .as_ref()
-            .and_then(|m| m.sum_by_name(crate::stage::REJECTED_METRIC))
-            .map_or(0, |v| v.as_usize() as u64)
-    } else {
-        0
-    };
+    let rejected = metrics
+        .as_ref()
+        .and_then(|m| retried_once(plan, m, REJECTED_METRIC))
+        .unwrap_or(0);
     flow.stage_rejected += rejected;
     let kept = input.saturating_sub(rejected);
     if out > kept {
@@ -416,6 +477,10 @@ mod tests {
             file: file.into(),
             start,
             scan,
+            task: rejects::Task {
+                node: scan,
+                partition: 0,
+            },
         }
     }
 
@@ -457,7 +522,7 @@ mod tests {
             let a = at("x.parquet", start, 7);
             l.framed(&a, rows);
             l.ok(&a, rows);
-            l.columnar_part_done("x.parquet", 7, 200, 2);
+            l.columnar_part_done(&a, 200, 2);
         }
         assert_eq!(
             l.check().expect_err("must fail").to_string(),
@@ -467,8 +532,40 @@ mod tests {
         let l = ReadLedger::default();
         l.framed(&at("y.parquet", 4, 8), 10);
         l.ok(&at("y.parquet", 4, 8), 10);
-        l.columnar_part_done("y.parquet", 8, 200, 2);
+        l.columnar_part_done(&at("y.parquet", 4, 8), 200, 2);
         l.check().expect("balanced");
+        // The same part done twice (a retried task) is still one part of two.
+        l.columnar_part_done(&at("y.parquet", 4, 8), 200, 2);
+        l.check().expect("balanced");
+    }
+
+    #[test]
+    fn a_range_read_again_counts_once_and_handles_its_bad_rows_again() {
+        let l = ReadLedger::default();
+        let a = at("x.csv", 0, 1);
+        // A first run reads part of the range (one bad row), then stops (its task failed).
+        l.begin(&a);
+        l.ok(&a, 3);
+        assert!(l.bad(&a, Some(40), false), "first time this row is seen");
+        // The retry reads the whole range: the same bad row is its own again.
+        l.begin(&a);
+        l.ok(&a, 9);
+        assert!(
+            l.bad(&a, Some(40), false),
+            "the range that handled it reads it again"
+        );
+        l.framed(&a, 10);
+        l.check()
+            .expect("balanced: the first run's counts were dropped");
+        let f = &l.per_file()["x.csv"];
+        assert_eq!((f.rows_in, f.rows_ok, f.rows_rejected), (10, 9, 1));
+        // Another scan of the file meets the row too: not written a second time.
+        let b = at("x.csv", 0, 2);
+        l.begin(&b);
+        assert!(!l.bad(&b, Some(40), false));
+        // Without `begin`, a second run would count twice and the books would not balance.
+        l.ok(&a, 9);
+        assert!(l.check().is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -108,7 +108,30 @@ impl RejectRecord {
     }
 }
 
-/// Collects bad rows from all scan partitions.
+/// One partition of one plan node: the unit whose rejected rows are written to a file of
+/// their own and counted apart. A task run again (a retried partition) replaces what its
+/// earlier run wrote and counted, so it never counts twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Task {
+    /// The plan node (a scan's id, a stage node's or a writer's).
+    pub node: u64,
+    /// The partition.
+    pub partition: usize,
+}
+
+/// What one task rejected.
+#[derive(Debug, Default)]
+struct TaskRejects {
+    writer: Option<BufWriter<File>>,
+    /// Rows rejected by a stage (`reject_later`).
+    later: u64,
+    /// Rows rejected by the writer.
+    at_write: u64,
+}
+
+/// Collects bad rows from all partitions: each task writes its own file in the rejects
+/// folder, and [`Rejects::finish`] joins the files of the tasks' last runs into one
+/// `rejects.ndjson` (or `.parquet`), in task order, before the commit.
 #[derive(Debug)]
 pub struct Rejects {
     /// Its id among the session's [`crate::services::Services`] (scan nodes hold this).
@@ -116,17 +139,18 @@ pub struct Rejects {
     /// The mode in force.
     pub mode: OnError,
     dir: Mutex<Option<PathBuf>>,
-    writer: Mutex<Option<BufWriter<File>>>,
+    tasks: Mutex<BTreeMap<Task, TaskRejects>>,
     /// The read side of the row ledger (per file range and scan node).
     pub ledger: ReadLedger,
     /// Line-break counts of the files read, for the line numbers of bad rows.
     pub lines: super::lines::LineIndex,
-    rejected: AtomicU64,
-    rejected_later: AtomicU64,
-    rejected_at_write: AtomicU64,
-    skipped: AtomicU64,
     failed: Mutex<Vec<FailedFile>>,
     allow_failed: std::sync::atomic::AtomicBool,
+}
+
+/// The file task `task` writes its rejected rows to, in the rejects folder `dir`.
+fn task_file(dir: &std::path::Path, task: Task) -> PathBuf {
+    dir.join(format!(".task-{}-{}.ndjson", task.node, task.partition))
 }
 
 /// What a scan node holds of the [`Rejects`] it reports to: their id among the session's
@@ -179,20 +203,47 @@ impl FailedFile {
 impl Rejects {
     /// A collector for the given mode.
     pub fn new(mode: OnError) -> Self {
+        Rejects::with_id(crate::plan::next_id(), mode)
+    }
+
+    /// A collector with a given id: the books of a job rebuilt in another session (the id
+    /// its plan's nodes hold).
+    pub fn with_id(id: u64, mode: OnError) -> Self {
         Rejects {
-            id: crate::services::next_id(),
+            id,
             mode,
             dir: Mutex::new(None),
-            writer: Mutex::new(None),
+            tasks: Mutex::new(BTreeMap::new()),
             ledger: ReadLedger::default(),
             lines: super::lines::LineIndex::default(),
-            rejected: AtomicU64::new(0),
-            rejected_later: AtomicU64::new(0),
-            rejected_at_write: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
             failed: Mutex::new(Vec::new()),
             allow_failed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A task starts (again): what an earlier run of it wrote and counted is dropped.
+    pub fn begin(&self, task: Task) -> Result<()> {
+        let earlier = self
+            .tasks
+            .lock()
+            .map_err(|_| Error::Config("rejects writer poisoned".into()))?
+            .insert(task, TaskRejects::default());
+        if let Some(TaskRejects {
+            writer: Some(w), ..
+        }) = earlier
+        {
+            drop(w);
+            if let Some(dir) = self.dir() {
+                let path = task_file(&dir, task);
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(path.display().to_string(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dir(&self) -> Option<PathBuf> {
+        self.dir.lock().ok().and_then(|d| d.clone())
     }
 
     /// Its id among the session's services.
@@ -255,89 +306,115 @@ impl Rejects {
         match self.mode {
             OnError::Fail => Err(record.to_error()),
             OnError::Skip => {
-                if self.ledger.bad(at, position, true) {
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
-                }
+                self.ledger.bad(at, position, true);
                 Ok(())
             }
             OnError::Reject => {
                 if self.ledger.bad(at, position, false) {
-                    self.write(&record)?;
-                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    self.write(&record, at.task, |_| {})?;
                 }
                 Ok(())
             }
         }
     }
 
-    /// Rejects a row after the read (an enrich call that failed): written to the rejects
-    /// dataset in every `--on-error` mode, counted apart from the rows that could not be read.
-    pub fn reject_later(&self, record: RejectRecord) -> Result<()> {
-        self.write(&record)?;
-        self.rejected_later.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+    /// Rejects a row after the read (an enrich call that failed, a lookup miss) in task
+    /// `task`: written to the rejects dataset in every `--on-error` mode, counted apart from
+    /// the rows that could not be read.
+    pub fn reject_later(&self, record: RejectRecord, task: Task) -> Result<()> {
+        self.write(&record, task, |t| t.later += 1)
     }
 
     /// Rejects a row the writer cannot place (a partition value too long for a folder
-    /// name): written to the rejects dataset in every `--on-error` mode.
-    pub fn reject_at_write(&self, record: RejectRecord) -> Result<()> {
-        self.write(&record)?;
-        self.rejected_at_write.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+    /// name) in task `task`: written to the rejects dataset in every `--on-error` mode.
+    pub fn reject_at_write(&self, record: RejectRecord, task: Task) -> Result<()> {
+        self.write(&record, task, |t| t.at_write += 1)
     }
 
-    /// Rows rejected by the writer.
-    pub fn rejected_at_write(&self) -> u64 {
-        self.rejected_at_write.load(Ordering::Relaxed)
-    }
-
-    /// Rows rejected after the read (by enrich stages).
-    pub fn rejected_later(&self) -> u64 {
-        self.rejected_later.load(Ordering::Relaxed)
-    }
-
-    fn write(&self, record: &RejectRecord) -> Result<()> {
-        let dir = self
-            .dir
+    fn sum(&self, f: impl Fn(&TaskRejects) -> u64) -> u64 {
+        self.tasks
             .lock()
-            .ok()
-            .and_then(|d| d.clone())
+            .map(|t| t.values().map(f).sum())
+            .unwrap_or(0)
+    }
+
+    /// Rows rejected by the writer (each task's last run).
+    pub fn rejected_at_write(&self) -> u64 {
+        self.sum(|t| t.at_write)
+    }
+
+    /// Rows rejected after the read, by stages (each task's last run).
+    pub fn rejected_later(&self) -> u64 {
+        self.sum(|t| t.later)
+    }
+
+    fn write(
+        &self,
+        record: &RejectRecord,
+        task: Task,
+        count: impl FnOnce(&mut TaskRejects),
+    ) -> Result<()> {
+        let dir = self
+            .dir()
             .ok_or_else(|| Error::Config("rejected rows have nowhere to go".into()))?;
-        let mut guard = self
-            .writer
+        let mut tasks = self
+            .tasks
             .lock()
             .map_err(|_| Error::Config("rejects writer poisoned".into()))?;
-        if guard.is_none() {
+        let t = tasks.entry(task).or_default();
+        if t.writer.is_none() {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-            let path = dir.join("rejects.ndjson");
+            let path = task_file(&dir, task);
             let f = File::create(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
-            *guard = Some(BufWriter::new(f));
+            t.writer = Some(BufWriter::new(f));
         }
-        if let Some(w) = guard.as_mut() {
+        if let Some(w) = t.writer.as_mut() {
             let line = serde_json::to_string(record).map_err(|e| Error::Config(e.to_string()))?;
             writeln!(w, "{line}").map_err(|e| Error::io(dir.display().to_string(), e))?;
         }
+        count(t);
         Ok(())
     }
 
-    /// Flushes and syncs the rejects file (before the commit); with `parquet`, rewrites it as
-    /// `rejects.parquet` (streamed, in batches).
+    /// Before the commit: joins the tasks' files (each task's last run, in task order) into
+    /// `rejects.ndjson`, synced; with `parquet`, writes `rejects.parquet` instead (streamed,
+    /// in batches). Nothing is written when no row was rejected.
     pub fn finish(&self, parquet: bool) -> Result<()> {
-        let mut written = false;
-        if let Ok(mut guard) = self.writer.lock() {
-            if let Some(mut w) = guard.take() {
-                w.flush().map_err(|e| Error::io("rejects", e))?;
-                if let Ok(f) = w.into_inner() {
-                    f.sync_all().map_err(|e| Error::io("rejects", e))?;
+        let Some(dir) = self.dir() else {
+            return Ok(());
+        };
+        let mut files = Vec::new();
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for (task, t) in tasks.iter_mut() {
+                if let Some(mut w) = t.writer.take() {
+                    w.flush().map_err(|e| Error::io("rejects", e))?;
+                    files.push(task_file(&dir, *task));
                 }
-                written = true;
             }
         }
-        let dir = self.dir.lock().ok().and_then(|d| d.clone());
-        if let (true, true, Some(dir)) = (parquet, written, dir) {
-            let from = dir.join("rejects.ndjson");
-            to_parquet(&from, &dir.join("rejects.parquet"))?;
-            std::fs::remove_file(&from).map_err(|e| Error::io(from.display().to_string(), e))?;
+        if files.is_empty() {
+            return Ok(());
+        }
+        let name = |p: &std::path::Path| p.display().to_string();
+        let joined = dir.join("rejects.ndjson");
+        {
+            let out = File::create(&joined).map_err(|e| Error::io(name(&joined), e))?;
+            let mut out = BufWriter::new(out);
+            for f in &files {
+                let mut input = File::open(f).map_err(|e| Error::io(name(f), e))?;
+                std::io::copy(&mut input, &mut out).map_err(|e| Error::io(name(&joined), e))?;
+            }
+            let out = out
+                .into_inner()
+                .map_err(|e| Error::io(name(&joined), e.into_error()))?;
+            out.sync_all().map_err(|e| Error::io(name(&joined), e))?;
+        }
+        for f in &files {
+            std::fs::remove_file(f).map_err(|e| Error::io(name(f), e))?;
+        }
+        if parquet {
+            to_parquet(&joined, &dir.join("rejects.parquet"))?;
+            std::fs::remove_file(&joined).map_err(|e| Error::io(name(&joined), e))?;
         }
         Ok(())
     }
@@ -375,14 +452,14 @@ impl Rejects {
         failed
     }
 
-    /// Rows rejected so far.
+    /// Rows of the input rejected so far (each bad row once).
     pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
+        self.per_file().values().map(|f| f.rows_rejected).sum()
     }
 
-    /// Rows skipped so far.
+    /// Rows of the input skipped so far (each bad row once).
     pub fn skipped(&self) -> u64 {
-        self.skipped.load(Ordering::Relaxed)
+        self.per_file().values().map(|f| f.rows_skipped).sum()
     }
 
     /// Per-file counts.

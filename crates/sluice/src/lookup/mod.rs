@@ -27,9 +27,11 @@ pub use spec::{How, KeyPair, LookupSpec, OnDuplicate, OnMissing};
 use crate::error::column_list;
 use crate::error::Error;
 use crate::ledger::rejects::row_json;
+use crate::ledger::rejects::Task;
 use crate::ledger::rejects::{RejectRecord, Rejects};
 use crate::source::{Format, OnError, ReadOptions, Source};
 use crate::stage::{BatchMap, Mapped, StageDef};
+use crate::stage_spec::StageSpec;
 
 /// Default most bytes a lookup may hold in memory.
 pub const DEFAULT_MAX_LOOKUP_BYTES: u64 = 1 << 30;
@@ -349,14 +351,25 @@ fn describe_key(
 /// A loaded lookup as a stage: it reads its key columns and appends the brought ones.
 #[derive(Debug)]
 pub struct LookupDef {
+    spec: StageSpec,
     lookup: Arc<Lookup>,
     rejects: Arc<Rejects>,
 }
 
 impl LookupDef {
-    /// The stage joining `lookup`, sending rows it cannot place to `rejects`.
-    pub fn new(lookup: Arc<Lookup>, rejects: Arc<Rejects>) -> Self {
-        LookupDef { lookup, rejects }
+    /// The stage joining `lookup` (built from `spec`), sending rows it cannot place to
+    /// `rejects`.
+    pub fn new(spec: StageSpec, lookup: Arc<Lookup>, rejects: Arc<Rejects>) -> Self {
+        LookupDef {
+            spec,
+            lookup,
+            rejects,
+        }
+    }
+
+    /// The loaded lookup (for its report).
+    pub fn lookup(&self) -> &Arc<Lookup> {
+        &self.lookup
     }
 }
 
@@ -372,6 +385,18 @@ impl StageDef for LookupDef {
     fn build(&self, input: &Schema) -> crate::error::Result<Arc<dyn BatchMap>> {
         let map = LookupMap::try_new(input, Arc::clone(&self.lookup), Arc::clone(&self.rejects))?;
         Ok(Arc::new(map))
+    }
+
+    fn spec(&self) -> StageSpec {
+        self.spec.clone()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn begin(&self, task: Task) -> crate::error::Result<()> {
+        self.rejects.begin(task)
     }
 }
 
@@ -446,7 +471,7 @@ impl BatchMap for LookupMap {
         )
     }
 
-    async fn map(&self, batch: RecordBatch) -> Result<Mapped> {
+    async fn map(&self, batch: RecordBatch, task: Task) -> Result<Mapped> {
         let l = &self.lookup;
         let n = batch.num_rows();
         let mut keys = Vec::with_capacity(l.keys.len());
@@ -510,23 +535,26 @@ impl BatchMap for LookupMap {
                         rejected += 1;
                         let (raw, raw_truncated) = row_json(&batch.slice(i, 1));
                         self.rejects
-                            .reject_later(RejectRecord {
-                                kind: "lookup_missing",
-                                message: format!(
-                                    "no match for {} in lookup '{}'{}",
-                                    describe_key(&l.keys, &originals, i, |k| &k.left),
-                                    l.name,
-                                    if unconvertible[i] {
-                                        " (the key has no value of the lookup key's type)"
-                                    } else {
-                                        ""
-                                    }
-                                ),
-                                raw,
-                                raw_truncated,
-                                stage: Some(l.name.clone()),
-                                ..RejectRecord::default()
-                            })
+                            .reject_later(
+                                RejectRecord {
+                                    kind: "lookup_missing",
+                                    message: format!(
+                                        "no match for {} in lookup '{}'{}",
+                                        describe_key(&l.keys, &originals, i, |k| &k.left),
+                                        l.name,
+                                        if unconvertible[i] {
+                                            " (the key has no value of the lookup key's type)"
+                                        } else {
+                                            ""
+                                        }
+                                    ),
+                                    raw,
+                                    raw_truncated,
+                                    stage: Some(l.name.clone()),
+                                    ..RejectRecord::default()
+                                },
+                                task,
+                            )
                             .map_err(DataFusionError::from)?;
                     }
                 }

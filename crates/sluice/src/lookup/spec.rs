@@ -1,13 +1,14 @@
 //! The `[[lookup]]` stage as written by the user.
 
-use serde::{Deserialize, Deserializer};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::OneOrMany;
 use crate::error::{Error, Result};
 
 /// A broadcast lookup: a small table loaded once into memory and joined to every row by key
 /// (`[[lookup]]` in a pipeline file).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LookupSpec {
     /// The stage's name: a table for later SQL steps and its name in the report.
@@ -45,12 +46,14 @@ pub struct LookupSpec {
     /// Biggest lookup held in memory (default 1 GiB).
     #[serde(default)]
     pub max_lookup_bytes: Option<u64>,
-    /// Options of remote object stores for `paths` (a pipeline file's `[storage]`).
+    /// Options of remote object stores for `paths` (a pipeline file's `[storage]`; not part
+    /// of the stage's own text: [`crate::stage_spec::StageSpec`] carries them beside it).
     #[serde(skip)]
     pub storage: crate::storage::stores::StorageOptions,
 }
 
-/// One key column: its name in the rows (`left`) and in the lookup (`right`).
+/// One key column: its name in the rows (`left`) and in the lookup (`right`). Written as
+/// `{ left, right }` (which `on` reads back).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPair {
     /// Column of the rows.
@@ -66,6 +69,15 @@ impl KeyPair {
             left: name.to_string(),
             right: name.to_string(),
         }
+    }
+}
+
+impl Serialize for KeyPair {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut pair = s.serialize_struct("KeyPair", 2)?;
+        pair.serialize_field("left", &self.left)?;
+        pair.serialize_field("right", &self.right)?;
+        pair.end()
     }
 }
 

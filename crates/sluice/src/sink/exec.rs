@@ -59,6 +59,8 @@ impl WriteSpec {
 #[derive(Debug)]
 pub struct WriteExec {
     input: Arc<dyn ExecutionPlan>,
+    /// The node's own id (its tasks' rejected rows are written and counted under it).
+    node: u64,
     spec: WriteSpec,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -73,6 +75,7 @@ impl WriteExec {
         );
         WriteExec {
             input,
+            node: crate::services::next_id(),
             spec,
             cache,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -184,6 +187,14 @@ impl ExecutionPlan for WriteExec {
             None => None,
         };
         let progress = services.write_progress(self.spec.progress);
+        let task = crate::ledger::rejects::Task {
+            node: self.node,
+            partition,
+        };
+        if let Some(r) = &rejects {
+            // A partition written again starts its rejected rows afresh.
+            r.begin(task)?;
+        }
         let part = PartSpec {
             dir: self.spec.dir.clone(),
             name: self.spec.name(partition),
@@ -192,6 +203,7 @@ impl ExecutionPlan for WriteExec {
             compression: self.spec.compression,
             partition_by: self.spec.partition_by.clone(),
             rejects,
+            task,
         };
         let input = self.input.execute(partition, context)?;
         let metrics = BaselineMetrics::new(&self.metrics, partition);

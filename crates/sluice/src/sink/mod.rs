@@ -12,7 +12,6 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
@@ -127,12 +126,7 @@ fn close_books(
     )
 }
 
-/// Live counters a progress display can read while the write runs.
-#[derive(Debug, Default)]
-pub struct WriteProgress {
-    /// Rows written so far.
-    pub rows: AtomicU64,
-}
+pub use crate::ledger::WriteProgress;
 
 impl SinkOptions {
     /// True when rejected rows are written as Parquet.

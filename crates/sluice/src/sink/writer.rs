@@ -84,6 +84,8 @@ pub struct PartSpec {
     pub partition_by: Vec<String>,
     /// Where rows go whose partition value cannot be a folder name (too long).
     pub rejects: Option<Arc<crate::ledger::rejects::Rejects>>,
+    /// The task writing (its rejected rows are written and counted under it).
+    pub task: crate::ledger::rejects::Task,
 }
 
 /// Longest partition folder name (`col=value`, escaped) in bytes: the usual file-name limit
@@ -302,14 +304,17 @@ fn reject_too_long(batch: &RecordBatch, rows: &[u32], spec: &PartSpec) -> Result
             return Err(Error::Config(message));
         };
         let (raw, raw_truncated) = crate::ledger::rejects::row_json(&one);
-        rejects.reject_at_write(crate::ledger::rejects::RejectRecord {
-            column: Some(column),
-            kind: "partition_value_too_long",
-            message,
-            raw,
-            raw_truncated,
-            ..Default::default()
-        })?;
+        rejects.reject_at_write(
+            crate::ledger::rejects::RejectRecord {
+                column: Some(column),
+                kind: "partition_value_too_long",
+                message,
+                raw,
+                raw_truncated,
+                ..Default::default()
+            },
+            spec.task,
+        )?;
     }
     Ok(())
 }

@@ -114,14 +114,8 @@ pub struct CsvScanConfig {
     pub partition_fields: Vec<FieldRef>,
     /// The first line of each file is a header.
     pub header: bool,
-    /// Field delimiter.
-    pub delimiter: u8,
-    /// Quote character.
-    pub quote: u8,
-    /// Escape character.
-    pub escape: Option<u8>,
-    /// Comment prefix.
-    pub comment: Option<u8>,
+    /// Delimiter, quote, escape and comment characters (CSV).
+    pub rules: CsvRules,
     /// Values matching this are NULL (besides the empty field).
     pub null_regex: Option<regex::Regex>,
     /// Whole-file compression.
@@ -166,17 +160,11 @@ impl CsvScanConfig {
                 .build_decoder()?;
             return Ok(AnyDecoder::Json(d, batch, count_only));
         }
-        let mut b = ReaderBuilder::new(Arc::clone(&self.file_schema))
-            .with_header(header)
-            .with_delimiter(self.delimiter)
-            .with_quote(self.quote)
-            .with_batch_size(self.batch_size);
-        if let Some(e) = self.escape {
-            b = b.with_escape(e);
-        }
-        if let Some(c) = self.comment {
-            b = b.with_comment(c);
-        }
+        let mut b = self.rules.arrow(
+            ReaderBuilder::new(Arc::clone(&self.file_schema))
+                .with_header(header)
+                .with_batch_size(self.batch_size),
+        );
         if let Some(r) = &self.null_regex {
             b = b.with_null_regex(r.clone());
         }
@@ -187,13 +175,7 @@ impl CsvScanConfig {
     }
 
     fn splitter(&self) -> csv_core::Reader {
-        csv_core::ReaderBuilder::new()
-            .delimiter(self.delimiter)
-            .quote(self.quote)
-            .escape(self.escape)
-            .double_quote(self.escape.is_none())
-            .comment(self.comment)
-            .build()
+        self.rules.csv_core()
     }
 }
 
@@ -331,16 +313,24 @@ impl ExecutionPlan for CsvScanExec {
         let scan = self.scan_id;
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
+        let task = crate::ledger::rejects::Task {
+            node: scan,
+            partition,
+        };
         builder.spawn(async move {
+            rejects.begin(task).map_err(DataFusionError::from)?;
             for range in ranges {
+                let at = crate::ledger::ReadAt {
+                    file: range.display.clone(),
+                    start: range.start,
+                    scan,
+                    task,
+                };
+                rejects.ledger.begin(&at);
                 let mut out = Output {
                     tx: &tx,
                     range: &range,
-                    at: crate::ledger::ReadAt {
-                        file: range.display.clone(),
-                        start: range.start,
-                        scan,
-                    },
+                    at,
                     config: &config,
                     rejects: &rejects,
                     store: &store,
@@ -735,15 +725,7 @@ impl DepthScan {
 /// The framer of a scan's records: csv-core's rules for CSV, lines for NDJSON.
 fn framer(config: &CsvScanConfig, start: u64) -> RecordScan {
     match config.format {
-        RowFormat::Csv => RecordScan::csv(
-            CsvRules {
-                delimiter: config.delimiter,
-                quote: config.quote,
-                escape: config.escape,
-                comment: config.comment,
-            },
-            start,
-        ),
+        RowFormat::Csv => RecordScan::csv(config.rules, start),
         RowFormat::Json => RecordScan::ndjson(start),
     }
 }
@@ -1269,7 +1251,7 @@ pub(crate) fn split_rows(
                 if matches!(res, csv_core::ReadRecordResult::Record) && row_start < data.len() {
                     let unterminated = data[row_start..]
                         .iter()
-                        .filter(|&&b| b == config.quote)
+                        .filter(|&&b| b == config.rules.quote)
                         .count()
                         % 2
                         == 1;
@@ -1487,10 +1469,12 @@ mod tests {
             file_schema: Arc::new(Schema::empty()),
             partition_fields: Vec::new(),
             header: true,
-            delimiter: b',',
-            quote: b'"',
-            escape: None,
-            comment: Some(b'#'),
+            rules: CsvRules {
+                delimiter: b',',
+                quote: b'"',
+                escape: None,
+                comment: Some(b'#'),
+            },
             null_regex: None,
             compression: FileCompressionType::UNCOMPRESSED,
             batch_size: 8192,
@@ -1574,7 +1558,7 @@ mod tests {
         ];
         for escape in [None, Some(b'\\')] {
             let mut cfg = config(RowFormat::Csv);
-            cfg.escape = escape;
+            cfg.rules.escape = escape;
             for data in cases {
                 let want = csv::ReaderBuilder::new()
                     .has_headers(false)
@@ -1660,7 +1644,7 @@ mod tests {
     fn bad_rows_cost_the_slow_path_about_n_log_n() {
         use datafusion::arrow::datatypes::{DataType, Field};
         let mut cfg = config(RowFormat::Csv);
-        cfg.comment = None;
+        cfg.rules.comment = None;
         cfg.max_record_bytes = 1 << 20;
         cfg.file_schema = Arc::new(Schema::new(vec![
             Field::new("a", DataType::Int64, true),

@@ -172,13 +172,20 @@ impl ExecutionPlan for FileByFileExec {
         }
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
+        let task = crate::ledger::rejects::Task {
+            node: scan,
+            partition,
+        };
         builder.spawn(async move {
+            rejects.begin(task).map_err(DataFusionError::from)?;
             for part in parts {
                 let at = crate::ledger::ReadAt {
                     file: part.display.clone(),
                     start: part.start,
                     scan,
+                    task,
                 };
+                rejects.ledger.begin(&at);
                 let mut row = 0u64;
                 let read = async {
                     let mut stream = part.plan.execute(0, Arc::clone(&context))?;
@@ -216,9 +223,7 @@ impl ExecutionPlan for FileByFileExec {
                             };
                             if let Some(rows) = rows {
                                 let parts = parts_of.get(&part.display).copied().unwrap_or(1);
-                                rejects
-                                    .ledger
-                                    .columnar_part_done(&part.display, scan, rows, parts);
+                                rejects.ledger.columnar_part_done(&at, rows, parts);
                             }
                         }
                     }

@@ -1,9 +1,10 @@
 //! One framer of CSV and NDJSON records, shared by everything that needs record
-//! boundaries: the scan (the ledger's record count, the record size limit), and the schema
-//! sampler (where a sample of N records ends). It follows csv-core, the parser underneath
-//! arrow's CSV decoder, so every part of sluice agrees with the decoder on where a record
-//! ends. (The byte-range splitter, `split.rs`, asks a different question — where in a
-//! window of unknown quote state records start — and checks its answer strictly.)
+//! boundaries: the scan (the ledger's record count, the record size limit), the schema
+//! sampler (where a sample of N records ends) and the byte-range splitter (where in a window
+//! of unknown quote state records start: [`RecordScan::strict_line_ends`], read once from
+//! each quote state). It follows csv-core, the parser underneath arrow's CSV decoder, so
+//! every part of sluice agrees with the decoder on where a record ends; the dialect is one
+//! [`CsvRules`] value throughout.
 
 /// Frames records as the decoder will: the record count of the ledger (counted here,
 /// independently of the decoder) and the record boundaries that catch a record longer than
@@ -31,19 +32,7 @@ pub(crate) struct RecordScan {
     pub(crate) ends: std::collections::VecDeque<u64>,
 }
 
-/// A CSV dialect, as csv-core reads it (a doubled quote is a quote unless an escape
-/// character is set).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CsvRules {
-    /// Field delimiter.
-    pub delimiter: u8,
-    /// Quote character.
-    pub quote: u8,
-    /// Escape character inside quotes.
-    pub escape: Option<u8>,
-    /// Comment prefix.
-    pub comment: Option<u8>,
-}
+pub(crate) use crate::storage::format::CsvRules;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ScanState {
@@ -85,6 +74,54 @@ impl RecordScan {
             records: 0,
             ends: std::collections::VecDeque::new(),
         }
+    }
+
+    /// A framer of CSV records whose first byte lies inside a quoted field (a window cut
+    /// at an unknown place, read under that hypothesis).
+    pub(crate) fn csv_in_quotes(rules: CsvRules, start: u64) -> Self {
+        let mut scan = RecordScan::csv(rules, start);
+        scan.state = ScanState::Quoted;
+        scan
+    }
+
+    /// Frames `window` strictly, as a clean file with `columns` columns reads: the offsets
+    /// (into `window`) just after each line feed that ends a line outside quotes, or `None`
+    /// when the text breaks a rule such a file keeps — a record (after the first, which the
+    /// window may cut) with another number of fields, a quote inside an unquoted field, or
+    /// text after a closing quote. csv-core reads those leniently; a window that holds them
+    /// is no evidence of where records start. NDJSON framers return `None`.
+    pub(crate) fn strict_line_ends(mut self, window: &[u8], columns: usize) -> Option<Vec<usize>> {
+        use ScanState::*;
+        let rules = self.csv?;
+        let mut fields = 1usize;
+        let mut first = true;
+        let mut ends = Vec::new();
+        for (i, &b) in window.iter().enumerate() {
+            let term = b == b'\n' || b == b'\r';
+            match self.state {
+                Unquoted if b == rules.quote => return None,
+                QuoteInQuoted if !(term || b == rules.delimiter || b == rules.quote) => {
+                    return None
+                }
+                RecordStart | FieldStart | Unquoted | QuoteInQuoted if b == rules.delimiter => {
+                    fields += 1
+                }
+                _ => {}
+            }
+            let records = self.records;
+            let ended = self.take(b);
+            if self.records > records && !first && fields != columns {
+                return None;
+            }
+            if ended {
+                first = false;
+                fields = 1;
+                if b == b'\n' {
+                    ends.push(i + 1);
+                }
+            }
+        }
+        Some(ends)
     }
 
     /// Scans `bytes` until a record grows past `max`: returns the index of that byte.

@@ -33,13 +33,14 @@ pub fn file_format(
                 .null_value
                 .as_ref()
                 .map(|v| format!("^{}$", regex::escape(v)));
+            let rules = csv.rules_for(&file.display);
             Arc::new(
                 CsvFormat::default()
                     .with_has_header(csv.header)
-                    .with_delimiter(csv.delimiter_for(&file.display))
-                    .with_quote(csv.quote)
-                    .with_escape(csv.escape)
-                    .with_comment(csv.comment)
+                    .with_delimiter(rules.delimiter)
+                    .with_quote(rules.quote)
+                    .with_escape(rules.escape)
+                    .with_comment(rules.comment)
                     .with_null_regex(null_regex)
                     .with_newlines_in_values(newlines_in_values)
                     .with_file_compression_type(compression)
@@ -119,12 +120,7 @@ async fn infer_from(
     } else if file.format == Format::Csv {
         let (src, compression, display) = (sample.clone(), file.compression, file.display.clone());
         let format = arrow_csv_format(file, csv)?;
-        let dialect = (
-            csv.delimiter_for(&file.display),
-            csv.quote,
-            csv.escape,
-            csv.comment,
-        );
+        let dialect = csv.rules_for(&file.display);
         tokio::task::spawn_blocking(move || {
             infer_csv(&src, compression, format, dialect, infer_rows)
                 .map_err(|e| Error::file(&display, e))
@@ -389,14 +385,15 @@ fn arrow_csv_format(
     file: &InputFile,
     csv: &CsvOptions,
 ) -> Result<datafusion::arrow::csv::reader::Format> {
+    let rules = csv.rules_for(&file.display);
     let mut format = datafusion::arrow::csv::reader::Format::default()
         .with_header(csv.header)
-        .with_delimiter(csv.delimiter_for(&file.display))
-        .with_quote(csv.quote);
-    if let Some(e) = csv.escape {
+        .with_delimiter(rules.delimiter)
+        .with_quote(rules.quote);
+    if let Some(e) = rules.escape {
         format = format.with_escape(e);
     }
-    if let Some(c) = csv.comment {
+    if let Some(c) = rules.comment {
         format = format.with_comment(c);
     }
     if let Some(v) = &csv.null_value {
@@ -418,7 +415,7 @@ fn infer_csv(
     src: &SampleSource,
     compression: crate::storage::format::Compression,
     format: datafusion::arrow::csv::reader::Format,
-    (delimiter, quote, escape, comment): (u8, u8, Option<u8>, Option<u8>),
+    rules: CsvRules,
     rows: usize,
 ) -> std::result::Result<Schema, String> {
     use std::io::Read;
@@ -427,12 +424,6 @@ fn infer_csv(
     // One more record than asked for covers the header line.
     // Records are framed as the reader frames them (csv-core's rules: `5" screen` holds a
     // literal quote), so the sample ends where a record does.
-    let rules = CsvRules {
-        delimiter,
-        quote,
-        escape,
-        comment,
-    };
     let mut scanner = RecordScan::csv(rules, 0);
     let mut eof = false;
     // One more record than asked for covers the header line. The sample is bounded in bytes
@@ -469,7 +460,7 @@ fn infer_csv(
             MAX_SAMPLE_BYTES >> 20
         ));
     }
-    let clean = well_formed_rows(&sample[..end], delimiter, quote, escape, comment);
+    let clean = well_formed_rows(&sample[..end], rules);
     let (schema, _) = format
         .infer_schema(&clean[..], Some(rows))
         .map_err(|e| e.to_string().trim_start_matches("Csv error: ").to_string())?;
@@ -492,20 +483,8 @@ const MAX_SAMPLE_BYTES: usize = 64 << 20;
 /// The sample without rows that would stop inference: rows whose field count differs from
 /// the first row's, and rows that are not UTF-8. (Those rows are reported when the data is
 /// read; they must not decide the types.)
-fn well_formed_rows(
-    data: &[u8],
-    delimiter: u8,
-    quote: u8,
-    escape: Option<u8>,
-    comment: Option<u8>,
-) -> Vec<u8> {
-    let mut reader = csv_core::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .quote(quote)
-        .escape(escape)
-        .double_quote(escape.is_none())
-        .comment(comment)
-        .build();
+fn well_formed_rows(data: &[u8], rules: CsvRules) -> Vec<u8> {
+    let mut reader = rules.csv_core();
     let mut out = vec![0u8; 1 << 16];
     let mut ends = vec![0usize; 1024];
     let mut kept = Vec::with_capacity(data.len());
@@ -691,7 +670,15 @@ mod tests {
         assert_eq!(text(100), std::str::from_utf8(data).unwrap_or("not UTF-8"));
         // A header alone (with or without its line break) is kept: it names the columns.
         assert_eq!(
-            String::from_utf8(well_formed_rows(b"a,b", b',', b'"', None, None)),
+            String::from_utf8(well_formed_rows(
+                b"a,b",
+                CsvRules {
+                    delimiter: b',',
+                    quote: b'"',
+                    escape: None,
+                    comment: None
+                }
+            )),
             Ok("a,b".to_string())
         );
     }

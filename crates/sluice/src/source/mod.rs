@@ -548,10 +548,7 @@ impl Source {
                 file_schema: Arc::clone(&read_schema),
                 partition_fields: partition_fields.into_iter().map(Arc::new).collect(),
                 header: csv.header,
-                delimiter: csv.delimiter_for(&first.input.display),
-                quote: csv.quote,
-                escape: csv.escape,
-                comment: csv.comment,
+                rules: csv.rules_for(&first.input.display),
                 null_regex,
                 compression: first.input.compression.to_datafusion(),
                 batch_size: 8192,
@@ -570,10 +567,7 @@ impl Source {
         }
         if csv_split {
             let dialect = split::Dialect {
-                delimiter: self.options.csv.delimiter_for(&first.input.display),
-                quote: self.options.csv.quote,
-                escape: self.options.csv.escape,
-                comment: self.options.csv.comment,
+                rules: self.options.csv.rules_for(&first.input.display),
                 columns: first.schema.fields().len(),
                 lines: first.input.format == Format::Ndjson || newlines == NewlinesInValues::No,
             };

@@ -15,17 +15,13 @@
 //! its start and ends it at the line break at or after its end, which here are the record
 //! boundaries themselves.
 
+use super::framer::{CsvRules, RecordScan};
+
 /// What a window parse needs to know about the file.
 #[derive(Debug, Clone, Copy)]
 pub struct Dialect {
-    /// Field delimiter.
-    pub delimiter: u8,
-    /// Quote character.
-    pub quote: u8,
-    /// Escape character inside quotes, if any.
-    pub escape: Option<u8>,
-    /// Comment prefix, if any.
-    pub comment: Option<u8>,
+    /// How its records are quoted, escaped and commented.
+    pub rules: CsvRules,
     /// Columns every record must have.
     pub columns: usize,
     /// Records are plain lines (NDJSON): cut after the first line break at the target.
@@ -38,69 +34,17 @@ pub const WINDOW: u64 = 64 * 1024;
 /// Whole records a hypothesis must parse to be believed.
 const MIN_RECORDS: usize = 4;
 
-/// The record ends (offsets just after a line break outside quotes) found by parsing
-/// `window` from the given starting quote state, or `None` if a complete record has the
-/// wrong number of fields or a quote stands inside a field.
+/// The line ends (offsets just after a line feed outside quotes) found by framing `window`
+/// strictly from the given starting quote state (the scan's own framer, see
+/// [`RecordScan::strict_line_ends`]), or `None` if the window breaks the rules of a clean
+/// file under that hypothesis.
 fn record_ends(window: &[u8], d: &Dialect, start_in_quote: bool) -> Option<Vec<usize>> {
-    let mut in_quote = start_in_quote;
-    let mut skip = false;
-    let mut fields = 1usize;
-    let mut content = false; // the record has bytes besides a line break
-    let mut comment_line = false;
-    let mut first = true; // the first record is partial: its field count is unknown
-    let mut ends = Vec::new();
-    for (i, &b) in window.iter().enumerate() {
-        if skip {
-            skip = false;
-            continue;
-        }
-        if in_quote {
-            if b == d.quote {
-                // A closing quote ends its field: what follows is a delimiter, a line
-                // break, a doubled quote, or the end of the window.
-                match window.get(i + 1) {
-                    None => {}
-                    Some(&n) if n == d.delimiter || n == b'\r' || n == b'\n' || n == d.quote => {}
-                    Some(_) => return None,
-                }
-                in_quote = false;
-            } else if Some(b) == d.escape {
-                skip = true;
-            }
-            continue;
-        }
-        if b == b'\n' {
-            if !first && content && !comment_line && fields != d.columns {
-                return None;
-            }
-            first = false;
-            ends.push(i + 1);
-            fields = 1;
-            content = false;
-            comment_line = false;
-            continue;
-        }
-        if !content && b != b'\r' {
-            content = true;
-            comment_line = d.comment == Some(b);
-        }
-        if comment_line {
-            continue;
-        }
-        if b == d.quote {
-            // An opening quote starts its field (or doubles the quote just closed).
-            if i > 0 {
-                let p = window[i - 1];
-                if !(p == d.delimiter || p == b'\n' || p == d.quote) {
-                    return None;
-                }
-            }
-            in_quote = true;
-        } else if b == d.delimiter {
-            fields += 1;
-        }
-    }
-    Some(ends)
+    let scan = if start_in_quote {
+        RecordScan::csv_in_quotes(d.rules, 0)
+    } else {
+        RecordScan::csv(d.rules, 0)
+    };
+    scan.strict_line_ends(window, d.columns)
 }
 
 /// The first record start at or after `target` (an offset into `window`), if exactly one
@@ -136,10 +80,12 @@ mod tests {
 
     fn dialect(columns: usize) -> Dialect {
         Dialect {
-            delimiter: b',',
-            quote: b'"',
-            escape: None,
-            comment: None,
+            rules: CsvRules {
+                delimiter: b',',
+                quote: b'"',
+                escape: None,
+                comment: None,
+            },
             columns,
             lines: false,
         }

@@ -204,6 +204,16 @@ impl Default for CsvOptions {
 }
 
 impl CsvOptions {
+    /// The dialect of file `path` (its delimiter by [`CsvOptions::delimiter_for`]).
+    pub fn rules_for(&self, path: &str) -> CsvRules {
+        CsvRules {
+            delimiter: self.delimiter_for(path),
+            quote: self.quote,
+            escape: self.escape,
+            comment: self.comment,
+        }
+    }
+
     /// The delimiter for a given file: the configured one, or tab for `.tsv`, or comma.
     pub fn delimiter_for(&self, path: &str) -> u8 {
         self.delimiter.unwrap_or_else(|| {
@@ -214,6 +224,50 @@ impl CsvOptions {
                 b','
             }
         })
+    }
+}
+
+/// A CSV dialect as csv-core (the parser under arrow's CSV decoder) reads it: one value
+/// shared by the scan, its record framer, the byte-range splitter and the schema sampler,
+/// so they all agree on where records and fields end. A doubled quote is a quote unless an
+/// escape character is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvRules {
+    /// Field delimiter.
+    pub delimiter: u8,
+    /// Quote character.
+    pub quote: u8,
+    /// Escape character inside quotes.
+    pub escape: Option<u8>,
+    /// Comment prefix.
+    pub comment: Option<u8>,
+}
+
+impl CsvRules {
+    /// A csv-core reader of this dialect.
+    pub fn csv_core(&self) -> csv_core::Reader {
+        csv_core::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .quote(self.quote)
+            .escape(self.escape)
+            .double_quote(self.escape.is_none())
+            .comment(self.comment)
+            .build()
+    }
+
+    /// Arrow's CSV reader builder `b` set to this dialect.
+    pub fn arrow(
+        &self,
+        b: datafusion::arrow::csv::ReaderBuilder,
+    ) -> datafusion::arrow::csv::ReaderBuilder {
+        let mut b = b.with_delimiter(self.delimiter).with_quote(self.quote);
+        if let Some(e) = self.escape {
+            b = b.with_escape(e);
+        }
+        if let Some(c) = self.comment {
+            b = b.with_comment(c);
+        }
+        b
     }
 }
 

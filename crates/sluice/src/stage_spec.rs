@@ -1,0 +1,171 @@
+//! A stage as configuration: what a plan holds of a lookup, enrich or batch-function stage,
+//! enough to build the running stage again in another process.
+//!
+//! A [`StageSpec`] is plain data (it serializes to JSON and back): the stage's own settings
+//! as the user wrote them, the storage options its files need and the id of the books its
+//! rejected rows go to. What runs — the loaded lookup, the HTTP client with its limiter and
+//! cache, the function — is built from it by [`StageSpec::build`] where the plan runs, once
+//! per session (see [`crate::services::Services::stage_or_build`]).
+
+use std::sync::Arc;
+
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::TaskContext;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::enrich::{EnrichDef, EnrichSpec, Enricher};
+use crate::error::{Error, Result};
+use crate::function::FnDef;
+use crate::lookup::{Lookup, LookupDef, LookupSpec};
+use crate::services::Services;
+use crate::stage::{SluiceQueryPlanner, StageDef};
+use crate::storage::stores::StorageOptions;
+
+/// A stage as configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StageSpec {
+    /// A broadcast lookup (`[[lookup]]`).
+    Lookup {
+        /// The stage as written.
+        spec: Box<LookupSpec>,
+        /// Options of the object stores its files are in.
+        #[serde(default)]
+        storage: StorageOptions,
+        /// The books (rejects and ledger) rows without a match go to.
+        books: u64,
+    },
+    /// Calls to an HTTP API (`[[enrich]]`). Secrets stay `${env:NAME}` references: their
+    /// values are read where the stage is built.
+    Enrich {
+        /// The stage as written.
+        spec: Box<EnrichSpec>,
+        /// The books rows whose calls fail go to.
+        books: u64,
+    },
+    /// A batch function, found by its name among the session's registered functions.
+    Function {
+        /// The name it was registered under.
+        name: String,
+    },
+}
+
+impl StageSpec {
+    /// The stage's name (a table for later SQL steps).
+    pub fn name(&self) -> &str {
+        match self {
+            StageSpec::Lookup { spec, .. } => &spec.name,
+            StageSpec::Enrich { spec, .. } => &spec.name,
+            StageSpec::Function { name } => name,
+        }
+    }
+
+    /// The spec as JSON.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|e| Error::Config(format!("stage spec: {e}")))
+    }
+
+    /// A spec from [`StageSpec::to_json`]'s text.
+    pub fn from_json(text: &str) -> Result<StageSpec> {
+        serde_json::from_str(text).map_err(|e| Error::Config(format!("stage spec: {e}")))
+    }
+
+    /// Builds the running stage in the session of `ctx`: loads the lookup's files, makes
+    /// the HTTP client, or finds the registered function.
+    pub async fn build(&self, ctx: &SessionContext) -> Result<Arc<dyn StageDef>> {
+        let services = Services::of(&ctx.copied_config())?;
+        Ok(match self {
+            StageSpec::Lookup {
+                spec,
+                storage,
+                books,
+            } => {
+                let mut spec = (**spec).clone();
+                spec.storage = storage.clone();
+                let lookup = Arc::new(Lookup::load(ctx, &spec).await?);
+                Arc::new(LookupDef::new(
+                    self.clone(),
+                    lookup,
+                    services.books(*books)?,
+                ))
+            }
+            StageSpec::Enrich { spec, books } => {
+                let enricher = Arc::new(Enricher::new(spec, std::path::Path::new(""))?);
+                Arc::new(EnrichDef::new(
+                    self.clone(),
+                    enricher,
+                    services.books(*books)?,
+                ))
+            }
+            StageSpec::Function { name } => Arc::new(FnDef(services.function(name)?)),
+        })
+    }
+
+    /// [`StageSpec::build`] in the session a task runs in.
+    pub async fn build_for_task(&self, task: &TaskContext) -> Result<Arc<dyn StageDef>> {
+        let state = SessionStateBuilder::new()
+            .with_config(task.session_config().clone())
+            .with_runtime_env(task.runtime_env())
+            .with_default_features()
+            .with_query_planner(Arc::new(SluiceQueryPlanner))
+            .build();
+        self.build(&SessionContext::new_with_state(state)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_read_back_what_they_write() {
+        let lookup: LookupSpec = toml::from_str(
+            r#"
+name = "cats"
+paths = "cats #1.csv"
+on = [{ left = "cat", right = "category" }, "region"]
+columns = ["label"]
+on_missing = "reject"
+"#,
+        )
+        .expect("lookup");
+        let enrich: EnrichSpec = toml::from_str(
+            r#"
+name = "meta"
+url = "http://127.0.0.1:1/{id}?t=${env:TOKEN}"
+concurrency = "auto"
+headers = { Accept = "application/json" }
+[extract]
+title = "/title"
+score = { path = "/score", type = "bigint" }
+"#,
+        )
+        .expect("enrich");
+        let specs = [
+            StageSpec::Lookup {
+                spec: Box::new(lookup),
+                storage: [("region".to_string(), "eu".to_string())].into(),
+                books: 7,
+            },
+            StageSpec::Enrich {
+                spec: Box::new(enrich),
+                books: 7,
+            },
+            StageSpec::Function {
+                name: "scöre ~%#".into(),
+            },
+        ];
+        for spec in specs {
+            let text = spec.to_json().expect("write");
+            let back = StageSpec::from_json(&text).expect("read back");
+            assert_eq!(back.to_json().expect("write again"), text);
+            assert_eq!(back.name(), spec.name());
+        }
+        let text = StageSpec::Function { name: "f".into() }
+            .to_json()
+            .expect("write");
+        assert_eq!(text, r#"{"kind":"function","name":"f"}"#);
+        assert!(StageSpec::from_json(r#"{"kind":"function","name":"f","x":1}"#).is_err());
+    }
+}
