@@ -8,8 +8,15 @@ Runs, side by side in one session:
 and prints each time next to the floor distinct_keys x latency / concurrency. Every run must
 return the enriched value for every row (checked), or the run counts as failed.
 
+With --faults the API behaves like real ones (apiserver --faults, the same keys every run:
+2% of keys answer 500 and 1% answer 429 with Retry-After: 1 on their first call, 0.1% are
+always 404). The floor then adds one Retry-After; every row must be enriched or, for the 404
+keys, rejected; sluice must make exactly distinct keys + retries calls and retry no key before
+its Retry-After (the server counts). The Python side is asyncio + aiohttp with a dedupe of
+keys and a per-request retry that waits out Retry-After: the best plain recipe.
+
 Usage: bench/enrich.py --sluice PATH --apiserver PATH [--rows 100000] [--keys 10000]
-       [--latency-ms 20] [--rounds 3] [--skip-python]
+       [--latency-ms 20] [--rounds 3] [--skip-python] [--faults]
 """
 
 import argparse
@@ -23,12 +30,40 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+# apiserver --faults defaults (sluice_testkit::Faults).
+FAULTS = {"seed": 7, "error_500": 0.02, "too_many": 0.01, "missing": 0.001, "retry_after": 1}
+MASK = (1 << 64) - 1
 
-def start_server(binary, latency_ms):
+
+def fate(key, f=FAULTS):
+    """What key does on apiserver --faults: the same draw as sluice_testkit::Faults::fate."""
+    h = 0xCBF29CE484222325 ^ f["seed"]
+    for b in key.encode():
+        h = ((h ^ b) * 0x100000001B3) & MASK
+    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & MASK
+    h ^= h >> 31
+    u = (h >> 11) / float(1 << 53)
+    if u < f["missing"]:
+        return "missing"
+    if u < f["missing"] + f["too_many"]:
+        return "429"
+    if u < f["missing"] + f["too_many"] + f["error_500"]:
+        return "500"
+    return "ok"
+
+
+def early_retries(base):
+    with urllib.request.urlopen(f"{base}/_stats") as r:
+        return json.load(r)["early_retries"]
+
+
+def start_server(binary, latency_ms, faults=False):
     proc = subprocess.Popen(
-        [binary, "--latency-ms", str(latency_ms)],
+        [binary, "--latency-ms", str(latency_ms)] + (["--faults"] if faults else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -59,7 +94,7 @@ def make_data(path, rows, keys, seed=7):
     return rows
 
 
-def run_sluice(sluice, data, base, work, concurrency):
+def run_sluice(sluice, data, base, work, concurrency, expect_rejected=0):
     out = os.path.join(work, "out")
     pipeline = os.path.join(work, "p.toml")
     with open(pipeline, "w") as f:
@@ -91,7 +126,9 @@ mode = "overwrite"
     with open(report) as f:
         r = json.load(f)
     e = r["enrich"][0]
-    ok = r["rows_out"] == r["rows_in"] and r["rows_rejected"] == 0
+    ok = (r["rows_out"] + r["rows_rejected"] == r["rows_in"]
+          and r["rows_rejected"] == expect_rejected
+          and e["calls"] == e["distinct_keys"] + e["retries"])
     # Check values: every title matches its id.
     q = subprocess.run(
         [sluice, "query", "SELECT count(*) AS bad FROM t WHERE title <> concat('title-', record_id) OR title IS NULL",
@@ -161,6 +198,43 @@ def python_aiohttp(data, base, concurrency):
     return secs, ok
 
 
+def python_aiohttp_retry(data, base, concurrency, missing_rows):
+    """asyncio + aiohttp, one request per distinct key (dedupe), a semaphore, and a
+    per-request retry: 429 waits out its Retry-After (outside the semaphore), 5xx backs off
+    briefly, 404 is a miss. The best plain-Python recipe against a faulty API."""
+    import aiohttp
+
+    rows = read_rows(data)
+    keys = sorted({rid for rid, _ in rows})
+
+    async def main():
+        sem = asyncio.Semaphore(concurrency)
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=conn) as session:
+
+            async def fetch(rid):
+                for attempt in range(6):
+                    async with sem:
+                        async with session.get(f"{base}/meta/{rid}") as resp:
+                            if resp.status == 200:
+                                return rid, await resp.json()
+                            if resp.status == 404:
+                                return rid, None
+                            wait = resp.headers.get("Retry-After")
+                    await asyncio.sleep(float(wait) if wait else 0.05 * 2 ** attempt)
+                return rid, None
+
+            return dict(await asyncio.gather(*(fetch(k) for k in keys)))
+
+    t0 = time.perf_counter()
+    answers = asyncio.run(main())
+    out = [(rid, n, answers[rid]) for rid, n in rows]
+    secs = time.perf_counter() - t0
+    lost = sum(1 for _, _, j in out if j is None)
+    ok = lost == missing_rows and all(j["title"] == f"title-{rid}" for rid, _, j in out if j)
+    return secs, ok
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sluice", required=True)
@@ -171,23 +245,33 @@ def main():
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-python", action="store_true")
+    ap.add_argument("--faults", action="store_true")
     args = ap.parse_args()
 
     print(capacity(args.apiserver))
-    server, base = start_server(args.apiserver, args.latency_ms)
+    server, base = start_server(args.apiserver, args.latency_ms, args.faults)
     try:
         with tempfile.TemporaryDirectory(prefix="sluice-enrich-bench-") as work:
             data = os.path.join(work, "data.csv")
             make_data(data, args.rows, args.keys)
             floor = args.keys * args.latency_ms / 1000 / args.concurrency
+            missing_rows = 0
+            if args.faults:
+                floor += FAULTS["retry_after"]
+                missing_rows = sum(1 for rid, _ in read_rows(data) if fate(rid) == "missing")
             print(f"{args.rows} rows, {args.keys} distinct ids, {args.latency_ms} ms latency, "
-                  f"concurrency {args.concurrency}: floor {floor:.2f}s")
+                  f"concurrency {args.concurrency}{', faults' if args.faults else ''}: "
+                  f"floor {floor:.2f}s")
             times = []
             last = None
             for _ in range(args.rounds):
-                secs, ok, e = run_sluice(args.sluice, data, base, work, args.concurrency)
+                before = early_retries(base) if args.faults else 0
+                secs, ok, e = run_sluice(args.sluice, data, base, work, args.concurrency,
+                                         missing_rows)
                 if not ok:
-                    sys.exit("sluice returned wrong or missing rows")
+                    sys.exit("sluice returned wrong or missing rows, or made extra calls")
+                if args.faults and early_retries(base) != before:
+                    sys.exit("sluice retried a key before its Retry-After")
                 times.append(secs)
                 last = e
             s = statistics.median(times)
@@ -196,7 +280,18 @@ def main():
                   f"calls {last['calls']}, p50 {last['latency_ms_p50']:.1f} ms, "
                   f"{last['requests_per_second']:.0f} req/s, max in flight {last['max_in_flight']}")
             results = {"floor": floor, "sluice": s, "sluice_rounds": times}
-            if not args.skip_python:
+            if args.faults:
+                w = last["waited_s"]
+                print(f"  sluice waited (request-seconds): Retry-After {w['retry_after']:.1f}, "
+                      f"backoff {w['backoff']:.1f}, concurrency {w['concurrency']:.1f}, "
+                      f"paused {w['paused']:.1f}; {last['paused_all']} stage pauses, "
+                      f"{last['retries']} retries")
+            if not args.skip_python and args.faults:
+                secs, ok = python_aiohttp_retry(data, base, args.concurrency, missing_rows)
+                print(f"aiohttp+dedupe+RA {secs:7.2f}s  ok={ok}  = {secs / s:.2f}x sluice, "
+                      f"{secs / floor:.2f}x floor")
+                results["aiohttp_retry"] = secs
+            elif not args.skip_python:
                 secs, ok = python_aiohttp(data, base, args.concurrency)
                 print(f"asyncio+aiohttp64 {secs:7.2f}s  ok={ok}  = {secs / s:.1f}x sluice")
                 results["aiohttp"] = secs

@@ -5,6 +5,7 @@
 #
 #   bash bench/enrich.sh                  # 100k rows, 10k ids, 3 sluice rounds, both Python recipes
 #   SKIP_PYTHON=1 ROUNDS=5 bash bench/enrich.sh
+#   FAULTS=1 bash bench/enrich.sh         # an API with 500s, 429 + Retry-After and 404s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
@@ -19,5 +20,6 @@ if ! bench/.venv/bin/python -c 'import requests, aiohttp' 2>/dev/null; then
 fi
 args=(--sluice "$BIN/sluice" --apiserver "$BIN/apiserver" --rounds "${ROUNDS:-3}")
 [ "${SKIP_PYTHON:-0}" = 1 ] && args+=(--skip-python)
+[ "${FAULTS:-0}" = 1 ] && args+=(--faults)
 mkdir -p bench/results
 bench/.venv/bin/python bench/enrich.py "${args[@]}" | tee bench/results/enrich.txt

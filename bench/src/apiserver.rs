@@ -1,12 +1,19 @@
 //! A loopback fake metadata API for the enrich benchmark and manual tries:
-//! `apiserver [--latency-ms N] [--port P]` prints `listening on http://127.0.0.1:PORT` and
-//! serves `GET /meta/{id}` and `POST /meta/batch` (see `sluice_testkit::meta_api`) until
-//! killed. `apiserver --capacity` measures how many requests per second it answers at zero
+//! `apiserver [--latency-ms N] [--port P] [--faults [--fail-500 F] [--fail-429 F]
+//! [--retry-after S] [--missing F] [--seed N]]` prints `listening on http://127.0.0.1:PORT`
+//! and serves `GET /meta/{id}` and `POST /meta/batch` (see `sluice_testkit::meta_api`) until
+//! killed. With `--faults` it behaves like a real API (`sluice_testkit::faulty_api`: by
+//! default 2% of keys answer 500 and 1% answer 429 with `Retry-After: 1` on their first call,
+//! 0.1% are always 404), and `GET /_stats` answers `{"early_retries": N}`: requests for a
+//! key that came before its `Retry-After` was over. `apiserver --capacity` measures how many requests per second it answers at zero
 //! latency on this machine, with 64 keep-alive clients, and exits.
 
 use std::time::{Duration, Instant};
 
-use sluice_testkit::{meta_api, ApiServer};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use sluice_testkit::{faulty_api, meta_api, ApiServer, Faults, Reply, Request};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn arg(name: &str) -> Option<String> {
@@ -31,20 +38,40 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
-    let server = ApiServer::serve(listener, std::sync::Arc::new(meta_api(latency)));
+    let handler: Arc<dyn Fn(&Request) -> Reply + Send + Sync> = if std::env::args()
+        .any(|a| a == "--faults")
+    {
+        let share =
+            |name: &str, default: f64| arg(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let faults = Faults {
+            error_500: share("--fail-500", 0.02),
+            too_many: share("--fail-429", 0.01),
+            retry_after_s: arg("--retry-after")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
+            missing: share("--missing", 0.001),
+            seed: arg("--seed").and_then(|v| v.parse().ok()).unwrap_or(7),
+        };
+        let (api, early) = faulty_api(latency, faults);
+        Arc::new(move |req: &Request| {
+            if req.path == "/_stats" {
+                let n = early.load(Ordering::Relaxed);
+                Reply::json(200, format!("{{\"early_retries\":{n}}}"))
+            } else {
+                api(req)
+            }
+        })
+    } else {
+        Arc::new(meta_api(latency))
+    };
+    let server = ApiServer::serve(listener, handler);
     println!("listening on {}", server.url(""));
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
         eprintln!(
             "requests {} max in flight {}",
-            server
-                .counters
-                .requests
-                .load(std::sync::atomic::Ordering::Relaxed),
-            server
-                .counters
-                .max_in_flight
-                .load(std::sync::atomic::Ordering::Relaxed)
+            server.counters.requests.load(Ordering::Relaxed),
+            server.counters.max_in_flight.load(Ordering::Relaxed)
         );
     }
 }

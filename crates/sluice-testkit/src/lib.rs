@@ -426,3 +426,127 @@ pub fn meta_object(id: &str) -> serde_json::Value {
         "score": id.chars().count(),
     })
 }
+
+/// Faults of [`faulty_api`], drawn per key from a seed: the same keys fail the same way on
+/// every run, so runs compare.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    /// Share of keys whose first call answers 500.
+    pub error_500: f64,
+    /// Share of keys whose first call answers 429 with `Retry-After`.
+    pub too_many: f64,
+    /// The `Retry-After` of those 429s, in seconds.
+    pub retry_after_s: u64,
+    /// Share of keys that are always 404.
+    pub missing: f64,
+    /// Seed of the draw.
+    pub seed: u64,
+}
+
+/// What a key of [`faulty_api`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Answers at once.
+    Ok,
+    /// 500 on the first call.
+    Error500,
+    /// 429 with `Retry-After` on the first call.
+    TooMany,
+    /// Always 404.
+    Missing,
+}
+
+impl Faults {
+    /// What key `id` does.
+    pub fn fate(&self, id: &str) -> Fate {
+        // FNV-1a over the seed and the key, then a SplitMix64 finish: uniform enough.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ self.seed;
+        for b in id.as_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
+        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+        if u < self.missing {
+            Fate::Missing
+        } else if u < self.missing + self.too_many {
+            Fate::TooMany
+        } else if u < self.missing + self.too_many + self.error_500 {
+            Fate::Error500
+        } else {
+            Fate::Ok
+        }
+    }
+}
+
+/// [`meta_api`] with faults like a real API's (see [`Faults`]), answering after `latency`.
+/// The counter it returns counts early retries: requests for a key that got a 429 arriving
+/// before its `Retry-After` was over.
+pub fn faulty_api(
+    latency: Duration,
+    faults: Faults,
+) -> (
+    impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    Arc<AtomicU64>,
+) {
+    let ok = meta_api(latency);
+    let early = Arc::new(AtomicU64::new(0));
+    let told: Mutex<HashMap<String, Instant>> = Mutex::new(HashMap::new());
+    let counter = Arc::clone(&early);
+    let handler = move |req: &Request| {
+        if !req.path.starts_with("/meta/") || req.path == "/meta/batch" {
+            return ok(req);
+        }
+        if let Ok(t) = told.lock() {
+            if t.get(&req.target)
+                .is_some_and(|until| Instant::now() < *until)
+            {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        match (faults.fate(&req.last_segment()), req.seen_before) {
+            (Fate::Missing, _) => Reply::status(404).after(latency),
+            (Fate::TooMany, 0) => {
+                let wait = Duration::from_secs(faults.retry_after_s);
+                if let Ok(mut t) = told.lock() {
+                    // The wait runs from when the answer leaves, after the latency.
+                    t.insert(req.target.clone(), Instant::now() + latency + wait);
+                }
+                Reply::status(429)
+                    .header("retry-after", &faults.retry_after_s.to_string())
+                    .after(latency)
+            }
+            (Fate::Error500, 0) => Reply::status(500).after(latency),
+            _ => ok(req),
+        }
+    };
+    (handler, early)
+}
+
+/// [`meta_api`] behind a limit of `per_second` requests per second for everyone (a token
+/// bucket with a burst of one second's worth): above it every request gets `429` with
+/// `Retry-After: 1`, as an overloaded API answers.
+pub fn overloaded_api(per_second: f64) -> impl Fn(&Request) -> Reply + Send + Sync + 'static {
+    let ok = meta_api(Duration::ZERO);
+    let bucket = Mutex::new((per_second, Instant::now()));
+    move |req: &Request| {
+        let admitted = bucket.lock().is_ok_and(|mut b| {
+            let now = Instant::now();
+            let refill = now.duration_since(b.1).as_secs_f64() * per_second;
+            b.0 = (b.0 + refill).min(per_second);
+            b.1 = now;
+            if b.0 >= 1.0 {
+                b.0 -= 1.0;
+                true
+            } else {
+                false
+            }
+        });
+        if admitted {
+            ok(req)
+        } else {
+            Reply::status(429).header("retry-after", "1")
+        }
+    }
+}

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_testkit::{meta_api, meta_object, ApiServer, Reply, Request};
+use sluice_testkit::{
+    faulty_api, meta_api, meta_object, overloaded_api, ApiServer, Fate, Faults, Reply, Request,
+};
 
 use crate::rejects::assert_identity;
 use crate::workdir::Workdir;
@@ -304,6 +306,152 @@ async fn retry_after_is_honoured_and_404_is_not_retried() {
             .unwrap_or_default()
             .contains("\"record_id\":\"missing\""));
     }
+}
+
+/// An API like real ones: a few keys answer 429 with `Retry-After: 1` (or 500) on their
+/// first call, a few are always 404. A 429 delays its own key — never retried early, the
+/// server counts — while the stage keeps calling for the others: other keys are answered
+/// inside the Retry-After window, and the stage never pauses as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sporadic_429_delays_its_key_not_the_stage() {
+    let faults = Faults {
+        error_500: 0.05,
+        too_many: 0.05,
+        retry_after_s: 1,
+        missing: 0.02,
+        seed: 11,
+    };
+    let (api, early) = faulty_api(Duration::from_millis(10), faults);
+    let server = ApiServer::start(api).await;
+    let wd = Arc::new(Workdir::new());
+    let keys = ids(400);
+    data(&wd, &keys, 800);
+    let fates: HashMap<&String, Fate> = keys.iter().map(|k| (k, faults.fate(k))).collect();
+    let count = |f: Fate| fates.values().filter(|v| **v == f).count() as u64;
+    assert!(count(Fate::TooMany) >= 10, "the seed gives enough 429 keys");
+    let extra = "concurrency = 8\nretries = 3\nbackoff = \"5ms\"";
+    let report = run(&wd, pipeline(&server.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_identity(&report);
+    // Two rows per key: the 404 keys' rows rejected, every other row enriched.
+    assert_eq!(
+        report["rows_rejected"],
+        2 * count(Fate::Missing),
+        "{report}"
+    );
+    assert_eq!(report["rows_out"], 800 - 2 * count(Fate::Missing));
+    assert!(output(&wd)
+        .iter()
+        .all(|r| r.1.as_deref() == Some(&format!("title-{}", r.0)[..])));
+    let e = enrich_report(&report);
+    assert_eq!(
+        e["retries"],
+        count(Fate::TooMany) + count(Fate::Error500),
+        "{e}"
+    );
+    assert_eq!(e["calls"], 400 + e["retries"].as_u64().unwrap_or(0), "{e}");
+    assert_eq!(
+        early.load(Ordering::SeqCst),
+        0,
+        "no key retried before its Retry-After"
+    );
+    assert_eq!(
+        e["paused_all"], 0,
+        "sporadic 429s never pause the stage: {e}"
+    );
+    // While the first 429ed key waited out its second, other keys were answered.
+    let arrivals = server.counters.arrivals();
+    let first_429 = arrivals
+        .iter()
+        .find(|(_, t)| {
+            fates.get(&t.trim_start_matches("/meta/").to_string()) == Some(&Fate::TooMany)
+        })
+        .map(|(at, target)| (*at, target.clone()))
+        .expect("a 429 key was called");
+    let served_meanwhile = arrivals
+        .iter()
+        .filter(|(at, t)| {
+            *t != first_429.1 && *at > first_429.0 && *at < first_429.0 + Duration::from_millis(900)
+        })
+        .count();
+    assert!(
+        served_meanwhile >= 20,
+        "only {served_meanwhile} other requests during the Retry-After"
+    );
+}
+
+/// An overloaded API (429 with `Retry-After: 1` for every request above 100 per second):
+/// most answers say slow down, so the whole stage pauses for the Retry-After instead of
+/// every key hammering on its own; few calls are wasted and every row is enriched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_api_pauses_the_stage_with_few_wasted_calls() {
+    let server = ApiServer::start(overloaded_api(100.0)).await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &ids(300), 300);
+    let extra = "concurrency = 16\nretries = 10\nbackoff = \"5ms\"\nretry_budget = 5.0";
+    let report = run(&wd, pipeline(&server.url("/meta/{record_id}"), extra), true)
+        .await
+        .expect("report");
+    assert_eq!(report["rows_out"], 300, "{report}");
+    assert_eq!(report["rows_rejected"], 0);
+    let e = enrich_report(&report);
+    let wasted = e["failures_by_cause"]["429"].as_u64().unwrap_or(0);
+    assert!(e["paused_all"].as_u64().unwrap_or(0) >= 1, "{e}");
+    assert!(
+        wasted <= 150,
+        "{wasted} calls answered 429 for 300 keys: {e}"
+    );
+    assert_eq!(e["calls"], 300 + e["retries"].as_u64().unwrap_or(0), "{e}");
+}
+
+/// Past `max_keys_in_memory` the oldest finished answers are dropped: a key asked again
+/// later comes from the cache when there is one (no second call), or is called again; every
+/// row is right either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_past_the_memory_bound_come_from_the_cache() {
+    let server = ApiServer::start(meta_api(Duration::ZERO)).await;
+    let wd = Arc::new(Workdir::new());
+    // Blocks of 8192 rows, each over 50 keys of its own; the last block asks the first
+    // block's keys again, long after they were answered (and forgotten).
+    let (blocks, per_block) = (21usize, 8192usize);
+    let rows = blocks * per_block;
+    let mut csv = String::from("record_id,n\n");
+    for i in 0..rows {
+        let block = (i / per_block) % (blocks - 1);
+        csv.push_str(&format!("k{block}-{},{i}\n", i % 50));
+    }
+    wd.write("data.csv", csv);
+    let url = server.url("/meta/{record_id}");
+    let extra = "concurrency = 8\nmax_keys_in_memory = 10\ncache = \"cache/meta\"";
+    let report = run(&wd, pipeline(&url, extra), true).await.expect("report");
+    assert_eq!(report["rows_out"], rows as u64, "{report}");
+    let e = enrich_report(&report);
+    assert_eq!(
+        e["calls"], 1000,
+        "the keys asked again came from the cache: {e}"
+    );
+    assert!(e["keys_forgotten"].as_u64().unwrap_or(0) >= 900, "{e}");
+    assert!(e["cache_hits"].as_u64().unwrap_or(0) >= 1, "{e}");
+    let right = |wd: &Workdir| {
+        output(wd)
+            .iter()
+            .all(|r| r.1.as_deref() == Some(&format!("title-{}", r.0)[..]))
+    };
+    assert!(right(&wd));
+    // Without a cache, forgotten keys are called again.
+    let calls_before = server.counters.requests.load(Ordering::SeqCst);
+    let extra = "concurrency = 8\nmax_keys_in_memory = 10";
+    let report = run(&wd, pipeline(&url, extra), true).await.expect("report");
+    assert_eq!(report["rows_out"], rows as u64, "{report}");
+    let e = enrich_report(&report);
+    let calls = e["calls"].as_u64().unwrap_or(0);
+    assert!(calls > 1000, "{e}");
+    assert_eq!(
+        server.counters.requests.load(Ordering::SeqCst) - calls_before,
+        calls
+    );
+    assert!(right(&wd));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use super::spec::{
     parse_duration, parse_rate, Concurrency, EnrichSpec, ExtractSpec, ExtractType, OnCallError,
 };
 use super::stats::EnrichStats;
+use super::stats::Wait;
 use super::template::{Secrets, Target, Template, Value};
 use crate::error::{Error, Result};
 
@@ -120,11 +121,57 @@ pub struct Enricher {
     budget: RetryBudget,
     cache: Option<Cache>,
     batch: Option<Batch>,
-    seen: Mutex<HashMap<String, SharedOutcome>>,
+    seen: Mutex<Seen>,
     /// The call tasks started, stopped by [`Enricher::stop`] when the job ends.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Live counters.
     pub stats: Arc<EnrichStats>,
+}
+
+/// Answers kept for dedupe unless `max_keys_in_memory` says otherwise.
+pub const DEFAULT_KEYS_IN_MEMORY: usize = 1_000_000;
+
+/// The answers of distinct requests, shared by every row asking the same key: at most
+/// `cap` kept, the oldest finished ones dropped first (answers still in flight stay, so
+/// rows waiting on them keep sharing one call).
+struct Seen {
+    map: HashMap<String, SharedOutcome>,
+    order: std::collections::VecDeque<String>,
+    cap: usize,
+}
+
+impl Seen {
+    fn new(cap: usize) -> Seen {
+        Seen {
+            map: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Keeps `key`'s answer; returns how many older finished answers were dropped.
+    fn insert(&mut self, key: String, answer: SharedOutcome) -> u64 {
+        self.map.insert(key.clone(), answer);
+        self.order.push_back(key);
+        let mut dropped = 0;
+        // Each key is looked at once per insert at most: answers in flight go to the back.
+        let mut budget = self.order.len();
+        while self.map.len() > self.cap && budget > 0 {
+            budget -= 1;
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            match self.map.get(&oldest) {
+                Some(a) if a.peek().is_none() => self.order.push_back(oldest),
+                Some(_) => {
+                    self.map.remove(&oldest);
+                    dropped += 1;
+                }
+                None => {}
+            }
+        }
+        dropped
+    }
 }
 
 impl std::fmt::Debug for Enricher {
@@ -361,7 +408,9 @@ impl Enricher {
             budget: RetryBudget::new(retry_budget),
             cache,
             batch,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::new(
+                spec.max_keys_in_memory.unwrap_or(DEFAULT_KEYS_IN_MEMORY),
+            )),
             tasks: Mutex::new(Vec::new()),
             stats: Arc::new(EnrichStats::new(&spec.name)),
         })
@@ -447,7 +496,7 @@ impl Enricher {
                 .boxed()
                 .shared();
         };
-        if let Some(s) = seen.get(&key) {
+        if let Some(s) = seen.map.get(&key) {
             return s.clone();
         }
         self.stats.distinct_keys.fetch_add(1, Ordering::Relaxed);
@@ -472,7 +521,10 @@ impl Enricher {
                 .boxed()
                 .shared()
         };
-        seen.insert(key, fut.clone());
+        let forgotten = seen.insert(key, fut.clone());
+        self.stats
+            .keys_forgotten
+            .fetch_add(forgotten, Ordering::Relaxed);
         fut
     }
 
@@ -549,17 +601,22 @@ impl Enricher {
         loop {
             attempt += 1;
             let (result, latency) = {
+                let queued = Instant::now();
                 let _permit = self.limiter.acquire().await;
-                self.pacer.acquire().await;
+                self.stats.waited(Wait::Concurrency, queued.elapsed());
+                let waited = self.pacer.acquire().await;
+                self.stats.waited(Wait::Paused, waited.paused);
+                self.stats.waited(Wait::RateLimit, waited.rate);
                 let started = self.stats.call_started();
                 let result = self.send(method, req).await;
                 let latency = started.elapsed();
                 self.stats.call_ended(latency);
                 (result, latency)
             };
-            let (cause, status, wait_at_least, message) = match result {
+            let (cause, status, wait_at_least, message, crowd) = match result {
                 Ok((status, _, body)) if (200..300).contains(&status) => {
                     self.limiter.record(Signal::Ok, latency);
+                    self.pacer.observe(false);
                     return Ok((body, attempt));
                 }
                 Ok((status, retry_after_header, body)) => {
@@ -570,6 +627,7 @@ impl Enricher {
                         Signal::Ok
                     };
                     self.limiter.record(signal, latency);
+                    let crowd = self.pacer.observe(congested);
                     let wait = retry_after_header.filter(|_| congested);
                     let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)])
                         .trim()
@@ -579,13 +637,15 @@ impl Enricher {
                     } else {
                         format!("HTTP {status}: {excerpt}")
                     };
-                    (status.to_string(), Some(status), wait, message)
+                    (status.to_string(), Some(status), wait, message, crowd)
                 }
                 Err((cause, message)) => {
-                    if cause == "timeout" || cause == "connect" {
+                    let congested = cause == "timeout" || cause == "connect";
+                    if congested {
                         self.limiter.record(Signal::Congested, latency);
                     }
-                    (cause.to_string(), None, None, message)
+                    let crowd = self.pacer.observe(congested);
+                    (cause.to_string(), None, None, message, crowd)
                 }
             };
             self.stats.failure(&cause);
@@ -597,12 +657,24 @@ impl Enricher {
             if retryable && attempt <= self.retries {
                 if self.budget.try_retry() {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let mut wait = backoff(attempt - 1, self.backoff, self.max_backoff);
-                    if let Some(ra) = wait_at_least {
-                        self.pacer.pause_until(Instant::now() + ra);
-                        wait = wait.max(ra);
+                    let backoff = backoff(attempt - 1, self.backoff, self.max_backoff);
+                    match wait_at_least {
+                        // The API named a time: this request waits it out (never earlier);
+                        // the whole stage waits only when most answers say slow down.
+                        Some(ra) => {
+                            if crowd {
+                                self.pacer.pause_until(Instant::now() + ra);
+                                self.stats.paused_all.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let wait = backoff.max(ra);
+                            self.stats.waited(Wait::RetryAfter, wait);
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => {
+                            self.stats.waited(Wait::Backoff, backoff);
+                            tokio::time::sleep(backoff).await;
+                        }
                     }
-                    tokio::time::sleep(wait).await;
                     continue;
                 }
                 self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,13 @@
 //! Flow control for API calls: a concurrency limiter (fixed or adaptive), a token-bucket
-//! pacer that also holds every call while the API asked to wait (`Retry-After`), a retry
-//! budget and backoff with full jitter.
+//! pacer that holds every call only while the API says everyone must wait, a retry budget
+//! and backoff with full jitter.
+//!
+//! A `429`/`503` with `Retry-After` delays the request that got it (its key is never tried
+//! earlier) and, with adaptive concurrency, halves the limit: the stage slows in proportion
+//! and keeps calling for other keys. The whole stage pauses for the `Retry-After` only when
+//! the API is clearly telling everyone to stop: more than half of the last
+//! [`CROWD_WINDOW`] answers were 429/503/timeouts (see [`Pacer::observe`]). One sporadic 429
+//! costs one key one second, not the stage one second.
 //!
 //! Adaptive concurrency is AIMD with slow start, the TCP Reno scheme: the limit starts at 4
 //! and grows by one per success (doubling per round trip) until the first congestion signal,
@@ -30,9 +37,18 @@ struct LimitState {
     limit: f64,
     in_flight: usize,
     slow_start: bool,
+    /// The lowest recent latency: it follows higher latencies slowly (1/[`BEST_DRIFT`] of
+    /// the gap per answer), so one lucky fast answer early on does not hold the limit
+    /// down for the rest of the run.
     best_latency: Option<Duration>,
     last_decrease: Option<Instant>,
 }
+
+/// How slowly the best latency follows higher latencies (answers per e-fold).
+const BEST_DRIFT: u32 = 256;
+
+/// Answers the pacer remembers to tell sporadic 429s from an API telling everyone to stop.
+pub const CROWD_WINDOW: usize = 20;
 
 /// A slot held while a request is in flight; frees it when dropped.
 pub struct Permit<'a> {
@@ -107,9 +123,11 @@ impl Limiter {
         let grew = {
             let Ok(mut s) = self.state.lock() else { return };
             let best = *s.best_latency.get_or_insert(latency);
-            if latency < best {
-                s.best_latency = Some(latency);
-            }
+            s.best_latency = Some(if latency < best {
+                latency
+            } else {
+                best + (latency - best) / BEST_DRIFT
+            });
             let rtt = s
                 .best_latency
                 .unwrap_or(latency)
@@ -160,6 +178,17 @@ struct PaceState {
     /// Theoretical arrival time of the next request (GCRA form of the token bucket).
     tat: Instant,
     pause_until: Option<Instant>,
+    /// The last [`CROWD_WINDOW`] answers: true for "slow down" (429, 503, timeout).
+    recent: std::collections::VecDeque<bool>,
+}
+
+/// How long a request waited in [`Pacer::acquire`], and why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waited {
+    /// Held by a pause of the whole stage (the API told everyone to wait).
+    pub paused: Duration,
+    /// Held by the rate limit.
+    pub rate: Duration,
 }
 
 impl Pacer {
@@ -170,18 +199,22 @@ impl Pacer {
             state: Mutex::new(PaceState {
                 tat: Instant::now(),
                 pause_until: None,
+                recent: std::collections::VecDeque::with_capacity(CROWD_WINDOW),
             }),
         }
     }
 
-    /// Waits until a request may go.
-    pub async fn acquire(&self) {
+    /// Waits until a request may go; says how long it waited and why.
+    pub async fn acquire(&self) -> Waited {
+        let mut waited = Waited::default();
         loop {
             let wait = {
-                let Ok(mut s) = self.state.lock() else { return };
+                let Ok(mut s) = self.state.lock() else {
+                    return waited;
+                };
                 let now = Instant::now();
                 match s.pause_until {
-                    Some(p) if p > now => Some(p - now),
+                    Some(p) if p > now => Some((p - now, true)),
                     _ => match self.rate {
                         None => None,
                         Some((interval, burst)) => {
@@ -191,17 +224,40 @@ impl Pacer {
                                 s.tat = tat + interval;
                                 None
                             } else {
-                                Some(allowed - now)
+                                Some((allowed - now, false))
                             }
                         }
                     },
                 }
             };
             match wait {
-                None => return,
-                Some(d) => tokio::time::sleep(d).await,
+                None => return waited,
+                Some((d, paused)) => {
+                    tokio::time::sleep(d).await;
+                    if paused {
+                        waited.paused += d;
+                    } else {
+                        waited.rate += d;
+                    }
+                }
             }
         }
+    }
+
+    /// Remembers one answer (`slow_down`: a 429, 503 or timeout); true when the API is
+    /// telling everyone to stop: more than half of the last [`CROWD_WINDOW`] answers (with
+    /// at least half a window seen) said slow down. Only then does a `Retry-After` pause the
+    /// whole stage; otherwise it delays the one request that got it.
+    pub fn observe(&self, slow_down: bool) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        if s.recent.len() == CROWD_WINDOW {
+            s.recent.pop_front();
+        }
+        s.recent.push_back(slow_down);
+        let n = s.recent.iter().filter(|b| **b).count();
+        s.recent.len() * 2 >= CROWD_WINDOW && n * 2 > s.recent.len()
     }
 
     /// Holds every request until `until` (a `Retry-After` from the API).
@@ -294,6 +350,41 @@ mod tests {
             l.record(Signal::Ok, Duration::from_millis(200));
         }
         assert_eq!(l.limit(), 8, "holds while latency is high");
+    }
+
+    #[test]
+    fn a_fast_start_does_not_hold_the_limit_down_for_good() {
+        let l = Limiter::adaptive(64);
+        // One very fast answer, then the API's usual 20 ms: growth holds at first...
+        l.record(Signal::Ok, Duration::from_micros(100));
+        l.record(Signal::Congested, Duration::from_millis(20));
+        let held = l.limit();
+        for _ in 0..50 {
+            l.record(Signal::Ok, Duration::from_millis(20));
+        }
+        assert_eq!(l.limit(), held, "20 ms is far above the best seen");
+        // ...and resumes once the best latency has followed the usual one.
+        for _ in 0..2000 {
+            l.record(Signal::Ok, Duration::from_millis(20));
+        }
+        assert!(l.limit() > held + 5, "{} vs {held}", l.limit());
+    }
+
+    #[test]
+    fn only_a_crowd_of_429s_stops_everyone() {
+        let p = Pacer::new(None, 1);
+        // 1 in 20 answers is a 429: never a crowd.
+        for i in 0..200 {
+            assert!(!p.observe(i % 20 == 7), "answer {i}");
+        }
+        // Most answers are 429s: a crowd, once half a window agrees.
+        let p = Pacer::new(None, 1);
+        let crowd: Vec<bool> = (0..20).map(|_| p.observe(true)).collect();
+        assert!(!crowd[..9].iter().any(|c| *c), "{crowd:?}");
+        assert!(crowd[9..].iter().all(|c| *c), "{crowd:?}");
+        // The API recovers: the crowd disperses as good answers come back.
+        let after: Vec<bool> = (0..20).map(|_| p.observe(false)).collect();
+        assert!(!after[10], "{after:?}");
     }
 
     #[test]

@@ -81,6 +81,11 @@ pub struct EnrichSpec {
     /// Biggest response body accepted (default `"16MiB"` written as bytes: 16777216).
     #[serde(default)]
     pub max_response_bytes: Option<usize>,
+    /// Answers kept in memory so every row asking the same key shares one call (default
+    /// 1,000,000). Past it the oldest finished answers are dropped: a key asked again is
+    /// answered from `cache` when set, or called again.
+    #[serde(default)]
+    pub max_keys_in_memory: Option<usize>,
     /// New columns: name = JSON pointer (`"/owner/name"`, a string), or
     /// `{ path = "/score", type = "bigint" }`. Types: string (default), bigint, double,
     /// boolean, json (the JSON text of the value).

@@ -34,12 +34,47 @@ pub struct EnrichStats {
     pub max_in_flight: AtomicU64,
     /// Retries refused because the retry budget was spent.
     pub budget_exhausted: AtomicU64,
+    /// Times the whole stage paused because most answers said slow down.
+    pub paused_all: AtomicU64,
+    /// Finished answers dropped from memory (`max_keys_in_memory`).
+    pub keys_forgotten: AtomicU64,
+    /// Time requests spent waiting, by cause, in microseconds (see [`Wait`]).
+    waits_us: [AtomicU64; 5],
     failures: Mutex<BTreeMap<String, u64>>,
     latencies_us: Mutex<Vec<u32>>,
     window: Mutex<Option<(Instant, Instant)>>,
 }
 
+/// What a request waited for before it was sent (or sent again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A free slot under the concurrency limit.
+    Concurrency = 0,
+    /// The rate limit (`rate_limit`).
+    RateLimit = 1,
+    /// Its own `Retry-After` (a 429 or 503 for this request).
+    RetryAfter = 2,
+    /// Backoff between retries without a `Retry-After`.
+    Backoff = 3,
+    /// A pause of the whole stage (most answers said slow down).
+    Paused = 4,
+}
+
 impl EnrichStats {
+    /// Adds `d` to the time requests waited for `why`.
+    pub fn waited(&self, why: Wait, d: Duration) {
+        if !d.is_zero() {
+            self.waits_us[why as usize].fetch_add(
+                d.as_micros().min(u64::MAX as u128) as u64,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn waited_s(&self, why: Wait) -> f64 {
+        self.waits_us[why as usize].load(Ordering::Relaxed) as f64 / 1e6
+    }
+
     /// Counters for the stage `name`.
     pub fn new(name: &str) -> EnrichStats {
         EnrichStats {
@@ -131,6 +166,15 @@ impl EnrichStats {
             max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
             final_concurrency: limit,
             retry_budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
+            waited_s: Waits {
+                concurrency: self.waited_s(Wait::Concurrency),
+                rate_limit: self.waited_s(Wait::RateLimit),
+                retry_after: self.waited_s(Wait::RetryAfter),
+                backoff: self.waited_s(Wait::Backoff),
+                paused: self.waited_s(Wait::Paused),
+            },
+            paused_all: self.paused_all.load(Ordering::Relaxed),
+            keys_forgotten: self.keys_forgotten.load(Ordering::Relaxed),
         }
     }
 }
@@ -172,4 +216,27 @@ pub struct EnrichReport {
     pub final_concurrency: usize,
     /// Retries refused because the retry budget was spent.
     pub retry_budget_exhausted: u64,
+    /// Request-seconds spent waiting, by cause: the sum over requests (so with 32 in flight,
+    /// 32 s of waiting can pass in one second of wall time).
+    pub waited_s: Waits,
+    /// Times the whole stage paused because most answers said slow down.
+    pub paused_all: u64,
+    /// Finished answers dropped from memory past `max_keys_in_memory` (a key asked again
+    /// after that came from the cache or was called again).
+    pub keys_forgotten: u64,
+}
+
+/// Request-seconds an enrich stage's requests spent waiting, by cause.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Waits {
+    /// For a slot under the concurrency limit.
+    pub concurrency: f64,
+    /// For the rate limit.
+    pub rate_limit: f64,
+    /// For their own `Retry-After`.
+    pub retry_after: f64,
+    /// Backing off between retries (no `Retry-After`).
+    pub backoff: f64,
+    /// In pauses of the whole stage.
+    pub paused: f64,
 }
