@@ -8,8 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
@@ -276,24 +278,39 @@ impl EnrichMap {
             futures::future::join_all(pending).await
         };
 
-        // New columns, an error column (on_error = null) and which rows stay.
-        let mut new_values: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); e.extract.len()];
+        // New columns: one value per distinct request (NULL where it failed or made no
+        // call), then every row takes its request's value: no per-row scalars.
+        let mut per_request: Vec<Vec<ScalarValue>> =
+            vec![Vec::with_capacity(kinds.len()); e.extract.len()];
+        for kind in &kinds {
+            let values = match kind {
+                RowResult::Call(i) => match outcomes[*i].as_ref() {
+                    Outcome::Ok(values) => Some(values),
+                    Outcome::Failed(_) => None,
+                },
+                RowResult::NoCall | RowResult::Invalid(_) => None,
+            };
+            for (j, (_, spec)) in e.extract.iter().enumerate() {
+                per_request[j].push(match values {
+                    Some(v) => v[j].clone(),
+                    None => ScalarValue::try_from(&spec.kind.data_type())?,
+                });
+            }
+        }
+        let take_rows = UInt32Array::from(rows.iter().map(|&k| k as u32).collect::<Vec<u32>>());
+        let mut new_columns: Vec<ArrayRef> = Vec::with_capacity(e.extract.len());
+        for values in per_request {
+            let distinct = ScalarValue::iter_to_array(values)?;
+            new_columns.push(take(distinct.as_ref(), &take_rows, None)?);
+        }
+        // An error column (on_error = null) and which rows stay.
         let mut errors: Vec<Option<String>> = Vec::new();
         let mut keep = Vec::with_capacity(n);
-        let null_row = |new_values: &mut Vec<Vec<ScalarValue>>| -> Result<()> {
-            for (j, (_, spec)) in e.extract.iter().enumerate() {
-                new_values[j].push(ScalarValue::try_from(&spec.kind.data_type())?);
-            }
-            Ok(())
-        };
         for (row, result) in rows.iter().map(|&k| &kinds[k]).enumerate() {
             let failure = match result {
                 RowResult::NoCall => None,
                 RowResult::Call(i) => match outcomes[*i].as_ref() {
-                    Outcome::Ok(values) => {
-                        for (j, v) in values.iter().enumerate() {
-                            new_values[j].push(v.clone());
-                        }
+                    Outcome::Ok(_) => {
                         keep.push(true);
                         errors.push(None);
                         continue;
@@ -305,7 +322,6 @@ impl EnrichMap {
                 RowResult::Invalid(why) => Some((why.clone(), None, 0, None)),
             };
             let Some((message, status, attempts, url)) = failure else {
-                null_row(&mut new_values)?;
                 keep.push(true);
                 errors.push(None);
                 continue;
@@ -314,12 +330,10 @@ impl EnrichMap {
             match e.on_error {
                 OnCallError::Fail => return Err(self.failed(&message)),
                 OnCallError::Null => {
-                    null_row(&mut new_values)?;
                     keep.push(true);
                     errors.push(Some(message));
                 }
                 OnCallError::Reject => {
-                    null_row(&mut new_values)?;
                     keep.push(false);
                     errors.push(None);
                     let (raw, raw_truncated) = row_json(&batch.slice(row, 1));
@@ -347,9 +361,7 @@ impl EnrichMap {
             }
         }
         let mut out: Vec<ArrayRef> = batch.columns().to_vec();
-        for values in new_values {
-            out.push(ScalarValue::iter_to_array(values)?);
-        }
+        out.extend(new_columns);
         if e.on_error == OnCallError::Null {
             out.push(Arc::new(StringArray::from(errors)));
         }
