@@ -448,3 +448,181 @@ async fn a_partition_run_again_counts_once() {
         "task files are joined and removed"
     );
 }
+
+/// A plan as bytes: the physical plan of a pipeline — sluice's CSV scan over a hive-partitioned
+/// folder (partition values travel too), a lookup and a batch function — encoded in
+/// DataFusion's protobuf form with sluice's codec and decoded in a fresh session (books
+/// rebuilt from their id, the function registered by name, nothing else shared) gives the
+/// same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
+    use sluice::datafusion::physical_plan::collect;
+    use sluice::ledger::rejects::{OnError, Rejects};
+    use sluice::services::Services;
+    use sluice::{Source, Stage};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    for (region, rows) in [
+        ("eu ~%", "n,cat\n1,a\n2,b\n"),
+        ("üs #1", "n,cat\n3,a\n4,c\n5,b\n"),
+    ] {
+        let folder = dir.path().join("data").join(format!("region={region}"));
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        write(&folder, "rows.csv", rows);
+    }
+    let cats = write(dir.path(), "cäts #2.csv", "cat,label\na,Alpha\nb,Beta\n");
+    let stages = [
+        Stage::Lookup(Box::new(LookupSpec {
+            name: "cats".into(),
+            paths: vec![cats],
+            on: vec![KeyPair::same("cat")],
+            ..LookupSpec::default()
+        })),
+        Stage::Batches(sluice::BatchFn {
+            name: "doubled".into(),
+            f: Arc::new(doubled),
+        }),
+    ];
+    let here = sluice::context::session(2);
+    let options = ReadOptions {
+        paths: vec![dir.path().join("data").display().to_string()],
+        hive_partitioning: true,
+        ..ReadOptions::default()
+    };
+    let source = Source::open(&here, options).await.expect("open");
+    let applied = sluice::job::apply_stages(
+        &here,
+        source.to_dataframe(&here).expect("df"),
+        &stages,
+        &source.rejects,
+    )
+    .await
+    .expect("stages");
+    let plan = applied.df.create_physical_plan().await.expect("plan");
+    let shown = sluice::datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string();
+    assert!(
+        shown.contains("CsvScanExec") && shown.contains("BatchFnExec"),
+        "{shown}"
+    );
+    let bytes = sluice::codec::plan_to_bytes(Arc::clone(&plan)).expect("encode");
+    let rows = |batches: Vec<RecordBatch>| {
+        let mut lines: Vec<String> =
+            sluice::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .expect("format")
+                .to_string()
+                .lines()
+                .skip(3)
+                .filter(|l| !l.starts_with('+'))
+                .map(str::to_string)
+                .collect();
+        lines.sort();
+        lines
+    };
+    let expected = rows(collect(plan, here.task_ctx()).await.expect("run here"));
+    assert_eq!(expected.len(), 5, "{expected:?}");
+    assert!(
+        expected
+            .iter()
+            .any(|r| r.contains("üs #1") && r.contains("Alpha")),
+        "{expected:?}"
+    );
+
+    let there = sluice::context::session(2);
+    let services = Services::of(&there.copied_config()).expect("services");
+    let books = Arc::new(Rejects::with_id(source.rejects.id(), OnError::Reject));
+    services.keep_books(&books);
+    services
+        .register_function(&sluice::BatchFn {
+            name: "doubled".into(),
+            f: Arc::new(doubled),
+        })
+        .expect("register");
+    let decoded = sluice::codec::plan_from_bytes(&bytes, &there.task_ctx()).expect("decode");
+    let got = rows(collect(decoded, there.task_ctx()).await.expect("run there"));
+    assert_eq!(got, expected);
+    // The decoded scan counted its rows in the books it found there.
+    let counted: u64 = books.per_file().values().map(|f| f.rows_ok).sum();
+    assert_eq!(counted, 5);
+}
+
+/// The Parquet scan travels too: each part's DataFusion scan in protobuf form inside
+/// sluice's file-by-file node; decoded in a fresh session it reads the same rows and counts
+/// them in the books it finds there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parquet_scan_sent_as_bytes_reads_the_same_rows() {
+    use sluice::datafusion::arrow::array::StringArray;
+    use sluice::datafusion::parquet::arrow::ArrowWriter;
+    use sluice::datafusion::parquet::file::properties::WriterProperties;
+    use sluice::datafusion::physical_plan::collect;
+    use sluice::ledger::rejects::{OnError, Rejects};
+    use sluice::services::Services;
+    use sluice::Source;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("pärt #1 ~%.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("n", DataType::Int64, false),
+        Field::new("s", DataType::Utf8, true),
+    ]));
+    let file = std::fs::File::create(&path).expect("create");
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(1000))
+        .build();
+    let mut w = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).expect("writer");
+    for chunk in 0..5i64 {
+        let n: Int64Array = (chunk * 1000..(chunk + 1) * 1000).collect();
+        let s: StringArray = (0..1000).map(|i| Some(format!("v{i}"))).collect();
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(n), Arc::new(s)])
+            .expect("batch");
+        w.write(&batch).expect("write");
+    }
+    w.close().expect("close");
+
+    let here = sluice::context::session(2);
+    let options = ReadOptions {
+        paths: vec![path.display().to_string()],
+        ..ReadOptions::default()
+    };
+    let source = Source::open(&here, options).await.expect("open");
+    let df = source
+        .to_dataframe(&here)
+        .expect("df")
+        .aggregate(
+            vec![],
+            vec![
+                sluice::datafusion::functions_aggregate::expr_fn::count(
+                    sluice::datafusion::prelude::lit(1),
+                ),
+                sluice::datafusion::functions_aggregate::expr_fn::sum(
+                    sluice::datafusion::prelude::col("n"),
+                ),
+            ],
+        )
+        .expect("aggregate");
+    let plan = df.create_physical_plan().await.expect("plan");
+    let shown = sluice::datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string();
+    assert!(shown.contains("FileByFileExec"), "{shown}");
+    let bytes = sluice::codec::plan_to_bytes(Arc::clone(&plan)).expect("encode");
+
+    let there = sluice::context::session(2);
+    let books = Arc::new(Rejects::with_id(source.rejects.id(), OnError::Reject));
+    Services::of(&there.copied_config())
+        .expect("services")
+        .keep_books(&books);
+    let decoded = sluice::codec::plan_from_bytes(&bytes, &there.task_ctx()).expect("decode");
+    let out = collect(decoded, there.task_ctx()).await.expect("run there");
+    let text = sluice::datafusion::arrow::util::pretty::pretty_format_batches(&out)
+        .expect("format")
+        .to_string();
+    // 5000 rows, 0 + 1 + ... + 4999.
+    assert!(
+        text.contains("| 5000 ") && text.contains("| 12497500 "),
+        "{text}"
+    );
+    let counted: u64 = books.per_file().values().map(|f| f.rows_ok).sum();
+    assert_eq!(counted, 5000);
+}

@@ -384,11 +384,17 @@ fn outputs_on_s3_commit_with_the_manifest_last() {
         "all/part-99999-crashed.csv",
         "id,amount\n1,1000000\n",
     );
+    let stray_put = std::time::Instant::now();
     ok(moto
         .sluice(&wd)
         .args(["ingest", "s3://out/all/", "--to", "all-back2", "--quiet"]));
     assert_eq!(wd.query(count, &[("t", "all-back2")]), local);
-    // overwrite: new files, manifest, old files (and the stray one) gone.
+    // overwrite: new files, manifest, old files (and the stray one) gone. Store timestamps
+    // have one-second precision and an overwrite keeps unlisted objects not older than its
+    // own uploads (they may be a concurrent job's): the stray must be a second older.
+    if let Some(wait) = std::time::Duration::from_millis(1100).checked_sub(stray_put.elapsed()) {
+        std::thread::sleep(wait);
+    }
     to_s3("overwrite");
     let second = moto.list("out", "all/");
     assert_eq!(second.len(), 3, "{second:?}");

@@ -155,7 +155,7 @@ fn task_file(dir: &std::path::Path, task: Task) -> PathBuf {
 
 /// What a scan node holds of the [`Rejects`] it reports to: their id among the session's
 /// [`crate::services::Services`] (looked up when the node runs) and the mode (for plans).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BooksRef {
     /// The id of the rejects and ledger.
     pub id: u64,

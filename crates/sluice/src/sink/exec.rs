@@ -25,7 +25,7 @@ use crate::storage::format::Format;
 
 /// What a [`WriteExec`] writes: configuration only (the rejects and the progress counter
 /// are found among the session's services by id).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WriteSpec {
     /// The staging folder.
     pub dir: PathBuf,
@@ -34,6 +34,7 @@ pub struct WriteSpec {
     /// One output file (named `part-00000-JOB`).
     pub single: bool,
     /// Schema of the incoming rows (partition columns included).
+    #[serde(with = "crate::codec::schema_text")]
     pub schema: SchemaRef,
     /// Output format.
     pub format: Format,
@@ -85,6 +86,11 @@ impl WriteExec {
     /// The plan it writes.
     pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
         &self.input
+    }
+
+    /// What it writes, and how.
+    pub fn spec(&self) -> &WriteSpec {
+        &self.spec
     }
 }
 

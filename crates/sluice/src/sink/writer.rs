@@ -24,7 +24,8 @@ use crate::error::{blocking, Error, Result};
 use crate::storage::format::Format;
 
 /// Parquet compression codecs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ParquetCompression {
     /// zstd (the default): small files, fast to read.
     #[default]

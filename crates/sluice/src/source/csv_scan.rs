@@ -56,7 +56,8 @@ pub struct CsvRange {
 }
 
 /// The row format a [`CsvScanExec`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RowFormat {
     /// CSV, split into rows by `csv-core`.
     Csv,
@@ -182,14 +183,14 @@ impl CsvScanConfig {
 /// Reads CSV ranges into batches, sending bad rows to a [`Rejects`] collector.
 #[derive(Debug)]
 pub struct CsvScanExec {
-    config: Arc<CsvScanConfig>,
-    store_url: ObjectStoreUrl,
-    partitions: Vec<Vec<CsvRange>>,
-    projection: Option<Vec<usize>>,
+    pub(crate) config: Arc<CsvScanConfig>,
+    pub(crate) store_url: ObjectStoreUrl,
+    pub(crate) partitions: Vec<Vec<CsvRange>>,
+    pub(crate) projection: Option<Vec<usize>>,
     /// The rejects and ledger it reports to (in the session's services).
-    books: BooksRef,
+    pub(crate) books: BooksRef,
     /// This node's id in the row ledger.
-    scan_id: u64,
+    pub(crate) scan_id: u64,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -244,6 +245,12 @@ impl CsvScanExec {
 }
 
 impl CsvScanExec {
+    /// The same scan under ledger id `id` (a plan decoded elsewhere keeps its scan's id).
+    pub(crate) fn with_scan_id(mut self, id: u64) -> Self {
+        self.scan_id = id;
+        self
+    }
+
     /// Every byte range read, as (file, start, end, file size).
     pub fn ranges(&self) -> Vec<(String, u64, u64, u64)> {
         self.partitions

@@ -55,17 +55,17 @@ pub struct FilePart {
 /// Reads columnar files one at a time per partition, accounting for each.
 #[derive(Debug)]
 pub struct FileByFileExec {
-    store_url: ObjectStoreUrl,
-    partitions: Vec<Vec<FilePart>>,
+    pub(crate) store_url: ObjectStoreUrl,
+    pub(crate) partitions: Vec<Vec<FilePart>>,
     /// The rejects and ledger it reports to (in the session's services).
-    books: BooksRef,
+    pub(crate) books: BooksRef,
     /// Output columns (index, name) that must not hold nulls.
-    required: Vec<(usize, String)>,
+    pub(crate) required: Vec<(usize, String)>,
     /// A `LIMIT` was pushed into the parts: a part may end before its last row.
-    limited: bool,
+    pub(crate) limited: bool,
     /// This node's id in the row ledger.
-    scan_id: u64,
-    schema: SchemaRef,
+    pub(crate) scan_id: u64,
+    pub(crate) schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -101,6 +101,12 @@ impl FileByFileExec {
 }
 
 impl FileByFileExec {
+    /// The same scan under ledger id `id` (a plan decoded elsewhere keeps its scan's id).
+    pub(crate) fn with_scan_id(mut self, id: u64) -> Self {
+        self.scan_id = id;
+        self
+    }
+
     /// Every part read, as (file, whole file or a row-group range).
     pub fn parts(&self) -> Vec<(String, bool)> {
         self.partitions

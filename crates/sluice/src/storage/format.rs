@@ -231,7 +231,7 @@ impl CsvOptions {
 /// shared by the scan, its record framer, the byte-range splitter and the schema sampler,
 /// so they all agree on where records and fields end. A doubled quote is a quote unless an
 /// escape character is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CsvRules {
     /// Field delimiter.
     pub delimiter: u8,

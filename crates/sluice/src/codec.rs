@@ -1,0 +1,472 @@
+//! Plans as bytes, for another process: sluice's plan nodes in DataFusion's protobuf form.
+//!
+//! DataFusion's `datafusion-proto` encodes its own nodes and hands every other node to a
+//! [`PhysicalExtensionCodec`]; [`SluiceCodec`] writes sluice's nodes as their configuration
+//! (JSON: a stage's [`StageSpec`], a write's [`WriteSpec`], schemas as Arrow IPC) and reads
+//! them back into nodes that find what runs among the decoding session's
+//! [`crate::services::Services`]. This is how a plan reaches an executor that never saw the
+//! job (Ballista ships plans this way).
+//!
+//! Encoded: the CSV/NDJSON scan ([`CsvScanExec`]: its ranges, dialect, schema and the id of
+//! its books), the Parquet file-by-file scan ([`FileByFileExec`]: each part's DataFusion scan
+//! in protobuf form), stage nodes ([`MapExec`]), the write ([`WriteExec`]) and
+//! [`OrderedConcatExec`]. ORC parts are not: `datafusion-orc`'s scan has no protobuf form, so
+//! a plan reading ORC fails to encode with one line naming it.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::parsers::CompressionTypeVariant;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::TaskContext;
+use datafusion::object_store::path::Path;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::rejects::BooksRef;
+use crate::sink::exec::{WriteExec, WriteSpec};
+use crate::sink::ordered::OrderedConcatExec;
+use crate::source::csv_scan::{CsvRange, CsvScanConfig, CsvScanExec, RowFormat};
+use crate::source::file_scan::{FileByFileExec, FilePart};
+use crate::stage::MapExec;
+use crate::stage_spec::StageSpec;
+use crate::storage::format::CsvRules;
+
+/// sluice's nodes as they travel: their configuration.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "node", rename_all = "snake_case", deny_unknown_fields)]
+enum Wire {
+    /// A stage node.
+    Map {
+        stage: u64,
+        spec: StageSpec,
+        describe: String,
+        #[serde(with = "schema_text")]
+        schema: SchemaRef,
+    },
+    /// The write.
+    Write { spec: WriteSpec },
+    /// Partitions in order.
+    OrderedConcat,
+    /// The CSV/NDJSON scan.
+    CsvScan(Box<WireCsvScan>),
+    /// The Parquet/ORC scan, file by file.
+    FileByFile(Box<WireFileScan>),
+}
+
+/// A [`FileByFileExec`] as configuration: each part's own scan as plan bytes (base64).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireFileScan {
+    store_url: String,
+    #[serde(with = "schema_text")]
+    schema: SchemaRef,
+    partitions: Vec<Vec<WirePart>>,
+    required: Vec<(usize, String)>,
+    books: BooksRef,
+    limited: bool,
+    scan: u64,
+}
+
+/// One part of a columnar file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WirePart {
+    display: String,
+    plan: String,
+    whole: bool,
+    start: u64,
+    location: String,
+    size: u64,
+    orc: bool,
+}
+
+fn encode_file_scan(scan: &FileByFileExec) -> Result<WireFileScan> {
+    let part = |p: &FilePart| -> Result<WirePart> {
+        if p.orc {
+            return Err(DataFusionError::NotImplemented(format!(
+                "sluice cannot send a scan of the ORC file {} to another process yet",
+                p.display
+            )));
+        }
+        let plan = plan_to_bytes(Arc::clone(&p.plan))?;
+        Ok(WirePart {
+            display: p.display.clone(),
+            plan: base64::engine::general_purpose::STANDARD.encode(plan),
+            whole: p.whole,
+            start: p.start,
+            location: p.location.to_string(),
+            size: p.size,
+            orc: p.orc,
+        })
+    };
+    Ok(WireFileScan {
+        store_url: scan.store_url.as_str().to_string(),
+        schema: Arc::clone(&scan.schema),
+        partitions: scan
+            .partitions
+            .iter()
+            .map(|ps| ps.iter().map(part).collect::<Result<Vec<_>>>())
+            .collect::<Result<_>>()?,
+        required: scan.required.clone(),
+        books: scan.books,
+        limited: scan.limited,
+        scan: scan.scan_id,
+    })
+}
+
+fn decode_file_scan(w: WireFileScan, ctx: &TaskContext) -> Result<FileByFileExec> {
+    let bad = |what: &str, e: String| DataFusionError::Plan(format!("encoded scan: {what}: {e}"));
+    let part = |p: WirePart| -> Result<FilePart> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&p.plan)
+            .map_err(|e| bad("part", e.to_string()))?;
+        Ok(FilePart {
+            display: p.display,
+            plan: plan_from_bytes(&bytes, ctx)?,
+            whole: p.whole,
+            start: p.start,
+            location: Path::parse(&p.location).map_err(|e| bad("location", e.to_string()))?,
+            size: p.size,
+            orc: p.orc,
+        })
+    };
+    let partitions = w
+        .partitions
+        .into_iter()
+        .map(|ps| ps.into_iter().map(part).collect::<Result<Vec<_>>>())
+        .collect::<Result<_>>()?;
+    Ok(FileByFileExec::new(
+        ObjectStoreUrl::parse(&w.store_url)?,
+        w.schema,
+        partitions,
+        w.required,
+        w.books,
+        w.limited,
+    )
+    .with_scan_id(w.scan))
+}
+
+/// A [`CsvScanExec`] as configuration.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireCsvScan {
+    format: RowFormat,
+    #[serde(with = "schema_text")]
+    file_schema: SchemaRef,
+    /// The per-file columns, as a schema.
+    #[serde(with = "schema_text")]
+    partition_schema: SchemaRef,
+    header: bool,
+    rules: CsvRules,
+    null_regex: Option<String>,
+    compression: String,
+    batch_size: usize,
+    read: (u64, usize),
+    max_record_bytes: u64,
+    max_compression_ratio: u64,
+    store_url: String,
+    partitions: Vec<Vec<WireRange>>,
+    projection: Option<Vec<usize>>,
+    books: BooksRef,
+    scan: u64,
+}
+
+/// One byte range of a file; partition values in DataFusion's protobuf form (base64).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRange {
+    location: String,
+    display: String,
+    start: u64,
+    end: u64,
+    size: u64,
+    partition_values: Vec<String>,
+}
+
+fn encode_scan(scan: &CsvScanExec) -> Result<WireCsvScan> {
+    let c = &scan.config;
+    let value = |v: &ScalarValue| -> Result<String> {
+        let proto = datafusion_proto::protobuf::ScalarValue::try_from(v)
+            .map_err(|e| DataFusionError::Plan(format!("partition value {v}: {e}")))?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(proto.encode_to_vec()))
+    };
+    Ok(WireCsvScan {
+        format: c.format,
+        file_schema: Arc::clone(&c.file_schema),
+        partition_schema: Arc::new(Schema::new(c.partition_fields.clone())),
+        header: c.header,
+        rules: c.rules,
+        null_regex: c.null_regex.as_ref().map(|r| r.as_str().to_string()),
+        compression: c.compression.get_variant().to_string(),
+        batch_size: c.batch_size,
+        read: c.read,
+        max_record_bytes: c.max_record_bytes,
+        max_compression_ratio: c.max_compression_ratio,
+        store_url: scan.store_url.as_str().to_string(),
+        partitions: scan
+            .partitions
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|r| {
+                        Ok(WireRange {
+                            location: r.location.to_string(),
+                            display: r.display.clone(),
+                            start: r.start,
+                            end: r.end,
+                            size: r.size,
+                            partition_values: r
+                                .partition_values
+                                .iter()
+                                .map(value)
+                                .collect::<Result<_>>()?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?,
+        projection: scan.projection.clone(),
+        books: scan.books,
+        scan: scan.scan_id,
+    })
+}
+
+fn decode_scan(w: WireCsvScan) -> Result<CsvScanExec> {
+    let bad = |what: &str, e: String| DataFusionError::Plan(format!("encoded scan: {what}: {e}"));
+    let value = |text: &String| -> Result<ScalarValue> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| bad("partition value", e.to_string()))?;
+        let proto = datafusion_proto::protobuf::ScalarValue::decode(bytes.as_slice())
+            .map_err(|e| bad("partition value", e.to_string()))?;
+        ScalarValue::try_from(&proto).map_err(|e| bad("partition value", e.to_string()))
+    };
+    let config = CsvScanConfig {
+        format: w.format,
+        file_schema: w.file_schema,
+        partition_fields: w.partition_schema.fields().iter().cloned().collect(),
+        header: w.header,
+        rules: w.rules,
+        null_regex: w
+            .null_regex
+            .map(|r| regex::Regex::new(&r))
+            .transpose()
+            .map_err(|e| bad("null regex", e.to_string()))?,
+        compression: FileCompressionType::from(
+            w.compression
+                .parse::<CompressionTypeVariant>()
+                .map_err(|e| bad("compression", e.to_string()))?,
+        ),
+        batch_size: w.batch_size,
+        file_projection: None,
+        read: w.read,
+        max_record_bytes: w.max_record_bytes,
+        max_compression_ratio: w.max_compression_ratio,
+    };
+    let partitions = w
+        .partitions
+        .into_iter()
+        .map(|p| {
+            p.into_iter()
+                .map(|r| {
+                    Ok(CsvRange {
+                        location: Path::parse(&r.location)
+                            .map_err(|e| bad("location", e.to_string()))?,
+                        display: r.display,
+                        start: r.start,
+                        end: r.end,
+                        size: r.size,
+                        partition_values: r
+                            .partition_values
+                            .iter()
+                            .map(value)
+                            .collect::<Result<_>>()?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    let store_url = ObjectStoreUrl::parse(&w.store_url)?;
+    Ok(
+        CsvScanExec::try_new(config, store_url, partitions, w.projection, w.books)?
+            .with_scan_id(w.scan),
+    )
+}
+
+/// Encodes and decodes sluice's plan nodes for `datafusion-proto`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SluiceCodec;
+
+fn only_input(node: &str, inputs: &[Arc<dyn ExecutionPlan>]) -> Result<Arc<dyn ExecutionPlan>> {
+    match inputs {
+        [one] => Ok(Arc::clone(one)),
+        _ => Err(DataFusionError::Internal(format!(
+            "a {node} node has one input, the encoded plan gave {}",
+            inputs.len()
+        ))),
+    }
+}
+
+impl PhysicalExtensionCodec for SluiceCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let wire: Wire = serde_json::from_slice(buf)
+            .map_err(|e| DataFusionError::Plan(format!("not a sluice plan node: {e}")))?;
+        Ok(match wire {
+            Wire::Map {
+                stage,
+                spec,
+                describe,
+                schema,
+            } => Arc::new(MapExec::new(
+                only_input("stage", inputs)?,
+                stage,
+                spec,
+                describe,
+                schema,
+            )),
+            Wire::Write { spec } => Arc::new(WriteExec::new(only_input("write", inputs)?, spec)),
+            Wire::OrderedConcat => Arc::new(OrderedConcatExec::new(only_input(
+                "ordered concat",
+                inputs,
+            )?)),
+            Wire::CsvScan(scan) => Arc::new(decode_scan(*scan)?),
+            Wire::FileByFile(scan) => Arc::new(decode_file_scan(*scan, ctx)?),
+        })
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let wire = if let Some(m) = node.downcast_ref::<MapExec>() {
+            Wire::Map {
+                stage: m.stage(),
+                spec: m.spec().clone(),
+                describe: m.describe().to_string(),
+                schema: m.schema(),
+            }
+        } else if let Some(w) = node.downcast_ref::<WriteExec>() {
+            Wire::Write {
+                spec: w.spec().clone(),
+            }
+        } else if node.downcast_ref::<OrderedConcatExec>().is_some() {
+            Wire::OrderedConcat
+        } else if let Some(scan) = node.downcast_ref::<CsvScanExec>() {
+            Wire::CsvScan(Box::new(encode_scan(scan)?))
+        } else if let Some(scan) = node.downcast_ref::<FileByFileExec>() {
+            Wire::FileByFile(Box::new(encode_file_scan(scan)?))
+        } else {
+            return Err(DataFusionError::NotImplemented(format!(
+                "sluice cannot send a {} node to another process yet",
+                node.name()
+            )));
+        };
+        serde_json::to_writer(buf, &wire).map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+}
+
+/// `plan` as bytes (DataFusion's protobuf form, sluice's nodes by [`SluiceCodec`]).
+pub fn plan_to_bytes(plan: Arc<dyn ExecutionPlan>) -> Result<bytes::Bytes> {
+    datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &SluiceCodec)
+}
+
+/// A plan from [`plan_to_bytes`]'s bytes, for the session of `ctx`.
+pub fn plan_from_bytes(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(bytes, ctx, &SluiceCodec)
+}
+
+/// A schema as text: its Arrow IPC form (fields, types, nullability, metadata), base64.
+pub mod schema_text {
+    use std::io::Cursor;
+
+    use base64::Engine;
+    use datafusion::arrow::datatypes::SchemaRef;
+    use datafusion::arrow::ipc::reader::StreamReader;
+    use datafusion::arrow::ipc::writer::StreamWriter;
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `schema`.
+    pub fn serialize<S: Serializer>(schema: &SchemaRef, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        {
+            let mut w = StreamWriter::try_new(&mut bytes, schema).map_err(S::Error::custom)?;
+            w.finish().map_err(S::Error::custom)?;
+        }
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    /// Reads a schema [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SchemaRef, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(D::Error::custom)?;
+        let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(D::Error::custom)?;
+        Ok(reader.schema())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::empty::EmptyExec;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_write_node_reads_back_as_written() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ïd #1", DataType::Int64, false),
+            Field::new(
+                "when",
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+                true,
+            ),
+        ]));
+        let spec = WriteSpec {
+            dir: PathBuf::from("/tmp/out ~%#/.sluice-staging"),
+            job: "job-1".into(),
+            single: false,
+            schema: Arc::clone(&schema) as SchemaRef,
+            format: crate::storage::format::Format::Parquet,
+            compression: crate::sink::ParquetCompression::Snappy,
+            partition_by: vec!["when".into()],
+            books: Some(crate::ledger::rejects::BooksRef {
+                id: 42,
+                mode: crate::ledger::rejects::OnError::Skip,
+            }),
+            progress: 7,
+        };
+        let node: Arc<dyn ExecutionPlan> =
+            Arc::new(OrderedConcatExec::new(Arc::new(WriteExec::new(
+                Arc::new(EmptyExec::new(Arc::clone(&schema) as SchemaRef)),
+                spec.clone(),
+            ))));
+        let bytes = plan_to_bytes(node).expect("encode");
+        let ctx = crate::context::session(2).task_ctx();
+        let back = plan_from_bytes(&bytes, &ctx).expect("decode");
+        assert_eq!(back.name(), "OrderedConcatExec");
+        let write = back.children()[0]
+            .downcast_ref::<WriteExec>()
+            .expect("a write node");
+        assert_eq!(format!("{:?}", write.spec()), format!("{spec:?}"));
+        assert_eq!(write.spec().schema.as_ref(), schema.as_ref());
+    }
+}
