@@ -109,11 +109,7 @@ fn encode_file_scan(scan: &FileByFileExec) -> Result<WireFileScan> {
     Ok(WireFileScan {
         store_url: scan.store_url.as_str().to_string(),
         schema: Arc::clone(&scan.schema),
-        partitions: scan
-            .partitions
-            .iter()
-            .map(|ps| ps.iter().map(part).collect::<Result<Vec<_>>>())
-            .collect::<Result<_>>()?,
+        partitions: nested(&scan.partitions, part)?,
         required: scan.required.clone(),
         books: scan.books,
         limited: scan.limited,
@@ -137,11 +133,7 @@ fn decode_file_scan(w: WireFileScan, ctx: &TaskContext) -> Result<FileByFileExec
             orc: p.orc,
         })
     };
-    let partitions = w
-        .partitions
-        .into_iter()
-        .map(|ps| ps.into_iter().map(part).collect::<Result<Vec<_>>>())
-        .collect::<Result<_>>()?;
+    let partitions = nested(w.partitions, part)?;
     Ok(FileByFileExec::new(
         ObjectStoreUrl::parse(&w.store_url)?,
         w.schema,
@@ -190,6 +182,18 @@ struct WireRange {
     partition_values: Vec<String>,
 }
 
+/// `f` over every item of a list of lists (a scan's partitions of ranges or parts).
+fn nested<I, J, T, U>(outer: I, mut f: impl FnMut(T) -> Result<U>) -> Result<Vec<Vec<U>>>
+where
+    I: IntoIterator<Item = J>,
+    J: IntoIterator<Item = T>,
+{
+    outer
+        .into_iter()
+        .map(|inner| inner.into_iter().map(&mut f).collect())
+        .collect()
+}
+
 fn encode_scan(scan: &CsvScanExec) -> Result<WireCsvScan> {
     let c = &scan.config;
     let value = |v: &ScalarValue| -> Result<String> {
@@ -210,28 +214,20 @@ fn encode_scan(scan: &CsvScanExec) -> Result<WireCsvScan> {
         max_record_bytes: c.max_record_bytes,
         max_compression_ratio: c.max_compression_ratio,
         store_url: scan.store_url.as_str().to_string(),
-        partitions: scan
-            .partitions
-            .iter()
-            .map(|p| {
-                p.iter()
-                    .map(|r| {
-                        Ok(WireRange {
-                            location: r.location.to_string(),
-                            display: r.display.clone(),
-                            start: r.start,
-                            end: r.end,
-                            size: r.size,
-                            partition_values: r
-                                .partition_values
-                                .iter()
-                                .map(value)
-                                .collect::<Result<_>>()?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()
+        partitions: nested(&scan.partitions, |r: &CsvRange| {
+            Ok(WireRange {
+                location: r.location.to_string(),
+                display: r.display.clone(),
+                start: r.start,
+                end: r.end,
+                size: r.size,
+                partition_values: r
+                    .partition_values
+                    .iter()
+                    .map(value)
+                    .collect::<Result<_>>()?,
             })
-            .collect::<Result<_>>()?,
+        })?,
         projection: scan.projection.clone(),
         books: scan.books,
         scan: scan.scan_id,
@@ -270,29 +266,20 @@ fn decode_scan(w: WireCsvScan) -> Result<CsvScanExec> {
         max_record_bytes: w.max_record_bytes,
         max_compression_ratio: w.max_compression_ratio,
     };
-    let partitions = w
-        .partitions
-        .into_iter()
-        .map(|p| {
-            p.into_iter()
-                .map(|r| {
-                    Ok(CsvRange {
-                        location: Path::parse(&r.location)
-                            .map_err(|e| bad("location", e.to_string()))?,
-                        display: r.display,
-                        start: r.start,
-                        end: r.end,
-                        size: r.size,
-                        partition_values: r
-                            .partition_values
-                            .iter()
-                            .map(value)
-                            .collect::<Result<_>>()?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()
+    let partitions = nested(w.partitions, |r: WireRange| {
+        Ok(CsvRange {
+            location: Path::parse(&r.location).map_err(|e| bad("location", e.to_string()))?,
+            display: r.display,
+            start: r.start,
+            end: r.end,
+            size: r.size,
+            partition_values: r
+                .partition_values
+                .iter()
+                .map(value)
+                .collect::<Result<_>>()?,
         })
-        .collect::<Result<_>>()?;
+    })?;
     let store_url = ObjectStoreUrl::parse(&w.store_url)?;
     Ok(
         CsvScanExec::try_new(config, store_url, partitions, w.projection, w.books)?

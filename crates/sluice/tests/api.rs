@@ -32,6 +32,37 @@ fn doubled(batch: RecordBatch) -> sluice::datafusion::error::Result<RecordBatch>
     )?)
 }
 
+/// A lookup of `cats` on `cat`, then the batch function `doubled`.
+fn lookup_then_doubled(cats: String) -> [sluice::Stage; 2] {
+    [
+        sluice::Stage::Lookup(Box::new(LookupSpec {
+            name: "cats".into(),
+            paths: vec![cats],
+            on: vec![KeyPair::same("cat")],
+            ..LookupSpec::default()
+        })),
+        sluice::Stage::Batches(sluice::BatchFn {
+            name: "doubled".into(),
+            f: Arc::new(doubled),
+        }),
+    ]
+}
+
+/// The rows of `batches` as table lines, sorted (partitions finish in any order).
+fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut lines: Vec<String> =
+        sluice::datafusion::arrow::util::pretty::pretty_format_batches(batches)
+            .expect("format")
+            .to_string()
+            .lines()
+            .skip(3)
+            .filter(|l| !l.starts_with('+'))
+            .map(str::to_string)
+            .collect();
+    lines.sort();
+    lines
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_lookup_udf_and_batch_function_in_code() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -211,23 +242,12 @@ async fn a_plan_runs_from_its_configuration_in_a_fresh_session() {
     use sluice::services::Services;
     use sluice::stage::MapExec;
     use sluice::stage_spec::StageSpec;
-    use sluice::{Source, Stage};
+    use sluice::Source;
 
     let dir = tempfile::tempdir().expect("tmp");
     let data = write(dir.path(), "da ta #1.csv", "n,cat\n1,a\n2,b\n3,a\n4,c\n");
     let cats = write(dir.path(), "cäts ~%.csv", "cat,label\na,Alpha\nb,Beta\n");
-    let stages = [
-        Stage::Lookup(Box::new(LookupSpec {
-            name: "cats".into(),
-            paths: vec![cats],
-            on: vec![KeyPair::same("cat")],
-            ..LookupSpec::default()
-        })),
-        Stage::Batches(sluice::BatchFn {
-            name: "doubled".into(),
-            f: Arc::new(doubled),
-        }),
-    ];
+    let stages = lookup_then_doubled(cats);
     let here = sluice::context::session(2);
     let options = ReadOptions {
         paths: vec![data],
@@ -247,21 +267,8 @@ async fn a_plan_runs_from_its_configuration_in_a_fresh_session() {
         .create_physical_plan()
         .await
         .expect("physical plan");
-    let sorted = |batches: Vec<RecordBatch>| {
-        let mut rows: Vec<String> =
-            sluice::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-                .expect("format")
-                .to_string()
-                .lines()
-                .skip(3)
-                .filter(|l| !l.starts_with('+'))
-                .map(str::to_string)
-                .collect();
-        rows.sort();
-        rows
-    };
-    let expected = sorted(
-        collect(Arc::clone(&plan), here.task_ctx())
+    let expected = sorted_rows(
+        &collect(Arc::clone(&plan), here.task_ctx())
             .await
             .expect("run here"),
     );
@@ -328,8 +335,8 @@ async fn a_plan_runs_from_its_configuration_in_a_fresh_session() {
             f: Arc::new(doubled),
         })
         .expect("register");
-    let there = sorted(
-        collect(rebuild().await.0, fresh.task_ctx())
+    let there = sorted_rows(
+        &collect(rebuild().await.0, fresh.task_ctx())
             .await
             .expect("run there"),
     );
@@ -459,7 +466,7 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
     use sluice::datafusion::physical_plan::collect;
     use sluice::ledger::rejects::{OnError, Rejects};
     use sluice::services::Services;
-    use sluice::{Source, Stage};
+    use sluice::Source;
 
     let dir = tempfile::tempdir().expect("tmp");
     for (region, rows) in [
@@ -471,18 +478,7 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
         write(&folder, "rows.csv", rows);
     }
     let cats = write(dir.path(), "cäts #2.csv", "cat,label\na,Alpha\nb,Beta\n");
-    let stages = [
-        Stage::Lookup(Box::new(LookupSpec {
-            name: "cats".into(),
-            paths: vec![cats],
-            on: vec![KeyPair::same("cat")],
-            ..LookupSpec::default()
-        })),
-        Stage::Batches(sluice::BatchFn {
-            name: "doubled".into(),
-            f: Arc::new(doubled),
-        }),
-    ];
+    let stages = lookup_then_doubled(cats);
     let here = sluice::context::session(2);
     let options = ReadOptions {
         paths: vec![dir.path().join("data").display().to_string()],
@@ -507,20 +503,7 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
         "{shown}"
     );
     let bytes = sluice::codec::plan_to_bytes(Arc::clone(&plan)).expect("encode");
-    let rows = |batches: Vec<RecordBatch>| {
-        let mut lines: Vec<String> =
-            sluice::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-                .expect("format")
-                .to_string()
-                .lines()
-                .skip(3)
-                .filter(|l| !l.starts_with('+'))
-                .map(str::to_string)
-                .collect();
-        lines.sort();
-        lines
-    };
-    let expected = rows(collect(plan, here.task_ctx()).await.expect("run here"));
+    let expected = sorted_rows(&collect(plan, here.task_ctx()).await.expect("run here"));
     assert_eq!(expected.len(), 5, "{expected:?}");
     assert!(
         expected
@@ -540,7 +523,7 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
         })
         .expect("register");
     let decoded = sluice::codec::plan_from_bytes(&bytes, &there.task_ctx()).expect("decode");
-    let got = rows(collect(decoded, there.task_ctx()).await.expect("run there"));
+    let got = sorted_rows(&collect(decoded, there.task_ctx()).await.expect("run there"));
     assert_eq!(got, expected);
     // The decoded scan counted its rows in the books it found there.
     let counted: u64 = books.per_file().values().map(|f| f.rows_ok).sum();
