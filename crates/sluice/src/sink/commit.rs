@@ -123,6 +123,7 @@ impl Commit {
                 &self.staging.join(REJECTS_DIR),
             )?;
         }
+        drop_unlisted(&self.staging, &listed)?;
         let manifest = Manifest::new(&self.job, listed);
         let manifest_path = self.staging.join(MANIFEST);
         let json =
@@ -232,6 +233,38 @@ fn carry_rejects(old: &Path, new: &Path) -> Result<()> {
             n += 1;
         }
         std::fs::hard_link(&from, &to).map_err(io_err(&from))?;
+    }
+    Ok(())
+}
+
+/// Removes the staged files no manifest entry lists — a partition run again that wrote into
+/// fewer partition folders than its first run leaves such files — so the output holds
+/// exactly the manifest's files, the rejects and the manifest. Folders left empty go too.
+fn drop_unlisted(staging: &Path, listed: &[WrittenFile]) -> Result<()> {
+    let keep: std::collections::HashSet<&Path> =
+        listed.iter().map(|f| Path::new(f.path.as_str())).collect();
+    let mut dirs = Vec::new();
+    let walk = walkdir::WalkDir::new(staging)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| !(e.depth() == 1 && e.file_name() == REJECTS_DIR));
+    for entry in walk {
+        let entry = entry.map_err(|e| Error::file(staging.display().to_string(), e))?;
+        if entry.file_type().is_dir() {
+            dirs.push(entry.path().to_path_buf());
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(staging)
+            .map_err(|e| Error::file(staging.display().to_string(), e))?;
+        if rel != Path::new(MANIFEST) && !keep.contains(rel) {
+            std::fs::remove_file(entry.path()).map_err(io_err(entry.path()))?;
+        }
+    }
+    // Deepest first; a folder that still holds files stays.
+    for d in dirs.iter().rev() {
+        let _ = std::fs::remove_dir(d);
     }
     Ok(())
 }
@@ -353,5 +386,64 @@ fn sync_parent(path: &Path) {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
         _ => sync_dir(Path::new(".")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_output_holds_exactly_the_listed_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let target = dir.path().join("out ~%#");
+        let commit = Commit::begin(&target, "job1").expect("begin");
+        let staging = commit.staging().to_path_buf();
+        let put = |rel: &str, text: &str| {
+            let p = staging.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, text).expect("write");
+        };
+        put("k=a/part-00000-job1.csv", "n\n1\n");
+        // A first run of partition 1 wrote into k=b; its last run wrote nothing there.
+        put("k=b/part-00001-job1.csv", "n\n2\n");
+        put("k=a/part-00001-job1.csv", "n\n3\n");
+        put("_rejects/rejects.ndjson", "{}\n");
+        let listed = ["k=a/part-00000-job1.csv", "k=a/part-00001-job1.csv"]
+            .iter()
+            .map(|p| WrittenFile {
+                path: p.to_string(),
+                rows: 1,
+                bytes: 4,
+                crc32: crc32fast::hash(b"n\n1\n"),
+            })
+            .collect();
+        commit
+            .commit_dir(WriteMode::Overwrite, listed)
+            .expect("commit");
+        let mut present: Vec<String> = walkdir::WalkDir::new(&target)
+            .min_depth(1)
+            .into_iter()
+            .map(|e| {
+                let e = e.expect("entry");
+                e.path()
+                    .strip_prefix(&target)
+                    .expect("rel")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        present.sort();
+        assert_eq!(
+            present,
+            [
+                MANIFEST,
+                "_rejects",
+                "_rejects/rejects.ndjson",
+                "k=a",
+                "k=a/part-00000-job1.csv",
+                "k=a/part-00001-job1.csv"
+            ]
+        );
     }
 }
