@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 pub use crate::function::BatchFn;
 use crate::lookup::{Lookup, LookupDef, LookupSpec};
 use crate::report::{scan_partitions, FileReport, Progress, Report};
+use crate::services::Services;
 use crate::sink::{self, SinkOptions};
 use crate::source::{ReadOptions, Source};
 use crate::stage::{StageDef, StageNode};
@@ -213,17 +214,18 @@ impl Drop for StopCalls {
     }
 }
 
-/// The output over `input` of the stage `spec` describes, built in the session of `ctx`.
+/// The output over `input` of the stage `spec` describes, built in the session of `ctx`
+/// (whose services are `services`) and kept there under a fresh id.
 async fn as_stage(
     ctx: &SessionContext,
+    services: &Services,
     input: DataFrame,
     spec: StageSpec,
 ) -> Result<(DataFrame, Arc<dyn StageDef>)> {
-    let services = crate::services::Services::of(&ctx.copied_config())?;
     let id = crate::services::next_id();
     let def = services.stage_or_build(id, spec.build(ctx)).await?;
     let (_, plan) = input.into_parts();
-    let node = StageNode::try_new(plan, id, Arc::clone(&def), &services)?;
+    let node = StageNode::try_new(plan, id, Arc::clone(&def))?;
     Ok((DataFrame::new(ctx.state(), node.into_plan()), def))
 }
 
@@ -247,8 +249,9 @@ pub async fn apply_stages(
     stages: &[Stage],
     rejects: &Arc<crate::ledger::rejects::Rejects>,
 ) -> Result<Applied> {
+    let services = Services::of(&ctx.copied_config())?;
     // The stages' rejected rows go to the read's books.
-    crate::services::Services::of(&ctx.copied_config())?.keep_books(rejects);
+    services.keep_books(rejects);
     let mut current = df;
     let mut enrichers = Vec::new();
     let mut lookups = Vec::new();
@@ -278,7 +281,7 @@ pub async fn apply_stages(
                     spec: spec.clone(),
                     books,
                 };
-                let (df, def) = as_stage(ctx, current, spec).await?;
+                let (df, def) = as_stage(ctx, &services, current, spec).await?;
                 current = df;
                 if let Some(e) = def.as_any().downcast_ref::<EnrichDef>() {
                     enrichers.push(Arc::clone(e.enricher()));
@@ -292,7 +295,7 @@ pub async fn apply_stages(
                     storage: spec.storage.clone(),
                     books,
                 };
-                let (df, def) = as_stage(ctx, current, spec).await?;
+                let (df, def) = as_stage(ctx, &services, current, spec).await?;
                 current = df;
                 if let Some(l) = def.as_any().downcast_ref::<LookupDef>() {
                     lookups.push(Arc::clone(l.lookup()));
@@ -300,11 +303,11 @@ pub async fn apply_stages(
                 Some(def.name().to_string())
             }
             Stage::Batches(f) => {
-                crate::services::Services::of(&ctx.copied_config())?.register_function(f)?;
+                services.register_function(f)?;
                 let spec = StageSpec::Function {
                     name: f.name.clone(),
                 };
-                current = as_stage(ctx, current, spec).await?.0;
+                current = as_stage(ctx, &services, current, spec).await?.0;
                 Some(f.name.clone())
             }
         };

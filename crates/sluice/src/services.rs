@@ -87,9 +87,10 @@ impl Services {
 
     /// Stage `id`, when it was built in this session.
     pub fn stage(&self, id: u64) -> Result<Arc<dyn StageDef>> {
-        self.stage_cell(id)
-            .get()
-            .cloned()
+        self.stages
+            .read()
+            .ok()
+            .and_then(|s| s.get(&id).and_then(|cell| cell.get().cloned()))
             .ok_or_else(|| DataFusionError::Internal(format!("no stage {id} in this session")))
     }
 

@@ -108,35 +108,31 @@ pub trait StageDef: Send + Sync + fmt::Debug {
 /// input columns below it, so the scan decodes (and rejects rows for) only what the job
 /// reads. [`StagePlanner`] turns it into a [`MapExec`].
 ///
-/// The node is its stage's id and [`StageSpec`] (configuration); `def` is the stage built
-/// from that spec in this session (also kept among the session's [`Services`] under the
-/// id), which the node asks for the columns the stage reads and makes.
+/// The node is its stage's id and `def`, the stage built from its [`StageSpec`] in this
+/// session (also kept among the session's [`Services`] under the id), which the node asks
+/// for the columns the stage reads and makes, and for its spec.
 #[derive(Debug, Clone)]
 pub struct StageNode {
     input: LogicalPlan,
     /// The stage's id among the session's [`Services`].
     id: u64,
-    spec: StageSpec,
     def: Arc<dyn StageDef>,
     schema: DFSchemaRef,
 }
 
 impl StageNode {
-    /// Stage `def`, built from its spec in the session of `services` under `id`, over
-    /// `input`; fails as the stage would on that input (a missing key column, a clashing new
-    /// column...).
+    /// Stage `def` (built from its spec and kept under `id` among the session's services)
+    /// over `input`; fails as the stage would on that input (a missing key column, a
+    /// clashing new column...). The planner keeps `def` in the planning session's services.
     pub fn try_new(
         input: LogicalPlan,
         id: u64,
         def: Arc<dyn StageDef>,
-        services: &Services,
     ) -> crate::error::Result<Self> {
         let schema = output_schema(&input, def.as_ref())?;
-        services.keep_stage(id, &def);
         Ok(StageNode {
             input,
             id,
-            spec: def.spec(),
             def,
             schema,
         })
@@ -148,8 +144,8 @@ impl StageNode {
     }
 
     /// The stage as configuration.
-    pub fn spec(&self) -> &StageSpec {
-        &self.spec
+    pub fn spec(&self) -> StageSpec {
+        self.def.spec()
     }
 
     /// The node as a logical plan.
@@ -276,7 +272,6 @@ impl UserDefinedLogicalNodeCore for StageNode {
         Ok(StageNode {
             input,
             id: self.id,
-            spec: self.spec.clone(),
             def: Arc::clone(&self.def),
             schema,
         })
@@ -324,7 +319,7 @@ impl ExtensionPlanner for StagePlanner {
         Ok(Some(Arc::new(MapExec::new(
             Arc::clone(input),
             stage.id,
-            stage.spec.clone(),
+            stage.spec(),
             map.describe(),
             map.schema(),
         ))))

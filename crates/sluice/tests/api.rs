@@ -48,6 +48,44 @@ fn lookup_then_doubled(cats: String) -> [sluice::Stage; 2] {
     ]
 }
 
+/// `options` read in `ctx`, then `stages` applied: the read (for its books) and the result.
+async fn read_then(
+    ctx: &sluice::datafusion::prelude::SessionContext,
+    options: ReadOptions,
+    stages: &[sluice::Stage],
+) -> (sluice::Source, sluice::job::Applied) {
+    let source = sluice::Source::open(ctx, options).await.expect("open");
+    let applied = sluice::job::apply_stages(
+        ctx,
+        source.to_dataframe(ctx).expect("df"),
+        stages,
+        &source.rejects,
+    )
+    .await
+    .expect("stages");
+    (source, applied)
+}
+
+/// A fresh session that knows `books` and the batch function `doubled` (by name), and
+/// nothing else of the job: what another process would build from the job's configuration.
+fn fresh_session(
+    books: &Arc<sluice::ledger::rejects::Rejects>,
+) -> (
+    sluice::datafusion::prelude::SessionContext,
+    Arc<sluice::services::Services>,
+) {
+    let ctx = sluice::context::session(2);
+    let services = sluice::services::Services::of(&ctx.copied_config()).expect("services");
+    services.keep_books(books);
+    services
+        .register_function(&sluice::BatchFn {
+            name: "doubled".into(),
+            f: Arc::new(doubled),
+        })
+        .expect("register");
+    (ctx, services)
+}
+
 /// The rows of `batches` as table lines, sorted (partitions finish in any order).
 fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
     let mut lines: Vec<String> =
@@ -242,7 +280,6 @@ async fn a_plan_runs_from_its_configuration_in_a_fresh_session() {
     use sluice::services::Services;
     use sluice::stage::MapExec;
     use sluice::stage_spec::StageSpec;
-    use sluice::Source;
 
     let dir = tempfile::tempdir().expect("tmp");
     let data = write(dir.path(), "da ta #1.csv", "n,cat\n1,a\n2,b\n3,a\n4,c\n");
@@ -253,15 +290,7 @@ async fn a_plan_runs_from_its_configuration_in_a_fresh_session() {
         paths: vec![data],
         ..ReadOptions::default()
     };
-    let source = Source::open(&here, options).await.expect("open");
-    let applied = sluice::job::apply_stages(
-        &here,
-        source.to_dataframe(&here).expect("df"),
-        &stages,
-        &source.rejects,
-    )
-    .await
-    .expect("stages");
+    let (source, applied) = read_then(&here, options, &stages).await;
     let plan = applied
         .df
         .create_physical_plan()
@@ -326,15 +355,7 @@ async fn a_plan_runs_from_its_configuration_in_a_fresh_session() {
             .contains("no batch function 'doubled' is registered"),
         "{unregistered}"
     );
-    let fresh = sluice::context::session(2);
-    let services = Services::of(&fresh.copied_config()).expect("services");
-    services.keep_books(&source.rejects);
-    services
-        .register_function(&sluice::BatchFn {
-            name: "doubled".into(),
-            f: Arc::new(doubled),
-        })
-        .expect("register");
+    let (fresh, services) = fresh_session(&source.rejects);
     let there = sorted_rows(
         &collect(rebuild().await.0, fresh.task_ctx())
             .await
@@ -354,7 +375,7 @@ async fn a_plan_runs_from_its_configuration_in_a_fresh_session() {
 async fn a_partition_run_again_counts_once() {
     use futures::StreamExt;
     use sluice::ledger::rejects::OnError;
-    use sluice::{Source, Stage};
+    use sluice::Stage;
 
     let dir = tempfile::tempdir().expect("tmp");
     // 30000 rows; every 1000th row after the sample has a bad `n`, every 7th row a
@@ -386,9 +407,6 @@ async fn a_partition_run_again_counts_once() {
         on_error: OnError::Reject,
         ..ReadOptions::default()
     };
-    let source = Source::open(&ctx, options).await.expect("open");
-    let rejects_dir = dir.path().join("_rejects");
-    source.rejects.set_dir(rejects_dir.clone());
     let stages = [Stage::Lookup(Box::new(LookupSpec {
         name: "cats".into(),
         paths: vec![cats],
@@ -396,14 +414,9 @@ async fn a_partition_run_again_counts_once() {
         on_missing: Some("reject".into()),
         ..LookupSpec::default()
     }))];
-    let applied = sluice::job::apply_stages(
-        &ctx,
-        source.to_dataframe(&ctx).expect("df"),
-        &stages,
-        &source.rejects,
-    )
-    .await
-    .expect("stages");
+    let (source, applied) = read_then(&ctx, options, &stages).await;
+    let rejects_dir = dir.path().join("_rejects");
+    source.rejects.set_dir(rejects_dir.clone());
     let plan = applied.df.create_physical_plan().await.expect("plan");
     let partitions = plan.properties().output_partitioning().partition_count();
     assert_eq!(partitions, 2, "the file is read in two ranges");
@@ -465,8 +478,6 @@ async fn a_partition_run_again_counts_once() {
 async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
     use sluice::datafusion::physical_plan::collect;
     use sluice::ledger::rejects::{OnError, Rejects};
-    use sluice::services::Services;
-    use sluice::Source;
 
     let dir = tempfile::tempdir().expect("tmp");
     for (region, rows) in [
@@ -485,15 +496,7 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
         hive_partitioning: true,
         ..ReadOptions::default()
     };
-    let source = Source::open(&here, options).await.expect("open");
-    let applied = sluice::job::apply_stages(
-        &here,
-        source.to_dataframe(&here).expect("df"),
-        &stages,
-        &source.rejects,
-    )
-    .await
-    .expect("stages");
+    let (source, applied) = read_then(&here, options, &stages).await;
     let plan = applied.df.create_physical_plan().await.expect("plan");
     let shown = sluice::datafusion::physical_plan::displayable(plan.as_ref())
         .indent(false)
@@ -512,16 +515,8 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
         "{expected:?}"
     );
 
-    let there = sluice::context::session(2);
-    let services = Services::of(&there.copied_config()).expect("services");
     let books = Arc::new(Rejects::with_id(source.rejects.id(), OnError::Reject));
-    services.keep_books(&books);
-    services
-        .register_function(&sluice::BatchFn {
-            name: "doubled".into(),
-            f: Arc::new(doubled),
-        })
-        .expect("register");
+    let (there, _) = fresh_session(&books);
     let decoded = sluice::codec::plan_from_bytes(&bytes, &there.task_ctx()).expect("decode");
     let got = sorted_rows(&collect(decoded, there.task_ctx()).await.expect("run there"));
     assert_eq!(got, expected);
@@ -540,7 +535,6 @@ async fn a_parquet_scan_sent_as_bytes_reads_the_same_rows() {
     use sluice::datafusion::parquet::file::properties::WriterProperties;
     use sluice::datafusion::physical_plan::collect;
     use sluice::ledger::rejects::{OnError, Rejects};
-    use sluice::services::Services;
     use sluice::Source;
 
     let dir = tempfile::tempdir().expect("tmp");
@@ -591,11 +585,8 @@ async fn a_parquet_scan_sent_as_bytes_reads_the_same_rows() {
     assert!(shown.contains("FileByFileExec"), "{shown}");
     let bytes = sluice::codec::plan_to_bytes(Arc::clone(&plan)).expect("encode");
 
-    let there = sluice::context::session(2);
     let books = Arc::new(Rejects::with_id(source.rejects.id(), OnError::Reject));
-    Services::of(&there.copied_config())
-        .expect("services")
-        .keep_books(&books);
+    let (there, _) = fresh_session(&books);
     let decoded = sluice::codec::plan_from_bytes(&bytes, &there.task_ctx()).expect("decode");
     let out = collect(decoded, there.task_ctx()).await.expect("run there");
     let text = sluice::datafusion::arrow::util::pretty::pretty_format_batches(&out)
