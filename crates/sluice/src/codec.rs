@@ -71,6 +71,7 @@ struct WireFileScan {
     required: Vec<(usize, String)>,
     books: BooksRef,
     limited: bool,
+    origin: bool,
     scan: u64,
 }
 
@@ -113,6 +114,7 @@ fn encode_file_scan(scan: &FileByFileExec) -> Result<WireFileScan> {
         required: scan.required.clone(),
         books: scan.books,
         limited: scan.limited,
+        origin: scan.origin,
         scan: scan.scan_id,
     })
 }
@@ -134,7 +136,7 @@ fn decode_file_scan(w: WireFileScan, ctx: &TaskContext) -> Result<FileByFileExec
         })
     };
     let partitions = nested(w.partitions, part)?;
-    Ok(FileByFileExec::new(
+    let scan = FileByFileExec::new(
         ObjectStoreUrl::parse(&w.store_url)?,
         w.schema,
         partitions,
@@ -142,7 +144,8 @@ fn decode_file_scan(w: WireFileScan, ctx: &TaskContext) -> Result<FileByFileExec
         w.books,
         w.limited,
     )
-    .with_scan_id(w.scan))
+    .with_scan_id(w.scan);
+    Ok(if w.origin { scan.with_origin() } else { scan })
 }
 
 /// A [`CsvScanExec`] as configuration.
@@ -163,6 +166,7 @@ struct WireCsvScan {
     read: (u64, usize),
     max_record_bytes: u64,
     max_compression_ratio: u64,
+    origin: bool,
     store_url: String,
     partitions: Vec<Vec<WireRange>>,
     projection: Option<Vec<usize>>,
@@ -213,6 +217,7 @@ fn encode_scan(scan: &CsvScanExec) -> Result<WireCsvScan> {
         read: c.read,
         max_record_bytes: c.max_record_bytes,
         max_compression_ratio: c.max_compression_ratio,
+        origin: c.origin,
         store_url: scan.store_url.as_str().to_string(),
         partitions: nested(&scan.partitions, |r: &CsvRange| {
             Ok(WireRange {
@@ -265,6 +270,7 @@ fn decode_scan(w: WireCsvScan) -> Result<CsvScanExec> {
         read: w.read,
         max_record_bytes: w.max_record_bytes,
         max_compression_ratio: w.max_compression_ratio,
+        origin: w.origin,
     };
     let partitions = nested(w.partitions, |r: WireRange| {
         Ok(CsvRange {

@@ -177,6 +177,7 @@ pub fn column_list(schema: &datafusion::arrow::datatypes::Schema) -> String {
         .fields()
         .iter()
         .map(|f| f.name().as_str())
+        .filter(|n| !crate::ledger::origin::is_origin(n))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -113,7 +113,11 @@ pub async fn explain(job: &Job) -> Result<Explain> {
         ctx.register_udf(udf.clone());
     }
     let source = Source::open(&ctx, job.source.clone()).await?;
-    let df = source.to_dataframe(&ctx)?;
+    let df = if crate::job::rows_need_origin(&job.stages) {
+        source.to_dataframe_with_origin(&ctx)?
+    } else {
+        source.to_dataframe(&ctx)?
+    };
     let scan = df.clone().create_physical_plan().await?;
     let mut ranges: BTreeMap<String, usize> = BTreeMap::new();
     collect_ranges(&scan, &mut ranges);

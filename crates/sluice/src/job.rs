@@ -46,6 +46,31 @@ pub enum Stage {
     Batches(BatchFn),
 }
 
+impl Stage {
+    /// True when the stage may send rows to the rejects dataset after the read (an enrich
+    /// stage with `on_error = "reject"`, a lookup with `on_missing = "reject"`).
+    fn may_reject(&self) -> bool {
+        let mode = |m: &Option<String>| m.as_deref().map(str::to_ascii_lowercase);
+        match self {
+            Stage::Enrich(e) => {
+                !matches!(mode(&e.on_error).as_deref(), Some("null") | Some("fail"))
+            }
+            Stage::Lookup(l) => mode(&l.on_missing).as_deref() == Some("reject"),
+            Stage::Sql(_) | Stage::Batches(_) => false,
+        }
+    }
+}
+
+/// True when the rows should carry their origin from the scan (see
+/// [`crate::ledger::origin`]): a stage that may reject rows comes before any SQL step or
+/// batch function (which take the origin columns off).
+pub fn rows_need_origin(stages: &[Stage]) -> bool {
+    stages
+        .iter()
+        .take_while(|s| matches!(s, Stage::Enrich(_) | Stage::Lookup(_)))
+        .any(Stage::may_reject)
+}
+
 /// A complete job: source, stages, sink.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -124,7 +149,11 @@ impl Job {
             lookups,
         } = apply_stages(
             &ctx,
-            source.to_dataframe(&ctx)?,
+            if rows_need_origin(&self.stages) {
+                source.to_dataframe_with_origin(&ctx)?
+            } else {
+                source.to_dataframe(&ctx)?
+            },
             &self.stages,
             &source.rejects,
         )
@@ -257,8 +286,10 @@ pub async fn apply_stages(
     let mut lookups = Vec::new();
     let mut sql_steps = 0;
     for stage in stages {
+        // Rows' origin columns reach the stages that may reject rows, and nothing else.
+        let visible = crate::ledger::origin::strip(current.clone())?;
         ctx.deregister_table(SOURCE_TABLE)?;
-        ctx.register_table(SOURCE_TABLE, current.clone().into_view())?;
+        ctx.register_table(SOURCE_TABLE, visible.clone().into_view())?;
         let name = match stage {
             Stage::Sql(step) => {
                 sql_steps += 1;
@@ -307,17 +338,18 @@ pub async fn apply_stages(
                 let spec = StageSpec::Function {
                     name: f.name.clone(),
                 };
-                current = as_stage(ctx, &services, current, spec).await?.0;
+                current = as_stage(ctx, &services, visible, spec).await?.0;
                 Some(f.name.clone())
             }
         };
         if let Some(name) = name {
             ctx.deregister_table(name.as_str())?;
-            ctx.register_table(name.as_str(), current.clone().into_view())?;
+            let view = crate::ledger::origin::strip(current.clone())?.into_view();
+            ctx.register_table(name.as_str(), view)?;
         }
     }
     Ok(Applied {
-        df: current,
+        df: crate::ledger::origin::strip(current)?,
         enrichers,
         lookups,
     })

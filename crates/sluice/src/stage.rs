@@ -286,6 +286,8 @@ impl UserDefinedLogicalNodeCore for StageNode {
             // A name the input lacks would have failed `try_new`; keep everything if it did.
             needed.push(input.as_arrow().index_of(c).ok()?);
         }
+        // Rows' origins (when the scan carries them) reach every stage that may reject rows.
+        needed.extend((0..n).filter(|&i| crate::ledger::origin::is_origin(input.field(i).name())));
         needed.sort_unstable();
         needed.dedup();
         Some(vec![needed])

@@ -55,14 +55,14 @@ async fn read_then(
     stages: &[sluice::Stage],
 ) -> (sluice::Source, sluice::job::Applied) {
     let source = sluice::Source::open(ctx, options).await.expect("open");
-    let applied = sluice::job::apply_stages(
-        ctx,
-        source.to_dataframe(ctx).expect("df"),
-        stages,
-        &source.rejects,
-    )
-    .await
-    .expect("stages");
+    let df = if sluice::job::rows_need_origin(stages) {
+        source.to_dataframe_with_origin(ctx)
+    } else {
+        source.to_dataframe(ctx)
+    };
+    let applied = sluice::job::apply_stages(ctx, df.expect("df"), stages, &source.rejects)
+        .await
+        .expect("stages");
     (source, applied)
 }
 
@@ -489,7 +489,11 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
         write(&folder, "rows.csv", rows);
     }
     let cats = write(dir.path(), "cäts #2.csv", "cat,label\na,Alpha\nb,Beta\n");
-    let stages = lookup_then_doubled(cats);
+    let mut stages = lookup_then_doubled(cats);
+    // Rows without a match are rejected: the scan carries each row's origin to the lookup.
+    if let sluice::Stage::Lookup(l) = &mut stages[0] {
+        l.on_missing = Some("reject".into());
+    }
     let here = sluice::context::session(2);
     let options = ReadOptions {
         paths: vec![dir.path().join("data").display().to_string()],
@@ -497,6 +501,7 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
         ..ReadOptions::default()
     };
     let (source, applied) = read_then(&here, options, &stages).await;
+    source.rejects.set_dir(dir.path().join("rejects here"));
     let plan = applied.df.create_physical_plan().await.expect("plan");
     let shown = sluice::datafusion::physical_plan::displayable(plan.as_ref())
         .indent(false)
@@ -507,7 +512,11 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
     );
     let bytes = sluice::codec::plan_to_bytes(Arc::clone(&plan)).expect("encode");
     let expected = sorted_rows(&collect(plan, here.task_ctx()).await.expect("run here"));
-    assert_eq!(expected.len(), 5, "{expected:?}");
+    assert_eq!(expected.len(), 4, "{expected:?}");
+    assert!(
+        !expected.iter().any(|r| r.contains("__sluice")),
+        "{expected:?}"
+    );
     assert!(
         expected
             .iter()
@@ -516,6 +525,7 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
     );
 
     let books = Arc::new(Rejects::with_id(source.rejects.id(), OnError::Reject));
+    books.set_dir(dir.path().join("rejects there"));
     let (there, _) = fresh_session(&books);
     let decoded = sluice::codec::plan_from_bytes(&bytes, &there.task_ctx()).expect("decode");
     let got = sorted_rows(&collect(decoded, there.task_ctx()).await.expect("run there"));
@@ -523,6 +533,7 @@ async fn a_plan_sent_as_bytes_runs_in_a_fresh_session() {
     // The decoded scan counted its rows in the books it found there.
     let counted: u64 = books.per_file().values().map(|f| f.rows_ok).sum();
     assert_eq!(counted, 5);
+    assert_eq!(books.rejected_later(), 1);
 }
 
 /// The Parquet scan travels too: each part's DataFusion scan in protobuf form inside

@@ -305,7 +305,25 @@ async fn retry_after_is_honoured_and_404_is_not_retried() {
             .as_str()
             .unwrap_or_default()
             .contains("\"record_id\":\"missing\""));
+        // The row's own file and line (row n sits on line n + 2, under the header).
+        let raw: serde_json::Value =
+            serde_json::from_str(r["raw"].as_str().unwrap_or_default()).expect("raw");
+        let n = raw["n"].as_u64().expect("n");
+        assert!(
+            r["file"].as_str().unwrap_or_default().ends_with("data.csv"),
+            "{r}"
+        );
+        assert_eq!(r["line"], n + 2, "{r}");
+        let text = wd.read("data.csv");
+        let at = r["byte_offset"].as_u64().expect("offset") as usize;
+        assert!(text[at..].starts_with(&format!("missing,{n}\n")), "{r}");
     }
+    assert!(
+        !rejects
+            .iter()
+            .any(|r| r["raw"].to_string().contains("__sluice")),
+        "the origin columns stay out of the rows' text"
+    );
 }
 
 /// An API like real ones: a few keys answer 429 with `Retry-After: 1` (or 500) on their

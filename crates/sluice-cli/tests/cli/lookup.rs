@@ -314,3 +314,212 @@ fn a_key_that_does_not_convert_unchanged_never_matches() {
     assert_eq!(report["lookups"][0]["unconvertible"], 1, "{report}");
     assert_eq!(report["rows_rejected"], 1, "{report}");
 }
+
+/// CSV text of `n` rows (`id,category,note`) with `eol` line ends, an empty line before
+/// every 97th row and a quoted note holding the delimiter; every 13th row's category has
+/// no match, and a row with a field too many comes before row `n - 10`. Returns the text and, per unmatched row,
+/// (id, 1-based line, byte offset), as written, and the line of the bad row.
+fn csv_with_misses(n: u64, eol: &str) -> (Vec<u8>, Vec<(u64, u64, u64)>, u64) {
+    let mut text = format!("id,category,note{eol}").into_bytes();
+    let (mut line, mut misses, mut bad) = (2u64, Vec::new(), 0);
+    for id in 1..=n {
+        if id == n - 10 {
+            text.extend_from_slice(format!("x,books,note,extra{eol}").as_bytes());
+            bad = line;
+            line += 1;
+        }
+        if id % 97 == 0 {
+            text.extend_from_slice(eol.as_bytes());
+            line += 1;
+        }
+        let category = if id % 13 == 0 { "nomatch" } else { "books" };
+        if id % 13 == 0 {
+            misses.push((id, line, text.len() as u64));
+        }
+        text.extend_from_slice(format!("{id},{category},\"note, {id}\"{eol}").as_bytes());
+        line += 1;
+    }
+    (text, misses, bad)
+}
+
+/// The rejects of `path`, each with the `id` in its raw text.
+fn rejects_by_id(wd: &Workdir, path: &str) -> Vec<(u64, serde_json::Value)> {
+    wd.read(path)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|r| r["kind"] != "too_many_fields")
+        .map(|r| {
+            let raw: serde_json::Value =
+                serde_json::from_str(r["raw"].as_str().expect("raw")).expect("raw is a row");
+            assert!(
+                !r["raw"].as_str().unwrap_or_default().contains("__sluice"),
+                "{r}"
+            );
+            let id = match &raw["id"] {
+                serde_json::Value::String(s) => s.parse().expect("id"),
+                v => v.as_u64().expect("id"),
+            };
+            (id, r)
+        })
+        .collect()
+}
+
+#[test]
+fn rows_a_stage_rejects_carry_their_file_line_and_offset() {
+    let wd = Workdir::new();
+    wd.write("lk/cats.csv", "category,label\nbooks,Books\n");
+    // A big CSV read in byte ranges (CRLF), and the same rows gzipped (read whole).
+    let (plain, plain_misses, bad_line) = csv_with_misses(16000, "\r\n");
+    let (zipped, zipped_misses, _) = csv_with_misses(700, "\n");
+    wd.write("in/a b%#~ü.csv", &plain);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &zipped).expect("gz");
+    wd.write("in/z.csv.gz", gz.finish().expect("gz"));
+    let pipeline = |paths: &str, tail: &str| {
+        format!(
+            "[source]\npaths = \"{paths}\"\nsplit_min_size = 4096\n\
+             [[lookup]]\nname = \"cats\"\npaths = \"lk/cats.csv\"\non = \"category\"\non_missing = \"reject\"\n\
+             {tail}[sink]\npath = \"out.csv\"\nmode = \"overwrite\"\n"
+        )
+    };
+    wd.write("p.toml", pipeline("in", ""));
+    let plan = wd.ok(&["explain", "p.toml", "--threads", "4"]);
+    assert!(
+        plan.contains("ranges"),
+        "the big file is read in ranges: {plan}"
+    );
+    wd.ok(&[
+        "run",
+        "p.toml",
+        "--threads",
+        "4",
+        "--report-json",
+        "r.json",
+        "--quiet",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&wd.read("r.json")).expect("report");
+    assert_identity(&report);
+    let misses = plain_misses.len() + zipped_misses.len();
+    assert_eq!(report["rows_rejected"], misses as u64 + 2);
+    assert_eq!(report["rows_out"], 16700 - misses as u64);
+    // The scan's own reject (a field too many, deep in a later range) has its line too.
+    let bad: Vec<serde_json::Value> = wd
+        .read("out.csv_rejects/rejects.ndjson")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .filter(|r: &serde_json::Value| {
+            r["kind"] == "too_many_fields"
+                && r["file"].as_str().unwrap_or_default().ends_with("ü.csv")
+        })
+        .collect();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0]["line"], bad_line, "{bad:?}");
+    // The origin columns never reach the output.
+    let out = wd.read("out.csv");
+    assert_eq!(out.lines().next(), Some("id,category,note,label"));
+    let rejects = rejects_by_id(&wd, "out.csv_rejects/rejects.ndjson");
+    assert_eq!(rejects.len(), misses);
+    let (mut plain_seen, mut zipped_seen) = (0, 0);
+    for (file, expected, seen) in [
+        ("a b%#~ü.csv", &plain_misses, &mut plain_seen),
+        ("z.csv.gz", &zipped_misses, &mut zipped_seen),
+    ] {
+        for (id, line, offset) in expected {
+            let r = rejects
+                .iter()
+                .find(|(i, r)| i == id && r["file"].as_str().unwrap_or_default().ends_with(file))
+                .map(|(_, r)| r)
+                .unwrap_or_else(|| panic!("no reject for row {id} of {file}: {rejects:?}"));
+            assert_eq!(r["kind"], "lookup_missing");
+            assert_eq!(r["line"], *line, "{file} row {id}: {r}");
+            assert_eq!(r["byte_offset"], *offset, "{file} row {id}: {r}");
+            *seen += 1;
+        }
+    }
+    assert_eq!(
+        (plain_seen, zipped_seen),
+        (plain_misses.len(), zipped_misses.len())
+    );
+
+    // After a SQL step the origin is gone: `SELECT *` shows the rows' own columns.
+    wd.write(
+        "p.toml",
+        pipeline("in", "[[transform]]\nsql = \"SELECT * FROM source\"\n"),
+    );
+    wd.ok(&["run", "p.toml", "--quiet"]);
+    assert_eq!(
+        wd.read("out.csv").lines().next(),
+        Some("id,category,note,label")
+    );
+}
+
+#[test]
+fn rows_a_stage_rejects_carry_their_line_in_ndjson_and_row_in_parquet() {
+    let wd = Workdir::new();
+    wd.write("lk/cats.csv", "category,label\nbooks,Books\n");
+    let mut ndjson = String::new();
+    let mut expected = Vec::new();
+    let mut line = 1;
+    for id in 1..=300u64 {
+        if id % 50 == 0 {
+            ndjson.push_str("  \n");
+            line += 1;
+        }
+        let category = if id % 7 == 0 { "nomatch" } else { "books" };
+        if id % 7 == 0 {
+            expected.push((id, line, ndjson.len() as u64));
+        }
+        ndjson.push_str(&format!("{{\"id\":{id},\"category\":\"{category}\"}}\n"));
+        line += 1;
+    }
+    wd.write("in/日本語 x.ndjson", &ndjson);
+    let mut csv = String::from("id,category\n");
+    for id in 1001..=1200u64 {
+        let category = if id % 9 == 0 { "nomatch" } else { "books" };
+        csv.push_str(&format!("{id},{category}\n"));
+    }
+    let src = "pq.src.csv";
+    wd.write(src, &csv);
+    wd.ok(&["ingest", src, "--to", "in/p.parquet", "--quiet"]);
+    std::fs::remove_file(wd.path(src)).expect("rm");
+    wd.write(
+        "p.toml",
+        "[source]\npaths = \"in\"\n[[lookup]]\nname = \"cats\"\npaths = \"lk/cats.csv\"\non = \"category\"\non_missing = \"reject\"\n[sink]\npath = \"out\"\nformat = \"parquet\"\n",
+    );
+    wd.ok(&["run", "p.toml", "--report-json", "r.json", "--quiet"]);
+    let report: serde_json::Value = serde_json::from_str(&wd.read("r.json")).expect("report");
+    assert_identity(&report);
+    let rejects: std::collections::BTreeMap<u64, serde_json::Value> =
+        rejects_by_id(&wd, "out/_rejects/rejects.ndjson")
+            .into_iter()
+            .collect();
+    let parquet_misses: Vec<u64> = (1001..=1200).filter(|id| id % 9 == 0).collect();
+    assert_eq!(rejects.len(), expected.len() + parquet_misses.len());
+    for (id, line, offset) in expected {
+        let r = &rejects[&id];
+        assert!(
+            r["file"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("日本語 x.ndjson"),
+            "{r}"
+        );
+        assert_eq!(
+            (&r["line"], &r["byte_offset"]),
+            (&line.into(), &offset.into()),
+            "{r}"
+        );
+    }
+    for id in parquet_misses {
+        let r = &rejects[&id];
+        assert!(
+            r["file"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("p.parquet"),
+            "{r}"
+        );
+        // The row number in the file (the ingest kept the rows' order).
+        assert_eq!(r["line"], id - 1000, "{r}");
+    }
+}

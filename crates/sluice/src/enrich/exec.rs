@@ -20,7 +20,6 @@ use futures::StreamExt;
 use super::call::{is_bare_json, Enricher, Outcome};
 use super::spec::OnCallError;
 use super::template::Value;
-use crate::ledger::rejects::row_json;
 use crate::ledger::rejects::Task;
 use crate::ledger::rejects::{RejectRecord, Rejects};
 use crate::stage::{BatchMap, Mapped, StageDef};
@@ -87,6 +86,8 @@ pub struct EnrichMap {
     enricher: Arc<Enricher>,
     rejects: Arc<Rejects>,
     schema: SchemaRef,
+    /// Where each row came from (when the scan carries it), for its reject record.
+    origin: crate::ledger::origin::Origin,
 }
 
 impl EnrichMap {
@@ -128,6 +129,7 @@ impl EnrichMap {
             enricher,
             rejects,
             schema: Arc::new(Schema::new(fields)),
+            origin: crate::ledger::origin::Origin::of(input),
         })
     }
 }
@@ -336,26 +338,22 @@ impl EnrichMap {
                 OnCallError::Reject => {
                     keep.push(false);
                     errors.push(None);
-                    let (raw, raw_truncated) = row_json(&batch.slice(row, 1));
+                    let (raw, raw_truncated) = self.origin.row_json(&batch, row);
+                    let mut record = RejectRecord {
+                        column: None,
+                        kind: "enrich_failed",
+                        message,
+                        raw,
+                        raw_truncated,
+                        stage: Some(e.name.clone()),
+                        status,
+                        attempts: Some(attempts),
+                        url,
+                        ..RejectRecord::default()
+                    };
+                    self.origin.fill(&batch, row, &mut record);
                     self.rejects
-                        .reject_later(
-                            RejectRecord {
-                                file: String::new(),
-                                line: 0,
-                                byte_offset: 0,
-                                column: None,
-                                kind: "enrich_failed",
-                                message,
-                                raw,
-                                raw_truncated,
-                                stage: Some(e.name.clone()),
-                                status,
-                                attempts: Some(attempts),
-                                url,
-                                ..RejectRecord::default()
-                            },
-                            task,
-                        )
+                        .reject_later(record, task)
                         .map_err(DataFusionError::from)?;
                 }
             }

@@ -20,6 +20,7 @@
 //! if every part did what it says; each check below compares two counts taken by two parts.
 
 pub mod lines;
+pub mod origin;
 pub mod rejects;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -334,14 +335,22 @@ pub fn plan_flow(plan: &Arc<dyn ExecutionPlan>) -> PlanFlow {
     flow
 }
 
-/// sluice's own plan nodes, whose counts of a partition run again (a retried task) replace
-/// the earlier run's: [`retried_once`] reads their metrics.
-const OWN_NODES: [&str; 4] = ["CsvScanExec", "FileByFileExec", "MapExec", "WriteExec"];
+/// Nodes whose counts of a partition run again (a retried task) replace the earlier run's:
+/// [`retried_once`] reads their metrics. sluice's own nodes, and DataFusion's projection,
+/// which passes each partition's rows on one for one (it takes the rows' origin columns off
+/// above the stages: see [`origin`]).
+const OWN_NODES: [&str; 5] = [
+    "CsvScanExec",
+    "FileByFileExec",
+    "MapExec",
+    "WriteExec",
+    "ProjectionExec",
+];
 
 /// The sum of counter `name` over the partitions of one of sluice's own nodes, each
 /// partition counted once however often it ran: a partition run again registers new
 /// counters beside the earlier run's, and the run that got furthest (the one that
-/// finished) holds the most. DataFusion's own nodes are summed as they report.
+/// finished) holds the most. DataFusion's other nodes are summed as they report.
 fn retried_once(plan: &Arc<dyn ExecutionPlan>, metrics: &MetricsSet, name: &str) -> Option<u64> {
     if !OWN_NODES.contains(&plan.name()) {
         return metrics

@@ -26,7 +26,6 @@ pub use spec::{How, KeyPair, LookupSpec, OnDuplicate, OnMissing};
 
 use crate::error::column_list;
 use crate::error::Error;
-use crate::ledger::rejects::row_json;
 use crate::ledger::rejects::Task;
 use crate::ledger::rejects::{RejectRecord, Rejects};
 use crate::source::{Format, OnError, ReadOptions, Source};
@@ -406,6 +405,8 @@ pub struct LookupMap {
     lookup: Arc<Lookup>,
     rejects: Arc<Rejects>,
     schema: SchemaRef,
+    /// Where each row came from (when the scan carries it), for its reject record.
+    origin: crate::ledger::origin::Origin,
 }
 
 impl LookupMap {
@@ -440,6 +441,7 @@ impl LookupMap {
             lookup,
             rejects,
             schema: Arc::new(Schema::new(fields)),
+            origin: crate::ledger::origin::Origin::of(input),
         })
     }
 }
@@ -533,28 +535,27 @@ impl BatchMap for LookupMap {
                     for i in (0..n).filter(|&i| found[i].is_none()) {
                         keep[i] = false;
                         rejected += 1;
-                        let (raw, raw_truncated) = row_json(&batch.slice(i, 1));
+                        let (raw, raw_truncated) = self.origin.row_json(&batch, i);
+                        let mut record = RejectRecord {
+                            kind: "lookup_missing",
+                            message: format!(
+                                "no match for {} in lookup '{}'{}",
+                                describe_key(&l.keys, &originals, i, |k| &k.left),
+                                l.name,
+                                if unconvertible[i] {
+                                    " (the key has no value of the lookup key's type)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                            raw,
+                            raw_truncated,
+                            stage: Some(l.name.clone()),
+                            ..RejectRecord::default()
+                        };
+                        self.origin.fill(&batch, i, &mut record);
                         self.rejects
-                            .reject_later(
-                                RejectRecord {
-                                    kind: "lookup_missing",
-                                    message: format!(
-                                        "no match for {} in lookup '{}'{}",
-                                        describe_key(&l.keys, &originals, i, |k| &k.left),
-                                        l.name,
-                                        if unconvertible[i] {
-                                            " (the key has no value of the lookup key's type)"
-                                        } else {
-                                            ""
-                                        }
-                                    ),
-                                    raw,
-                                    raw_truncated,
-                                    stage: Some(l.name.clone()),
-                                    ..RejectRecord::default()
-                                },
-                                task,
-                            )
+                            .reject_later(record, task)
                             .map_err(DataFusionError::from)?;
                     }
                 }

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt64Array};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::csv::reader::{Decoder, ReaderBuilder};
 use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
@@ -133,6 +133,9 @@ pub struct CsvScanConfig {
     /// Most bytes a compressed file may decompress to per compressed byte (0: no limit);
     /// see [`BombGuard`].
     pub max_compression_ratio: u64,
+    /// Append the origin columns (file, line, byte offset of each row: see
+    /// [`crate::ledger::origin`]) after the per-file columns.
+    pub origin: bool,
 }
 
 impl CsvScanConfig {
@@ -207,6 +210,9 @@ impl CsvScanExec {
     ) -> Result<Self> {
         let mut fields: Vec<FieldRef> = config.file_schema.fields().iter().cloned().collect();
         fields.extend(config.partition_fields.iter().cloned());
+        if config.origin {
+            fields.extend(crate::ledger::origin::fields());
+        }
         let full = Schema::new(fields);
         // Only the file columns the plan needs are parsed (their values alone are checked).
         let n_file = config.file_schema.fields().len();
@@ -344,6 +350,7 @@ impl ExecutionPlan for CsvScanExec {
                     projection: projection.as_deref(),
                     metrics: &metrics,
                     lines: RangeLines::default(),
+                    base: None,
                 };
                 let read = async {
                     let mut reader = RangeReader::new(&config, &range)?;
@@ -514,6 +521,30 @@ impl Pending {
         self.len = 0;
     }
 
+    /// Line breaks before each of `positions` (increasing, relative to the first byte),
+    /// counting on from `base`.
+    fn line_breaks_at(&self, positions: impl Iterator<Item = usize>, base: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let (mut count, mut chunk, mut chunk_start, mut done) = (base, 0, 0, 0);
+        for p in positions {
+            while let Some(c) = self.chunks.get(chunk) {
+                let until = p.saturating_sub(chunk_start).min(c.len());
+                if until > done {
+                    count += memchr::memchr_iter(b'\n', &c[done..until]).count() as u64;
+                    done = until;
+                }
+                if until < c.len() {
+                    break; // `p` lies in this chunk
+                }
+                chunk_start += c.len();
+                chunk += 1;
+                done = 0;
+            }
+            out.push(count);
+        }
+        out
+    }
+
     fn line_breaks(&self) -> u64 {
         self.chunks
             .iter()
@@ -533,8 +564,16 @@ impl Pending {
 /// Output of a reader step: good batches and bad rows (lines relative to the range).
 #[derive(Default)]
 struct Step {
-    batches: Vec<RecordBatch>,
+    batches: Vec<(RecordBatch, Option<RowsAt>)>,
     bad: Vec<RejectRecord>,
+}
+
+/// Where the rows of a batch start (scans that carry the origin columns): line breaks
+/// before each row since the range's start, and its byte offset in the file.
+#[derive(Debug, Default)]
+struct RowsAt {
+    lines: Vec<u64>,
+    offsets: Vec<u64>,
 }
 
 /// Where one range's rows go: good batches downstream, bad rows to the rejects.
@@ -549,13 +588,19 @@ struct Output<'a> {
     projection: Option<&'a [usize]>,
     metrics: &'a BaselineMetrics,
     lines: RangeLines,
+    /// Line breaks in the file before the range (counted once, when needed).
+    base: Option<u64>,
 }
 
 impl Output<'_> {
     /// Passes good rows on and bad rows to the rejects; false when the consumer went away.
     async fn send(&mut self, step: Step) -> Result<bool> {
         for mut bad in step.bad {
-            if bad.line == 0 {
+            if bad.line != 0 && self.range.start > 0 {
+                // Counted while reading (compressed input, or a scan carrying origins):
+                // from the range's start.
+                bad.line += self.base().await?;
+            } else if bad.line == 0 {
                 // Uncompressed input: the line comes from the byte offset, counted on demand.
                 bad.line = 1 + self
                     .lines
@@ -572,12 +617,22 @@ impl Output<'_> {
                 .bad_row(bad, &self.at)
                 .map_err(DataFusionError::from)?;
         }
-        for batch in step.batches {
+        for (batch, at) in step.batches {
             if batch.num_rows() == 0 {
                 continue;
             }
             let rows = batch.num_rows() as u64;
-            let batch = with_partition_values(batch, self.range, self.config, self.projection)?;
+            let origin = match at {
+                Some(at) if self.config.origin => Some((self.base().await?, at)),
+                _ => None,
+            };
+            let batch = with_partition_values(
+                batch,
+                self.range,
+                self.config,
+                self.projection,
+                origin.as_ref(),
+            )?;
             // Counted as passed on even if the consumer drops it (LIMIT).
             self.rejects.count_ok(&self.at, rows);
             self.metrics.record_output(rows as usize);
@@ -587,6 +642,27 @@ impl Output<'_> {
         }
         Ok(true)
     }
+    /// Line breaks in the file before the range: none for a range at the start; otherwise
+    /// counted once (see [`RangeLines`]).
+    async fn base(&mut self) -> Result<u64> {
+        if self.range.start == 0 {
+            return Ok(0);
+        }
+        if let Some(base) = self.base {
+            return Ok(base);
+        }
+        let base = RangeLines::default()
+            .lines_before(
+                &self.rejects.lines,
+                self.store,
+                &self.range.location,
+                &self.range.display,
+                self.range.start,
+            )
+            .await?;
+        self.base = Some(base);
+        Ok(base)
+    }
 }
 
 fn with_partition_values(
@@ -594,6 +670,7 @@ fn with_partition_values(
     range: &CsvRange,
     config: &CsvScanConfig,
     projection: Option<&[usize]>,
+    origin: Option<&(u64, RowsAt)>,
 ) -> Result<RecordBatch> {
     let n = batch.num_rows();
     let n_file = config.file_schema.fields().len();
@@ -604,6 +681,24 @@ fn with_partition_values(
     }
     let mut fields: Vec<FieldRef> = batch.schema().fields().iter().cloned().collect();
     fields.extend(config.partition_fields.iter().cloned());
+    if config.origin {
+        let (base, at) = origin.ok_or_else(|| {
+            DataFusionError::Internal("rows without their origin in a scan carrying it".into())
+        })?;
+        if at.lines.len() != n || at.offsets.len() != n {
+            return Err(DataFusionError::Internal(format!(
+                "{} rows with {} origins",
+                n,
+                at.lines.len()
+            )));
+        }
+        columns.push(ScalarValue::Utf8(Some(range.display.clone())).to_array_of_size(n)?);
+        columns.push(Arc::new(UInt64Array::from_iter_values(
+            at.lines.iter().map(|l| 1 + base + l),
+        )));
+        columns.push(Arc::new(UInt64Array::from(at.offsets.clone())));
+        fields.extend(crate::ledger::origin::fields());
+    }
     // With no column projected (`count(*)`) the batch still carries its row count.
     let all = RecordBatch::try_new_with_options(
         Arc::new(Schema::new(fields)),
@@ -784,7 +879,7 @@ impl RangeReader {
             pending: Pending::default(),
             pending_offset: range.start,
             lines_before_pending: 0,
-            eager_lines: config.compression.is_compressed(),
+            eager_lines: config.compression.is_compressed() || config.origin,
             header_pending: header,
             depth: (config.format == RowFormat::Json).then(DepthScan::default),
             size: framer(config, range.start),
@@ -939,8 +1034,9 @@ impl RangeReader {
                     self.recover(&[], at_eof, step)?;
                     return Ok(true);
                 }
+                let at = self.config.origin.then(|| self.rows_at_pending(framed));
                 self.size.take_upto(end);
-                step.batches.push(batch);
+                step.batches.push((batch, at));
                 if self.eager_lines {
                     self.lines_before_pending += self.pending.line_breaks();
                 }
@@ -952,6 +1048,19 @@ impl RangeReader {
             Ok(None) => Ok(false),
             Err(_) => self.recover(&[], at_eof, step).map(|()| true),
         }
+    }
+
+    /// Where the first `framed` records of `pending` start, the header left out.
+    fn rows_at_pending(&self, framed: u64) -> RowsAt {
+        let skip = usize::from(self.header_pending && framed > 0);
+        let offsets: Vec<u64> = self.size.starts(framed as usize).skip(skip).collect();
+        let lines = self.pending.line_breaks_at(
+            offsets
+                .iter()
+                .map(|o| o.saturating_sub(self.pending_offset) as usize),
+            self.lines_before_pending,
+        );
+        RowsAt { lines, offsets }
     }
 
     /// The slow path: splits `pending + extra` into rows and decodes each alone.
@@ -1012,9 +1121,16 @@ impl RangeReader {
             .map(|from| (from, (from + RECOVER_BLOCK).min(rows.len())))
             .rev()
             .collect();
+        // The rows decoded, in order (scans carrying origins).
+        let mut good_rows: Vec<usize> = Vec::new();
         while let Some((from, to)) = todo.pop() {
             match span(from, to) {
-                Ok(batch) => good.extend(batch),
+                Ok(batch) => {
+                    good.extend(batch);
+                    if cfg.origin {
+                        good_rows.extend(from..to);
+                    }
+                }
                 Err(e) if to - from == 1 => step.bad.push(self.reject(&data, rows[from], &e)),
                 Err(_) => {
                     let mid = from + (to - from) / 2;
@@ -1025,7 +1141,19 @@ impl RangeReader {
         }
         if !good.is_empty() {
             let schema = good[0].schema();
-            step.batches.push(concat_batches(&schema, &good)?);
+            let at = cfg.origin.then(|| {
+                let mut at = RowsAt::default();
+                let (mut lines, mut counted) = (self.lines_before_pending, 0);
+                for r in good_rows {
+                    let start = rows[r].0;
+                    lines += memchr::memchr_iter(b'\n', &data[counted..start]).count() as u64;
+                    counted = start;
+                    at.lines.push(lines);
+                    at.offsets.push(self.pending_offset + start as u64);
+                }
+                at
+            });
+            step.batches.push((concat_batches(&schema, &good)?, at));
         }
         // The records framed in what was read are matched.
         self.size.take_upto(self.pending_offset + done as u64);
@@ -1489,6 +1617,7 @@ mod tests {
             read: LOCAL_READ,
             max_record_bytes: 64,
             max_compression_ratio: 0,
+            origin: false,
         }
     }
 
@@ -1625,7 +1754,7 @@ mod tests {
         let good: usize = steps
             .iter()
             .flat_map(|s| &s.batches)
-            .map(RecordBatch::num_rows)
+            .map(|(b, _)| b.num_rows())
             .sum();
         let bad: usize = steps.iter().map(|s| s.bad.len()).sum();
         assert_eq!((good, bad, reader.framed()), (3, 2, 5));
@@ -1682,7 +1811,7 @@ mod tests {
         let good: usize = steps
             .iter()
             .flat_map(|s| &s.batches)
-            .map(RecordBatch::num_rows)
+            .map(|(b, _)| b.num_rows())
             .sum();
         let bad: usize = steps.iter().map(|s| s.bad.len()).sum();
         assert_eq!((good, bad), (n / 2, n / 2));

@@ -12,10 +12,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::{filter_record_batch, is_not_null};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::{filter, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -65,6 +66,9 @@ pub struct FileByFileExec {
     pub(crate) limited: bool,
     /// This node's id in the row ledger.
     pub(crate) scan_id: u64,
+    /// The last three output columns are each row's origin (see
+    /// [`crate::ledger::origin`]), appended to what the parts read.
+    pub(crate) origin: bool,
     pub(crate) schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -93,6 +97,7 @@ impl FileByFileExec {
             required,
             limited,
             scan_id: crate::ledger::next_scan_id(),
+            origin: false,
             schema,
             cache,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -104,6 +109,13 @@ impl FileByFileExec {
     /// The same scan under ledger id `id` (a plan decoded elsewhere keeps its scan's id).
     pub(crate) fn with_scan_id(mut self, id: u64) -> Self {
         self.scan_id = id;
+        self
+    }
+
+    /// The same scan appending each row's origin: its schema's last three columns (the
+    /// parts read the others).
+    pub fn with_origin(mut self) -> Self {
+        self.origin = true;
         self
     }
 
@@ -170,7 +182,8 @@ impl ExecutionPlan for FileByFileExec {
         let rejects = Services::of_task(&context)?.books(self.books.id)?;
         let required = self.required.clone();
         let metrics = BaselineMetrics::new(&self.metrics, partition);
-        let (scan, limited) = (self.scan_id, self.limited);
+        let (scan, limited, origin) = (self.scan_id, self.limited, self.origin);
+        let schema = Arc::clone(&self.schema);
         // Parts per file in this scan: a file is read to its end when all of them are.
         let mut parts_of: std::collections::HashMap<String, usize> = Default::default();
         for p in self.partitions.iter().flatten() {
@@ -201,6 +214,11 @@ impl ExecutionPlan for FileByFileExec {
                         let rows = batch.num_rows() as u64;
                         let batch =
                             check_required(&batch, &required, &part, first_row, &at, &rejects)?;
+                        let batch = if origin {
+                            with_origin(batch, &schema, &part, first_row)?
+                        } else {
+                            batch.0
+                        };
                         row += rows;
                         let ok = batch.num_rows() as u64;
                         if ok > 0 {
@@ -320,7 +338,40 @@ impl orc_rust::reader::AsyncChunkReader for OrcFooterReader {
     }
 }
 
-/// Hands rows with a null in a required column to the rejects and returns the others.
+/// `kept` (the rows of a batch whose first row is `first_row` in the part that `keep`
+/// selects, all when `None`) with each row's origin appended: the file, its row number
+/// (0 when the part is a range of the file) and no byte offset.
+fn with_origin(
+    (kept, keep): (RecordBatch, Option<BooleanArray>),
+    schema: &SchemaRef,
+    part: &FilePart,
+    first_row: u64,
+) -> Result<RecordBatch> {
+    let read = keep.as_ref().map_or(kept.num_rows(), |k| k.len()) as u64;
+    let numbers: ArrayRef = Arc::new(UInt64Array::from_iter_values(
+        (first_row + 1..=first_row + read).map(|r| if part.whole { r } else { 0 }),
+    ));
+    let numbers = match &keep {
+        Some(k) => filter(numbers.as_ref(), k)?,
+        None => numbers,
+    };
+    let n = kept.num_rows();
+    let mut columns = kept.columns().to_vec();
+    columns.push(ScalarValue::Utf8(Some(part.display.clone())).to_array_of_size(n)?);
+    columns.push(numbers);
+    columns.push(datafusion::arrow::array::new_null_array(
+        &datafusion::arrow::datatypes::DataType::UInt64,
+        n,
+    ));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+    )?)
+}
+
+/// Hands rows with a null in a required column to the rejects and returns the others (and
+/// which they are, unless all are).
 fn check_required(
     batch: &RecordBatch,
     required: &[(usize, String)],
@@ -328,7 +379,7 @@ fn check_required(
     first_row: u64,
     at: &crate::ledger::ReadAt,
     rejects: &Rejects,
-) -> Result<RecordBatch> {
+) -> Result<(RecordBatch, Option<BooleanArray>)> {
     let mut keep: Option<BooleanArray> = None;
     for (index, _) in required {
         let column = batch.column(*index);
@@ -342,7 +393,7 @@ fn check_required(
         });
     }
     let Some(keep) = keep else {
-        return Ok(batch.clone());
+        return Ok((batch.clone(), None));
     };
     for i in (0..batch.num_rows()).filter(|&i| !keep.value(i)) {
         let column = required
@@ -371,5 +422,5 @@ fn check_required(
         };
         rejects.bad_row(record, at).map_err(DataFusionError::from)?;
     }
-    Ok(filter_record_batch(batch, &keep)?)
+    Ok((filter_record_batch(batch, &keep)?, Some(keep)))
 }

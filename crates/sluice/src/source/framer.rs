@@ -30,6 +30,8 @@ pub(crate) struct RecordScan {
     /// Where each framed record's content ends, for records not yet matched with decoded
     /// rows (see [`RecordScan::take_upto`]).
     pub(crate) ends: std::collections::VecDeque<u64>,
+    /// Where each of those records starts (the same records as `ends`).
+    pub(crate) starts: std::collections::VecDeque<u64>,
 }
 
 pub(crate) use crate::storage::format::CsvRules;
@@ -73,6 +75,7 @@ impl RecordScan {
             prev: b'\n',
             records: 0,
             ends: std::collections::VecDeque::new(),
+            starts: std::collections::VecDeque::new(),
         }
     }
 
@@ -233,6 +236,7 @@ impl RecordScan {
     fn frame(&mut self, end: u64) {
         self.records += 1;
         self.ends.push_back(end);
+        self.starts.push_back(self.record_start);
     }
 
     /// Inside a CSV comment line.
@@ -261,11 +265,17 @@ impl RecordScan {
         self.ends.partition_point(|&e| e <= offset) as u64
     }
 
+    /// Where the first `n` framed records not yet taken start.
+    pub(crate) fn starts(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
+        self.starts.iter().take(n).copied()
+    }
+
     /// Takes the framed records whose content ends at or before `offset`: their rows have
     /// been decoded.
     pub(crate) fn take_upto(&mut self, offset: u64) -> u64 {
         let n = self.ends.partition_point(|&e| e <= offset);
         self.ends.drain(..n);
+        self.starts.drain(..n);
         n as u64
     }
 }

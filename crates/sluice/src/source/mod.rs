@@ -20,7 +20,7 @@ pub mod temporal;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -387,8 +387,25 @@ impl Source {
     /// Builds the DataFrame: one scan per group of files sharing a layout, each projected
     /// onto the merged schema by name, then `UNION ALL`.
     pub fn to_dataframe(&self, ctx: &SessionContext) -> Result<DataFrame> {
+        self.frame(ctx, false)
+    }
+
+    /// [`Self::to_dataframe`] with each row's origin (file, line, byte offset) in three
+    /// more columns at the end (see [`crate::ledger::origin`]), for stages that may reject
+    /// rows after the read.
+    pub fn to_dataframe_with_origin(&self, ctx: &SessionContext) -> Result<DataFrame> {
+        self.frame(ctx, true)
+    }
+
+    fn frame(&self, ctx: &SessionContext, origin: bool) -> Result<DataFrame> {
         if self.files.is_empty() {
-            let schema = Arc::new(self.output_schema());
+            let mut schema = self.output_schema();
+            if origin {
+                let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+                fields.extend(crate::ledger::origin::fields());
+                schema = Schema::new(fields);
+            }
+            let schema = Arc::new(schema);
             let empty = datafusion::datasource::empty::EmptyTable::new(schema);
             return Ok(ctx.read_table(Arc::new(empty))?);
         }
@@ -406,7 +423,7 @@ impl Source {
         }
         let mut union: Option<DataFrame> = None;
         for (_, files) in groups {
-            let df = self.group_frame(ctx, &files)?;
+            let df = self.group_frame(ctx, &files, origin)?;
             union = Some(match union {
                 None => df,
                 Some(u) => u.union(df)?,
@@ -415,7 +432,12 @@ impl Source {
         union.ok_or_else(|| Error::NoMatch(self.options.paths.join(" ")))
     }
 
-    fn group_frame(&self, ctx: &SessionContext, files: &[&SourceFile]) -> Result<DataFrame> {
+    fn group_frame(
+        &self,
+        ctx: &SessionContext,
+        files: &[&SourceFile],
+        origin: bool,
+    ) -> Result<DataFrame> {
         let first = files[0];
         let target = &self.schema;
         let data_columns = target.fields().len() - self.hive_columns.len();
@@ -560,10 +582,14 @@ impl Source {
                 file_projection: None,
                 max_record_bytes: self.options.max_record_bytes.max(1),
                 max_compression_ratio: self.options.max_compression_ratio,
+                origin: false,
             };
             table = table.with_csv_reader(config, Arc::clone(&self.rejects));
         } else {
             table = table.with_file_by_file(self.required.clone(), Arc::clone(&self.rejects));
+        }
+        if origin {
+            table = table.with_origin();
         }
         if csv_split {
             let dialect = split::Dialect {
@@ -612,6 +638,11 @@ impl Source {
         }
         if let Some(name) = &self.options.file_column {
             exprs.push(Expr::Column(Column::new_unqualified(name)));
+        }
+        if origin {
+            for f in crate::ledger::origin::fields() {
+                exprs.push(Expr::Column(Column::new_unqualified(f.name())));
+            }
         }
         Ok(df.select(exprs)?)
     }

@@ -20,7 +20,7 @@ use datafusion::datasource::physical_plan::{
 };
 use datafusion::datasource::table_schema::TableSchemaBuilder;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Expr;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt};
@@ -47,6 +47,8 @@ pub struct FileSetTable {
     unsplit: Arc<Mutex<Vec<String>>>,
     csv_reader: Option<(CsvScanConfig, Arc<Rejects>)>,
     file_by_file: Option<(Vec<String>, Arc<Rejects>)>,
+    /// The table's last three columns are each row's origin ([`crate::ledger::origin`]).
+    origin: bool,
 }
 
 /// One file of a [`FileSetTable`].
@@ -113,6 +115,7 @@ impl FileSetTable {
             unsplit: Arc::default(),
             csv_reader: None,
             file_by_file: None,
+            origin: false,
         }
     }
 
@@ -127,6 +130,20 @@ impl FileSetTable {
     /// one of the `required` columns rejected.
     pub fn with_file_by_file(mut self, required: Vec<String>, rejects: Arc<Rejects>) -> Self {
         self.file_by_file = Some((required, rejects));
+        self
+    }
+
+    /// Appends each row's origin (file, line, byte offset: see [`crate::ledger::origin`])
+    /// as the last three columns, for stages that may reject rows after the read. Only the
+    /// row-checking readers ([`Self::with_csv_reader`], [`Self::with_file_by_file`]) carry
+    /// them; a columnar file is then read whole, so its row numbers are its own.
+    pub fn with_origin(mut self) -> Self {
+        if !self.origin {
+            let mut fields: Vec<FieldRef> = self.table_schema.fields().iter().cloned().collect();
+            fields.extend(crate::ledger::origin::fields());
+            self.table_schema = Arc::new(Schema::new(fields));
+            self.origin = true;
+        }
         self
     }
 
@@ -151,7 +168,7 @@ impl FileSetTable {
         let partitions = state.config().target_partitions().max(1);
         let mut groups = FileGroup::new(self.files.clone()).split_files(partitions);
         // Row numbers of rejected rows are exact only when a file is read whole.
-        if options.optimizer.repartition_file_scans && required.is_empty() {
+        if options.optimizer.repartition_file_scans && required.is_empty() && !self.origin {
             if let Some(split) = FileGroupPartitioner::new()
                 .with_target_partitions(partitions)
                 .with_repartition_file_min_size(options.optimizer.repartition_file_min_size)
@@ -160,6 +177,19 @@ impl FileSetTable {
                 groups = split;
             }
         }
+        // The parts read the table's own columns; the scan appends the origin after them.
+        let columns = self.table_schema.fields().len() - if self.origin { 3 } else { 0 };
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.table_schema.fields().len()).collect(),
+        };
+        let own: Vec<usize> = wanted.iter().copied().filter(|&i| i < columns).collect();
+        let origin = own.len() < wanted.len();
+        let projection = if projection.is_none() && !self.origin {
+            None
+        } else {
+            Some(&own)
+        };
         let mut parts = Vec::with_capacity(groups.len());
         for group in groups {
             let mut list = Vec::with_capacity(group.len());
@@ -190,14 +220,49 @@ impl FileSetTable {
             .iter()
             .filter_map(|name| schema.index_of(name).ok().map(|i| (i, name.clone())))
             .collect();
-        Ok(Arc::new(FileByFileExec::new(
-            self.store_url.clone(),
-            schema,
-            parts,
-            required,
-            keep_books(state, rejects)?,
-            limit.is_some(),
-        )))
+        let scan = |schema| {
+            Ok::<_, DataFusionError>(FileByFileExec::new(
+                self.store_url.clone(),
+                schema,
+                parts,
+                required,
+                keep_books(state, rejects)?,
+                limit.is_some(),
+            ))
+        };
+        if !origin {
+            return Ok(Arc::new(scan(schema)?));
+        }
+        // The parts' columns, then the origin; then in the order asked for.
+        let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+        fields.extend(crate::ledger::origin::fields());
+        let read: Arc<dyn ExecutionPlan> =
+            Arc::new(scan(Arc::new(Schema::new(fields)))?.with_origin());
+        let at: Vec<usize> = wanted
+            .iter()
+            .map(|&i| match own.iter().position(|&o| o == i) {
+                Some(pos) => pos,
+                None => own.len() + (i - columns),
+            })
+            .collect();
+        if at.iter().copied().eq(0..at.len()) && at.len() == read.schema().fields().len() {
+            return Ok(read);
+        }
+        let exprs = at
+            .iter()
+            .map(|&i| {
+                let name = read.schema().field(i).name().clone();
+                (
+                    Arc::new(datafusion::physical_expr::expressions::Column::new(
+                        &name, i,
+                    )) as Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+                    name,
+                )
+            })
+            .collect::<Vec<_>>();
+        Ok(Arc::new(
+            datafusion::physical_plan::projection::ProjectionExec::try_new(exprs, read)?,
+        ))
     }
 
     /// Splits big files into record-aligned byte ranges with this CSV dialect (the format
@@ -348,6 +413,7 @@ impl TableProvider for FileSetTable {
                 .collect();
             let mut config = config.clone();
             config.batch_size = state.config().batch_size();
+            config.origin = self.origin;
             return Ok(Arc::new(CsvScanExec::try_new(
                 config,
                 self.store_url.clone(),
@@ -355,6 +421,11 @@ impl TableProvider for FileSetTable {
                 projection.cloned(),
                 keep_books(state, rejects)?,
             )?));
+        }
+        if self.origin {
+            return Err(DataFusionError::Internal(
+                "only sluice's own readers carry rows' origins".into(),
+            ));
         }
         let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
             .with_file_groups(groups)
