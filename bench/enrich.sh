@@ -5,6 +5,7 @@
 #
 #   bash bench/enrich.sh                  # 100k rows, 10k ids, 3 sluice rounds, both Python recipes
 #   SKIP_PYTHON=1 ROUNDS=5 bash bench/enrich.sh
+#   SKIP_PER_ROW=1 bash bench/enrich.sh  # sluice and aiohttp+dedupe only (no per-row recipes)
 #   FAULTS=1 bash bench/enrich.sh         # an API with 500s, 429 + Retry-After and 404s
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +22,6 @@ fi
 args=(--sluice "$BIN/sluice" --apiserver "$BIN/apiserver" --rounds "${ROUNDS:-3}")
 [ "${SKIP_PYTHON:-0}" = 1 ] && args+=(--skip-python)
 [ "${FAULTS:-0}" = 1 ] && args+=(--faults)
+[ "${SKIP_PER_ROW:-0}" = 1 ] && args+=(--skip-per-row)
 mkdir -p bench/results
 bench/.venv/bin/python bench/enrich.py "${args[@]}" | tee bench/results/enrich.txt

@@ -4,8 +4,9 @@
 //! and serves `GET /meta/{id}` and `POST /meta/batch` (see `sluice_testkit::meta_api`) until
 //! killed. With `--faults` it behaves like a real API (`sluice_testkit::faulty_api`: by
 //! default 2% of keys answer 500 and 1% answer 429 with `Retry-After: 1` on their first call,
-//! 0.1% are always 404), and `GET /_stats` answers `{"early_retries": N}`: requests for a
-//! key that came before its `Retry-After` was over. `apiserver --capacity` measures how many requests per second it answers at zero
+//! 0.1% are always 404), and `GET /_stats` answers `{"early_retries": N, "first_request": T, "last_request": T}`:
+//! requests for a key that came before its `Retry-After` was over (with `--faults`), and when
+//! the first and the last request since the previous `/_stats` arrived (Unix seconds). `apiserver --capacity` measures how many requests per second it answers at zero
 //! latency on this machine, with 64 keep-alive clients, and exits.
 
 use std::time::{Duration, Instant};
@@ -23,6 +24,9 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// What answers each request.
+type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+
 #[tokio::main]
 async fn main() {
     let latency = Duration::from_millis(
@@ -38,9 +42,7 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
-    let handler: Arc<dyn Fn(&Request) -> Reply + Send + Sync> = if std::env::args()
-        .any(|a| a == "--faults")
-    {
+    let (api, early): (Handler, _) = if std::env::args().any(|a| a == "--faults") {
         let share =
             |name: &str, default: f64| arg(name).and_then(|v| v.parse().ok()).unwrap_or(default);
         let faults = Faults {
@@ -53,17 +55,36 @@ async fn main() {
             seed: arg("--seed").and_then(|v| v.parse().ok()).unwrap_or(7),
         };
         let (api, early) = faulty_api(latency, faults);
-        Arc::new(move |req: &Request| {
-            if req.path == "/_stats" {
-                let n = early.load(Ordering::Relaxed);
-                Reply::json(200, format!("{{\"early_retries\":{n}}}"))
-            } else {
-                api(req)
-            }
-        })
+        (Arc::new(api), Some(early))
     } else {
-        Arc::new(meta_api(latency))
+        (Arc::new(meta_api(latency)), None)
     };
+    // When the first and the last request of the API arrived (Unix seconds): with the
+    // client's wall time they split it into start-up, calls and the rest.
+    let span: Arc<std::sync::Mutex<Option<(f64, f64)>>> = Arc::default();
+    let handler: Handler = Arc::new(move |req: &Request| {
+        if req.path == "/_stats" {
+            let n = early.as_ref().map_or(0, |e| e.load(Ordering::Relaxed));
+            // Read and reset: each run of a client against one server gets its own span.
+            let (first, last) = span
+                .lock()
+                .ok()
+                .and_then(|mut s| s.take())
+                .unwrap_or((0.0, 0.0));
+            return Reply::json(
+                200,
+                format!("{{\"early_retries\":{n},\"first_request\":{first:.6},\"last_request\":{last:.6}}}"),
+            );
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if let Ok(mut s) = span.lock() {
+            let first = s.map_or(now, |(f, _)| f);
+            *s = Some((first, now));
+        }
+        api(req)
+    });
     let server = ApiServer::serve(listener, handler);
     println!("listening on {}", server.url(""));
     loop {

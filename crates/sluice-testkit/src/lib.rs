@@ -321,7 +321,7 @@ async fn connection(
         let reply = handler(&request);
         let result = match reply {
             Reply::Drop(delay) => {
-                tokio::time::sleep(delay).await;
+                precise_sleep(delay).await;
                 counters.in_flight.fetch_sub(1, Ordering::SeqCst);
                 return Ok(());
             }
@@ -331,7 +331,7 @@ async fn connection(
                 body,
                 delay,
             } => {
-                tokio::time::sleep(delay).await;
+                precise_sleep(delay).await;
                 let mut head = format!(
                     "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
                     reason(status),
@@ -549,4 +549,71 @@ pub fn overloaded_api(per_second: f64) -> impl Fn(&Request) -> Reply + Send + Sy
             Reply::status(429).header("retry-after", "1")
         }
     }
+}
+
+/// A waiter of the precise timer: when to wake, and whom.
+type Wake = (Instant, tokio::sync::oneshot::Sender<()>);
+
+/// Waits `delay` to within a fraction of a millisecond. tokio's timer wheel rounds every
+/// sleep up to its next millisecond tick and fires on the tick after that, so a 20 ms sleep
+/// takes 21-22 ms: the test API would be slower than the latency it states (and a client's
+/// time against "keys x latency / concurrency" would look worse than it is). One thread
+/// sleeps until the earliest deadline (a futex wait with a timeout, precise to tens of
+/// microseconds on Linux) and wakes each waiter.
+pub async fn precise_sleep(delay: Duration) {
+    if delay.is_zero() {
+        return;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = precise_timer()
+        .lock()
+        .map(|t| t.send((Instant::now() + delay, tx)).is_ok())
+        .unwrap_or(false);
+    if sent {
+        let _ = rx.await;
+    } else {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn precise_timer() -> &'static Mutex<std::sync::mpsc::Sender<Wake>> {
+    static TIMER: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Wake>>> =
+        std::sync::OnceLock::new();
+    TIMER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Wake>();
+        std::thread::spawn(move || {
+            let mut due: std::collections::BTreeMap<
+                (Instant, u64),
+                tokio::sync::oneshot::Sender<()>,
+            > = std::collections::BTreeMap::new();
+            let mut seq = 0u64;
+            loop {
+                let now = Instant::now();
+                while let Some(entry) = due.first_entry() {
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    let _ = entry.remove().send(());
+                }
+                let next = match due.first_key_value() {
+                    None => rx.recv().map_err(|_| ()),
+                    Some(((at, _), _)) => {
+                        match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                            Ok(w) => Ok(w),
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                        }
+                    }
+                };
+                match next {
+                    Ok((at, tx)) => {
+                        seq += 1;
+                        due.insert((at, seq), tx);
+                    }
+                    Err(()) => return,
+                }
+            }
+        });
+        Mutex::new(tx)
+    })
 }
