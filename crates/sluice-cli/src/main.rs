@@ -30,6 +30,8 @@ enum Command {
     Run(cmd::run::RunCmd),
     /// Show how a pipeline would run (inputs, partitions, stages, output, warnings).
     Explain(cmd::explain::ExplainCmd),
+    /// Run a scheduler or an executor of a sluice cluster (Apache DataFusion Ballista).
+    Cluster(cmd::cluster::ClusterCmd),
 }
 
 fn main() -> ExitCode {
@@ -44,7 +46,13 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // Ballista's client logs a failed job before returning its error, which
+                // sluice prints itself as one line.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "warn,ballista_core::execution_plans::distributed_query=off",
+                    )
+                }),
         )
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal: logs and CI captures stay plain text.
@@ -56,6 +64,7 @@ fn main() -> ExitCode {
         Command::Query(c) => c.threads,
         Command::Schema(_) => None,
         Command::Explain(c) => c.threads,
+        Command::Cluster(_) => None,
     }
     .unwrap_or_else(sluice::context::default_threads)
     .max(1);
@@ -77,6 +86,7 @@ fn main() -> ExitCode {
             Command::Query(c) => c.execute(threads).await,
             Command::Run(c) => c.execute().await,
             Command::Explain(c) => c.execute().await,
+            Command::Cluster(c) => c.execute().await,
         }
     });
     match result {

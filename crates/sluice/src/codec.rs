@@ -293,9 +293,19 @@ fn decode_scan(w: WireCsvScan) -> Result<CsvScanExec> {
     )
 }
 
-/// Encodes and decodes sluice's plan nodes for `datafusion-proto`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SluiceCodec;
+/// Encodes and decodes sluice's plan nodes for `datafusion-proto`; any other extension node
+/// goes to the codec it wraps (Ballista's, on a cluster: its shuffle nodes).
+#[derive(Debug, Default, Clone)]
+pub struct SluiceCodec {
+    inner: Option<Arc<dyn PhysicalExtensionCodec>>,
+}
+
+impl SluiceCodec {
+    /// sluice's nodes here, every other extension node by `inner`.
+    pub fn wrapping(inner: Arc<dyn PhysicalExtensionCodec>) -> Self {
+        SluiceCodec { inner: Some(inner) }
+    }
+}
 
 fn only_input(node: &str, inputs: &[Arc<dyn ExecutionPlan>]) -> Result<Arc<dyn ExecutionPlan>> {
     match inputs {
@@ -315,8 +325,16 @@ impl PhysicalExtensionCodec for SluiceCodec {
         ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let wire: Wire = serde_json::from_slice(buf)
-            .map_err(|e| DataFusionError::Plan(format!("not a sluice plan node: {e}")))?;
+        // sluice's nodes are JSON; what is not is the wrapped codec's.
+        let wire: Wire = match (serde_json::from_slice(buf), &self.inner) {
+            (Ok(wire), _) => wire,
+            (Err(_), Some(inner)) => return inner.try_decode(buf, inputs, ctx, _proto_converter),
+            (Err(e), None) => {
+                return Err(DataFusionError::Plan(format!(
+                    "not a sluice plan node: {e}"
+                )))
+            }
+        };
         Ok(match wire {
             Wire::Map {
                 stage,
@@ -363,6 +381,8 @@ impl PhysicalExtensionCodec for SluiceCodec {
             Wire::CsvScan(Box::new(encode_scan(scan)?))
         } else if let Some(scan) = node.downcast_ref::<FileByFileExec>() {
             Wire::FileByFile(Box::new(encode_file_scan(scan)?))
+        } else if let Some(inner) = &self.inner {
+            return inner.try_encode(node, buf, _proto_converter);
         } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "sluice cannot send a {} node to another process yet",
@@ -375,12 +395,19 @@ impl PhysicalExtensionCodec for SluiceCodec {
 
 /// `plan` as bytes (DataFusion's protobuf form, sluice's nodes by [`SluiceCodec`]).
 pub fn plan_to_bytes(plan: Arc<dyn ExecutionPlan>) -> Result<bytes::Bytes> {
-    datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &SluiceCodec)
+    datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(
+        plan,
+        &SluiceCodec::default(),
+    )
 }
 
 /// A plan from [`plan_to_bytes`]'s bytes, for the session of `ctx`.
 pub fn plan_from_bytes(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-    datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(bytes, ctx, &SluiceCodec)
+    datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(
+        bytes,
+        ctx,
+        &SluiceCodec::default(),
+    )
 }
 
 /// A schema as text: its Arrow IPC form (fields, types, nullability, metadata), base64.

@@ -25,6 +25,22 @@ pub fn session(threads: usize) -> SessionContext {
 
 /// [`session`] with another minimum size for splitting a file into byte ranges.
 pub fn session_with(threads: usize, split_min_size: Option<usize>) -> SessionContext {
+    session_from(session_config(threads, split_min_size))
+}
+
+/// A session like [`session`]'s with `config` (made by [`session_config`], then adjusted).
+pub fn session_from(config: SessionConfig) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_query_planner(Arc::new(SluiceQueryPlanner))
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// The configuration of a [`session_with`] (with fresh [`Services`]): also what a cluster's
+/// scheduler and executors start from (see [`crate::cluster`]).
+pub fn session_config(threads: usize, split_min_size: Option<usize>) -> SessionConfig {
     let threads = threads.max(1);
     let mut config = SessionConfig::new()
         .with_target_partitions(threads)
@@ -37,10 +53,5 @@ pub fn session_with(threads: usize, split_min_size: Option<usize>) -> SessionCon
     options.execution.parquet.schema_force_view_types = false;
     options.execution.collect_statistics = false;
     options.sql_parser.map_string_types_to_utf8view = false;
-    let state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_default_features()
-        .with_query_planner(Arc::new(SluiceQueryPlanner))
-        .build();
-    SessionContext::new_with_state(state)
+    config
 }

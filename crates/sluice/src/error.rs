@@ -12,6 +12,10 @@ pub enum Error {
     #[error("no input files match '{0}'")]
     NoMatch(String),
 
+    /// A cluster process could not start or serve (a port in use, a scheduler not found).
+    #[error("cluster: {0}")]
+    Cluster(String),
+
     /// An input path does not exist.
     #[error("input not found: {0}")]
     NotFound(String),

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 pub mod builder;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod context;

@@ -35,6 +35,8 @@ pub struct Services {
     stages: RwLock<HashMap<u64, StageCell>>,
     functions: RwLock<HashMap<String, BatchFn>>,
     progress: RwLock<HashMap<u64, Arc<WriteProgress>>>,
+    /// A cluster process (scheduler, executor): a read's books are made on first use.
+    remote: bool,
 }
 
 impl Services {
@@ -59,6 +61,28 @@ impl Services {
                 .entry(rejects.id())
                 .or_insert_with(|| Arc::clone(rejects));
         }
+    }
+
+    /// The services of a cluster's scheduler or executor: the books a task's plan names are
+    /// made there on first use, in the plan's mode (see [`Self::books_for`]).
+    pub fn remote() -> Services {
+        Services {
+            remote: true,
+            ..Services::default()
+        }
+    }
+
+    /// The rejects and ledger `books` names: in a cluster process, made on first use.
+    pub fn books_for(&self, books: &crate::ledger::rejects::BooksRef) -> Result<Arc<Rejects>> {
+        if self.remote {
+            if let Ok(mut all) = self.books.write() {
+                let rejects = all
+                    .entry(books.id)
+                    .or_insert_with(|| Arc::new(Rejects::with_id(books.id, books.mode)));
+                return Ok(Arc::clone(rejects));
+            }
+        }
+        self.books(books.id)
     }
 
     /// The rejects and ledger of books `id`.

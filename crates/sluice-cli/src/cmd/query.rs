@@ -48,6 +48,11 @@ pub struct QueryCmd {
     /// system's temporary folder, named on stderr when a row is rejected.
     #[arg(long, value_name = "DIR")]
     pub rejects: Option<std::path::PathBuf>,
+    /// Run the query on a sluice cluster (`sluice cluster scheduler`): df://HOST:PORT. Every
+    /// input must be readable by every executor at the same path. For now with
+    /// `--on-error fail` only: rows rejected or skipped on executors are not brought back yet.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    pub cluster: Option<sluice::cluster::SchedulerUrl>,
 }
 
 impl QueryCmd {
@@ -67,7 +72,15 @@ impl QueryCmd {
                 None => tables.push((name.to_string(), vec![input.to_string()])),
             }
         }
-        let ctx = sluice::context::session(threads);
+        if self.cluster.is_some() && self.read.on_error != sluice::ledger::rejects::OnError::Fail {
+            bail!(
+                "--cluster needs --on-error fail for now: rows rejected or skipped on the executors are not brought back yet"
+            );
+        }
+        let ctx = match &self.cluster {
+            Some(_) => sluice::cluster::client_session(threads),
+            None => sluice::context::session(threads),
+        };
         let rejects_root = match &self.rejects {
             Some(dir) => dir.clone(),
             None => std::env::temp_dir().join(format!(
@@ -92,7 +105,28 @@ impl QueryCmd {
             .sql(&self.sql)
             .await
             .with_context(|| format!("in query: {}", self.sql.trim()))?;
-        let result = self.print(df).await;
+        let stream = match &self.cluster {
+            None => df.execute_stream().await,
+            Some(url) => match df.create_physical_plan().await {
+                Ok(plan) => sluice::cluster::execute(url, plan, &ctx.copied_config()).await,
+                Err(e) => Err(e),
+            },
+        };
+        let result = match stream {
+            Ok(stream) => self.print(stream).await,
+            Err(e) => Err(e.into()),
+        };
+        // A job that failed on the cluster: the line sluice wrote there, not Ballista's report.
+        let result = result.map_err(|e| {
+            match e
+                .downcast_ref::<sluice::datafusion::error::DataFusionError>()
+                .filter(|_| self.cluster.is_some())
+                .and_then(sluice::cluster::job_error)
+            {
+                Some(line) => anyhow::anyhow!(line),
+                None => e,
+            }
+        });
         // What the query did not see is said on stderr, whether printing worked or not.
         for (name, source) in &sources {
             source.rejects.finish(false)?;
@@ -107,23 +141,27 @@ impl QueryCmd {
         Ok(())
     }
 
-    async fn print(&self, df: sluice::datafusion::prelude::DataFrame) -> anyhow::Result<()> {
+    async fn print(
+        &self,
+        mut stream: sluice::datafusion::execution::SendableRecordBatchStream,
+    ) -> anyhow::Result<()> {
         let stdout = std::io::stdout();
         match self.output {
             Output::Table => {
-                let batches = df.collect().await?;
+                let mut batches = Vec::new();
+                while let Some(batch) = stream.next().await {
+                    batches.push(batch?);
+                }
                 let text = pretty::pretty_format_batches(&batches)?;
                 writeln!(stdout.lock(), "{text}")?;
             }
             Output::Csv => {
-                let mut stream = df.execute_stream().await?;
                 let mut writer = csv::Writer::new(stdout.lock());
                 while let Some(batch) = stream.next().await {
                     writer.write(&batch?)?;
                 }
             }
             Output::Ndjson => {
-                let mut stream = df.execute_stream().await?;
                 let mut writer = json::LineDelimitedWriter::new(stdout.lock());
                 while let Some(batch) = stream.next().await {
                     writer.write(&batch?)?;

@@ -1,5 +1,6 @@
 //! Integration tests: the real `sluice` binary on real files in temp folders.
 
+mod cluster;
 mod crash;
 mod differential;
 mod enrich;

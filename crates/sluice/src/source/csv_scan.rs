@@ -257,6 +257,25 @@ impl CsvScanExec {
         self
     }
 
+    /// The same scan cut into one single-partition scan per partition (same ranges, same
+    /// ledger id): for engines that can restrict only their own leaves to a task's
+    /// partitions (see [`crate::cluster`]).
+    pub fn one_per_partition(&self) -> Result<Vec<CsvScanExec>> {
+        self.partitions
+            .iter()
+            .map(|ranges| {
+                Ok(CsvScanExec::try_new(
+                    self.config.as_ref().clone(),
+                    self.store_url.clone(),
+                    vec![ranges.clone()],
+                    self.projection.clone(),
+                    self.books,
+                )?
+                .with_scan_id(self.scan_id))
+            })
+            .collect()
+    }
+
     /// Every byte range read, as (file, start, end, file size).
     pub fn ranges(&self) -> Vec<(String, u64, u64, u64)> {
         self.partitions
@@ -320,7 +339,7 @@ impl ExecutionPlan for CsvScanExec {
         let store = context.runtime_env().object_store(&self.store_url)?;
         let ranges = self.partitions.get(partition).cloned().unwrap_or_default();
         let config = Arc::clone(&self.config);
-        let rejects = Services::of_task(&context)?.books(self.books.id)?;
+        let rejects = Services::of_task(&context)?.books_for(&self.books)?;
         let projection = self.projection.clone();
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let scan = self.scan_id;

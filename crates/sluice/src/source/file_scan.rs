@@ -119,6 +119,30 @@ impl FileByFileExec {
         self
     }
 
+    /// The same scan cut into one single-partition scan per partition (same parts, same
+    /// ledger id): see [`crate::cluster`].
+    pub fn one_per_partition(&self) -> Vec<FileByFileExec> {
+        self.partitions
+            .iter()
+            .map(|parts| {
+                let scan = FileByFileExec::new(
+                    self.store_url.clone(),
+                    Arc::clone(&self.schema),
+                    vec![parts.clone()],
+                    self.required.clone(),
+                    self.books,
+                    self.limited,
+                )
+                .with_scan_id(self.scan_id);
+                if self.origin {
+                    scan.with_origin()
+                } else {
+                    scan
+                }
+            })
+            .collect()
+    }
+
     /// Every part read, as (file, whole file or a row-group range).
     pub fn parts(&self) -> Vec<(String, bool)> {
         self.partitions
@@ -179,7 +203,7 @@ impl ExecutionPlan for FileByFileExec {
     ) -> Result<SendableRecordBatchStream> {
         let parts = self.partitions.get(partition).cloned().unwrap_or_default();
         let store = context.runtime_env().object_store(&self.store_url)?;
-        let rejects = Services::of_task(&context)?.books(self.books.id)?;
+        let rejects = Services::of_task(&context)?.books_for(&self.books)?;
         let required = self.required.clone();
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let (scan, limited, origin) = (self.scan_id, self.limited, self.origin);

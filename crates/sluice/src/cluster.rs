@@ -1,0 +1,292 @@
+//! Running sluice's plans on an Apache DataFusion Ballista cluster.
+//!
+//! sluice writes no scheduler, shuffle or RPC of its own: the `sluice` binary hosts
+//! Ballista's scheduler ([`run_scheduler`]) and executor ([`run_executor`]) with sluice's
+//! codec registered ([`codec`]: sluice's plan nodes as their configuration, Ballista's own
+//! nodes as Ballista writes them). The client plans a job physically, exactly as it would
+//! for a local run, and submits that plan ([`execute`]); the scheduler cuts it into stages at
+//! its exchanges and the executors run the tasks. Plan nodes hold only configuration and ids
+//! (see [`crate::services`]), so what a task needs is rebuilt in the executor's session: a
+//! read's books are made there on first use ([`Services::remote`]).
+//!
+//! Not yet carried back from executors: a task's row counts and rejected rows. Until they
+//! are, the client accepts only plans that fail on a bad row (`--on-error fail`), so no row
+//! can go missing without an error.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ballista_core::extension::SessionConfigExt;
+use ballista_core::serde::BallistaPhysicalExtensionCodec;
+use datafusion::error::Result;
+use datafusion::execution::config::SessionConfig;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::PhysicalExtensionCodec;
+use datafusion_proto::protobuf::PhysicalPlanNode;
+
+use crate::codec::SluiceCodec;
+use crate::services::Services;
+
+/// The codec of every cluster process: sluice's nodes, then Ballista's.
+pub fn codec() -> Arc<dyn PhysicalExtensionCodec> {
+    Arc::new(SluiceCodec::wrapping(Arc::new(
+        BallistaPhysicalExtensionCodec::default(),
+    )))
+}
+
+/// The session configuration of a scheduler's or executor's session: sluice's settings,
+/// Ballista's, and services that make a read's books on first use. The client's settings
+/// are applied over it for each job.
+pub fn process_config() -> SessionConfig {
+    crate::context::session_config(crate::context::default_threads(), None)
+        .with_extension(Arc::new(Services::remote()))
+        .upgrade_for_ballista()
+}
+
+/// A client session whose plans can run on a cluster: [`crate::context::session`]'s, with
+/// the settings Ballista enforces on its own plans (no round-robin repartitioning, which a
+/// stage boundary would read once per consuming task).
+pub fn client_session(threads: usize) -> datafusion::prelude::SessionContext {
+    crate::context::session_from(
+        crate::context::session_config(threads, None).upgrade_for_ballista(),
+    )
+}
+
+/// Where a cluster's scheduler listens: `df://HOST:PORT` (or `HOST:PORT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerUrl {
+    /// Host name or address.
+    pub host: String,
+    /// gRPC port.
+    pub port: u16,
+}
+
+impl std::str::FromStr for SchedulerUrl {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        let bad = || {
+            crate::error::Error::Config(format!("a cluster is given as df://HOST:PORT, not '{s}'"))
+        };
+        let rest = s.strip_prefix("df://").unwrap_or(s).trim_end_matches('/');
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(SchedulerUrl {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for SchedulerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "df://{}:{}", self.host, self.port)
+    }
+}
+
+/// Runs Ballista's scheduler on `bind` with sluice's codec until the process ends.
+pub async fn run_scheduler(bind: SocketAddr) -> crate::error::Result<()> {
+    use ballista_scheduler::cluster::BallistaCluster;
+    use ballista_scheduler::config::SchedulerConfig;
+    let config = SchedulerConfig {
+        bind_host: bind.ip().to_string(),
+        bind_port: bind.port(),
+        override_config_producer: Some(Arc::new(process_config)),
+        override_physical_codec: Some(codec()),
+        ..Default::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(cluster_error)?;
+    ballista_scheduler::scheduler_process::start_server(cluster, bind, Arc::new(config))
+        .await
+        .map_err(cluster_error)
+}
+
+/// How to run one executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The scheduler to register with.
+    pub scheduler: SchedulerUrl,
+    /// Where this executor serves its shuffle output (Arrow Flight).
+    pub bind: SocketAddr,
+    /// Where it serves Ballista's gRPC (task status, cancellation).
+    pub grpc_port: u16,
+    /// Tasks it runs at once.
+    pub slots: usize,
+    /// Where shuffle files go (a temporary folder by default).
+    pub work_dir: Option<std::path::PathBuf>,
+}
+
+/// Runs Ballista's executor with sluice's codec and session until the process ends.
+pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> {
+    use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
+    let config = ExecutorProcessConfig {
+        bind_host: options.bind.ip().to_string(),
+        port: options.bind.port(),
+        grpc_port: options.grpc_port,
+        scheduler_host: options.scheduler.host.clone(),
+        scheduler_port: options.scheduler.port,
+        vcores: options.slots.max(1),
+        work_dir: options.work_dir.map(|d| d.display().to_string()),
+        override_config_producer: Some(Arc::new(process_config)),
+        override_physical_codec: Some(codec()),
+        ..Default::default()
+    };
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(cluster_error)
+}
+
+/// `plan` with each multi-partition sluice scan replaced by a union of single-partition
+/// scans, one per partition (the same rows, in the same partitions).
+///
+/// Ballista gives each task a copy of its stage's plan restricted to the task's partitions,
+/// and it knows how to restrict only its own and DataFusion's leaves: a sluice scan left as
+/// it is would have every task read the scan's first partition. A union of single-partition
+/// branches that cannot be restricted is cut by Ballista's planner into one stage per
+/// branch, so each branch is read exactly once, by one task.
+pub fn one_scan_per_partition(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::union::UnionExec;
+
+    use crate::source::csv_scan::CsvScanExec;
+    use crate::source::file_scan::FileByFileExec;
+    plan.transform_up(|node| {
+        let branches: Vec<Arc<dyn ExecutionPlan>> =
+            if let Some(scan) = node.downcast_ref::<CsvScanExec>() {
+                scan.one_per_partition()?
+                    .into_iter()
+                    .map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>)
+                    .collect()
+            } else if let Some(scan) = node.downcast_ref::<FileByFileExec>() {
+                scan.one_per_partition()
+                    .into_iter()
+                    .map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>)
+                    .collect()
+            } else {
+                return Ok(Transformed::no(node));
+            };
+        if branches.len() < 2 {
+            return Ok(Transformed::no(node));
+        }
+        Ok(Transformed::yes(UnionExec::try_new(branches)?))
+    })
+    .map(|t| t.data)
+}
+
+/// Runs `plan` (planned in a session made with `config`) on the cluster at `scheduler`:
+/// the rows of its output, as they come back.
+pub async fn execute(
+    scheduler: &SchedulerUrl,
+    plan: Arc<dyn ExecutionPlan>,
+    config: &SessionConfig,
+) -> Result<SendableRecordBatchStream> {
+    let plan = one_scan_per_partition(plan)?;
+    let config = config.clone().upgrade_for_ballista();
+    let ballista = config.ballista_config();
+    let session = uuid::Uuid::new_v4().to_string();
+    ballista_core::execution_plans::execute_physical_plan::<PhysicalPlanNode>(
+        format!("http://{}:{}", scheduler.host, scheduler.port),
+        &ballista,
+        plan,
+        codec().as_ref(),
+        session,
+        config,
+    )
+    .await
+}
+
+/// The line sluice itself wrote for a job that failed on the cluster (a bad row, a broken
+/// file), taken out of Ballista's report of the failed task, which carries the executor's
+/// error only as its debug text; `None` when the failure was not one of sluice's.
+pub fn job_error(e: &datafusion::error::DataFusionError) -> Option<String> {
+    let text = e.to_string();
+    for marker in ["BadRow(\"", "File { file: \""] {
+        let Some(at) = text.find(marker) else {
+            continue;
+        };
+        let (body, _) = debug_string(&text[at + marker.len()..])?;
+        if marker.starts_with("File") {
+            let rest = &text[at + marker.len()..];
+            let after = rest.find("reason: \"")?;
+            let (reason, _) = debug_string(&rest[after + "reason: \"".len()..])?;
+            return Some(format!("{body}: {reason}"));
+        }
+        return Some(body);
+    }
+    None
+}
+
+/// The string a Rust debug literal starts with (its opening quote already taken), and the
+/// text after its closing quote.
+fn debug_string(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, &s[i + 1..])),
+            '\\' => match chars.next()?.1 {
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                '0' => out.push('\0'),
+                'u' => {
+                    let rest = &s[chars.next()?.0 + 1..];
+                    let end = rest.find('}')?;
+                    out.push(char::from_u32(u32::from_str_radix(&rest[..end], 16).ok()?)?);
+                    for _ in 0..=end {
+                        chars.next();
+                    }
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+fn cluster_error(e: ballista_core::error::BallistaError) -> crate::error::Error {
+    crate::error::Error::Cluster(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_job_gives_back_sluice_s_own_line() {
+        let e = datafusion::error::DataFusionError::Execution(
+            r#"Job 1 failed: Task failed due to runtime execution error: DataFusionError(Shared(External(DataFusionError(External(BadRow("in/a \"b\"/ü\u{7}.csv:3: expected 3 fields, found 4 (byte 17, too_many_fields)"))))))"#.into(),
+        );
+        assert_eq!(
+            job_error(&e).as_deref(),
+            Some("in/a \"b\"/ü\u{7}.csv:3: expected 3 fields, found 4 (byte 17, too_many_fields)")
+        );
+        let e = datafusion::error::DataFusionError::Execution(
+            r#"failed: External(File { file: "x.parquet", reason: "cut off" })"#.into(),
+        );
+        assert_eq!(job_error(&e).as_deref(), Some("x.parquet: cut off"));
+        let e = datafusion::error::DataFusionError::Execution("no executor".into());
+        assert_eq!(job_error(&e), None);
+    }
+
+    #[test]
+    fn scheduler_urls_read_with_or_without_the_scheme() {
+        let url: SchedulerUrl = "df://127.0.0.1:50050".parse().expect("url");
+        assert_eq!((url.host.as_str(), url.port), ("127.0.0.1", 50050));
+        let url: SchedulerUrl = "sched.local:1".parse().expect("url");
+        assert_eq!(url.to_string(), "df://sched.local:1");
+        for bad in ["df://", "df://host", "host:port", ":50050"] {
+            assert!(bad.parse::<SchedulerUrl>().is_err(), "{bad}");
+        }
+    }
+}
