@@ -9,16 +9,17 @@
 //! (see [`crate::services`]), so what a task needs is rebuilt in the executor's session: a
 //! read's books are made there on first use ([`Services::remote`]).
 //!
-//! Not yet carried back from executors: a task's row counts and rejected rows. Until they
-//! are, the client accepts only plans that fail on a bad row (`--on-error fail`), so no row
-//! can go missing without an error.
+//! A read's books travel as data: the job's session names each read's rejects folder
+//! ([`crate::services::SluiceOptions`], on storage every executor shares), each task writes
+//! its rejected rows and, when it ends, its counts there, and the client reads them back
+//! ([`crate::ledger::rejects::Rejects::absorb`], see [`crate::ledger::remote`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::BallistaPhysicalExtensionCodec;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::config::SessionConfig;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::ExecutionPlan;
@@ -190,7 +191,24 @@ pub async fn execute(
     config: &SessionConfig,
 ) -> Result<SendableRecordBatchStream> {
     let plan = one_scan_per_partition(plan)?;
-    let config = config.clone().upgrade_for_ballista();
+    let mut config = config.clone();
+    // Where each read's tasks leave their rejected rows and counts: the client's folders.
+    let services = Services::of(&config)?;
+    let mut dirs = std::collections::BTreeMap::new();
+    for id in books_of(&plan) {
+        if let Some(dir) = services.books(id)?.folder() {
+            dirs.insert(id.to_string(), dir.display().to_string());
+        }
+    }
+    if let Some(o) = config
+        .options_mut()
+        .extensions
+        .get_mut::<crate::services::SluiceOptions>()
+    {
+        o.rejects_dirs =
+            serde_json::to_string(&dirs).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    }
+    let config = config.upgrade_for_ballista();
     let ballista = config.ballista_config();
     let session = uuid::Uuid::new_v4().to_string();
     ballista_core::execution_plans::execute_physical_plan::<PhysicalPlanNode>(
@@ -252,6 +270,23 @@ fn debug_string(s: &str) -> Option<(String, &str)> {
         }
     }
     None
+}
+
+/// The books ids of the plan's scans.
+fn books_of(plan: &Arc<dyn ExecutionPlan>) -> std::collections::BTreeSet<u64> {
+    use crate::source::csv_scan::CsvScanExec;
+    use crate::source::file_scan::FileByFileExec;
+    let mut ids = std::collections::BTreeSet::new();
+    let mut todo = vec![Arc::clone(plan)];
+    while let Some(node) = todo.pop() {
+        if let Some(scan) = node.downcast_ref::<CsvScanExec>() {
+            ids.insert(scan.books.id);
+        } else if let Some(scan) = node.downcast_ref::<FileByFileExec>() {
+            ids.insert(scan.books.id);
+        }
+        todo.extend(node.children().into_iter().cloned());
+    }
+    ids
 }
 
 fn cluster_error(e: ballista_core::error::BallistaError) -> crate::error::Error {

@@ -72,6 +72,7 @@ struct WireFileScan {
     books: BooksRef,
     limited: bool,
     origin: bool,
+    partition_offset: usize,
     scan: u64,
 }
 
@@ -115,6 +116,7 @@ fn encode_file_scan(scan: &FileByFileExec) -> Result<WireFileScan> {
         books: scan.books,
         limited: scan.limited,
         origin: scan.origin,
+        partition_offset: scan.partition_offset,
         scan: scan.scan_id,
     })
 }
@@ -145,7 +147,9 @@ fn decode_file_scan(w: WireFileScan, ctx: &TaskContext) -> Result<FileByFileExec
         w.limited,
     )
     .with_scan_id(w.scan);
-    Ok(if w.origin { scan.with_origin() } else { scan })
+    let mut scan = if w.origin { scan.with_origin() } else { scan };
+    scan.partition_offset = w.partition_offset;
+    Ok(scan)
 }
 
 /// A [`CsvScanExec`] as configuration.
@@ -172,6 +176,7 @@ struct WireCsvScan {
     projection: Option<Vec<usize>>,
     books: BooksRef,
     scan: u64,
+    partition_offset: usize,
 }
 
 /// One byte range of a file; partition values in DataFusion's protobuf form (base64).
@@ -236,6 +241,7 @@ fn encode_scan(scan: &CsvScanExec) -> Result<WireCsvScan> {
         projection: scan.projection.clone(),
         books: scan.books,
         scan: scan.scan_id,
+        partition_offset: scan.partition_offset,
     })
 }
 
@@ -289,7 +295,8 @@ fn decode_scan(w: WireCsvScan) -> Result<CsvScanExec> {
     let store_url = ObjectStoreUrl::parse(&w.store_url)?;
     Ok(
         CsvScanExec::try_new(config, store_url, partitions, w.projection, w.books)?
-            .with_scan_id(w.scan),
+            .with_scan_id(w.scan)
+            .with_partition_offset(w.partition_offset),
     )
 }
 

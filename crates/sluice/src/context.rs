@@ -48,7 +48,8 @@ pub fn session_config(threads: usize, split_min_size: Option<usize>) -> SessionC
         .with_repartition_file_min_size(split_min_size.unwrap_or(1 << 20).max(1))
         .with_batch_size(8192)
         .with_information_schema(true)
-        .with_extension(Arc::new(Services::default()));
+        .with_extension(Arc::new(Services::default()))
+        .with_option_extension(crate::services::SluiceOptions::default());
     let options = config.options_mut();
     options.execution.parquet.schema_force_view_types = false;
     options.execution.collect_statistics = false;

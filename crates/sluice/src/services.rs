@@ -19,6 +19,53 @@ use crate::ledger::rejects::Rejects;
 use crate::ledger::WriteProgress;
 use crate::stage::StageDef;
 
+/// sluice's settings that travel with a job's session to a cluster's processes (as
+/// `sluice.*` keys: Ballista sends a session's options by their full keys).
+#[derive(Debug, Clone, Default)]
+pub struct SluiceOptions {
+    /// Where each read's rejected rows and task counts go, as JSON `{"ID": "DIR"}` by books
+    /// id: the client's rejects folders (on storage every executor shares).
+    pub rejects_dirs: String,
+}
+
+impl datafusion::config::ExtensionOptions for SluiceOptions {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn datafusion::config::ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        match key {
+            "rejects_dirs" => {
+                self.rejects_dirs = value.to_string();
+                Ok(())
+            }
+            other => Err(DataFusionError::Configuration(format!(
+                "no sluice setting '{other}'"
+            ))),
+        }
+    }
+
+    fn entries(&self) -> Vec<datafusion::config::ConfigEntry> {
+        vec![datafusion::config::ConfigEntry {
+            key: "sluice.rejects_dirs".into(),
+            value: Some(self.rejects_dirs.clone()),
+            description: "each read's rejects folder, as JSON by books id",
+        }]
+    }
+}
+
+impl datafusion::config::ConfigExtension for SluiceOptions {
+    const PREFIX: &'static str = "sluice";
+}
+
 /// A stage built once per session, however many partitions ask for it at once.
 type StageCell = Arc<tokio::sync::OnceCell<Arc<dyn StageDef>>>;
 
@@ -72,13 +119,25 @@ impl Services {
         }
     }
 
-    /// The rejects and ledger `books` names: in a cluster process, made on first use.
-    pub fn books_for(&self, books: &crate::ledger::rejects::BooksRef) -> Result<Arc<Rejects>> {
+    /// The rejects and ledger `books` names: in a cluster process, made on first use, with
+    /// the rejects folder the job's `config` gives for them ([`SluiceOptions`]).
+    pub fn books_for(
+        &self,
+        books: &crate::ledger::rejects::BooksRef,
+        config: &SessionConfig,
+    ) -> Result<Arc<Rejects>> {
         if self.remote {
+            let dir = config
+                .options()
+                .extensions
+                .get::<SluiceOptions>()
+                .and_then(|o| serde_json::from_str::<HashMap<String, String>>(&o.rejects_dirs).ok())
+                .and_then(|dirs| dirs.get(&books.id.to_string()).cloned())
+                .map(std::path::PathBuf::from);
             if let Ok(mut all) = self.books.write() {
                 let rejects = all
                     .entry(books.id)
-                    .or_insert_with(|| Arc::new(Rejects::with_id(books.id, books.mode)));
+                    .or_insert_with(|| Arc::new(Rejects::on_executor(books.id, books.mode, dir)));
                 return Ok(Arc::clone(rejects));
             }
         }

@@ -49,8 +49,8 @@ pub struct QueryCmd {
     #[arg(long, value_name = "DIR")]
     pub rejects: Option<std::path::PathBuf>,
     /// Run the query on a sluice cluster (`sluice cluster scheduler`): df://HOST:PORT. Every
-    /// input must be readable by every executor at the same path. For now with
-    /// `--on-error fail` only: rows rejected or skipped on executors are not brought back yet.
+    /// input, and the rejects folder (`--rejects`), must be reachable by every executor at
+    /// the same path: the executors write rejected rows and their counts there.
     #[arg(long, value_name = "df://HOST:PORT")]
     pub cluster: Option<sluice::cluster::SchedulerUrl>,
 }
@@ -71,11 +71,6 @@ impl QueryCmd {
                 Some((_, inputs)) => inputs.push(input.to_string()),
                 None => tables.push((name.to_string(), vec![input.to_string()])),
             }
-        }
-        if self.cluster.is_some() && self.read.on_error != sluice::ledger::rejects::OnError::Fail {
-            bail!(
-                "--cluster needs --on-error fail for now: rows rejected or skipped on the executors are not brought back yet"
-            );
         }
         let ctx = match &self.cluster {
             Some(_) => sluice::cluster::client_session(threads),
@@ -127,6 +122,12 @@ impl QueryCmd {
                 None => e,
             }
         });
+        // What the executors counted and rejected comes back from the rejects folders.
+        if self.cluster.is_some() {
+            for (_, source) in &sources {
+                source.rejects.absorb()?;
+            }
+        }
         // What the query did not see is said on stderr, whether printing worked or not.
         for (name, source) in &sources {
             source.rejects.finish(false)?;

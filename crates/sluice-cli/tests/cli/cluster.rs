@@ -213,8 +213,108 @@ fn a_bad_row_fails_the_cluster_job_with_its_file_and_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("late.csv:3"), "{err}");
     assert!(out.stdout.is_empty());
+}
 
-    // Modes that keep going on bad rows need the rows back from the executors: refused.
-    let err = wd.fails(&["query", SQL, "-t", "t=in", "--cluster", &url], 1);
-    assert!(err.contains("--cluster needs --on-error fail"), "{err}");
+/// The rejects of a query's run: (file, line, kind) of each, sorted.
+fn rejects_in(wd: &Workdir, dir: &str) -> Vec<(String, u64, String)> {
+    let mut out: Vec<(String, u64, String)> = wd
+        .read(&format!("{dir}/t/rejects.ndjson"))
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).expect("json");
+            (
+                r["file"].as_str().unwrap_or_default().to_string(),
+                r["line"].as_u64().unwrap_or_default(),
+                r["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn rows_rejected_or_skipped_on_the_executors_come_back_counted_with_their_lines() {
+    let wd = Workdir::new();
+    inputs(&wd);
+    // Bad rows the generator knows: a big file read in byte ranges (a row with a field too
+    // many every 5,000th line), and a small one.
+    let mut big = String::from("id,cat,v\n");
+    let mut bad: Vec<(String, u64, String)> = Vec::new();
+    for r in 0..30_000u64 {
+        if r % 5000 == 4999 {
+            big.push_str(&format!("{r},red,1,extra\n"));
+            bad.push((
+                "in/ü #1/bad big.csv".into(),
+                r + 2,
+                "too_many_fields".into(),
+            ));
+        } else {
+            big.push_str(&format!("{r},blue,2\n"));
+        }
+    }
+    wd.write("in/ü #1/bad big.csv", big);
+    wd.write("in/a b/late.csv", "id,cat,v\n1,red,5\n2,red\n");
+    bad.push(("in/a b/late.csv".into(), 3, "too_few_fields".into()));
+    bad.sort();
+    let (_procs, url) = cluster(&wd);
+    let run = |mode: &str, rejects: &str, cluster: bool| {
+        let mut args = vec![
+            "query",
+            SQL,
+            "-t",
+            "t=in",
+            "--output",
+            "csv",
+            "--on-error",
+            mode,
+            "--rejects",
+            rejects,
+            "--split-min-size",
+            "65536",
+            "--threads",
+            "4",
+        ];
+        if cluster {
+            args.extend(["--cluster", url.as_str()]);
+        }
+        let out = wd.sluice().args(&args).output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (local, local_err) = run("reject", "rejects-local", false);
+    let (remote, remote_err) = run("reject", "rejects-cluster", true);
+    assert_eq!(remote, local);
+    let line = format!("{} row(s) rejected", bad.len());
+    assert!(local_err.contains(&line), "{local_err}");
+    assert!(remote_err.contains(&line), "{remote_err}");
+    assert_eq!(rejects_in(&wd, "rejects-local"), bad);
+    assert_eq!(
+        rejects_in(&wd, "rejects-cluster"),
+        bad,
+        "the executors' rejects, joined"
+    );
+    let left: Vec<String> = std::fs::read_dir(wd.path("rejects-cluster/t"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["rejects.ndjson"],
+        "task files are joined and removed"
+    );
+
+    let (skipped, skip_err) = run("skip", "rejects-skip", true);
+    assert_eq!(skipped, local);
+    assert!(
+        skip_err.contains(&format!("{} bad row(s) skipped", bad.len())),
+        "{skip_err}"
+    );
 }

@@ -22,6 +22,7 @@
 pub mod lines;
 pub mod origin;
 pub mod rejects;
+pub mod remote;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +75,7 @@ pub struct ReadAt {
 }
 
 /// Counts of one range of one file as read by one scan node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RangeCounts {
     /// Records the framer found, once the range was read to its end (for Parquet/ORC
     /// ranges: rows read; their footer is checked per file). `None` for a range whose read
@@ -202,6 +203,30 @@ impl ReadLedger {
                 .or_insert_with(|| (HashSet::new(), parts));
             done.0.insert(at.start);
         }
+    }
+
+    /// The counts of the range `at` (by its file, first byte and scan).
+    pub fn range(&self, at: &ReadAt) -> Option<RangeCounts> {
+        self.ranges
+            .lock()
+            .ok()?
+            .get(&(at.file.clone(), at.start))?
+            .get(&at.scan)
+            .copied()
+    }
+
+    /// Sets the counts of the range `at` (as another process read it), replacing any.
+    pub fn set_range(&self, at: &ReadAt, counts: RangeCounts) {
+        self.update(at, |c| *c = counts);
+    }
+
+    /// What a scan read to its end of columnar file `file` at `at`: the footer's rows and
+    /// the scan's part count, when known.
+    pub fn columnar_of(&self, at: &ReadAt) -> Option<(u64, usize)> {
+        let m = self.columnar.lock().ok()?;
+        let c = m.get(&at.file)?;
+        let (done, parts) = c.parts_done.get(&at.scan)?;
+        done.contains(&at.start).then_some((c.rows, *parts))
     }
 
     /// The footer row count of a columnar file, once a part of it was read to its end.

@@ -146,6 +146,11 @@ pub struct Rejects {
     pub lines: super::lines::LineIndex,
     failed: Mutex<Vec<FailedFile>>,
     allow_failed: std::sync::atomic::AtomicBool,
+    /// In a cluster's executor: each task writes what it counted to the rejects folder
+    /// when it ends ([`Rejects::task_done`]).
+    remote: std::sync::atomic::AtomicBool,
+    /// Rejects files of tasks that ran elsewhere, read back by [`Rejects::absorb`].
+    absorbed: Mutex<BTreeMap<Task, PathBuf>>,
 }
 
 /// The file task `task` writes its rejected rows to, in the rejects folder `dir`.
@@ -164,7 +169,7 @@ pub struct BooksRef {
 }
 
 /// A file that could not be read as a whole (missing, empty, corrupt, cut off).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FailedFile {
     /// The file.
     pub file: String,
@@ -218,7 +223,132 @@ impl Rejects {
             lines: super::lines::LineIndex::default(),
             failed: Mutex::new(Vec::new()),
             allow_failed: std::sync::atomic::AtomicBool::new(false),
+            remote: std::sync::atomic::AtomicBool::new(false),
+            absorbed: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The books of a read in a cluster's executor: rejected rows go to `dir` (the client's
+    /// rejects folder, on shared storage), and each task leaves its counts there when it
+    /// ends (see [`crate::ledger::remote`]).
+    pub fn on_executor(id: u64, mode: OnError, dir: Option<PathBuf>) -> Self {
+        let r = Rejects::with_id(id, mode);
+        r.remote.store(true, Ordering::Relaxed);
+        if let Some(dir) = dir {
+            r.set_dir(dir);
+        }
+        r
+    }
+
+    /// A task that read `reads` ended: in an executor, its rejects file is closed and its
+    /// counts written next to it, for the client to read back; elsewhere nothing happens.
+    pub fn task_done(&self, task: Task, reads: &[ReadAt]) -> Result<()> {
+        if !self.remote.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Some(dir) = self.dir() else {
+            // `fail` mode with no folder: nothing rejected can have been kept.
+            return Ok(());
+        };
+        let mut rejects = false;
+        if let Ok(mut tasks) = self.tasks.lock() {
+            if let Some(mut w) = tasks.get_mut(&task).and_then(|t| t.writer.take()) {
+                w.flush().map_err(|e| Error::io("rejects", e))?;
+                w.get_ref()
+                    .sync_all()
+                    .map_err(|e| Error::io("rejects", e))?;
+                rejects = true;
+            }
+        }
+        let mut ledger = super::remote::TaskLedger {
+            task: (task.node, task.partition),
+            rejects,
+            ..Default::default()
+        };
+        for at in reads {
+            if let Some(counts) = self.ledger.range(at) {
+                ledger
+                    .ranges
+                    .push((at.file.clone(), at.start, at.scan, counts));
+            }
+            if let Some((rows, parts)) = self.ledger.columnar_of(at) {
+                ledger
+                    .columnar
+                    .push((at.file.clone(), at.start, at.scan, rows, parts));
+            }
+        }
+        let files: std::collections::HashSet<&String> = reads.iter().map(|a| &a.file).collect();
+        ledger.failed = self
+            .failed
+            .lock()
+            .map(|f| {
+                f.iter()
+                    .filter(|x| files.contains(&x.file))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        let path = super::remote::ledger_file(&dir, task);
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_vec(&ledger).map_err(|e| Error::Config(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(|e| Error::io(tmp.display().to_string(), e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(path.display().to_string(), e))
+    }
+
+    /// Reads back what tasks that ran elsewhere counted and rejected (their ledger files in
+    /// the rejects folder, see [`crate::ledger::remote`]) into these books; [`Self::finish`]
+    /// then joins their rejects files with the local ones. Returns the tasks read.
+    pub fn absorb(&self) -> Result<usize> {
+        let Some(dir) = self.dir() else {
+            return Ok(0);
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0); // no folder: no task rejected or counted anything there
+        };
+        let mut n = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(dir.display().to_string(), e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !super::remote::is_ledger_file(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let text =
+                std::fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+            let ledger: super::remote::TaskLedger = serde_json::from_slice(&text)
+                .map_err(|e| Error::Ledger(format!("{}: {e}", path.display())))?;
+            let task = ledger.task();
+            for (file, start, scan, counts) in &ledger.ranges {
+                let at = ReadAt {
+                    file: file.clone(),
+                    start: *start,
+                    scan: *scan,
+                    task,
+                };
+                self.ledger.set_range(&at, *counts);
+            }
+            for (file, start, scan, rows, parts) in &ledger.columnar {
+                let at = ReadAt {
+                    file: file.clone(),
+                    start: *start,
+                    scan: *scan,
+                    task,
+                };
+                self.ledger.columnar_part_done(&at, *rows, *parts);
+            }
+            for f in &ledger.failed {
+                self.file_failed_expecting(&f.file, &f.reason, f.rows_expected);
+            }
+            if ledger.rejects {
+                if let Ok(mut a) = self.absorbed.lock() {
+                    a.insert(task, task_file(&dir, task));
+                }
+            }
+            std::fs::remove_file(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// A task starts (again): what an earlier run of it wrote and counted is dropped.
@@ -240,6 +370,11 @@ impl Rejects {
             }
         }
         Ok(())
+    }
+
+    /// The folder rejected rows go to, once set.
+    pub fn folder(&self) -> Option<PathBuf> {
+        self.dir()
     }
 
     fn dir(&self) -> Option<PathBuf> {
@@ -383,15 +518,17 @@ impl Rejects {
         let Some(dir) = self.dir() else {
             return Ok(());
         };
-        let mut files = Vec::new();
+        let mut files: BTreeMap<Task, PathBuf> =
+            self.absorbed.lock().map(|a| a.clone()).unwrap_or_default();
         if let Ok(mut tasks) = self.tasks.lock() {
             for (task, t) in tasks.iter_mut() {
                 if let Some(mut w) = t.writer.take() {
                     w.flush().map_err(|e| Error::io("rejects", e))?;
-                    files.push(task_file(&dir, *task));
+                    files.insert(*task, task_file(&dir, *task));
                 }
             }
         }
+        let files: Vec<PathBuf> = files.into_values().collect();
         if files.is_empty() {
             return Ok(());
         }

@@ -194,6 +194,9 @@ pub struct CsvScanExec {
     pub(crate) books: BooksRef,
     /// This node's id in the row ledger.
     pub(crate) scan_id: u64,
+    /// The partition of the whole scan this node's partition 0 is (a scan cut into one node
+    /// per partition for a cluster keeps its tasks apart).
+    pub(crate) partition_offset: usize,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -243,6 +246,7 @@ impl CsvScanExec {
             projection,
             books,
             scan_id: crate::ledger::next_scan_id(),
+            partition_offset: 0,
             schema,
             cache,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -257,13 +261,20 @@ impl CsvScanExec {
         self
     }
 
+    /// The same scan, its partition 0 being partition `offset` of the whole scan.
+    pub(crate) fn with_partition_offset(mut self, offset: usize) -> Self {
+        self.partition_offset = offset;
+        self
+    }
+
     /// The same scan cut into one single-partition scan per partition (same ranges, same
     /// ledger id): for engines that can restrict only their own leaves to a task's
     /// partitions (see [`crate::cluster`]).
     pub fn one_per_partition(&self) -> Result<Vec<CsvScanExec>> {
         self.partitions
             .iter()
-            .map(|ranges| {
+            .enumerate()
+            .map(|(p, ranges)| {
                 Ok(CsvScanExec::try_new(
                     self.config.as_ref().clone(),
                     self.store_url.clone(),
@@ -271,7 +282,8 @@ impl CsvScanExec {
                     self.projection.clone(),
                     self.books,
                 )?
-                .with_scan_id(self.scan_id))
+                .with_scan_id(self.scan_id)
+                .with_partition_offset(self.partition_offset + p))
             })
             .collect()
     }
@@ -339,7 +351,8 @@ impl ExecutionPlan for CsvScanExec {
         let store = context.runtime_env().object_store(&self.store_url)?;
         let ranges = self.partitions.get(partition).cloned().unwrap_or_default();
         let config = Arc::clone(&self.config);
-        let rejects = Services::of_task(&context)?.books_for(&self.books)?;
+        let rejects =
+            Services::of_task(&context)?.books_for(&self.books, context.session_config())?;
         let projection = self.projection.clone();
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let scan = self.scan_id;
@@ -347,10 +360,11 @@ impl ExecutionPlan for CsvScanExec {
         let tx = builder.tx();
         let task = crate::ledger::rejects::Task {
             node: scan,
-            partition,
+            partition: self.partition_offset + partition,
         };
         builder.spawn(async move {
             rejects.begin(task).map_err(DataFusionError::from)?;
+            let mut reads = Vec::new();
             for range in ranges {
                 let at = crate::ledger::ReadAt {
                     file: range.display.clone(),
@@ -359,6 +373,7 @@ impl ExecutionPlan for CsvScanExec {
                     task,
                 };
                 rejects.ledger.begin(&at);
+                reads.push(at.clone());
                 let mut out = Output {
                     tx: &tx,
                     range: &range,
@@ -388,7 +403,12 @@ impl ExecutionPlan for CsvScanExec {
                     // Read to its end: the framer's count goes to the ledger.
                     Ok(Some(framed)) => rejects.ledger.framed(&out.at, framed),
                     // The consumer went away (a LIMIT was reached): what was read counts.
-                    Ok(None) => return Ok(()),
+                    Ok(None) => {
+                        rejects
+                            .task_done(task, &reads)
+                            .map_err(DataFusionError::from)?;
+                        return Ok(());
+                    }
                     Err(e) if is_bad_row(&e) || !is_file_fault(&e, false) => return Err(e),
                     Err(e) if rejects.mode == OnError::Fail => {
                         return Err(DataFusionError::External(Box::new(
@@ -401,7 +421,9 @@ impl ExecutionPlan for CsvScanExec {
                     Err(e) => rejects.file_failed(&range.display, &super::infer::read_error(&e)),
                 }
             }
-            Ok(())
+            rejects
+                .task_done(task, &reads)
+                .map_err(DataFusionError::from)
         });
         Ok(builder.build())
     }

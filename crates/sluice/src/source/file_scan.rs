@@ -69,6 +69,8 @@ pub struct FileByFileExec {
     /// The last three output columns are each row's origin (see
     /// [`crate::ledger::origin`]), appended to what the parts read.
     pub(crate) origin: bool,
+    /// The partition of the whole scan this node's partition 0 is (see [`Self::one_per_partition`]).
+    pub(crate) partition_offset: usize,
     pub(crate) schema: SchemaRef,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -98,6 +100,7 @@ impl FileByFileExec {
             limited,
             scan_id: crate::ledger::next_scan_id(),
             origin: false,
+            partition_offset: 0,
             schema,
             cache,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -124,8 +127,9 @@ impl FileByFileExec {
     pub fn one_per_partition(&self) -> Vec<FileByFileExec> {
         self.partitions
             .iter()
-            .map(|parts| {
-                let scan = FileByFileExec::new(
+            .enumerate()
+            .map(|(p, parts)| {
+                let mut scan = FileByFileExec::new(
                     self.store_url.clone(),
                     Arc::clone(&self.schema),
                     vec![parts.clone()],
@@ -134,6 +138,7 @@ impl FileByFileExec {
                     self.limited,
                 )
                 .with_scan_id(self.scan_id);
+                scan.partition_offset = self.partition_offset + p;
                 if self.origin {
                     scan.with_origin()
                 } else {
@@ -203,7 +208,8 @@ impl ExecutionPlan for FileByFileExec {
     ) -> Result<SendableRecordBatchStream> {
         let parts = self.partitions.get(partition).cloned().unwrap_or_default();
         let store = context.runtime_env().object_store(&self.store_url)?;
-        let rejects = Services::of_task(&context)?.books_for(&self.books)?;
+        let rejects =
+            Services::of_task(&context)?.books_for(&self.books, context.session_config())?;
         let required = self.required.clone();
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let (scan, limited, origin) = (self.scan_id, self.limited, self.origin);
@@ -217,10 +223,11 @@ impl ExecutionPlan for FileByFileExec {
         let tx = builder.tx();
         let task = crate::ledger::rejects::Task {
             node: scan,
-            partition,
+            partition: self.partition_offset + partition,
         };
         builder.spawn(async move {
             rejects.begin(task).map_err(DataFusionError::from)?;
+            let mut reads = Vec::new();
             for part in parts {
                 let at = crate::ledger::ReadAt {
                     file: part.display.clone(),
@@ -229,6 +236,7 @@ impl ExecutionPlan for FileByFileExec {
                     task,
                 };
                 rejects.ledger.begin(&at);
+                reads.push(at.clone());
                 let mut row = 0u64;
                 let read = async {
                     let mut stream = part.plan.execute(0, Arc::clone(&context))?;
@@ -275,7 +283,12 @@ impl ExecutionPlan for FileByFileExec {
                             }
                         }
                     }
-                    Ok(false) => return Ok(()),
+                    Ok(false) => {
+                        rejects
+                            .task_done(task, &reads)
+                            .map_err(DataFusionError::from)?;
+                        return Ok(());
+                    }
                     Err(e) if is_bad_row(&e) || !is_file_fault(&e, true) => return Err(e),
                     Err(e) if rejects.mode == OnError::Fail => {
                         return Err(DataFusionError::External(Box::new(
@@ -298,7 +311,9 @@ impl ExecutionPlan for FileByFileExec {
                     }
                 }
             }
-            Ok(())
+            rejects
+                .task_done(task, &reads)
+                .map_err(DataFusionError::from)
         });
         Ok(builder.build())
     }
