@@ -183,6 +183,11 @@ pub struct RunArgs {
     /// Print no summary at the end.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Run the job on a sluice cluster (`sluice cluster scheduler`): df://HOST:PORT
+    /// (overrides the pipeline's `[cluster] url`). Inputs, lookups and the output must be
+    /// at the same path on every executor (a shared folder).
+    #[arg(long, value_name = "df://HOST:PORT")]
+    pub cluster: Option<sluice::cluster::SchedulerUrl>,
 }
 
 /// `KEY=VALUE`.

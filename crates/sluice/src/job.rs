@@ -84,6 +84,8 @@ pub struct Job {
     pub sink: SinkOptions,
     /// Threads (and partitions) to use.
     pub threads: usize,
+    /// Run on this cluster instead of here (see [`crate::cluster`]).
+    pub cluster: Option<crate::cluster::SchedulerUrl>,
 }
 
 impl Default for Job {
@@ -94,6 +96,7 @@ impl Default for Job {
             stages: Vec::new(),
             sink: SinkOptions::default(),
             threads: crate::context::default_threads(),
+            cluster: None,
         }
     }
 }
@@ -108,7 +111,13 @@ impl Job {
         if self.threads == 0 {
             return Err(Error::Config("threads must be at least 1".into()));
         }
-        let ctx = context::session_with(self.threads, self.source.split_min_size);
+        if let Some(url) = &self.cluster {
+            check_cluster_stages(&self.stages, url)?;
+        }
+        let ctx = match &self.cluster {
+            Some(_) => crate::cluster::client_session(self.threads, self.source.split_min_size),
+            None => context::session_with(self.threads, self.source.split_min_size),
+        };
         for udf in &self.udfs {
             ctx.register_udf(udf.clone());
         }
@@ -169,6 +178,7 @@ impl Job {
             self.threads,
             Arc::clone(&progress.write),
             Some(&source.rejects),
+            self.cluster.as_ref(),
         )
         .await
         {
@@ -307,7 +317,7 @@ pub async fn apply_stages(
                 step.name.clone()
             }
             Stage::Enrich(spec) => {
-                let books = rejects.id();
+                let books = rejects.books();
                 let spec = StageSpec::Enrich {
                     spec: spec.clone(),
                     books,
@@ -320,7 +330,7 @@ pub async fn apply_stages(
                 Some(def.name().to_string())
             }
             Stage::Lookup(spec) => {
-                let books = rejects.id();
+                let books = rejects.books();
                 let spec = StageSpec::Lookup {
                     spec: spec.clone(),
                     storage: spec.storage.clone(),
@@ -353,6 +363,23 @@ pub async fn apply_stages(
         enrichers,
         lookups,
     })
+}
+
+/// Refuses the stages a cluster cannot run as the local run would yet: enrich stages (their
+/// calls, limits and counts would be per task, not per job) and Rust batch functions (the
+/// executors have not registered them).
+fn check_cluster_stages(stages: &[Stage], url: &crate::cluster::SchedulerUrl) -> Result<()> {
+    for stage in stages {
+        let what = match stage {
+            Stage::Enrich(e) => format!("the enrich stage '{}'", e.name),
+            Stage::Batches(f) => format!("the batch function '{}'", f.name),
+            Stage::Sql(_) | Stage::Lookup(_) => continue,
+        };
+        return Err(Error::Config(format!(
+            "{what} cannot run on the cluster {url} yet: run the job here (no --cluster)"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses an output that would overwrite or swallow its own inputs.

@@ -106,6 +106,14 @@ pub struct SettingsSpec {
     pub threads: Option<usize>,
 }
 
+/// `[cluster]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// The scheduler: `df://HOST:PORT`.
+    pub url: String,
+}
+
 /// A whole pipeline file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +131,9 @@ pub struct PipelineSpec {
     pub lookup: Vec<toml::Spanned<LookupSpec>>,
     /// Where to write.
     pub sink: SinkSpec,
+    /// Run on a cluster instead of here.
+    #[serde(default)]
+    pub cluster: Option<ClusterSpec>,
     /// Run settings.
     #[serde(default)]
     pub settings: SettingsSpec,
@@ -340,6 +351,7 @@ impl PipelineSpec {
                 .settings
                 .threads
                 .unwrap_or_else(crate::context::default_threads),
+            cluster: self.cluster.as_ref().map(|c| c.url.parse()).transpose()?,
             ..Job::default()
         })
     }

@@ -23,9 +23,19 @@ use crate::stage::StageDef;
 /// `sluice.*` keys: Ballista sends a session's options by their full keys).
 #[derive(Debug, Clone, Default)]
 pub struct SluiceOptions {
-    /// Where each read's rejected rows and task counts go, as JSON `{"ID": "DIR"}` by books
-    /// id: the client's rejects folders (on storage every executor shares).
+    /// Where each read's rejected rows go, as JSON `{"ID": "DIR"}` by books id: the
+    /// client's rejects folders (on storage every executor shares).
     pub rejects_dirs: String,
+    /// Where each task leaves its ledger (see [`crate::ledger::remote`]): a folder of the
+    /// client's, on storage every executor shares. Empty: not a sluice job.
+    pub ledger_dir: String,
+}
+
+impl SluiceOptions {
+    /// The options a job's session carries, if any.
+    pub fn of(config: &SessionConfig) -> Option<&SluiceOptions> {
+        config.options().extensions.get::<SluiceOptions>()
+    }
 }
 
 impl datafusion::config::ExtensionOptions for SluiceOptions {
@@ -47,6 +57,10 @@ impl datafusion::config::ExtensionOptions for SluiceOptions {
                 self.rejects_dirs = value.to_string();
                 Ok(())
             }
+            "ledger_dir" => {
+                self.ledger_dir = value.to_string();
+                Ok(())
+            }
             other => Err(DataFusionError::Configuration(format!(
                 "no sluice setting '{other}'"
             ))),
@@ -54,11 +68,18 @@ impl datafusion::config::ExtensionOptions for SluiceOptions {
     }
 
     fn entries(&self) -> Vec<datafusion::config::ConfigEntry> {
-        vec![datafusion::config::ConfigEntry {
-            key: "sluice.rejects_dirs".into(),
-            value: Some(self.rejects_dirs.clone()),
-            description: "each read's rejects folder, as JSON by books id",
-        }]
+        vec![
+            datafusion::config::ConfigEntry {
+                key: "sluice.rejects_dirs".into(),
+                value: Some(self.rejects_dirs.clone()),
+                description: "each read's rejects folder, as JSON by books id",
+            },
+            datafusion::config::ConfigEntry {
+                key: "sluice.ledger_dir".into(),
+                value: Some(self.ledger_dir.clone()),
+                description: "where a cluster's tasks leave their ledgers",
+            },
+        ]
     }
 }
 
@@ -84,6 +105,26 @@ pub struct Services {
     progress: RwLock<HashMap<u64, Arc<WriteProgress>>>,
     /// A cluster process (scheduler, executor): a read's books are made on first use.
     remote: bool,
+    /// In an executor: the task these services are the session of.
+    task: RwLock<Option<ClusterTask>>,
+}
+
+/// The task of a cluster's job a session runs (an executor makes a session per task).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTask {
+    /// The job's stage.
+    pub stage: usize,
+    /// Ballista's task id.
+    pub task: usize,
+    /// The stage's output partitions the task makes, in the order of its plan's partitions.
+    pub partitions: Vec<usize>,
+}
+
+impl ClusterTask {
+    /// The name of the task's files (its rejects file).
+    pub fn label(&self) -> String {
+        format!("stage-{}-task-{}", self.stage, self.task)
+    }
 }
 
 impl Services {
@@ -127,21 +168,52 @@ impl Services {
         config: &SessionConfig,
     ) -> Result<Arc<Rejects>> {
         if self.remote {
-            let dir = config
-                .options()
-                .extensions
-                .get::<SluiceOptions>()
+            let dir = SluiceOptions::of(config)
                 .and_then(|o| serde_json::from_str::<HashMap<String, String>>(&o.rejects_dirs).ok())
                 .and_then(|dirs| dirs.get(&books.id.to_string()).cloned())
                 .map(std::path::PathBuf::from);
+            let label = self
+                .cluster_task()
+                .map(|t| t.label())
+                .unwrap_or_else(|| format!("session-{}", next_id()));
             if let Ok(mut all) = self.books.write() {
-                let rejects = all
-                    .entry(books.id)
-                    .or_insert_with(|| Arc::new(Rejects::on_executor(books.id, books.mode, dir)));
+                let rejects = all.entry(books.id).or_insert_with(|| {
+                    Arc::new(Rejects::on_executor(books.id, books.mode, dir, label))
+                });
                 return Ok(Arc::clone(rejects));
             }
         }
         self.books(books.id)
+    }
+
+    /// Every read's books this session holds.
+    pub fn all_books(&self) -> Vec<Arc<Rejects>> {
+        self.books
+            .read()
+            .map(|b| b.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// In an executor: these services are the session of `task`.
+    pub fn set_cluster_task(&self, task: ClusterTask) {
+        if let Ok(mut t) = self.task.write() {
+            *t = Some(task);
+        }
+    }
+
+    /// The cluster task these services are the session of, if any.
+    pub fn cluster_task(&self) -> Option<ClusterTask> {
+        self.task.read().ok().and_then(|t| t.clone())
+    }
+
+    /// Partition `local` of a plan of `count` partitions in this session, as a partition
+    /// of the whole stage: in a cluster's task that makes `count` of the stage's output
+    /// partitions, the one it makes in that place; elsewhere `local` itself.
+    pub fn stage_partition(&self, local: usize, count: usize) -> usize {
+        match self.cluster_task() {
+            Some(t) if t.partitions.len() == count => t.partitions[local],
+            _ => local,
+        }
     }
 
     /// The rejects and ledger of books `id`.

@@ -34,7 +34,7 @@ pub enum StageSpec {
         #[serde(default)]
         storage: StorageOptions,
         /// The books (rejects and ledger) rows without a match go to.
-        books: u64,
+        books: crate::ledger::rejects::BooksRef,
     },
     /// Calls to an HTTP API (`[[enrich]]`). Secrets stay `${env:NAME}` references: their
     /// values are read where the stage is built.
@@ -42,7 +42,7 @@ pub enum StageSpec {
         /// The stage as written.
         spec: Box<EnrichSpec>,
         /// The books rows whose calls fail go to.
-        books: u64,
+        books: crate::ledger::rejects::BooksRef,
     },
     /// A batch function, found by its name among the session's registered functions.
     Function {
@@ -74,7 +74,8 @@ impl StageSpec {
     /// Builds the running stage in the session of `ctx`: loads the lookup's files, makes
     /// the HTTP client, or finds the registered function.
     pub async fn build(&self, ctx: &SessionContext) -> Result<Arc<dyn StageDef>> {
-        let services = Services::of(&ctx.copied_config())?;
+        let config = ctx.copied_config();
+        let services = Services::of(&config)?;
         Ok(match self {
             StageSpec::Lookup {
                 spec,
@@ -87,7 +88,7 @@ impl StageSpec {
                 Arc::new(LookupDef::new(
                     self.clone(),
                     lookup,
-                    services.books(*books)?,
+                    services.books_for(books, &config)?,
                 ))
             }
             StageSpec::Enrich { spec, books } => {
@@ -95,7 +96,7 @@ impl StageSpec {
                 Arc::new(EnrichDef::new(
                     self.clone(),
                     enricher,
-                    services.books(*books)?,
+                    services.books_for(books, &config)?,
                 ))
             }
             StageSpec::Function { name } => Arc::new(FnDef(services.function(name)?)),
@@ -146,11 +147,17 @@ score = { path = "/score", type = "bigint" }
             StageSpec::Lookup {
                 spec: Box::new(lookup),
                 storage: [("region".to_string(), "eu".to_string())].into(),
-                books: 7,
+                books: crate::ledger::rejects::BooksRef {
+                    id: 7,
+                    mode: crate::ledger::rejects::OnError::Reject,
+                },
             },
             StageSpec::Enrich {
                 spec: Box::new(enrich),
-                books: 7,
+                books: crate::ledger::rejects::BooksRef {
+                    id: 7,
+                    mode: crate::ledger::rejects::OnError::Reject,
+                },
             },
             StageSpec::Function {
                 name: "scöre ~%#".into(),

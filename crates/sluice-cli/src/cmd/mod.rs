@@ -16,7 +16,10 @@ use crate::args::RunArgs;
 use crate::progress::{summary, ProgressDisplay};
 
 /// Runs a job with progress, then prints the summary and writes the report.
-pub async fn run_job(job: Job, run: &RunArgs) -> anyhow::Result<()> {
+pub async fn run_job(mut job: Job, run: &RunArgs) -> anyhow::Result<()> {
+    if let Some(url) = &run.cluster {
+        job.cluster = Some(url.clone());
+    }
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(Arc::clone(&progress), run.progress);
     let result = job.run(&progress).await;

@@ -73,11 +73,12 @@ impl QueryCmd {
             }
         }
         let ctx = match &self.cluster {
-            Some(_) => sluice::cluster::client_session(threads),
+            Some(_) => sluice::cluster::client_session(threads, None),
             None => sluice::context::session(threads),
         };
         let rejects_root = match &self.rejects {
-            Some(dir) => dir.clone(),
+            // A whole path: a cluster's executors write there too.
+            Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
             None => std::env::temp_dir().join(format!(
                 "sluice-query-rejects-{}-{}",
                 std::process::id(),
@@ -103,7 +104,9 @@ impl QueryCmd {
         let stream = match &self.cluster {
             None => df.execute_stream().await,
             Some(url) => match df.create_physical_plan().await {
-                Ok(plan) => sluice::cluster::execute(url, plan, &ctx.copied_config()).await,
+                Ok(plan) => {
+                    sluice::cluster::execute(url, plan, &ctx.copied_config(), &rejects_root).await
+                }
                 Err(e) => Err(e),
             },
         };
@@ -122,11 +125,9 @@ impl QueryCmd {
                 None => e,
             }
         });
-        // What the executors counted and rejected comes back from the rejects folders.
+        // What the executors counted and rejected comes back from their ledgers.
         if self.cluster.is_some() {
-            for (_, source) in &sources {
-                source.rejects.absorb()?;
-            }
+            sluice::cluster::absorb(&ctx.copied_config(), &rejects_root)?;
         }
         // What the query did not see is said on stderr, whether printing worked or not.
         for (name, source) in &sources {

@@ -129,6 +129,30 @@ fn inputs(wd: &Workdir) -> std::collections::BTreeMap<String, (u64, i64)> {
     truth
 }
 
+/// Jobs the cluster at `url` ran to success (its scheduler's REST API).
+fn jobs_done(url: &str) -> usize {
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let jobs = http_get(port, "/api/jobs").unwrap_or_default();
+    let jobs: serde_json::Value = serde_json::from_str(&jobs).unwrap_or_default();
+    jobs.as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|j| {
+                    let status = j["job_status"].as_str().or(j["status"].as_str());
+                    status.is_some_and(|s| {
+                        let s = s.to_ascii_lowercase();
+                        s.contains("success") || s.contains("completed")
+                    })
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 const SQL: &str =
     "SELECT coalesce(cat, '') AS cat, count(*) AS n, sum(v) AS s FROM t GROUP BY cat ORDER BY cat";
 
@@ -171,19 +195,7 @@ fn a_query_on_the_cluster_gives_the_local_answer() {
         expected.push_str(&format!("{cat},{n},{s}\n"));
     }
     assert_eq!(remote, expected, "and the generator's");
-    // The job ran on the cluster's executors.
-    let jobs = http_get(
-        url.rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port"),
-        "/api/jobs",
-    )
-    .unwrap_or_default();
-    assert!(
-        jobs.contains("Successful") || jobs.contains("successful") || jobs.contains("Completed"),
-        "{jobs}"
-    );
+    assert_eq!(jobs_done(&url), 1, "the job ran on the cluster's executors");
 }
 
 #[test]
@@ -215,10 +227,13 @@ fn a_bad_row_fails_the_cluster_job_with_its_file_and_line() {
     assert!(out.stdout.is_empty());
 }
 
-/// The rejects of a query's run: (file, line, kind) of each, sorted.
-fn rejects_in(wd: &Workdir, dir: &str) -> Vec<(String, u64, String)> {
+/// The rejects file `path`: (file, line, kind) of each row, sorted; none when it is absent.
+fn rejects_at(wd: &Workdir, path: &str) -> Vec<(String, u64, String)> {
+    if !wd.path(path).exists() {
+        return Vec::new();
+    }
     let mut out: Vec<(String, u64, String)> = wd
-        .read(&format!("{dir}/t/rejects.ndjson"))
+        .read(path)
         .lines()
         .map(|l| {
             let r: serde_json::Value = serde_json::from_str(l).expect("json");
@@ -233,30 +248,16 @@ fn rejects_in(wd: &Workdir, dir: &str) -> Vec<(String, u64, String)> {
     out
 }
 
+/// The rejects of a query's run of table `t`.
+fn rejects_in(wd: &Workdir, dir: &str) -> Vec<(String, u64, String)> {
+    rejects_at(wd, &format!("{dir}/t/rejects.ndjson"))
+}
+
 #[test]
 fn rows_rejected_or_skipped_on_the_executors_come_back_counted_with_their_lines() {
     let wd = Workdir::new();
     inputs(&wd);
-    // Bad rows the generator knows: a big file read in byte ranges (a row with a field too
-    // many every 5,000th line), and a small one.
-    let mut big = String::from("id,cat,v\n");
-    let mut bad: Vec<(String, u64, String)> = Vec::new();
-    for r in 0..30_000u64 {
-        if r % 5000 == 4999 {
-            big.push_str(&format!("{r},red,1,extra\n"));
-            bad.push((
-                "in/ü #1/bad big.csv".into(),
-                r + 2,
-                "too_many_fields".into(),
-            ));
-        } else {
-            big.push_str(&format!("{r},blue,2\n"));
-        }
-    }
-    wd.write("in/ü #1/bad big.csv", big);
-    wd.write("in/a b/late.csv", "id,cat,v\n1,red,5\n2,red\n");
-    bad.push(("in/a b/late.csv".into(), 3, "too_few_fields".into()));
-    bad.sort();
+    let bad = bad_inputs(&wd);
     let (_procs, url) = cluster(&wd);
     let run = |mode: &str, rejects: &str, cluster: bool| {
         let mut args = vec![
@@ -317,4 +318,180 @@ fn rows_rejected_or_skipped_on_the_executors_come_back_counted_with_their_lines(
         skip_err.contains(&format!("{} bad row(s) skipped", bad.len())),
         "{skip_err}"
     );
+}
+
+/// Bad rows the generator wrote into the inputs ([`inputs`]): a big file read in byte
+/// ranges with a row a field too many every 5,000th line, and a small file with a row a
+/// field short. (file, line, kind) of each, sorted.
+fn bad_inputs(wd: &Workdir) -> Vec<(String, u64, String)> {
+    let mut big = String::from("id,cat,v\n");
+    let mut bad: Vec<(String, u64, String)> = Vec::new();
+    for r in 0..30_000u64 {
+        if r % 5000 == 4999 {
+            big.push_str(&format!("{r},red,1,extra\n"));
+            bad.push((
+                "in/ü #1/bad big.csv".into(),
+                r + 2,
+                "too_many_fields".into(),
+            ));
+        } else {
+            big.push_str(&format!("{r},blue,2\n"));
+        }
+    }
+    wd.write("in/ü #1/bad big.csv", big);
+    wd.write("in/a b/late.csv", "id,cat,v\n1,red,5\n2,red\n");
+    bad.push(("in/a b/late.csv".into(), 3, "too_few_fields".into()));
+    bad.sort();
+    bad
+}
+
+/// The rejects of a run's output folder.
+fn output_rejects(wd: &Workdir, out: &str) -> Vec<(String, u64, String)> {
+    rejects_at(wd, &format!("{out}/_rejects/rejects.ndjson"))
+}
+
+/// The report's counts that must not depend on where the job ran.
+fn counts(report: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    [
+        "rows_in",
+        "rows_out",
+        "rows_rejected",
+        "rows_skipped",
+        "rows_added_by_sql",
+        "rows_removed_by_sql",
+        "rows_rejected_by_enrich",
+        "rows_rejected_at_write",
+        "files_read",
+        "rows_unread",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), report[*k].clone()))
+    .chain(std::iter::once((
+        "files".to_string(),
+        report["files"].clone(),
+    )))
+    .collect()
+}
+
+#[test]
+fn a_pipeline_on_the_cluster_writes_the_local_output_rejects_and_report() {
+    let wd = Workdir::new();
+    let truth = inputs(&wd);
+    let mut bad = bad_inputs(&wd);
+    // A lookup that knows three of the four categories: rows of the fourth ('', read as
+    // NULL) are rejected by the lookup, with their file and line.
+    wd.write("cats.csv", "cat,label\nred,Red\ngreen,Green\nblue,Blue\n");
+    let (_procs, url) = cluster(&wd);
+    let pipeline = |out: &str| {
+        format!(
+            "[source]\npaths = \"in\"\non_error = \"reject\"\nsplit_min_size = 65536\n\
+             [[lookup]]\nname = \"cats\"\npaths = \"cats.csv\"\non = \"cat\"\n\
+             columns = [\"label\"]\non_missing = \"reject\"\n\
+             [[transform]]\nsql = \"SELECT id, cat, label, v FROM source WHERE label <> 'Green' OR v > -250\"\n\
+             [sink]\npath = \"{out}\"\npartition_by = [\"cat\"]\n[settings]\nthreads = 4\n"
+        )
+    };
+    wd.write("local.toml", pipeline("out-local"));
+    wd.write("cluster.toml", pipeline("out-cluster"));
+    let run = |file: &str, extra: &[&str]| -> serde_json::Value {
+        let report = format!("{file}.report.json");
+        let mut args = vec!["run", file, "--report-json", &report, "--quiet"];
+        args.extend_from_slice(extra);
+        wd.ok(&args);
+        serde_json::from_str(&wd.read(&report)).expect("report")
+    };
+    let local = run("local.toml", &[]);
+    let remote = run("cluster.toml", &["--cluster", &url]);
+    assert_eq!(jobs_done(&url), 1, "the job ran on the cluster's executors");
+    crate::rejects::assert_identity(&remote);
+    assert_eq!(counts(&remote), counts(&local), "{remote}");
+
+    // The generator's counts: every row in; '' rows rejected by the lookup, bad rows by the
+    // read, the rest written unless the WHERE removed them (it reads the lookup's column, so
+    // it runs after the lookup).
+    let generated: u64 = truth.values().map(|(n, _)| n).sum::<u64>() + 30_000 + 2;
+    assert_eq!(remote["rows_in"], generated, "{remote}");
+    let no_cat = truth.get("").map(|(n, _)| *n).unwrap_or(0);
+    assert_eq!(
+        remote["rows_rejected"],
+        bad.len() as u64 + no_cat,
+        "{remote}"
+    );
+    let sql =
+        "SELECT cat, label, count(*) AS n, sum(v) AS s FROM t GROUP BY cat, label ORDER BY cat";
+    let written = |out: &str| wd.query(sql, &[("t", out)]);
+    assert_eq!(written("out-cluster"), written("out-local"));
+
+    // The same rejects, with their files and lines: the read's and the lookup's.
+    let rejects = output_rejects(&wd, "out-cluster");
+    assert_eq!(rejects, output_rejects(&wd, "out-local"));
+    assert_eq!(
+        rejects.iter().filter(|r| r.2 == "lookup_missing").count() as u64,
+        no_cat,
+        "{rejects:?}"
+    );
+    bad.retain(|b| !rejects.contains(b));
+    assert!(bad.is_empty(), "bad rows missing from the rejects: {bad:?}");
+    // Committed like a local run: a manifest, no staging or ledger files left behind.
+    assert!(wd.path("out-cluster/_SUCCESS").exists());
+    let leftovers: Vec<String> = walk(&wd.path("out-cluster"))
+        .into_iter()
+        .filter(|p| p.contains(".ledger") || p.contains("/.stage-") || p.contains("/.task-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(
+        wd.staging_leftovers().is_empty(),
+        "{:?}",
+        wd.staging_leftovers()
+    );
+}
+
+/// Every file under `dir`, as paths.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// What a cluster cannot run as the local run would yet is refused up front, in one line,
+/// before anything is read or written: an enrich stage, an `s3://` output.
+#[test]
+fn what_the_cluster_cannot_run_yet_is_refused_in_one_line() {
+    let wd = Workdir::new();
+    wd.write("in/a.csv", "id\n1\n");
+    wd.write(
+        "enrich.toml",
+        "[source]\npaths = \"in\"\n[[enrich]]\nname = \"meta\"\nurl = \"http://127.0.0.1:9/{id}\"\n\
+         [enrich.extract]\ntitle = \"/title\"\n[sink]\npath = \"out\"\n",
+    );
+    let err = wd.fails(&["run", "enrich.toml", "--cluster", "df://127.0.0.1:9"], 1);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("enrich stage 'meta' cannot run on the cluster"),
+        "{err}"
+    );
+    let err = wd.fails(
+        &[
+            "ingest",
+            "in",
+            "--to",
+            "s3://bucket/out",
+            "--cluster",
+            "df://127.0.0.1:9",
+        ],
+        1,
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("a folder every executor shares"), "{err}");
+    assert!(!wd.path("out").exists());
 }

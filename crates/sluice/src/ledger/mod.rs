@@ -205,28 +205,43 @@ impl ReadLedger {
         }
     }
 
-    /// The counts of the range `at` (by its file, first byte and scan).
-    pub fn range(&self, at: &ReadAt) -> Option<RangeCounts> {
+    /// Every range read: file, first byte, scan node, counts.
+    pub fn all_ranges(&self) -> Vec<(String, u64, u64, RangeCounts)> {
         self.ranges
             .lock()
-            .ok()?
-            .get(&(at.file.clone(), at.start))?
-            .get(&at.scan)
-            .copied()
+            .map(|m| {
+                m.iter()
+                    .flat_map(|((file, start), scans)| {
+                        scans
+                            .iter()
+                            .map(move |(scan, c)| (file.clone(), *start, *scan, *c))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every part of a columnar file read to its end: file, first byte, scan node, footer
+    /// rows, parts of the file in that scan.
+    pub fn all_columnar(&self) -> Vec<(String, u64, u64, u64, usize)> {
+        self.columnar
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .flat_map(|(file, c)| {
+                        c.parts_done.iter().flat_map(move |(scan, (done, parts))| {
+                            done.iter()
+                                .map(move |start| (file.clone(), *start, *scan, c.rows, *parts))
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Sets the counts of the range `at` (as another process read it), replacing any.
     pub fn set_range(&self, at: &ReadAt, counts: RangeCounts) {
         self.update(at, |c| *c = counts);
-    }
-
-    /// What a scan read to its end of columnar file `file` at `at`: the footer's rows and
-    /// the scan's part count, when known.
-    pub fn columnar_of(&self, at: &ReadAt) -> Option<(u64, usize)> {
-        let m = self.columnar.lock().ok()?;
-        let c = m.get(&at.file)?;
-        let (done, parts) = c.parts_done.get(&at.scan)?;
-        done.contains(&at.start).then_some((c.rows, *parts))
     }
 
     /// The footer row count of a columnar file, once a part of it was read to its end.
@@ -324,7 +339,7 @@ fn unaccounted(n: i128, file: Option<&str>) -> String {
 }
 
 /// What the executed plan did between the scans and the writers, from its metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PlanFlow {
     /// Rows the scan nodes passed on.
     pub scanned: u64,
@@ -343,7 +358,37 @@ pub struct PlanFlow {
     /// Nodes that pass every row on (projections, repartitions, batch coalescing) but did
     /// not: (node, rows in minus rows out). Without a limit in the plan, rows lost there.
     pub lost_inside: Vec<(String, i128)>,
+    /// Rows handed to write nodes inside the plan (a cluster's stages: see
+    /// [`stage_flow`]).
+    pub written: u64,
 }
+
+impl PlanFlow {
+    /// Adds what another part of the plan did (another task of a cluster's job).
+    pub fn add(&mut self, other: &PlanFlow) {
+        self.scanned += other.scanned;
+        self.added += other.added;
+        self.removed += other.removed;
+        self.stage_rejected += other.stage_rejected;
+        self.out += other.out;
+        self.limited |= other.limited;
+        self.lost_inside.extend(other.lost_inside.iter().cloned());
+        self.written += other.written;
+    }
+}
+
+/// The flow of one task of a cluster's stage, from its executed plan (below the shuffle
+/// writer): rows the stage's shuffle readers take in come from another stage (neither read
+/// nor added here), and the rows a write node takes in are `written`. Summed over the job's
+/// tasks ([`PlanFlow::add`]) it is the whole plan's flow, with `written` in place of `out`.
+pub fn stage_flow(plan: &Arc<dyn ExecutionPlan>) -> PlanFlow {
+    let mut flow = PlanFlow::default();
+    walk(plan, &mut flow);
+    flow
+}
+
+/// Plan nodes that bring rows from another stage of a cluster's job.
+const STAGE_INPUTS: [&str; 2] = ["ShuffleReaderExec", "RangeShuffleReaderExec"];
 
 /// Plan nodes that pass on every row they take in.
 const PASS_THROUGH: [&str; 4] = [
@@ -399,6 +444,14 @@ fn walk(plan: &Arc<dyn ExecutionPlan>, flow: &mut PlanFlow) -> u64 {
         let n = output.unwrap_or(0);
         flow.scanned += n;
         return n;
+    }
+    if STAGE_INPUTS.contains(&plan.name()) {
+        return output.unwrap_or(0);
+    }
+    if plan.name() == "WriteExec" {
+        let input: u64 = plan.children().into_iter().map(|c| walk(c, flow)).sum();
+        flow.written += input;
+        return 0;
     }
     let input: u64 = plan.children().into_iter().map(|c| walk(c, flow)).sum();
     // A node without a row count passes its input on as far as the ledger can tell.

@@ -146,16 +146,21 @@ pub struct Rejects {
     pub lines: super::lines::LineIndex,
     failed: Mutex<Vec<FailedFile>>,
     allow_failed: std::sync::atomic::AtomicBool,
-    /// In a cluster's executor: each task writes what it counted to the rejects folder
-    /// when it ends ([`Rejects::task_done`]).
-    remote: std::sync::atomic::AtomicBool,
-    /// Rejects files of tasks that ran elsewhere, read back by [`Rejects::absorb`].
+    /// In a cluster's executor: the label of the task these books belong to (all its
+    /// rejected rows go to one file named after it).
+    remote: Mutex<Option<String>>,
+    /// Rejects files of tasks that ran elsewhere, read back by [`Rejects::absorb_task`].
     absorbed: Mutex<BTreeMap<Task, PathBuf>>,
 }
 
 /// The file task `task` writes its rejected rows to, in the rejects folder `dir`.
 fn task_file(dir: &std::path::Path, task: Task) -> PathBuf {
     dir.join(format!(".task-{}-{}.ndjson", task.node, task.partition))
+}
+
+/// The file a cluster task labelled `label` writes its rejected rows to.
+pub fn remote_file_name(label: &str) -> String {
+    format!(".{label}.ndjson")
 }
 
 /// What a scan node holds of the [`Rejects`] it reports to: their id among the session's
@@ -223,136 +228,109 @@ impl Rejects {
             lines: super::lines::LineIndex::default(),
             failed: Mutex::new(Vec::new()),
             allow_failed: std::sync::atomic::AtomicBool::new(false),
-            remote: std::sync::atomic::AtomicBool::new(false),
+            remote: Mutex::new(None),
             absorbed: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The books of a read in a cluster's executor: rejected rows go to `dir` (the client's
-    /// rejects folder, on shared storage), and each task leaves its counts there when it
-    /// ends (see [`crate::ledger::remote`]).
-    pub fn on_executor(id: u64, mode: OnError, dir: Option<PathBuf>) -> Self {
+    /// The books of a read in one task of a cluster's executor: rejected rows go to `dir`
+    /// (the client's rejects folder, on shared storage), all into one file named after the
+    /// task (`label`), and when the task has succeeded its counts are taken by
+    /// [`Rejects::task_books`] (see [`crate::cluster::engine`]).
+    pub fn on_executor(id: u64, mode: OnError, dir: Option<PathBuf>, label: String) -> Self {
         let r = Rejects::with_id(id, mode);
-        r.remote.store(true, Ordering::Relaxed);
+        if let Ok(mut l) = r.remote.lock() {
+            *l = Some(label);
+        }
         if let Some(dir) = dir {
             r.set_dir(dir);
         }
         r
     }
 
-    /// A task that read `reads` ended: in an executor, its rejects file is closed and its
-    /// counts written next to it, for the client to read back; elsewhere nothing happens.
-    pub fn task_done(&self, task: Task, reads: &[ReadAt]) -> Result<()> {
-        if !self.remote.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let Some(dir) = self.dir() else {
-            // `fail` mode with no folder: nothing rejected can have been kept.
-            return Ok(());
-        };
-        let mut rejects = false;
-        if let Ok(mut tasks) = self.tasks.lock() {
-            if let Some(mut w) = tasks.get_mut(&task).and_then(|t| t.writer.take()) {
-                w.flush().map_err(|e| Error::io("rejects", e))?;
-                w.get_ref()
-                    .sync_all()
-                    .map_err(|e| Error::io("rejects", e))?;
-                rejects = true;
-            }
-        }
-        let mut ledger = super::remote::TaskLedger {
-            task: (task.node, task.partition),
-            rejects,
-            ..Default::default()
-        };
-        for at in reads {
-            if let Some(counts) = self.ledger.range(at) {
-                ledger
-                    .ranges
-                    .push((at.file.clone(), at.start, at.scan, counts));
-            }
-            if let Some((rows, parts)) = self.ledger.columnar_of(at) {
-                ledger
-                    .columnar
-                    .push((at.file.clone(), at.start, at.scan, rows, parts));
-            }
-        }
-        let files: std::collections::HashSet<&String> = reads.iter().map(|a| &a.file).collect();
-        ledger.failed = self
-            .failed
-            .lock()
-            .map(|f| {
-                f.iter()
-                    .filter(|x| files.contains(&x.file))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-        let path = super::remote::ledger_file(&dir, task);
-        let tmp = path.with_extension("tmp");
-        let text = serde_json::to_vec(&ledger).map_err(|e| Error::Config(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(|e| Error::io(tmp.display().to_string(), e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(path.display().to_string(), e))
+    /// True for the books of a cluster job's read in an executor's task (made by
+    /// [`Rejects::on_executor`]), whose counts go back to the client.
+    pub fn on_cluster(&self) -> bool {
+        self.remote_label().is_some()
     }
 
-    /// Reads back what tasks that ran elsewhere counted and rejected (their ledger files in
-    /// the rejects folder, see [`crate::ledger::remote`]) into these books; [`Self::finish`]
-    /// then joins their rejects files with the local ones. Returns the tasks read.
-    pub fn absorb(&self) -> Result<usize> {
-        let Some(dir) = self.dir() else {
-            return Ok(0);
-        };
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(0); // no folder: no task rejected or counted anything there
-        };
-        let mut n = 0;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(dir.display().to_string(), e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !super::remote::is_ledger_file(&name) {
-                continue;
-            }
-            let path = entry.path();
-            let text =
-                std::fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
-            let ledger: super::remote::TaskLedger = serde_json::from_slice(&text)
-                .map_err(|e| Error::Ledger(format!("{}: {e}", path.display())))?;
-            let task = ledger.task();
-            for (file, start, scan, counts) in &ledger.ranges {
-                let at = ReadAt {
-                    file: file.clone(),
-                    start: *start,
-                    scan: *scan,
-                    task,
-                };
-                self.ledger.set_range(&at, *counts);
-            }
-            for (file, start, scan, rows, parts) in &ledger.columnar {
-                let at = ReadAt {
-                    file: file.clone(),
-                    start: *start,
-                    scan: *scan,
-                    task,
-                };
-                self.ledger.columnar_part_done(&at, *rows, *parts);
-            }
-            for f in &ledger.failed {
-                self.file_failed_expecting(&f.file, &f.reason, f.rows_expected);
-            }
-            if ledger.rejects {
-                if let Ok(mut a) = self.absorbed.lock() {
-                    a.insert(task, task_file(&dir, task));
+    fn remote_label(&self) -> Option<String> {
+        self.remote.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// What an executor's task counted and rejected of this read, its rejects file closed
+    /// and synced: to be written to the job's ledger folder.
+    pub fn task_books(&self) -> Result<super::remote::BooksLedger> {
+        let mut rejects = None;
+        let (mut later, mut at_write) = (0, 0);
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.values_mut() {
+                later += t.later;
+                at_write += t.at_write;
+                if let Some(mut w) = t.writer.take() {
+                    w.flush().map_err(|e| Error::io("rejects", e))?;
+                    w.get_ref()
+                        .sync_all()
+                        .map_err(|e| Error::io("rejects", e))?;
+                    rejects = self.remote_label().map(|l| remote_file_name(&l));
                 }
             }
-            std::fs::remove_file(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
-            n += 1;
         }
-        Ok(n)
+        Ok(super::remote::BooksLedger {
+            id: self.id,
+            ranges: self.ledger.all_ranges(),
+            columnar: self.ledger.all_columnar(),
+            failed: self.failed(),
+            later,
+            at_write,
+            rejects,
+        })
+    }
+
+    /// Takes in what a task that ran elsewhere counted and rejected of this read
+    /// ([`Rejects::task_books`]); `key` orders its rejects file among the others in
+    /// [`Rejects::finish`].
+    pub fn absorb_task(&self, books: &super::remote::BooksLedger, key: Task) -> Result<()> {
+        for (file, start, scan, counts) in &books.ranges {
+            let at = ReadAt {
+                file: file.clone(),
+                start: *start,
+                scan: *scan,
+                task: key,
+            };
+            self.ledger.set_range(&at, *counts);
+        }
+        for (file, start, scan, rows, parts) in &books.columnar {
+            let at = ReadAt {
+                file: file.clone(),
+                start: *start,
+                scan: *scan,
+                task: key,
+            };
+            self.ledger.columnar_part_done(&at, *rows, *parts);
+        }
+        for f in &books.failed {
+            self.file_failed_expecting(&f.file, &f.reason, f.rows_expected);
+        }
+        if let Ok(mut tasks) = self.tasks.lock() {
+            let t = tasks.entry(key).or_default();
+            t.later = books.later;
+            t.at_write = books.at_write;
+        }
+        if let (Some(name), Some(dir)) = (&books.rejects, self.dir()) {
+            if let Ok(mut a) = self.absorbed.lock() {
+                a.insert(key, dir.join(name));
+            }
+        }
+        Ok(())
     }
 
     /// A task starts (again): what an earlier run of it wrote and counted is dropped.
     pub fn begin(&self, task: Task) -> Result<()> {
+        if self.remote_label().is_some() {
+            // A cluster's task runs each partition once; a retry is a new task.
+            return Ok(());
+        }
         let earlier = self
             .tasks
             .lock()
@@ -492,6 +470,13 @@ impl Rejects {
         let dir = self
             .dir()
             .ok_or_else(|| Error::Config("rejected rows have nowhere to go".into()))?;
+        let remote = self.remote_label();
+        // A cluster's task writes all its rows to one file, named after the task.
+        let task = if remote.is_some() {
+            Task::default()
+        } else {
+            task
+        };
         let mut tasks = self
             .tasks
             .lock()
@@ -499,7 +484,10 @@ impl Rejects {
         let t = tasks.entry(task).or_default();
         if t.writer.is_none() {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-            let path = task_file(&dir, task);
+            let path = match &remote {
+                Some(label) => dir.join(remote_file_name(label)),
+                None => task_file(&dir, task),
+            };
             let f = File::create(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
             t.writer = Some(BufWriter::new(f));
         }

@@ -188,10 +188,14 @@ impl ExecutionPlan for WriteExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let services = Services::of_task(&context)?;
-        let rejects = match self.spec.books {
-            Some(b) => Some(services.books(b.id)?),
+        let rejects = match &self.spec.books {
+            Some(b) => Some(services.books_for(b, context.session_config())?),
             None => None,
         };
+        // In a cluster's task the plan holds only the task's partitions: files are named
+        // after the partition of the whole write.
+        let count = self.cache.output_partitioning().partition_count();
+        let named = services.stage_partition(partition, count);
         let progress = services.write_progress(self.spec.progress);
         let task = crate::ledger::rejects::Task {
             node: self.node,
@@ -203,7 +207,7 @@ impl ExecutionPlan for WriteExec {
         }
         let part = PartSpec {
             dir: self.spec.dir.clone(),
-            name: self.spec.name(partition),
+            name: self.spec.name(named),
             schema: Arc::clone(&self.spec.schema),
             format: self.spec.format,
             compression: self.spec.compression,

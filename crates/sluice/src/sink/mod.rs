@@ -111,7 +111,7 @@ impl WriteSummary {
 /// the commit unless the job allows them, and the row ledger must balance.
 fn close_books(
     r: &crate::ledger::rejects::Rejects,
-    plan: &Arc<dyn ExecutionPlan>,
+    flow: &crate::ledger::PlanFlow,
     files: &[WrittenFile],
     options: &SinkOptions,
 ) -> Result<crate::ledger::Books> {
@@ -119,7 +119,7 @@ fn close_books(
     r.check_failed()?;
     crate::ledger::close(
         &r.ledger,
-        &crate::ledger::plan_flow(plan),
+        flow,
         r.rejected_later(),
         r.rejected_at_write(),
         files.iter().map(|f| f.rows).sum(),
@@ -198,15 +198,24 @@ impl SinkOptions {
 }
 
 /// Writes a DataFrame and commits it. Returns what was written and the executed plan (whose
-/// metrics tell how many rows were read).
+/// metrics tell how many rows were read). With `cluster`, the plan, write included, runs on
+/// that cluster; its files are committed here.
 pub async fn write(
     df: DataFrame,
     options: &SinkOptions,
     threads: usize,
     progress: Arc<WriteProgress>,
     rejects: Option<&Arc<crate::ledger::rejects::Rejects>>,
+    cluster: Option<&crate::cluster::SchedulerUrl>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
     if crate::storage::stores::is_remote(&options.path) {
+        if cluster.is_some() {
+            return Err(Error::Config(format!(
+                "a job on a cluster writes to a folder every executor shares, not to '{}' (yet): \
+                 write to a shared folder, or run it here",
+                options.path
+            )));
+        }
         return write_remote(df, options, threads, progress, rejects).await;
     }
     let (df, schema, format) = prepare(df, options)?;
@@ -226,7 +235,9 @@ pub async fn write(
     }
     // Rejected rows are staged with the output and committed with it.
     if let Some(r) = rejects {
-        r.set_dir(commit.staging().join(commit::REJECTS_DIR));
+        // A whole path: a cluster's executors write there too.
+        let dir = commit.staging().join(commit::REJECTS_DIR);
+        r.set_dir(std::path::absolute(&dir).unwrap_or(dir));
     }
 
     let result = run_writers(
@@ -240,17 +251,18 @@ pub async fn write(
         single,
         progress,
         rejects.cloned(),
+        cluster,
     )
     .await;
     // Closing the books (the rejects file's fsync) and the commit (renames, fsyncs) run on a
     // blocking thread.
-    let (options, rejects, written) = (options.clone(), rejects.cloned(), Arc::clone(&plan));
+    let (options, rejects) = (options.clone(), rejects.cloned());
     let summary = blocking(move || {
         let result = match (result, rejects) {
-            (Ok(files), Some(r)) => {
-                close_books(&r, &written, &files, &options).map(|b| (files, Some(b)))
+            (Ok((files, flow)), Some(r)) => {
+                close_books(&r, &flow, &files, &options).map(|b| (files, Some(b)))
             }
-            (other, _) => other.map(|files| (files, None)),
+            (other, _) => other.map(|(files, _)| (files, None)),
         };
         let (files, books) = match result {
             Ok(done) => done,
@@ -344,7 +356,7 @@ async fn write_remote(
         r.set_dir(staging.join(commit::REJECTS_DIR));
     }
     let result = async {
-        let files = run_writers(
+        let (files, flow) = run_writers(
             Arc::clone(&plan),
             task_ctx,
             &schema,
@@ -355,20 +367,16 @@ async fn write_remote(
             single,
             progress,
             rejects.cloned(),
+            None,
         )
         .await?;
         let mut books = None;
         if let Some(r) = rejects {
-            let (r, plan, files, options) = (
-                Arc::clone(r),
-                Arc::clone(&plan),
-                files.clone(),
-                options.clone(),
-            );
+            let (r, files, options) = (Arc::clone(r), files.clone(), options.clone());
             let rejects_dir = staging.join(commit::REJECTS_DIR).display().to_string();
             books = Some(
                 blocking(move || {
-                    let books = close_books(&r, &plan, &files, &options)?;
+                    let books = close_books(&r, &flow, &files, &options)?;
                     // `--rejects PATH`: a local file of the user's choice instead of the bucket.
                     if options.rejects.is_some() {
                         move_rejects(&options, &rejects_dir)?;
@@ -405,10 +413,18 @@ async fn run_writers(
     single: bool,
     progress: Arc<WriteProgress>,
     rejects: Option<Arc<crate::ledger::rejects::Rejects>>,
-) -> Result<Vec<WrittenFile>> {
+    cluster: Option<&crate::cluster::SchedulerUrl>,
+) -> Result<(Vec<WrittenFile>, crate::ledger::PlanFlow)> {
     let services = crate::services::Services::of(task_ctx.session_config())?;
+    // Executors run elsewhere: they are given the staging folder as a whole path.
+    let dir = match cluster {
+        Some(_) => {
+            std::path::absolute(staging).map_err(|e| Error::io(staging.display().to_string(), e))?
+        }
+        None => staging.to_path_buf(),
+    };
     let spec = exec::WriteSpec {
-        dir: staging.to_path_buf(),
+        dir,
         job: job.to_string(),
         single,
         schema: Arc::clone(schema),
@@ -422,7 +438,51 @@ async fn run_writers(
         progress: services.keep_write_progress(&progress),
     };
     // The write runs inside the plan: one task per partition drains it into its files.
-    let node: Arc<dyn ExecutionPlan> = Arc::new(exec::WriteExec::new(plan, spec));
+    let node: Arc<dyn ExecutionPlan> = Arc::new(exec::WriteExec::new(Arc::clone(&plan), spec));
+    let (mut files, flow) = match cluster {
+        None => {
+            let files = write_here(node, task_ctx).await?;
+            (files, crate::ledger::plan_flow(&plan))
+        }
+        Some(url) => {
+            // The tasks leave their ledgers beside the rejected rows, in the staging folder.
+            let ledger_dir = std::path::absolute(staging.join(commit::REJECTS_DIR))
+                .map_err(|e| Error::io(staging.display().to_string(), e))?;
+            let config = task_ctx.session_config().clone();
+            let files = write_there(url, node, &config, &ledger_dir).await;
+            // What the tasks counted comes back whether the job worked or not (a failed
+            // job's rejects files are removed with its staging folder).
+            let mut flow = crate::cluster::absorb(&config, &ledger_dir)?;
+            // The plan's output is what its write nodes took in.
+            flow.out = flow.written;
+            (files?, flow)
+        }
+    };
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    // Without an explicit `--files`, a stream that got no rows leaves no empty file behind
+    // (one file stays when there are no rows at all, to carry the schema).
+    if options.files.is_none() && options.partition_by.is_empty() && files.len() > 1 {
+        let keep_one = files.iter().all(|f| f.rows == 0);
+        let mut kept = Vec::with_capacity(files.len());
+        for f in files {
+            if f.rows > 0 || (keep_one && kept.is_empty()) {
+                kept.push(f);
+            } else {
+                let path = staging.join(&f.path);
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(path.display().to_string(), e))?;
+            }
+        }
+        files = kept;
+    }
+    Ok((files, flow))
+}
+
+/// Runs the write `node` here: the files its tasks wrote.
+async fn write_here(
+    node: Arc<dyn ExecutionPlan>,
+    task_ctx: Arc<datafusion::execution::TaskContext>,
+) -> Result<Vec<WrittenFile>> {
     let streams = execute_stream_partitioned(node, task_ctx)?;
     let mut tasks = tokio::task::JoinSet::new();
     for stream in streams {
@@ -458,22 +518,28 @@ async fn run_writers(
     if let Some(e) = first_err {
         return Err(e);
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    // Without an explicit `--files`, a stream that got no rows leaves no empty file behind
-    // (one file stays when there are no rows at all, to carry the schema).
-    if options.files.is_none() && options.partition_by.is_empty() && files.len() > 1 {
-        let keep_one = files.iter().all(|f| f.rows == 0);
-        let mut kept = Vec::with_capacity(files.len());
-        for f in files {
-            if f.rows > 0 || (keep_one && kept.is_empty()) {
-                kept.push(f);
-            } else {
-                let path = staging.join(&f.path);
-                std::fs::remove_file(&path)
-                    .map_err(|e| Error::io(path.display().to_string(), e))?;
-            }
-        }
-        files = kept;
+    Ok(files)
+}
+
+/// Runs the write `node` on the cluster at `url`: the files its tasks wrote.
+async fn write_there(
+    url: &crate::cluster::SchedulerUrl,
+    node: Arc<dyn ExecutionPlan>,
+    config: &datafusion::prelude::SessionConfig,
+    ledger_dir: &Path,
+) -> Result<Vec<WrittenFile>> {
+    let failed = |e: datafusion::error::DataFusionError| match crate::cluster::job_error(&e) {
+        // The line sluice wrote on the executor (a bad row, a broken file).
+        Some(line) => Error::BadRow(line),
+        None => Error::from_engine(e),
+    };
+    let stream = crate::cluster::execute(url, node, config, ledger_dir)
+        .await
+        .map_err(failed)?;
+    let batches: Vec<_> = stream.try_collect().await.map_err(failed)?;
+    let mut files = Vec::new();
+    for b in &batches {
+        files.extend(exec::written_files(b)?);
     }
     Ok(files)
 }

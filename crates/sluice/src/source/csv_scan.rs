@@ -364,7 +364,6 @@ impl ExecutionPlan for CsvScanExec {
         };
         builder.spawn(async move {
             rejects.begin(task).map_err(DataFusionError::from)?;
-            let mut reads = Vec::new();
             for range in ranges {
                 let at = crate::ledger::ReadAt {
                     file: range.display.clone(),
@@ -373,7 +372,6 @@ impl ExecutionPlan for CsvScanExec {
                     task,
                 };
                 rejects.ledger.begin(&at);
-                reads.push(at.clone());
                 let mut out = Output {
                     tx: &tx,
                     range: &range,
@@ -404,9 +402,6 @@ impl ExecutionPlan for CsvScanExec {
                     Ok(Some(framed)) => rejects.ledger.framed(&out.at, framed),
                     // The consumer went away (a LIMIT was reached): what was read counts.
                     Ok(None) => {
-                        rejects
-                            .task_done(task, &reads)
-                            .map_err(DataFusionError::from)?;
                         return Ok(());
                     }
                     Err(e) if is_bad_row(&e) || !is_file_fault(&e, false) => return Err(e),
@@ -421,9 +416,7 @@ impl ExecutionPlan for CsvScanExec {
                     Err(e) => rejects.file_failed(&range.display, &super::infer::read_error(&e)),
                 }
             }
-            rejects
-                .task_done(task, &reads)
-                .map_err(DataFusionError::from)
+            Ok(())
         });
         Ok(builder.build())
     }

@@ -227,7 +227,6 @@ impl ExecutionPlan for FileByFileExec {
         };
         builder.spawn(async move {
             rejects.begin(task).map_err(DataFusionError::from)?;
-            let mut reads = Vec::new();
             for part in parts {
                 let at = crate::ledger::ReadAt {
                     file: part.display.clone(),
@@ -236,7 +235,6 @@ impl ExecutionPlan for FileByFileExec {
                     task,
                 };
                 rejects.ledger.begin(&at);
-                reads.push(at.clone());
                 let mut row = 0u64;
                 let read = async {
                     let mut stream = part.plan.execute(0, Arc::clone(&context))?;
@@ -284,9 +282,6 @@ impl ExecutionPlan for FileByFileExec {
                         }
                     }
                     Ok(false) => {
-                        rejects
-                            .task_done(task, &reads)
-                            .map_err(DataFusionError::from)?;
                         return Ok(());
                     }
                     Err(e) if is_bad_row(&e) || !is_file_fault(&e, true) => return Err(e),
@@ -311,9 +306,7 @@ impl ExecutionPlan for FileByFileExec {
                     }
                 }
             }
-            rejects
-                .task_done(task, &reads)
-                .map_err(DataFusionError::from)
+            Ok(())
         });
         Ok(builder.build())
     }

@@ -9,10 +9,12 @@
 //! (see [`crate::services`]), so what a task needs is rebuilt in the executor's session: a
 //! read's books are made there on first use ([`Services::remote`]).
 //!
-//! A read's books travel as data: the job's session names each read's rejects folder
-//! ([`crate::services::SluiceOptions`], on storage every executor shares), each task writes
-//! its rejected rows and, when it ends, its counts there, and the client reads them back
-//! ([`crate::ledger::rejects::Rejects::absorb`], see [`crate::ledger::remote`]).
+//! A job's books travel as data: the job's session names each read's rejects folder and a
+//! ledger folder ([`crate::services::SluiceOptions`], on storage every executor shares);
+//! each task writes its rejected rows there and, once it has succeeded, its ledger
+//! ([`engine`]), and the client reads them back ([`absorb`]).
+
+pub mod engine;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,9 +50,13 @@ pub fn process_config() -> SessionConfig {
 /// A client session whose plans can run on a cluster: [`crate::context::session`]'s, with
 /// the settings Ballista enforces on its own plans (no round-robin repartitioning, which a
 /// stage boundary would read once per consuming task).
-pub fn client_session(threads: usize) -> datafusion::prelude::SessionContext {
+/// `split_min_size`: as for [`crate::context::session_with`].
+pub fn client_session(
+    threads: usize,
+    split_min_size: Option<usize>,
+) -> datafusion::prelude::SessionContext {
     crate::context::session_from(
-        crate::context::session_config(threads, None).upgrade_for_ballista(),
+        crate::context::session_config(threads, split_min_size).upgrade_for_ballista(),
     )
 }
 
@@ -139,6 +145,7 @@ pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> 
         work_dir: options.work_dir.map(|d| d.display().to_string()),
         override_config_producer: Some(Arc::new(process_config)),
         override_physical_codec: Some(codec()),
+        override_execution_engine: Some(Arc::new(engine::SluiceEngine::new())),
         ..Default::default()
     };
     start_executor_process(Arc::new(config))
@@ -184,11 +191,13 @@ pub fn one_scan_per_partition(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Ex
 }
 
 /// Runs `plan` (planned in a session made with `config`) on the cluster at `scheduler`:
-/// the rows of its output, as they come back.
+/// the rows of its output, as they come back. Its tasks leave their ledgers in
+/// `ledger_dir` (on storage every executor shares), for [`absorb`] once the stream ended.
 pub async fn execute(
     scheduler: &SchedulerUrl,
     plan: Arc<dyn ExecutionPlan>,
     config: &SessionConfig,
+    ledger_dir: &std::path::Path,
 ) -> Result<SendableRecordBatchStream> {
     let plan = one_scan_per_partition(plan)?;
     let mut config = config.clone();
@@ -207,6 +216,7 @@ pub async fn execute(
     {
         o.rejects_dirs =
             serde_json::to_string(&dirs).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        o.ledger_dir = ledger_dir.display().to_string();
     }
     let config = config.upgrade_for_ballista();
     let ballista = config.ballista_config();
@@ -270,6 +280,22 @@ fn debug_string(s: &str) -> Option<(String, &str)> {
         }
     }
     None
+}
+
+/// Reads what the tasks of a job run by [`execute`] counted and rejected (their ledgers in
+/// `ledger_dir`) into the books of the session made with `config`; returns what the plan's
+/// nodes did to the rows, over all tasks.
+pub fn absorb(
+    config: &SessionConfig,
+    ledger_dir: &std::path::Path,
+) -> crate::error::Result<crate::ledger::PlanFlow> {
+    let services = Services::of(config)?;
+    let books = services
+        .all_books()
+        .into_iter()
+        .map(|r| (r.id(), r))
+        .collect();
+    crate::ledger::remote::absorb(ledger_dir, &books)
 }
 
 /// The books ids of the plan's scans.

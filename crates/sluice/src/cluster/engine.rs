@@ -1,0 +1,287 @@
+//! The executors' half of a job's books: every task a sluice executor runs leaves what it
+//! counted and rejected where the client can read it back.
+//!
+//! Ballista runs a task by wrapping its stage's plan in a shuffle writer and driving it (an
+//! [`ExecutionEngine`]). sluice's engine ([`SluiceEngine`]) runs it through Ballista's own
+//! ([`DefaultExecutionEngine`]) with one node slipped under the shuffle writer
+//! ([`StageRoot`]) that keeps hold of the plan as the task really ran it, and tells the
+//! task's session which task it is (so a write names its files after the stage's
+//! partitions, and the task's rejected rows go to one file named after it). When the task
+//! has succeeded, its ledger ([`TaskLedger`]) goes to the job's ledger folder: the rows its
+//! plan's nodes took in and passed on, and what it counted and rejected of each read. A task
+//! that fails writes none. The client reads them back ([`crate::ledger::remote::absorb`]).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use ballista_core::execution_plans::ShuffleReaderExec;
+use ballista_core::serde::protobuf::{ShuffleWritePartition, TaskColumnStats};
+use ballista_core::JobId;
+use ballista_executor::execution_engine::{
+    DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
+};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::prelude::SessionConfig;
+
+use crate::ledger::remote::TaskLedger;
+use crate::services::{ClusterTask, Services, SluiceOptions};
+
+/// Ballista's execution engine, with each task of a sluice job keeping its books.
+pub struct SluiceEngine {
+    inner: DefaultExecutionEngine,
+}
+
+impl SluiceEngine {
+    /// The engine of a sluice executor.
+    pub fn new() -> Self {
+        SluiceEngine {
+            inner: DefaultExecutionEngine::new(),
+        }
+    }
+}
+
+impl Default for SluiceEngine {
+    fn default() -> Self {
+        SluiceEngine::new()
+    }
+}
+
+impl ExecutionEngine for SluiceEngine {
+    fn create_query_stage_exec(
+        &self,
+        job_id: JobId,
+        stage_id: usize,
+        task_id: usize,
+        global_output_partition_ids: Vec<usize>,
+        plan: Arc<dyn ExecutionPlan>,
+        work_dir: &str,
+        config: &SessionConfig,
+    ) -> Result<Arc<dyn QueryStageExecutor>> {
+        let dir = SluiceOptions::of(config)
+            .map(|o| o.ledger_dir.clone())
+            .filter(|d| !d.is_empty());
+        let create = |plan| {
+            self.inner.create_query_stage_exec(
+                job_id.clone(),
+                stage_id,
+                task_id,
+                global_output_partition_ids.clone(),
+                plan,
+                work_dir,
+                config,
+            )
+        };
+        let (Some(dir), Some(services)) = (dir, config.get_extension::<Services>()) else {
+            // Not a sluice job: Ballista's engine as it is.
+            return create(plan);
+        };
+        services.set_cluster_task(ClusterTask {
+            stage: stage_id,
+            task: task_id,
+            partitions: global_output_partition_ids.clone(),
+        });
+        let child = match plan.children().as_slice() {
+            [child] => Arc::clone(child),
+            _ => {
+                return Err(DataFusionError::Internal(format!(
+                    "a stage's plan starts with a shuffle writer of one input, not {}",
+                    plan.name()
+                )))
+            }
+        };
+        let ran = Arc::new(Mutex::new(None));
+        let root: Arc<dyn ExecutionPlan> = Arc::new(StageRoot::new(child, Arc::clone(&ran)));
+        let plan = datafusion::physical_plan::replace_children_if_necessary(plan, vec![root])?;
+        let inner = create(plan)?;
+        Ok(Arc::new(BookedStage {
+            inner,
+            ran,
+            services,
+            dir: PathBuf::from(dir),
+            stage: stage_id,
+            task: task_id,
+        }))
+    }
+}
+
+/// The plan a task ran, as its [`StageRoot`] last saw it.
+type Ran = Arc<Mutex<Option<Arc<dyn ExecutionPlan>>>>;
+
+/// A stage's task that writes its ledger once it has succeeded.
+#[derive(Debug)]
+struct BookedStage {
+    inner: Arc<dyn QueryStageExecutor>,
+    ran: Ran,
+    services: Arc<Services>,
+    dir: PathBuf,
+    stage: usize,
+    task: usize,
+}
+
+impl fmt::Display for BookedStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl BookedStage {
+    /// The task's ledger, from the plan it ran and its session's books.
+    fn ledger(&self) -> Result<TaskLedger> {
+        let plan = self
+            .ran
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .ok_or_else(|| DataFusionError::Internal("the task's plan was not kept".into()))?;
+        let books = self
+            .services
+            .all_books()
+            .iter()
+            // A lookup's own read is the task's business: it is not the job's input.
+            .filter(|r| r.on_cluster())
+            .map(|r| r.task_books())
+            .collect::<crate::error::Result<Vec<_>>>()?;
+        let mut inputs = BTreeSet::new();
+        for b in &books {
+            for (file, start, scan, _) in &b.ranges {
+                inputs.insert(format!("scan {scan} {file}@{start}"));
+            }
+            for (file, start, scan, ..) in &b.columnar {
+                inputs.insert(format!("scan {scan} {file}@{start}"));
+            }
+        }
+        stage_inputs(&plan, &mut inputs);
+        if inputs.is_empty() {
+            // Read nothing another run could also read: a task of its own.
+            inputs.insert(format!("task {}", self.task));
+        }
+        Ok(TaskLedger {
+            stage: self.stage,
+            task: self.task,
+            inputs: inputs.into_iter().collect(),
+            flow: crate::ledger::stage_flow(&plan),
+            books,
+        })
+    }
+}
+
+/// The other stages' output partitions `plan` reads.
+fn stage_inputs(plan: &Arc<dyn ExecutionPlan>, inputs: &mut BTreeSet<String>) {
+    if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
+        for loc in reader.partition.iter().flatten() {
+            inputs.insert(format!(
+                "stage {} partition {}",
+                loc.partition_id.stage_id, loc.partition_id.partition_id
+            ));
+        }
+    }
+    for child in plan.children() {
+        stage_inputs(child, inputs);
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryStageExecutor for BookedStage {
+    async fn execute_query_stage(
+        &self,
+        task_id: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<Vec<ShuffleWritePartition>> {
+        let out = self.inner.execute_query_stage(task_id, context).await?;
+        let ledger = self.ledger()?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || ledger.write(&dir))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        Ok(out)
+    }
+
+    fn collect_plan_metrics(&self) -> Vec<MetricsSet> {
+        self.inner.collect_plan_metrics()
+    }
+
+    fn collect_runtime_stats_reports(
+        &self,
+    ) -> Vec<ballista_core::serde::protobuf::RuntimeStatsReport> {
+        self.inner.collect_runtime_stats_reports()
+    }
+
+    fn collect_window_state_reports(
+        &self,
+    ) -> Result<Vec<ballista_core::serde::protobuf::WindowStateReport>> {
+        self.inner.collect_window_state_reports()
+    }
+
+    fn collect_column_stats(&self) -> Vec<TaskColumnStats> {
+        self.inner.collect_column_stats()
+    }
+}
+
+/// The top of a stage's plan in a sluice executor's task, under the shuffle writer: passes
+/// its input on, and keeps hold of it (as rebuilt by Ballista for the task) so the task's
+/// ledger can read the metrics of the plan that ran. Exists only inside an executor; never
+/// serialized.
+#[derive(Debug)]
+pub struct StageRoot {
+    input: Arc<dyn ExecutionPlan>,
+    ran: Ran,
+}
+
+impl StageRoot {
+    fn new(input: Arc<dyn ExecutionPlan>, ran: Ran) -> Self {
+        if let Ok(mut r) = ran.lock() {
+            *r = Some(Arc::clone(&input));
+        }
+        StageRoot { input, ran }
+    }
+}
+
+impl DisplayAs for StageRoot {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StageRoot")
+    }
+}
+
+impl ExecutionPlan for StageRoot {
+    fn name(&self) -> &str {
+        "StageRoot"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = crate::plan::only_child("StageRoot", children)?;
+        Ok(Arc::new(StageRoot::new(input, Arc::clone(&self.ran))))
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}
