@@ -20,6 +20,11 @@ pub enum Process {
         /// Address to serve on.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50050")]
         bind: SocketAddr,
+        /// Seconds without a heartbeat after which an executor counts as lost: its running
+        /// tasks, and finished ones whose output it held, run again elsewhere. Keep it
+        /// above twice the executors' `--heartbeat`.
+        #[arg(long, value_name = "SECS", default_value_t = 180, value_parser = parse_secs)]
+        executor_timeout: u64,
     },
     /// An executor: registers with the scheduler and runs tasks.
     Executor {
@@ -38,6 +43,9 @@ pub enum Process {
         /// Folder for shuffle files (default: a temporary folder).
         #[arg(long, value_name = "DIR")]
         work_dir: Option<std::path::PathBuf>,
+        /// Seconds between heartbeats to the scheduler.
+        #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = parse_secs)]
+        heartbeat: u64,
     },
 }
 
@@ -45,13 +53,17 @@ impl ClusterCmd {
     /// Runs the process until it is stopped.
     pub async fn execute(self) -> anyhow::Result<()> {
         match self.process {
-            Process::Scheduler { bind } => sluice::cluster::run_scheduler(bind).await?,
+            Process::Scheduler {
+                bind,
+                executor_timeout,
+            } => sluice::cluster::run_scheduler(bind, executor_timeout).await?,
             Process::Executor {
                 scheduler,
                 bind,
                 grpc_port,
                 slots,
                 work_dir,
+                heartbeat,
             } => {
                 sluice::cluster::run_executor(sluice::cluster::ExecutorOptions {
                     scheduler,
@@ -59,10 +71,16 @@ impl ClusterCmd {
                     grpc_port,
                     slots: slots.unwrap_or_else(sluice::context::default_threads),
                     work_dir,
+                    heartbeat,
                 })
                 .await?
             }
         }
         Ok(())
     }
+}
+
+/// A whole number of seconds, at least 1.
+fn parse_secs(s: &str) -> Result<u64, String> {
+    crate::args::parse_positive(s).map(|n| n as u64)
 }

@@ -41,6 +41,15 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 /// One scheduler and two executors of the built binary; the scheduler's `df://` URL once
 /// both executors have registered.
 fn cluster(wd: &Workdir) -> (Vec<Running>, String) {
+    cluster_with(wd, &[], &["--slots", "2"])
+}
+
+/// [`cluster`] with more arguments for the scheduler and for each executor.
+fn cluster_with(
+    wd: &Workdir,
+    scheduler_args: &[&str],
+    executor_args: &[&str],
+) -> (Vec<Running>, String) {
     let port = free_port();
     let spawn = |args: &[String], log: &str| {
         let log = std::fs::File::create(wd.path(log)).expect("log");
@@ -59,7 +68,10 @@ fn cluster(wd: &Workdir) -> (Vec<Running>, String) {
             "scheduler".into(),
             "--bind".into(),
             format!("127.0.0.1:{port}"),
-        ],
+        ]
+        .into_iter()
+        .chain(scheduler_args.iter().map(|a| a.to_string()))
+        .collect::<Vec<String>>(),
         "scheduler.log",
     )];
     for i in 0..2 {
@@ -75,11 +87,12 @@ fn cluster(wd: &Workdir) -> (Vec<Running>, String) {
                 format!("127.0.0.1:{}", free_port()),
                 "--grpc-port".into(),
                 free_port().to_string(),
-                "--slots".into(),
-                "2".into(),
                 "--work-dir".into(),
                 work.display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(executor_args.iter().map(|a| a.to_string()))
+            .collect::<Vec<String>>(),
             &format!("executor-{i}.log"),
         ));
     }
@@ -494,4 +507,142 @@ fn what_the_cluster_cannot_run_yet_is_refused_in_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("a folder every executor shares"), "{err}");
     assert!(!wd.path("out").exists());
+}
+
+/// The staging folder's ledger files of a run writing to `out` in `wd`: (path, pid of the
+/// executor that wrote it).
+fn ledgers_written(wd: &Workdir) -> Vec<(String, u32)> {
+    walk(wd.root())
+        .into_iter()
+        .filter(|p| p.ends_with(".ledger.json") && p.contains("/.stage-"))
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(&p).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            Some((p, v["pid"].as_u64()? as u32))
+        })
+        .collect()
+}
+
+/// An executor killed in the middle of a job: the scheduler notices it is gone, runs its
+/// tasks again on the other one (those that were running, and those that had finished but
+/// whose output it held), and the job's output, rejects and report are still exactly the
+/// local run's: the runs of a task that did not count are not counted.
+#[test]
+fn an_executor_killed_mid_job_leaves_the_output_and_ledger_exact() {
+    let wd = Workdir::new();
+    // Many files, each a task of its own, so that the job is still running when one
+    // executor dies; bad rows in some of them.
+    let mut rows = 0u64;
+    let mut bad = 0u64;
+    for f in 0..48u64 {
+        let mut text = String::from("id,cat,v\n");
+        for r in 0..20_000u64 {
+            if r % 4999 == 4998 && f % 3 == 0 {
+                text.push_str(&format!("{r},red\n"));
+                bad += 1;
+            } else {
+                text.push_str(&format!(
+                    "{r},{},{}\n",
+                    ["a", "b", "c"][(r % 3) as usize],
+                    r % 97
+                ));
+            }
+            rows += 1;
+        }
+        wd.write(&format!("in/part {f:02}.csv"), text);
+    }
+    let pipeline = |out: &str| {
+        format!(
+            "[source]\npaths = \"in\"\nsplit_min_size = 100000000\n\
+             [[transform]]\nsql = \"SELECT cat, v, id FROM source WHERE v <> 13\"\n\
+             [sink]\npath = \"{out}\"\npartition_by = [\"cat\"]\n[settings]\nthreads = 48\n"
+        )
+    };
+    wd.write("local.toml", pipeline("out-local"));
+    wd.write("cluster.toml", pipeline("out-cluster"));
+    let local = {
+        wd.ok(&[
+            "run",
+            "local.toml",
+            "--report-json",
+            "local.json",
+            "--quiet",
+        ]);
+        serde_json::from_str::<serde_json::Value>(&wd.read("local.json")).expect("report")
+    };
+    assert_eq!(local["rows_in"], rows);
+    assert_eq!(local["rows_rejected"], bad);
+
+    let (mut procs, url) = cluster_with(
+        &wd,
+        &["--executor-timeout", "3"],
+        &["--slots", "1", "--heartbeat", "1"],
+    );
+    let mut job = wd
+        .sluice()
+        .args([
+            "run",
+            "cluster.toml",
+            "--cluster",
+            &url,
+            "--report-json",
+            "cluster.json",
+            "--quiet",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the job");
+    // Once an executor has finished a task, it is killed: its task's output is lost with
+    // it, and whatever it runs then fails.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim = loop {
+        let executors: Vec<u32> = procs[1..].iter().map(|p| p.0.id()).collect();
+        if let Some((_, pid)) = ledgers_written(&wd)
+            .into_iter()
+            .find(|(_, pid)| executors.contains(pid))
+        {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no task finished in 60 s: {:?}",
+            job.try_wait()
+        );
+        assert!(
+            job.try_wait().expect("job").is_none(),
+            "the job ended before an executor could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let at = procs
+        .iter()
+        .position(|p| p.0.id() == victim)
+        .expect("the executor");
+    drop(procs.remove(at)); // kills it
+    let status = job.wait().expect("job");
+    let mut err = String::new();
+    if let Some(mut e) = job.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "the job failed: {err}");
+    // The scheduler lost the executor and ran again a task it had finished.
+    let log = wd.read("scheduler.log");
+    assert!(
+        log.contains("successful") && log.contains("on lost Executor"),
+        "{log}"
+    );
+    let remote: serde_json::Value = serde_json::from_str(&wd.read("cluster.json")).expect("report");
+    crate::rejects::assert_identity(&remote);
+    assert_eq!(counts(&remote), counts(&local), "{remote}");
+    let sql =
+        "SELECT cat, count(*) AS n, sum(v) AS s, sum(id) AS i FROM t GROUP BY cat ORDER BY cat";
+    assert_eq!(
+        wd.query(sql, &[("t", "out-cluster")]),
+        wd.query(sql, &[("t", "out-local")])
+    );
+    assert_eq!(
+        output_rejects(&wd, "out-cluster"),
+        output_rejects(&wd, "out-local")
+    );
+    assert!(wd.path("out-cluster/_SUCCESS").exists());
 }

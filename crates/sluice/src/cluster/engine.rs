@@ -165,6 +165,7 @@ impl BookedStage {
         Ok(TaskLedger {
             stage: self.stage,
             task: self.task,
+            pid: std::process::id(),
             inputs: inputs.into_iter().collect(),
             flow: crate::ledger::stage_flow(&plan),
             books,

@@ -98,13 +98,18 @@ impl std::fmt::Display for SchedulerUrl {
     }
 }
 
-/// Runs Ballista's scheduler on `bind` with sluice's codec until the process ends.
-pub async fn run_scheduler(bind: SocketAddr) -> crate::error::Result<()> {
+/// Runs Ballista's scheduler on `bind` with sluice's codec until the process ends. An
+/// executor silent for `executor_timeout` seconds counts as lost (its tasks run again).
+pub async fn run_scheduler(bind: SocketAddr, executor_timeout: u64) -> crate::error::Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
     let config = SchedulerConfig {
         bind_host: bind.ip().to_string(),
         bind_port: bind.port(),
+        executor_timeout_seconds: executor_timeout.max(2),
+        // Checked often enough to notice a loss within the timeout.
+        expire_dead_executor_interval_seconds: (executor_timeout / 4).clamp(1, 15),
+        no_executors_grace_period_seconds: executor_timeout.max(2),
         override_config_producer: Some(Arc::new(process_config)),
         override_physical_codec: Some(codec()),
         ..Default::default()
@@ -130,6 +135,8 @@ pub struct ExecutorOptions {
     pub slots: usize,
     /// Where shuffle files go (a temporary folder by default).
     pub work_dir: Option<std::path::PathBuf>,
+    /// Seconds between heartbeats to the scheduler.
+    pub heartbeat: u64,
 }
 
 /// Runs Ballista's executor with sluice's codec and session until the process ends.
@@ -143,6 +150,7 @@ pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> 
         scheduler_port: options.scheduler.port,
         vcores: options.slots.max(1),
         work_dir: options.work_dir.map(|d| d.display().to_string()),
+        executor_heartbeat_interval_seconds: options.heartbeat.max(1),
         override_config_producer: Some(Arc::new(process_config)),
         override_physical_codec: Some(codec()),
         override_execution_engine: Some(Arc::new(engine::SluiceEngine::new())),

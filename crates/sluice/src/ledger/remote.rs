@@ -30,6 +30,8 @@ pub struct TaskLedger {
     pub stage: usize,
     /// Ballista's task id (higher: bound later).
     pub task: usize,
+    /// The executor process that ran it (for people reading the ledger).
+    pub pid: u32,
     /// What it read, sorted: `scan SCAN FILE@START` per file range or columnar part, and
     /// `stage S partition P` per partition of another stage's output. Two runs of one task
     /// read the same.
