@@ -111,12 +111,16 @@ impl Job {
         if self.threads == 0 {
             return Err(Error::Config("threads must be at least 1".into()));
         }
-        if let Some(url) = &self.cluster {
-            check_cluster_stages(&self.stages, url)?;
-        }
         let ctx = match &self.cluster {
             Some(_) => crate::cluster::client_session(self.threads, self.source.split_min_size),
             None => context::session_with(self.threads, self.source.split_min_size),
+        };
+        // On a cluster an enrich stage runs in as many tasks as the plan's partitions.
+        let stages = match &self.cluster {
+            Some(url) => {
+                cluster_stages(&self.stages, url, ctx.copied_config().target_partitions())?
+            }
+            None => self.stages.clone(),
         };
         for udf in &self.udfs {
             ctx.register_udf(udf.clone());
@@ -156,15 +160,16 @@ impl Job {
             df,
             enrichers,
             lookups,
-        } = apply_stages(
+        } = apply_stages_spread(
             &ctx,
-            if rows_need_origin(&self.stages) {
+            if rows_need_origin(&stages) {
                 source.to_dataframe_with_origin(&ctx)?
             } else {
                 source.to_dataframe(&ctx)?
             },
-            &self.stages,
+            &stages,
             &source.rejects,
+            self.cluster.is_some(),
         )
         .await?;
         if let Ok(mut list) = progress.enrich.lock() {
@@ -218,10 +223,34 @@ impl Job {
             rows_rejected_at_write: at_write,
             rows_added_by_sql: books.added,
             rows_removed_by_sql: books.removed,
-            enrich: enrichers
-                .iter()
-                .map(|e| e.stats.report(e.limiter.limit()))
-                .collect(),
+            enrich: {
+                // On a cluster the calls were made by the executors' tasks: their reports
+                // add up per stage.
+                let remote = Services::of(&ctx.copied_config())?.cluster_reports();
+                enrichers
+                    .iter()
+                    .map(|e| {
+                        let here = e.stats.report(e.limiter.limit());
+                        let Some(reports) = &remote else {
+                            return here;
+                        };
+                        let mut sum = crate::enrich::EnrichReport {
+                            name: here.name.clone(),
+                            ..Default::default()
+                        };
+                        for r in reports {
+                            if let Ok(task) =
+                                serde_json::from_value::<crate::enrich::EnrichReport>(r.clone())
+                            {
+                                if task.name == here.name {
+                                    sum.add(&task);
+                                }
+                            }
+                        }
+                        sum
+                    })
+                    .collect()
+            },
             lookups: lookups.iter().map(|l| l.report(&progress.read)).collect(),
             files_written: written.files.len() as u64,
             bytes_written: written.bytes,
@@ -288,6 +317,20 @@ pub async fn apply_stages(
     stages: &[Stage],
     rejects: &Arc<crate::ledger::rejects::Rejects>,
 ) -> Result<Applied> {
+    apply_stages_spread(ctx, df, stages, rejects, false).await
+}
+
+/// [`apply_stages`]; with `spread`, the rows reach each enrich stage hash-partitioned by its
+/// key (the stage requires it of its input, and DataFusion's planner repartitions), so
+/// that on a cluster each key lives in exactly one task: one call per distinct key across
+/// the cluster.
+pub async fn apply_stages_spread(
+    ctx: &SessionContext,
+    df: DataFrame,
+    stages: &[Stage],
+    rejects: &Arc<crate::ledger::rejects::Rejects>,
+    spread: bool,
+) -> Result<Applied> {
     let services = Services::of(&ctx.copied_config())?;
     // The stages' rejected rows go to the read's books.
     services.keep_books(rejects);
@@ -321,6 +364,7 @@ pub async fn apply_stages(
                 let spec = StageSpec::Enrich {
                     spec: spec.clone(),
                     books,
+                    by_key: spread,
                 };
                 let (df, def) = as_stage(ctx, &services, current, spec).await?;
                 current = df;
@@ -365,21 +409,37 @@ pub async fn apply_stages(
     })
 }
 
-/// Refuses the stages a cluster cannot run as the local run would yet: enrich stages (their
-/// calls, limits and counts would be per task, not per job) and Rust batch functions (the
-/// executors have not registered them).
-fn check_cluster_stages(stages: &[Stage], url: &crate::cluster::SchedulerUrl) -> Result<()> {
-    for stage in stages {
-        let what = match stage {
-            Stage::Enrich(e) => format!("the enrich stage '{}'", e.name),
-            Stage::Batches(f) => format!("the batch function '{}'", f.name),
-            Stage::Sql(_) | Stage::Lookup(_) => continue,
-        };
-        return Err(Error::Config(format!(
-            "{what} cannot run on the cluster {url} yet: run the job here (no --cluster)"
-        )));
-    }
-    Ok(())
+/// The stages as a cluster runs them: each enrich stage's limits divided among the
+/// `tasks` tasks that run it (rows reach them hash-partitioned by its key, see
+/// [`apply_stages_spread`]), its cache folder as a whole path. Rust batch functions are
+/// refused: the executors have not registered them.
+fn cluster_stages(
+    stages: &[Stage],
+    url: &crate::cluster::SchedulerUrl,
+    tasks: usize,
+) -> Result<Vec<Stage>> {
+    stages
+        .iter()
+        .map(|stage| match stage {
+            Stage::Enrich(e) => {
+                let mut e = e.split_among(tasks)?;
+                e.cache = e
+                    .cache
+                    .map(|c| {
+                        std::path::absolute(&c)
+                            .map(|p| p.display().to_string())
+                            .map_err(|err| Error::io(c, err))
+                    })
+                    .transpose()?;
+                Ok(Stage::Enrich(Box::new(e)))
+            }
+            Stage::Batches(f) => Err(Error::Config(format!(
+                "the batch function '{}' cannot run on the cluster {url} yet: run the job here (no --cluster)",
+                f.name
+            ))),
+            other => Ok(other.clone()),
+        })
+        .collect()
 }
 
 /// Refuses an output that would overwrite or swallow its own inputs.

@@ -107,6 +107,8 @@ pub struct Services {
     remote: bool,
     /// In an executor: the task these services are the session of.
     task: RwLock<Option<ClusterTask>>,
+    /// In a cluster job's client: what the tasks' stages reported, as JSON.
+    cluster_reports: RwLock<Option<Vec<serde_json::Value>>>,
 }
 
 /// The task of a cluster's job a session runs (an executor makes a session per task).
@@ -184,6 +186,27 @@ impl Services {
             }
         }
         self.books(books.id)
+    }
+
+    /// Keeps what a cluster job's tasks' stages reported (see [`crate::cluster::absorb`]).
+    pub fn keep_cluster_reports(&self, reports: Vec<serde_json::Value>) {
+        if let Ok(mut r) = self.cluster_reports.write() {
+            *r = Some(reports);
+        }
+    }
+
+    /// What a cluster job's tasks' stages reported, one JSON report per stage and task
+    /// (none before the job ran on a cluster).
+    pub fn cluster_reports(&self) -> Option<Vec<serde_json::Value>> {
+        self.cluster_reports.read().ok().and_then(|r| r.clone())
+    }
+
+    /// The stages this session has built.
+    pub fn built_stages(&self) -> Vec<Arc<dyn StageDef>> {
+        self.stages
+            .read()
+            .map(|s| s.values().filter_map(|c| c.get().cloned()).collect())
+            .unwrap_or_default()
     }
 
     /// Every read's books this session holds.

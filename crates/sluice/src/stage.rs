@@ -420,6 +420,21 @@ impl ExecutionPlan for MapExec {
         &self.cache
     }
 
+    fn required_input_distribution(&self) -> Vec<datafusion::physical_expr::Distribution> {
+        use datafusion::physical_expr::Distribution;
+        // An enrich stage keyed across partitions: each key in one partition only.
+        let keys = self.spec.partition_keys().ok().flatten().and_then(|cols| {
+            let schema = self.input.schema();
+            cols.iter()
+                .map(|c| datafusion::physical_expr::expressions::col(c, &schema).ok())
+                .collect::<Option<Vec<_>>>()
+        });
+        match keys {
+            Some(keys) if !keys.is_empty() => vec![Distribution::KeyPartitioned(keys)],
+            _ => vec![Distribution::UnspecifiedDistribution],
+        }
+    }
+
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.input]
     }

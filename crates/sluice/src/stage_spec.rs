@@ -43,6 +43,10 @@ pub enum StageSpec {
         spec: Box<EnrichSpec>,
         /// The books rows whose calls fail go to.
         books: crate::ledger::rejects::BooksRef,
+        /// Rows reach the stage hash-partitioned by its key, so each key is in one
+        /// partition only (on a cluster: one call per distinct key across the tasks).
+        #[serde(default)]
+        by_key: bool,
     },
     /// A batch function, found by its name among the session's registered functions.
     Function {
@@ -58,6 +62,17 @@ impl StageSpec {
             StageSpec::Lookup { spec, .. } => &spec.name,
             StageSpec::Enrich { spec, .. } => &spec.name,
             StageSpec::Function { name } => name,
+        }
+    }
+
+    /// The input columns whose values must each be in one partition only (an enrich stage
+    /// with `by_key`: its key).
+    pub fn partition_keys(&self) -> Result<Option<Vec<String>>> {
+        match self {
+            StageSpec::Enrich {
+                spec, by_key: true, ..
+            } => Ok(Some(spec.key_columns()?)),
+            _ => Ok(None),
         }
     }
 
@@ -91,7 +106,7 @@ impl StageSpec {
                     services.books_for(books, &config)?,
                 ))
             }
-            StageSpec::Enrich { spec, books } => {
+            StageSpec::Enrich { spec, books, .. } => {
                 let enricher = Arc::new(Enricher::new(spec, std::path::Path::new(""))?);
                 Arc::new(EnrichDef::new(
                     self.clone(),
@@ -158,6 +173,7 @@ score = { path = "/score", type = "bigint" }
                     id: 7,
                     mode: crate::ledger::rejects::OnError::Reject,
                 },
+                by_key: true,
             },
             StageSpec::Function {
                 name: "scöre ~%#".into(),

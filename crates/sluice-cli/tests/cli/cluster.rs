@@ -44,14 +44,15 @@ fn cluster(wd: &Workdir) -> (Vec<Running>, String) {
     cluster_with(wd, &[], &["--slots", "2"])
 }
 
-/// [`cluster`] with more arguments for the scheduler and for each executor.
+/// [`cluster`] with more arguments for the scheduler and for each executor. A process that
+/// exits while the cluster starts (a port another test took between our probe and its bind)
+/// is started again on other ports.
 fn cluster_with(
     wd: &Workdir,
     scheduler_args: &[&str],
     executor_args: &[&str],
 ) -> (Vec<Running>, String) {
-    let port = free_port();
-    let spawn = |args: &[String], log: &str| {
+    let spawn = |args: Vec<String>, log: &str| {
         let log = std::fs::File::create(wd.path(log)).expect("log");
         Running(
             wd.sluice()
@@ -62,42 +63,47 @@ fn cluster_with(
                 .expect("start a cluster process"),
         )
     };
-    let mut procs = vec![spawn(
-        &[
+    let scheduler = |port: u16| {
+        let mut args: Vec<String> = vec![
             "cluster".into(),
             "scheduler".into(),
             "--bind".into(),
             format!("127.0.0.1:{port}"),
-        ]
-        .into_iter()
-        .chain(scheduler_args.iter().map(|a| a.to_string()))
-        .collect::<Vec<String>>(),
-        "scheduler.log",
-    )];
-    for i in 0..2 {
+        ];
+        args.extend(scheduler_args.iter().map(|a| a.to_string()));
+        spawn(args, "scheduler.log")
+    };
+    let executor = |port: u16, i: usize| {
         let work = wd.path(&format!("executor-{i}"));
         std::fs::create_dir_all(&work).expect("mkdir");
-        procs.push(spawn(
-            &[
-                "cluster".into(),
-                "executor".into(),
-                "--scheduler".into(),
-                format!("df://127.0.0.1:{port}"),
-                "--bind".into(),
-                format!("127.0.0.1:{}", free_port()),
-                "--grpc-port".into(),
-                free_port().to_string(),
-                "--work-dir".into(),
-                work.display().to_string(),
-            ]
-            .into_iter()
-            .chain(executor_args.iter().map(|a| a.to_string()))
-            .collect::<Vec<String>>(),
-            &format!("executor-{i}.log"),
-        ));
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
+        let mut args: Vec<String> = vec![
+            "cluster".into(),
+            "executor".into(),
+            "--scheduler".into(),
+            format!("df://127.0.0.1:{port}"),
+            "--bind".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--grpc-port".into(),
+            free_port().to_string(),
+            "--work-dir".into(),
+            work.display().to_string(),
+        ];
+        args.extend(executor_args.iter().map(|a| a.to_string()));
+        spawn(args, &format!("executor-{i}.log"))
+    };
+    let mut port = free_port();
+    let mut procs = vec![scheduler(port), executor(port, 0), executor(port, 1)];
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
+        if procs[0].0.try_wait().ok().flatten().is_some() {
+            port = free_port();
+            procs = vec![scheduler(port), executor(port, 0), executor(port, 1)];
+        }
+        for i in 0..2 {
+            if procs[i + 1].0.try_wait().ok().flatten().is_some() {
+                procs[i + 1] = executor(port, i);
+            }
+        }
         let executors = http_get(port, "/api/executors")
             .map(|body| body.matches("\"id\"").count())
             .unwrap_or(0);
@@ -106,7 +112,7 @@ fn cluster_with(
         }
         assert!(
             Instant::now() < deadline,
-            "the executors did not register in 60 s (have {executors}); scheduler log: {}",
+            "the executors did not register in 90 s (have {executors}); scheduler log: {}",
             std::fs::read_to_string(wd.path("scheduler.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -477,22 +483,11 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 }
 
 /// What a cluster cannot run as the local run would yet is refused up front, in one line,
-/// before anything is read or written: an enrich stage, an `s3://` output.
+/// before anything is written: an `s3://` output.
 #[test]
 fn what_the_cluster_cannot_run_yet_is_refused_in_one_line() {
     let wd = Workdir::new();
     wd.write("in/a.csv", "id\n1\n");
-    wd.write(
-        "enrich.toml",
-        "[source]\npaths = \"in\"\n[[enrich]]\nname = \"meta\"\nurl = \"http://127.0.0.1:9/{id}\"\n\
-         [enrich.extract]\ntitle = \"/title\"\n[sink]\npath = \"out\"\n",
-    );
-    let err = wd.fails(&["run", "enrich.toml", "--cluster", "df://127.0.0.1:9"], 1);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(
-        err.contains("enrich stage 'meta' cannot run on the cluster"),
-        "{err}"
-    );
     let err = wd.fails(
         &[
             "ingest",
@@ -625,10 +620,12 @@ fn an_executor_killed_mid_job_leaves_the_output_and_ledger_exact() {
         let _ = e.read_to_string(&mut err);
     }
     assert!(status.success(), "the job failed: {err}");
-    // The scheduler lost the executor and ran again a task it had finished.
+    // The scheduler lost the executor and ran its tasks again, among them the one that had
+    // written its ledger (reported finished or not yet: the map stages' output is still
+    // needed, since the write waits for all of them).
     let log = wd.read("scheduler.log");
     assert!(
-        log.contains("successful") && log.contains("on lost Executor"),
+        log.contains("Reset") && log.contains("on lost Executor"),
         "{log}"
     );
     let remote: serde_json::Value = serde_json::from_str(&wd.read("cluster.json")).expect("report");
@@ -645,4 +642,113 @@ fn an_executor_killed_mid_job_leaves_the_output_and_ledger_exact() {
         output_rejects(&wd, "out-local")
     );
     assert!(wd.path("out-cluster/_SUCCESS").exists());
+}
+
+/// An enrich stage on the cluster against a loopback API with faults (500s and 429s on first
+/// calls, permanent 404s): the rows reach the stage hash-partitioned by its key, so each key
+/// is called by one task only, and the stage's concurrency is divided among its tasks. The
+/// API's own counters show the same calls per key as the local run's (one per key, two for
+/// keys that failed once), never more in flight than the stage's concurrency, no retry
+/// before its Retry-After; output, rejects and report are the local run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_on_the_cluster_calls_each_key_once_within_the_stage_s_concurrency() {
+    use sluice_testkit::{faulty_api, ApiServer, Fate, Faults};
+    let faults = Faults {
+        error_500: 0.03,
+        too_many: 0.01,
+        retry_after_s: 1,
+        missing: 0.02,
+        seed: 7,
+    };
+    let (local_api, local_early) = faulty_api(Duration::from_millis(5), faults);
+    let (cluster_api, cluster_early) = faulty_api(Duration::from_millis(5), faults);
+    let local_server = ApiServer::start(local_api).await;
+    let cluster_server = ApiServer::start(cluster_api).await;
+    let wd = std::sync::Arc::new(Workdir::new());
+    // 8 files of 1,000 rows over 1,000 keys: every key in several files, so several tasks
+    // of the read see it.
+    let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+    for f in 0..8 {
+        let mut text = String::from("record_id,n\n");
+        for r in 0..1000 {
+            let key = &keys[(r * 7 + f * 131) % 1000];
+            text.push_str(&format!("{key},{}\n", f * 1000 + r));
+        }
+        wd.write(&format!("in/part {f}.csv"), text);
+    }
+    let pipeline = |url: &str, out: &str| {
+        format!(
+            "[source]\npaths = \"in\"\n\
+             [[enrich]]\nname = \"meta\"\nurl = \"{url}\"\nconcurrency = 8\nretries = 3\n\
+             backoff = \"5ms\"\n[enrich.extract]\ntitle = \"/title\"\n\
+             [sink]\npath = \"{out}\"\n[settings]\nthreads = 4\n"
+        )
+    };
+    wd.write(
+        "local.toml",
+        pipeline(&local_server.url("/meta/{record_id}"), "out-local"),
+    );
+    wd.write(
+        "cluster.toml",
+        pipeline(&cluster_server.url("/meta/{record_id}"), "out-cluster"),
+    );
+    let w = std::sync::Arc::clone(&wd);
+    let (local, remote, jobs) = tokio::task::spawn_blocking(move || {
+        let run = |file: &str, extra: &[&str]| -> serde_json::Value {
+            let report = format!("{file}.json");
+            let mut args = vec!["run", file, "--report-json", &report, "--quiet"];
+            args.extend_from_slice(extra);
+            w.ok(&args);
+            serde_json::from_str(&w.read(&report)).expect("report")
+        };
+        let local = run("local.toml", &[]);
+        let (_procs, url) = cluster(&w);
+        let remote = run("cluster.toml", &["--cluster", &url]);
+        (local, remote, jobs_done(&url))
+    })
+    .await
+    .expect("runs");
+    assert_eq!(jobs, 1, "the job ran on the cluster");
+    crate::rejects::assert_identity(&remote);
+    assert_eq!(counts(&remote), counts(&local), "{remote}");
+    let fate = |k: &str| faults.fate(k);
+    let missing = keys.iter().filter(|k| fate(k) == Fate::Missing).count() as u64;
+    assert!(missing > 0 && keys.iter().any(|k| fate(k) == Fate::TooMany));
+    assert_eq!(remote["rows_rejected"], 8 * missing, "{remote}");
+    // The API's counts: each key as often as locally, and as its fate says.
+    let per_key = |server: &ApiServer| -> std::collections::BTreeMap<String, u64> {
+        server.counters.per_target().into_iter().collect()
+    };
+    let calls = per_key(&cluster_server);
+    assert_eq!(calls, per_key(&local_server));
+    assert_eq!(calls.len(), keys.len());
+    for (target, n) in &calls {
+        let key = target.rsplit('/').next().unwrap_or_default();
+        let expected = match fate(key) {
+            Fate::Ok | Fate::Missing => 1,
+            Fate::Error500 | Fate::TooMany => 2,
+        };
+        assert_eq!(*n, expected, "{target}");
+    }
+    let in_flight = cluster_server
+        .counters
+        .max_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(in_flight <= 8, "{in_flight} requests in flight at once");
+    assert_eq!(cluster_early.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(local_early.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // The report's enrich figures come from the executors' tasks.
+    let e = &remote["enrich"][0];
+    assert_eq!(e["calls"], calls.values().sum::<u64>(), "{e}");
+    assert_eq!(e["distinct_keys"], keys.len() as u64, "{e}");
+    assert_eq!(e["rows"], 8000, "{e}");
+    let sql = "SELECT record_id, title, count(*) AS n FROM t GROUP BY record_id, title ORDER BY record_id";
+    assert_eq!(
+        wd.query(sql, &[("t", "out-cluster")]),
+        wd.query(sql, &[("t", "out-local")])
+    );
+    assert_eq!(
+        output_rejects(&wd, "out-cluster"),
+        output_rejects(&wd, "out-local")
+    );
 }

@@ -169,6 +169,16 @@ impl BookedStage {
             inputs: inputs.into_iter().collect(),
             flow: crate::ledger::stage_flow(&plan),
             books,
+            stage_reports: self
+                .services
+                .built_stages()
+                .iter()
+                .filter_map(|s| s.as_any().downcast_ref::<crate::enrich::EnrichDef>())
+                .filter_map(|e| {
+                    serde_json::to_value(e.enricher().stats.report(e.enricher().limiter.limit()))
+                        .ok()
+                })
+                .collect(),
         })
     }
 }

@@ -292,7 +292,8 @@ fn debug_string(s: &str) -> Option<(String, &str)> {
 
 /// Reads what the tasks of a job run by [`execute`] counted and rejected (their ledgers in
 /// `ledger_dir`) into the books of the session made with `config`; returns what the plan's
-/// nodes did to the rows, over all tasks.
+/// nodes did to the rows, over all tasks. The enrich stages' reports are kept among the
+/// session's services ([`Services::cluster_reports`]).
 pub fn absorb(
     config: &SessionConfig,
     ledger_dir: &std::path::Path,
@@ -303,7 +304,9 @@ pub fn absorb(
         .into_iter()
         .map(|r| (r.id(), r))
         .collect();
-    crate::ledger::remote::absorb(ledger_dir, &books)
+    let absorbed = crate::ledger::remote::absorb(ledger_dir, &books)?;
+    services.keep_cluster_reports(absorbed.stage_reports);
+    Ok(absorbed.flow)
 }
 
 /// The books ids of the plan's scans.

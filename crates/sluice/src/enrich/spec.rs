@@ -104,6 +104,44 @@ pub struct EnrichSpec {
     pub allow_hosts: Option<Vec<String>>,
 }
 
+impl EnrichSpec {
+    /// The columns the URL and body placeholders name: the stage's key (rows with the same
+    /// values make the same request).
+    pub fn key_columns(&self) -> Result<Vec<String>> {
+        use super::template::{Secrets, Target, Template};
+        let mut secrets = Secrets::default();
+        let mut columns = Template::parse(&self.url, Target::Url, &mut secrets)?.columns;
+        if let Some(body) = &self.body {
+            for c in Template::parse(body, Target::Body, &mut secrets)?.columns {
+                if !columns.contains(&c) {
+                    columns.push(c);
+                }
+            }
+        }
+        Ok(columns)
+    }
+
+    /// The limits of one of `tasks` tasks that share the stage's: `concurrency` (or
+    /// `max_concurrency` with `"auto"`) and `rate_limit` divided among them (at least one
+    /// request in flight each), so that all of them together stay within the stage's.
+    pub fn split_among(&self, tasks: usize) -> Result<EnrichSpec> {
+        let tasks = tasks.max(1);
+        let mut spec = self.clone();
+        match spec.concurrency.unwrap_or(Concurrency::Fixed(16)) {
+            Concurrency::Fixed(n) => {
+                spec.concurrency = Some(Concurrency::Fixed((n / tasks).max(1)))
+            }
+            Concurrency::Auto => {
+                spec.max_concurrency = Some((spec.max_concurrency.unwrap_or(256) / tasks).max(1))
+            }
+        }
+        if let Some(rate) = spec.rate_limit.as_deref().map(parse_rate).transpose()? {
+            spec.rate_limit = Some(format!("{}/s", rate / tasks as f64));
+        }
+        Ok(spec)
+    }
+}
+
 /// `concurrency = 64` or `concurrency = "auto"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Concurrency {
@@ -387,6 +425,27 @@ pub fn parse_rate(s: &str) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_split_among_tasks_stay_within_the_stage_s() {
+        let spec: EnrichSpec = toml::from_str(
+            "name = \"m\"\nurl = \"http://127.0.0.1:1/{a}/{b}?q={a}\"\nbody = '{\"c\": {c}}'\n\
+             concurrency = 30\nrate_limit = \"120/m\"\n[extract]\nt = \"/t\"\n",
+        )
+        .expect("spec");
+        assert_eq!(spec.key_columns().expect("keys"), ["a", "b", "c"]);
+        let each = spec.split_among(4).expect("split");
+        assert_eq!(each.concurrency, Some(Concurrency::Fixed(7)));
+        assert_eq!(each.rate_limit.as_deref(), Some("0.5/s"));
+        // Never below one request in flight per task.
+        let each = spec.split_among(64).expect("split");
+        assert_eq!(each.concurrency, Some(Concurrency::Fixed(1)));
+        let mut auto = spec.clone();
+        auto.concurrency = Some(Concurrency::Auto);
+        auto.max_concurrency = Some(100);
+        let each = auto.split_among(3).expect("split");
+        assert_eq!(each.max_concurrency, Some(33));
+    }
 
     #[test]
     fn durations_and_rates() {

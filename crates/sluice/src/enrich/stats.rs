@@ -180,7 +180,7 @@ impl EnrichStats {
 }
 
 /// What an enrich stage did (in `--report-json` under `enrich`).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct EnrichReport {
     /// The stage.
     pub name: String,
@@ -227,7 +227,7 @@ pub struct EnrichReport {
 }
 
 /// Request-seconds an enrich stage's requests spent waiting, by cause.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub struct Waits {
     /// For a slot under the concurrency limit.
     pub concurrency: f64,
@@ -239,4 +239,38 @@ pub struct Waits {
     pub backoff: f64,
     /// In pauses of the whole stage.
     pub paused: f64,
+}
+
+impl EnrichReport {
+    /// Adds the report of another task of the same stage (on a cluster each task of the
+    /// stage calls for its own keys): counts and waits add up; requests per second, the
+    /// peak in flight and the final concurrency add up too (the tasks run side by side,
+    /// so the sum bounds the stage's); latency percentiles are the slowest task's.
+    pub fn add(&mut self, other: &EnrichReport) {
+        self.rows += other.rows;
+        self.distinct_keys += other.distinct_keys;
+        self.cache_hits += other.cache_hits;
+        self.calls += other.calls;
+        self.retries += other.retries;
+        self.failed_keys += other.failed_keys;
+        self.failed_rows += other.failed_rows;
+        self.null_keys += other.null_keys;
+        for (cause, n) in &other.failures_by_cause {
+            *self.failures_by_cause.entry(cause.clone()).or_default() += n;
+        }
+        self.latency_ms_p50 = self.latency_ms_p50.max(other.latency_ms_p50);
+        self.latency_ms_p95 = self.latency_ms_p95.max(other.latency_ms_p95);
+        self.latency_ms_max = self.latency_ms_max.max(other.latency_ms_max);
+        self.requests_per_second += other.requests_per_second;
+        self.max_in_flight += other.max_in_flight;
+        self.final_concurrency += other.final_concurrency;
+        self.retry_budget_exhausted += other.retry_budget_exhausted;
+        self.waited_s.concurrency += other.waited_s.concurrency;
+        self.waited_s.rate_limit += other.waited_s.rate_limit;
+        self.waited_s.retry_after += other.waited_s.retry_after;
+        self.waited_s.backoff += other.waited_s.backoff;
+        self.waited_s.paused += other.waited_s.paused;
+        self.paused_all += other.paused_all;
+        self.keys_forgotten += other.keys_forgotten;
+    }
 }

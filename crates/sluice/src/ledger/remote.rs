@@ -40,6 +40,20 @@ pub struct TaskLedger {
     pub flow: PlanFlow,
     /// Per read (books) it touched.
     pub books: Vec<BooksLedger>,
+    /// What its stages reported (an enrich stage's calls, for the job's report), as
+    /// their reports' JSON.
+    #[serde(default)]
+    pub stage_reports: Vec<serde_json::Value>,
+}
+
+/// What the tasks of a job did, read back from their ledgers.
+#[derive(Debug, Clone, Default)]
+pub struct Absorbed {
+    /// What the plan's nodes did to the rows, over all tasks.
+    pub flow: PlanFlow,
+    /// The stage reports of the tasks that counted, as JSON (see
+    /// [`TaskLedger::stage_reports`]).
+    pub stage_reports: Vec<serde_json::Value>,
 }
 
 /// What one task counted and rejected of one read.
@@ -93,12 +107,13 @@ pub fn is_ledger_file(name: &str) -> bool {
 }
 
 /// Reads the ledgers the job's tasks left in `dir` into the books they name (`books`, by
-/// id), the latest run of each task only, and returns the sum of their plans' flows. The
-/// ledger files are removed, and so are the rejects files of runs that did not count.
-pub fn absorb(dir: &Path, books: &HashMap<u64, Arc<Rejects>>) -> Result<PlanFlow> {
-    let mut flow = PlanFlow::default();
+/// id), the latest run of each task only, and returns the sum of their plans' flows and
+/// stage reports. The ledger files are removed, and so are the rejects files of runs that
+/// did not count.
+pub fn absorb(dir: &Path, books: &HashMap<u64, Arc<Rejects>>) -> Result<Absorbed> {
+    let mut absorbed = Absorbed::default();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(flow); // no folder: no task ran
+        return Ok(absorbed); // no folder: no task ran
     };
     let mut ledgers = Vec::new();
     for entry in entries {
@@ -141,7 +156,10 @@ pub fn absorb(dir: &Path, books: &HashMap<u64, Arc<Rejects>>) -> Result<PlanFlow
         };
         // Earlier runs count for nothing (their rejects files are removed below).
         drop(list);
-        flow.add(&latest.flow);
+        absorbed.flow.add(&latest.flow);
+        absorbed
+            .stage_reports
+            .extend(latest.stage_reports.iter().cloned());
         let key = Task {
             node: (1 << 63) | stage as u64,
             partition: latest.task,
@@ -184,5 +202,5 @@ pub fn absorb(dir: &Path, books: &HashMap<u64, Arc<Rejects>>) -> Result<PlanFlow
             std::fs::remove_file(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
         }
     }
-    Ok(flow)
+    Ok(absorbed)
 }
