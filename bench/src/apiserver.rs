@@ -4,9 +4,11 @@
 //! and serves `GET /meta/{id}` and `POST /meta/batch` (see `sluice_testkit::meta_api`) until
 //! killed. With `--faults` it behaves like a real API (`sluice_testkit::faulty_api`: by
 //! default 2% of keys answer 500 and 1% answer 429 with `Retry-After: 1` on their first call,
-//! 0.1% are always 404), and `GET /_stats` answers `{"early_retries": N, "first_request": T, "last_request": T}`:
-//! requests for a key that came before its `Retry-After` was over (with `--faults`), and when
-//! the first and the last request since the previous `/_stats` arrived (Unix seconds). `apiserver --capacity` measures how many requests per second it answers at zero
+//! 0.1% are always 404), and `GET /_stats` answers `{"early_retries": N, "first_request": T,
+//! "last_request": T, "requests": N, "max_in_flight": N}`: requests for a key that came
+//! before its `Retry-After` was over (with `--faults`); when the first and the last request
+//! since the previous `/_stats` arrived (Unix seconds); and how many requests came, and the
+//! most in flight at once, since then (counted by the server itself). `apiserver --capacity` measures how many requests per second it answers at zero
 //! latency on this machine, with 64 keep-alive clients, and exits.
 
 use std::time::{Duration, Instant};
@@ -62,8 +64,23 @@ async fn main() {
     // When the first and the last request of the API arrived (Unix seconds): with the
     // client's wall time they split it into start-up, calls and the rest.
     let span: Arc<std::sync::Mutex<Option<(f64, f64)>>> = Arc::default();
+    // The server's own counters, once it runs: requests and peak in flight per run.
+    let counters: Arc<std::sync::OnceLock<Arc<sluice_testkit::Counters>>> = Arc::default();
+    let seen = Arc::clone(&counters);
+    let requests_before = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handler: Handler = Arc::new(move |req: &Request| {
         if req.path == "/_stats" {
+            // Requests and the most in flight at once since the previous `/_stats`.
+            let (requests, peak) = match seen.get() {
+                Some(c) => {
+                    // Both counts include this request: it is not the run's.
+                    let total = c.requests.load(Ordering::SeqCst);
+                    let before = requests_before.swap(total, Ordering::SeqCst);
+                    let peak = c.max_in_flight.swap(1, Ordering::SeqCst);
+                    (total.saturating_sub(before).saturating_sub(1), peak)
+                }
+                None => (0, 0),
+            };
             let n = early.as_ref().map_or(0, |e| e.load(Ordering::Relaxed));
             // Read and reset: each run of a client against one server gets its own span.
             let (first, last) = span
@@ -73,7 +90,7 @@ async fn main() {
                 .unwrap_or((0.0, 0.0));
             return Reply::json(
                 200,
-                format!("{{\"early_retries\":{n},\"first_request\":{first:.6},\"last_request\":{last:.6}}}"),
+                format!("{{\"early_retries\":{n},\"first_request\":{first:.6},\"last_request\":{last:.6},\"requests\":{requests},\"max_in_flight\":{peak}}}"),
             );
         }
         let now = std::time::SystemTime::now()
@@ -86,6 +103,7 @@ async fn main() {
         api(req)
     });
     let server = ApiServer::serve(listener, handler);
+    let _ = counters.set(Arc::clone(&server.counters));
     println!("listening on {}", server.url(""));
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;

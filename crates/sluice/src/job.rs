@@ -115,11 +115,8 @@ impl Job {
             Some(_) => crate::cluster::client_session(self.threads, self.source.split_min_size),
             None => context::session_with(self.threads, self.source.split_min_size),
         };
-        // On a cluster an enrich stage runs in as many tasks as the plan's partitions.
         let stages = match &self.cluster {
-            Some(url) => {
-                cluster_stages(&self.stages, url, ctx.copied_config().target_partitions())?
-            }
+            Some(url) => cluster_stages(&self.stages, url)?,
             None => self.stages.clone(),
         };
         for udf in &self.udfs {
@@ -409,20 +406,16 @@ pub async fn apply_stages_spread(
     })
 }
 
-/// The stages as a cluster runs them: each enrich stage's limits divided among the
-/// `tasks` tasks that run it (rows reach them hash-partitioned by its key, see
-/// [`apply_stages_spread`]), its cache folder as a whole path. Rust batch functions are
-/// refused: the executors have not registered them.
-fn cluster_stages(
-    stages: &[Stage],
-    url: &crate::cluster::SchedulerUrl,
-    tasks: usize,
-) -> Result<Vec<Stage>> {
+/// The stages as a cluster runs them: each enrich stage's cache folder as a whole path (its
+/// limits are divided among its tasks once the plan is known:
+/// [`crate::cluster::split_stage_limits`]). Rust batch functions are refused: the
+/// executors have not registered them.
+fn cluster_stages(stages: &[Stage], url: &crate::cluster::SchedulerUrl) -> Result<Vec<Stage>> {
     stages
         .iter()
         .map(|stage| match stage {
             Stage::Enrich(e) => {
-                let mut e = e.split_among(tasks)?;
+                let mut e = (**e).clone();
                 e.cache = e
                     .cache
                     .map(|c| {

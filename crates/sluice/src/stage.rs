@@ -474,6 +474,11 @@ impl ExecutionPlan for MapExec {
         let in_schema = self.input.schema();
         let out_schema = Arc::clone(&self.schema);
         let (id, spec, describe) = (self.stage, self.spec.clone(), self.describe.clone());
+        let partitions = self
+            .input
+            .properties()
+            .output_partitioning()
+            .partition_count();
         let task = Task {
             node: self.node,
             partition,
@@ -483,7 +488,13 @@ impl ExecutionPlan for MapExec {
         // The stage as this session has it, or built here from its spec (once per session).
         let map = async move {
             let def = services
-                .stage_or_build(id, spec.build_for_task(&context))
+                .stage_or_build(id, async {
+                    // A task of a cluster's stage may run several of its partitions: its
+                    // limits are those partitions' shares.
+                    spec.for_partitions(partitions)?
+                        .build_for_task(&context)
+                        .await
+                })
                 .await?;
             let map = def.build(in_schema.as_ref())?;
             // A partition run again starts its rejected rows and counts afresh.

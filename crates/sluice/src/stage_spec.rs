@@ -76,6 +76,24 @@ impl StageSpec {
         }
     }
 
+    /// The spec a task running `partitions` of the stage's partitions builds: an enrich
+    /// stage keyed across partitions gets that many shares of its per-partition limits
+    /// (see [`EnrichSpec::split_among`]); any other stage is as it is.
+    pub fn for_partitions(&self, partitions: usize) -> Result<StageSpec> {
+        match self {
+            StageSpec::Enrich {
+                spec,
+                books,
+                by_key: true,
+            } => Ok(StageSpec::Enrich {
+                spec: Box::new(spec.for_partitions(partitions)?),
+                books: *books,
+                by_key: true,
+            }),
+            other => Ok(other.clone()),
+        }
+    }
+
     /// The spec as JSON.
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string(self).map_err(|e| Error::Config(format!("stage spec: {e}")))

@@ -198,6 +198,50 @@ pub fn one_scan_per_partition(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Ex
     .map(|t| t.data)
 }
 
+/// `plan` with the limits of each enrich stage keyed across partitions (see
+/// [`crate::job::apply_stages_spread`]) divided among the tasks that run it, one per
+/// partition of its input: `concurrency` and `rate_limit` hold for the whole stage, however
+/// many of its tasks run at once.
+pub fn split_stage_limits(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+
+    use crate::stage::MapExec;
+    use crate::stage_spec::StageSpec;
+    plan.transform_up(|node| {
+        let Some(map) = node.downcast_ref::<MapExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let StageSpec::Enrich {
+            spec,
+            books,
+            by_key: true,
+        } = map.spec()
+        else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(input) = node.children().first().map(|c| Arc::clone(*c)) else {
+            return Ok(Transformed::no(node));
+        };
+        let tasks = input.properties().output_partitioning().partition_count();
+        let spec = StageSpec::Enrich {
+            spec: Box::new(
+                spec.split_among(tasks)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?,
+            ),
+            books: *books,
+            by_key: true,
+        };
+        Ok(Transformed::yes(Arc::new(MapExec::new(
+            input,
+            map.stage(),
+            spec,
+            map.describe().to_string(),
+            node.schema(),
+        ))))
+    })
+    .map(|t| t.data)
+}
+
 /// Runs `plan` (planned in a session made with `config`) on the cluster at `scheduler`:
 /// the rows of its output, as they come back. Its tasks leave their ledgers in
 /// `ledger_dir` (on storage every executor shares), for [`absorb`] once the stream ended.
@@ -207,7 +251,7 @@ pub async fn execute(
     config: &SessionConfig,
     ledger_dir: &std::path::Path,
 ) -> Result<SendableRecordBatchStream> {
-    let plan = one_scan_per_partition(plan)?;
+    let plan = split_stage_limits(one_scan_per_partition(plan)?)?;
     let mut config = config.clone();
     // Where each read's tasks leave their rejected rows and counts: the client's folders.
     let services = Services::of(&config)?;

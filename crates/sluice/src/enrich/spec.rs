@@ -121,6 +121,23 @@ impl EnrichSpec {
         Ok(columns)
     }
 
+    /// The limits of a task that runs `partitions` partitions of a stage whose limits
+    /// [`EnrichSpec::split_among`] gave per partition: theirs times `partitions`.
+    pub fn for_partitions(&self, partitions: usize) -> Result<EnrichSpec> {
+        let k = partitions.max(1);
+        let mut spec = self.clone();
+        match spec.concurrency.unwrap_or(Concurrency::Fixed(16)) {
+            Concurrency::Fixed(n) => spec.concurrency = Some(Concurrency::Fixed(n * k)),
+            Concurrency::Auto => {
+                spec.max_concurrency = Some(spec.max_concurrency.unwrap_or(256) * k)
+            }
+        }
+        if let Some(rate) = spec.rate_limit.as_deref().map(parse_rate).transpose()? {
+            spec.rate_limit = Some(format!("{}/s", rate * k as f64));
+        }
+        Ok(spec)
+    }
+
     /// The limits of one of `tasks` tasks that share the stage's: `concurrency` (or
     /// `max_concurrency` with `"auto"`) and `rate_limit` divided among them (at least one
     /// request in flight each), so that all of them together stay within the stage's.
@@ -445,6 +462,13 @@ mod tests {
         auto.max_concurrency = Some(100);
         let each = auto.split_among(3).expect("split");
         assert_eq!(each.max_concurrency, Some(33));
+        // A task that runs two of the partitions gets two shares.
+        let two = spec
+            .split_among(4)
+            .and_then(|s| s.for_partitions(2))
+            .expect("two");
+        assert_eq!(two.concurrency, Some(Concurrency::Fixed(14)));
+        assert_eq!(two.rate_limit.as_deref(), Some("1/s"));
     }
 
     #[test]
