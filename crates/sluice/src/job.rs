@@ -195,6 +195,7 @@ impl Job {
         let later = source.rejects.rejected_later();
         let at_write = source.rejects.rejected_at_write();
         let files_failed = source.rejects.failed();
+        let remote = Services::of(&ctx.copied_config())?.cluster_reports();
         Ok(Report {
             rows_unread: files_failed.iter().filter_map(|f| f.rows_unread()).sum(),
             files_read: source.files.len() as u64,
@@ -221,34 +222,45 @@ impl Job {
             rows_added_by_sql: books.added,
             rows_removed_by_sql: books.removed,
             enrich: {
-                // On a cluster the calls were made by the executors' tasks: their reports
-                // add up per stage.
-                let remote = Services::of(&ctx.copied_config())?.cluster_reports();
-                enrichers
-                    .iter()
-                    .map(|e| {
-                        let here = e.stats.report(e.limiter.limit());
-                        let Some(reports) = &remote else {
-                            return here;
-                        };
-                        let mut sum = crate::enrich::EnrichReport {
-                            name: here.name.clone(),
-                            ..Default::default()
-                        };
-                        for r in reports {
-                            if let Ok(task) =
-                                serde_json::from_value::<crate::enrich::EnrichReport>(r.clone())
-                            {
-                                if task.name == here.name {
+                let here = enrichers.iter().map(|e| e.stats.report(e.limiter.limit()));
+                match &remote {
+                    // On a cluster the calls were made by the executors' tasks: their
+                    // reports add up per stage.
+                    Some(reports) => here
+                        .map(|h| {
+                            let mut sum = crate::enrich::EnrichReport {
+                                name: h.name,
+                                ..Default::default()
+                            };
+                            for task in tagged::<crate::enrich::EnrichReport>(reports, "enrich") {
+                                if task.name == sum.name {
                                     sum.add(&task);
                                 }
                             }
-                        }
-                        sum
-                    })
-                    .collect()
+                            sum
+                        })
+                        .collect(),
+                    None => here.collect(),
+                }
             },
-            lookups: lookups.iter().map(|l| l.report(&progress.read)).collect(),
+            lookups: lookups
+                .iter()
+                .map(|l| {
+                    let mut report = l.report(&progress.read);
+                    if let Some(reports) = &remote {
+                        // The rows were matched by the executors' tasks.
+                        report.matched = 0;
+                        report.missing = 0;
+                        report.unconvertible = 0;
+                        for task in tagged::<crate::lookup::LookupReport>(reports, "lookup") {
+                            if task.name == report.name {
+                                report.add_matches(&task);
+                            }
+                        }
+                    }
+                    report
+                })
+                .collect(),
             files_written: written.files.len() as u64,
             bytes_written: written.bytes,
             seconds: started.elapsed().as_secs_f64(),
@@ -266,6 +278,15 @@ impl Job {
             input_partitions: scan_partitions(&plan),
         })
     }
+}
+
+/// The reports of kind `kind` among a cluster job's stage reports (`{"KIND": {...}}`).
+fn tagged<T: serde::de::DeserializeOwned>(reports: &[serde_json::Value], kind: &str) -> Vec<T> {
+    reports
+        .iter()
+        .filter_map(|r| r.get(kind))
+        .filter_map(|r| serde_json::from_value(r.clone()).ok())
+        .collect()
 }
 
 /// Stops the enrich stages' call tasks when dropped.

@@ -438,9 +438,14 @@ async fn a_partition_run_again_counts_once() {
     let flow = sluice::ledger::plan_flow(&plan);
     let r = &source.rejects;
     assert_eq!(r.rejected_later(), missing, "each miss once");
+    // The rejects dataset holds each rejected row once: the retried partition's first run
+    // left nothing behind.
+    let records = r.finish(false).expect("rejects joined");
+    assert_eq!(records, bad + missing);
     let books = sluice::ledger::close(
         &r.ledger,
         &flow,
+        records,
         r.rejected_later(),
         r.rejected_at_write(),
         written,

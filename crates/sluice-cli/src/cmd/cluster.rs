@@ -46,6 +46,10 @@ pub enum Process {
         /// Seconds between heartbeats to the scheduler.
         #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = parse_secs)]
         heartbeat: u64,
+        /// The host name or address other executors and clients reach this one at
+        /// (default: the address the scheduler sees it connect from).
+        #[arg(long, value_name = "HOST")]
+        advertise_host: Option<String>,
     },
 }
 
@@ -64,6 +68,7 @@ impl ClusterCmd {
                 slots,
                 work_dir,
                 heartbeat,
+                advertise_host,
             } => {
                 sluice::cluster::run_executor(sluice::cluster::ExecutorOptions {
                     scheduler,
@@ -72,6 +77,7 @@ impl ClusterCmd {
                     slots: slots.unwrap_or_else(sluice::context::default_threads),
                     work_dir,
                     heartbeat,
+                    advertise_host,
                 })
                 .await?
             }

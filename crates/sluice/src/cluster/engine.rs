@@ -173,14 +173,24 @@ impl BookedStage {
                 .services
                 .built_stages()
                 .iter()
-                .filter_map(|s| s.as_any().downcast_ref::<crate::enrich::EnrichDef>())
-                .filter_map(|e| {
-                    serde_json::to_value(e.enricher().stats.report(e.enricher().limiter.limit()))
-                        .ok()
-                })
+                .filter_map(|s| stage_report(s.as_any()))
                 .collect(),
         })
     }
+}
+
+/// What a stage a task built reports for the job's report, tagged with its kind:
+/// `{"enrich": {...}}` (its calls) or `{"lookup": {...}}` (its matches).
+fn stage_report(stage: &dyn std::any::Any) -> Option<serde_json::Value> {
+    if let Some(e) = stage.downcast_ref::<crate::enrich::EnrichDef>() {
+        let report = e.enricher().stats.report(e.enricher().limiter.limit());
+        return Some(serde_json::json!({ "enrich": serde_json::to_value(report).ok()? }));
+    }
+    if let Some(l) = stage.downcast_ref::<crate::lookup::LookupDef>() {
+        let report = l.lookup().report(&Default::default());
+        return Some(serde_json::json!({ "lookup": serde_json::to_value(report).ok()? }));
+    }
+    None
 }
 
 /// The other stages' output partitions `plan` reads.

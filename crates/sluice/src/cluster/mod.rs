@@ -137,6 +137,8 @@ pub struct ExecutorOptions {
     pub work_dir: Option<std::path::PathBuf>,
     /// Seconds between heartbeats to the scheduler.
     pub heartbeat: u64,
+    /// The host others reach this executor at (default: where the scheduler sees it from).
+    pub advertise_host: Option<String>,
 }
 
 /// Runs Ballista's executor with sluice's codec and session until the process ends.
@@ -151,6 +153,7 @@ pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> 
         vcores: options.slots.max(1),
         work_dir: options.work_dir.map(|d| d.display().to_string()),
         executor_heartbeat_interval_seconds: options.heartbeat.max(1),
+        external_host: options.advertise_host,
         override_config_producer: Some(Arc::new(process_config)),
         override_physical_codec: Some(codec()),
         override_execution_engine: Some(Arc::new(engine::SluiceEngine::new())),

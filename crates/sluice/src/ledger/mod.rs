@@ -25,7 +25,7 @@ pub mod rejects;
 pub mod remote;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use datafusion::physical_plan::metrics::MetricsSet;
@@ -54,10 +54,13 @@ pub fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
 pub const REJECTED_METRIC: &str = "rows_rejected";
 
 /// A new id for a scan node (each node that reads input files gets its own, so a file read
-/// twice by one plan is told apart from a file read once).
+/// twice by one plan is told apart from a file read once). Scan ids come from the same
+/// counter as every other plan node's: a scan's tasks and a stage's or writer's tasks
+/// write their rejected rows under (node, partition), and two nodes sharing an id would
+/// have one task start the other's rows afresh (a lost rejects record while the counts
+/// still balance).
 pub fn next_scan_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    crate::plan::next_id()
 }
 
 /// Where rows were read: a range of a file (its first byte, or 0 for a whole file) by one
@@ -495,11 +498,14 @@ pub struct Books {
 }
 
 /// Closes the books of a job: the read ledger's checks, then every count of the plan
-/// against the count of the part it feeds. `rejected_later` and `rejected_at_write` are the
-/// rejects writer's counts of stage and writer rejects; `written` what the writers wrote.
+/// against the count of the part it feeds. `records` is the number of records in the
+/// rejects dataset (counted while its files were joined); `rejected_later` and
+/// `rejected_at_write` are the rejects writer's counts of stage and writer rejects;
+/// `written` what the writers wrote.
 pub fn close(
     read: &ReadLedger,
     flow: &PlanFlow,
+    records: u64,
     rejected_later: u64,
     rejected_at_write: u64,
     written: u64,
@@ -544,6 +550,12 @@ pub fn close(
         skipped,
         removed: flow.removed,
     };
+    if books.rejected != records {
+        return Err(Error::Ledger(format!(
+            "{} rows were rejected but {records} reached the rejects dataset",
+            books.rejected
+        )));
+    }
     let left = i128::from(books.rows_in) + i128::from(books.added);
     let right = i128::from(books.rows_out)
         + i128::from(books.rejected)
@@ -558,6 +570,15 @@ pub fn close(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scans_and_other_plan_nodes_never_share_an_id() {
+        let mut seen = HashSet::new();
+        for _ in 0..1000 {
+            assert!(seen.insert(next_scan_id()));
+            assert!(seen.insert(crate::plan::next_id()));
+        }
+    }
 
     fn at(file: &str, start: u64, scan: u64) -> ReadAt {
         ReadAt {
@@ -670,7 +691,7 @@ mod tests {
             out: 6,
             ..PlanFlow::default()
         };
-        let books = close(&l, &flow, 1, 0, 6).expect("balanced");
+        let books = close(&l, &flow, 2, 1, 0, 6).expect("balanced");
         assert_eq!(
             books,
             Books {
@@ -683,25 +704,33 @@ mod tests {
             }
         );
         // A writer that lost a row.
-        let e = close(&l, &flow, 1, 0, 5)
+        let e = close(&l, &flow, 2, 1, 0, 5)
             .expect_err("must fail")
             .to_string();
         assert_eq!(e, "ledger: 1 row of the output unaccounted");
         // A stage reject that never reached the rejects file.
-        assert!(close(&l, &flow, 0, 0, 6).is_err());
+        assert!(close(&l, &flow, 2, 0, 0, 6).is_err());
+        // A rejected row counted everywhere but missing from the rejects dataset (its
+        // record lost on the way).
+        assert_eq!(
+            close(&l, &flow, 1, 1, 0, 6)
+                .expect_err("must fail")
+                .to_string(),
+            "ledger: 2 rows were rejected but 1 reached the rejects dataset"
+        );
         // The plan received other rows than the scans passed on.
         let more = PlanFlow {
             scanned: 8,
             ..flow.clone()
         };
-        assert!(close(&l, &more, 1, 0, 6).is_err());
+        assert!(close(&l, &more, 2, 1, 0, 6).is_err());
         // A node that passes every row on lost some (and no limit explains it).
         let lost = PlanFlow {
             lost_inside: vec![("RepartitionExec".into(), 2)],
             ..flow.clone()
         };
         assert_eq!(
-            close(&l, &lost, 1, 0, 6)
+            close(&l, &lost, 2, 1, 0, 6)
                 .expect_err("must fail")
                 .to_string(),
             "ledger: 2 rows of the plan's RepartitionExec unaccounted"
@@ -710,7 +739,7 @@ mod tests {
             limited: true,
             ..lost
         };
-        close(&l, &limited, 1, 0, 6).expect("a limit explains it");
+        close(&l, &limited, 2, 1, 0, 6).expect("a limit explains it");
     }
 
     /// Runs SQL over a 10-row CSV file (a file scan, as in a job) and walks the executed

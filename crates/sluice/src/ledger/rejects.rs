@@ -158,6 +158,20 @@ fn task_file(dir: &std::path::Path, task: Task) -> PathBuf {
     dir.join(format!(".task-{}-{}.ndjson", task.node, task.partition))
 }
 
+/// A reader that counts the line ends passing through it (one per rejects record).
+struct LineCount<'a, R> {
+    inner: R,
+    lines: &'a mut u64,
+}
+
+impl<R: std::io::Read> std::io::Read for LineCount<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        Ok(n)
+    }
+}
+
 /// The file a cluster task labelled `label` writes its rejected rows to.
 pub fn remote_file_name(label: &str) -> String {
     format!(".{label}.ndjson")
@@ -501,10 +515,11 @@ impl Rejects {
 
     /// Before the commit: joins the tasks' files (each task's last run, in task order) into
     /// `rejects.ndjson`, synced; with `parquet`, writes `rejects.parquet` instead (streamed,
-    /// in batches). Nothing is written when no row was rejected.
-    pub fn finish(&self, parquet: bool) -> Result<()> {
+    /// in batches). Nothing is written when no row was rejected. Returns the records joined
+    /// (counted in the bytes copied, apart from every count the books keep).
+    pub fn finish(&self, parquet: bool) -> Result<u64> {
         let Some(dir) = self.dir() else {
-            return Ok(());
+            return Ok(0);
         };
         let mut files: BTreeMap<Task, PathBuf> =
             self.absorbed.lock().map(|a| a.clone()).unwrap_or_default();
@@ -518,16 +533,21 @@ impl Rejects {
         }
         let files: Vec<PathBuf> = files.into_values().collect();
         if files.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let name = |p: &std::path::Path| p.display().to_string();
         let joined = dir.join("rejects.ndjson");
+        let mut records = 0u64;
         {
             let out = File::create(&joined).map_err(|e| Error::io(name(&joined), e))?;
             let mut out = BufWriter::new(out);
             for f in &files {
-                let mut input = File::open(f).map_err(|e| Error::io(name(f), e))?;
-                std::io::copy(&mut input, &mut out).map_err(|e| Error::io(name(&joined), e))?;
+                let input = File::open(f).map_err(|e| Error::io(name(f), e))?;
+                let mut counted = LineCount {
+                    inner: input,
+                    lines: &mut records,
+                };
+                std::io::copy(&mut counted, &mut out).map_err(|e| Error::io(name(&joined), e))?;
             }
             let out = out
                 .into_inner()
@@ -541,7 +561,7 @@ impl Rejects {
             to_parquet(&joined, &dir.join("rejects.parquet"))?;
             std::fs::remove_file(&joined).map_err(|e| Error::io(name(&joined), e))?;
         }
-        Ok(())
+        Ok(records)
     }
 
     /// Records a file that could not be read (in `skip` and `reject` modes).

@@ -78,7 +78,7 @@ pub struct LookupStats {
 }
 
 /// What a lookup did (in `--report-json` under `lookups`).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct LookupReport {
     /// The stage.
     pub name: String,
@@ -103,6 +103,16 @@ pub struct LookupReport {
     /// `BIGINT` key, `abc` for a number. Such a key never matches (SQL would not find
     /// `1.7 = 1` either); no value is truncated or guessed.
     pub unconvertible: u64,
+}
+
+impl LookupReport {
+    /// Adds what a cluster's task matched with its own copy of the lookup (the table
+    /// itself is the same in every task: its sizes are kept).
+    pub fn add_matches(&mut self, task: &LookupReport) {
+        self.matched += task.matched;
+        self.missing += task.missing;
+        self.unconvertible += task.unconvertible;
+    }
 }
 
 impl Lookup {

@@ -115,11 +115,12 @@ fn close_books(
     files: &[WrittenFile],
     options: &SinkOptions,
 ) -> Result<crate::ledger::Books> {
-    r.finish(options.rejects_parquet())?;
+    let records = r.finish(options.rejects_parquet())?;
     r.check_failed()?;
     crate::ledger::close(
         &r.ledger,
         flow,
+        records,
         r.rejected_later(),
         r.rejected_at_write(),
         files.iter().map(|f| f.rows).sum(),
