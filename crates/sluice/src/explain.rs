@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::context;
 use crate::enrich::{Concurrency, Enricher};
 use crate::error::Result;
-use crate::job::{apply_stages, Job, Stage};
+use crate::job::{Job, Stage};
 use crate::lookup::DEFAULT_MAX_LOOKUP_BYTES;
 use crate::source::csv_scan::CsvScanExec;
 use crate::source::file_scan::FileByFileExec;
@@ -39,6 +39,26 @@ pub struct Explain {
     pub output: Output,
     /// Things worth changing.
     pub warnings: Vec<String>,
+    /// On a cluster: the stages Ballista's planner cuts the plan into, in the order they
+    /// run (planned here, as the scheduler would; the cluster is not contacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Vec<ClusterStage>>,
+}
+
+/// One stage of a job on a cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStage {
+    /// Its id in the job.
+    pub id: usize,
+    /// Tasks: one per partition it runs.
+    pub tasks: usize,
+    /// The stages whose output it reads.
+    pub reads_stages: Vec<usize>,
+    /// What runs in it, top down (the shuffle writer left out).
+    pub nodes: Vec<String>,
+    /// How its output is partitioned for the stages that read it (`Hash([key@0], 4)`), when
+    /// it repartitions.
+    pub output: Option<String>,
 }
 
 /// The inputs of a job.
@@ -108,11 +128,22 @@ pub struct Output {
 /// Plans `job` without running it.
 pub async fn explain(job: &Job) -> Result<Explain> {
     let threads = job.threads.max(1);
-    let ctx = context::session_with(threads, job.source.split_min_size);
+    let ctx = match &job.cluster {
+        Some(_) => crate::cluster::client_session(threads, job.source.split_min_size),
+        None => context::session_with(threads, job.source.split_min_size),
+    };
     for udf in &job.udfs {
         ctx.register_udf(udf.clone());
     }
     let source = Source::open(&ctx, job.source.clone()).await?;
+    // Sampling the partition column may meet bad rows: their records go to a scratch
+    // folder, removed at the end (explain writes nothing).
+    let scratch = Scratch(std::env::temp_dir().join(format!(
+        "sluice-explain-{}-{}",
+        std::process::id(),
+        crate::services::next_id()
+    )));
+    source.rejects.set_dir(scratch.0.clone());
     let df = if crate::job::rows_need_origin(&job.stages) {
         source.to_dataframe_with_origin(&ctx)?
     } else {
@@ -191,8 +222,19 @@ pub async fn explain(job: &Job) -> Result<Explain> {
         }
     }
 
-    let applied = apply_stages(&ctx, df, &job.stages, &source.rejects).await?;
+    let applied = crate::job::apply_stages_spread(
+        &ctx,
+        df,
+        &job.stages,
+        &source.rejects,
+        job.cluster.is_some(),
+    )
+    .await?;
     let plan = applied.df.clone().create_physical_plan().await?;
+    let cluster = match &job.cluster {
+        Some(_) => Some(cluster_stages(Arc::clone(&plan), &ctx.copied_config())?),
+        None => None,
+    };
     let cpu = format!(
         "CPU: {} partitions on {threads} threads",
         plan.properties()
@@ -337,7 +379,62 @@ pub async fn explain(job: &Job) -> Result<Explain> {
             columns,
         },
         warnings,
+        cluster,
     })
+}
+
+/// The stages Ballista's planner cuts `plan` into, as a cluster job would run it.
+fn cluster_stages(
+    plan: Arc<dyn ExecutionPlan>,
+    config: &datafusion::prelude::SessionConfig,
+) -> Result<Vec<ClusterStage>> {
+    use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
+    let plan = crate::cluster::split_stage_limits(crate::cluster::one_scan_per_partition(plan)?)?;
+    let job: ballista_core::JobId = "explain".to_string().into();
+    let stages = DefaultDistributedPlanner::new()
+        .plan_query_stages(&job, plan, config.options())
+        .map_err(|e| crate::error::Error::Cluster(e.to_string()))?;
+    Ok(stages
+        .iter()
+        .map(|s| {
+            let mut nodes = Vec::new();
+            let mut reads = Vec::new();
+            let mut todo: Vec<&Arc<dyn ExecutionPlan>> = s.children();
+            while let Some(node) = todo.pop() {
+                if let Some(u) =
+                    node.downcast_ref::<ballista_core::execution_plans::UnresolvedShuffleExec>()
+                {
+                    reads.push(u.stage_id);
+                } else if !["CoalesceBatchesExec", "CooperativeExec"].contains(&node.name()) {
+                    nodes.push(
+                        datafusion::physical_plan::displayable(node.as_ref())
+                            .one_line()
+                            .to_string()
+                            .trim()
+                            .to_string(),
+                    );
+                }
+                todo.extend(node.children().into_iter().rev());
+            }
+            reads.sort_unstable();
+            ClusterStage {
+                id: s.stage_id(),
+                tasks: s.input_partition_count(),
+                reads_stages: reads,
+                nodes,
+                output: s.shuffle_output_partitioning().map(|p| p.to_string()),
+            }
+        })
+        .collect())
+}
+
+/// A folder removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn collect_ranges(plan: &Arc<dyn ExecutionPlan>, out: &mut BTreeMap<String, usize>) {
@@ -447,6 +544,25 @@ impl fmt::Display for Explain {
         }
         writeln!(f, "), files: {}, mode: {}", o.files, o.mode)?;
         writeln!(f, "  columns: {}", o.columns.join(", "))?;
+        if let Some(stages) = &self.cluster {
+            writeln!(f, "on the cluster: {} stages", stages.len())?;
+            for s in stages {
+                let reads = if s.reads_stages.is_empty() {
+                    String::new()
+                } else {
+                    let ids: Vec<String> = s.reads_stages.iter().map(|i| i.to_string()).collect();
+                    format!(", reads stages {}", ids.join(", "))
+                };
+                let out = match &s.output {
+                    Some(p) => format!(", output {p}"),
+                    None => String::new(),
+                };
+                writeln!(f, "  stage {}: {} tasks{reads}{out}", s.id, s.tasks)?;
+                for n in &s.nodes {
+                    writeln!(f, "    {n}")?;
+                }
+            }
+        }
         if !self.warnings.is_empty() {
             writeln!(f, "warnings:")?;
             for w in &self.warnings {

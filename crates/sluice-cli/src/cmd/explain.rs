@@ -25,6 +25,10 @@ pub struct ExplainCmd {
     /// Threads to plan for (default: the pipeline's, else the number of cores).
     #[arg(long, value_name = "N", value_parser = crate::args::parse_positive)]
     pub threads: Option<usize>,
+    /// Plan for a cluster (df://HOST:PORT, or the pipeline's `[cluster] url`): also show
+    /// the stages and tasks it would run as. The cluster is not contacted.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    pub cluster: Option<sluice::cluster::SchedulerUrl>,
 }
 
 impl ExplainCmd {
@@ -33,6 +37,9 @@ impl ExplainCmd {
         let mut job = sluice::pipeline::load(&self.pipeline)?;
         if let Some(t) = self.threads {
             job.threads = t;
+        }
+        if let Some(url) = self.cluster {
+            job.cluster = Some(url);
         }
         let plan = sluice::explain::explain(&job).await?;
         match self.format {

@@ -793,3 +793,56 @@ async fn enrich_on_the_cluster_calls_each_key_once_within_the_stage_s_concurrenc
         output_rejects(&wd, "out-local")
     );
 }
+
+/// `sluice explain --cluster` shows the stages Ballista would cut the job into, without
+/// contacting the cluster: an enrich stage runs in a stage of its own, fed by a shuffle
+/// that partitions the rows by its key, in as many tasks as the job has threads.
+#[test]
+fn explain_shows_the_stages_and_tasks_on_a_cluster() {
+    let wd = Workdir::new();
+    for f in 0..3 {
+        wd.write(
+            &format!("in/p{f}.csv"),
+            format!("record_id,n\nk{f},1\nk9,2\n"),
+        );
+    }
+    wd.write(
+        "p.toml",
+        "[source]\npaths = \"in\"\n[[enrich]]\nname = \"meta\"\n\
+         url = \"http://127.0.0.1:9/meta/{record_id}\"\nconcurrency = 8\n\
+         [enrich.extract]\ntitle = \"/title\"\n[sink]\npath = \"out\"\n[settings]\nthreads = 3\n",
+    );
+    let text = wd.ok(&["explain", "p.toml", "--cluster", "df://127.0.0.1:9"]);
+    assert!(text.contains("on the cluster:"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&wd.ok(&[
+        "explain",
+        "p.toml",
+        "--cluster",
+        "df://127.0.0.1:9",
+        "--format",
+        "json",
+    ]))
+    .expect("json");
+    let stages = json["cluster"].as_array().expect("stages");
+    let enrich = stages
+        .iter()
+        .find(|s| s["nodes"].to_string().contains("EnrichExec"))
+        .expect("a stage runs the enrich stage");
+    assert_eq!(enrich["tasks"], 3, "{enrich}");
+    let feeding = enrich["reads_stages"].as_array().expect("reads");
+    assert!(!feeding.is_empty(), "{enrich}");
+    // The stage feeding it partitions the rows by the key, into one partition per task.
+    let feeder = stages
+        .iter()
+        .find(|s| feeding.contains(&s["id"]))
+        .expect("the feeding stage");
+    let out = feeder["output"].as_str().unwrap_or_default();
+    assert!(
+        out.starts_with("Hash(") && out.contains("record_id") && out.ends_with(", 3)"),
+        "{feeder}"
+    );
+    let local: serde_json::Value =
+        serde_json::from_str(&wd.ok(&["explain", "p.toml", "--format", "json"])).expect("json");
+    assert!(local.get("cluster").is_none(), "{local}");
+    assert!(!wd.path("out").exists());
+}
