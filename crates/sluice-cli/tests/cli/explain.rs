@@ -114,3 +114,40 @@ partition_by = ["country"]
     assert!(!text.contains("secret-token-123"), "{text}");
     insta::assert_snapshot!("splits_enrich_warnings", text);
 }
+
+/// Sampling a `partition_by` column meets the input's bad rows like a run would: explain
+/// still answers (it used to stop at "rejected rows have nowhere to go") and writes nothing.
+#[test]
+fn explain_a_partitioned_output_over_bad_rows() {
+    let wd = Workdir::new();
+    wd.write("in/a.csv", "id,cat\n1,x\n2,y,extra\n3,x\n");
+    wd.write(
+        "p.toml",
+        "[source]\npaths = \"in\"\n[sink]\npath = \"out\"\npartition_by = [\"cat\"]\n",
+    );
+    let before: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("sluice-explain-")
+        })
+        .map(|e| e.file_name())
+        .collect();
+    let text = wd.ok(&["explain", "p.toml"]);
+    assert!(text.contains("partitioned by cat"), "{text}");
+    assert!(!wd.path("out").exists());
+    let after: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("sluice-explain-")
+        })
+        .map(|e| e.file_name())
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert!(after.is_empty(), "scratch left behind: {after:?}");
+}
