@@ -134,11 +134,12 @@ pub fn absorb(dir: &Path, books: &HashMap<u64, Arc<Rejects>>) -> Result<Absorbed
             .or_default()
             .push(ledger);
     }
-    // Within a stage, two tasks never read the same input: one that does is a run of
-    // another task cut differently, which the books cannot tell apart.
+    // Within a stage, two tasks never read the same range of a file: one that does is a
+    // run of another task cut differently, which the books cannot tell apart. (Two tasks may
+    // read the same partition of another stage: a broadcast join's build side.)
     let mut seen: HashMap<(usize, &str), usize> = HashMap::new();
     for ((stage, inputs), list) in &runs {
-        for input in inputs {
+        for input in inputs.iter().filter(|i| i.starts_with("scan ")) {
             if let Some(other) = seen.insert((*stage, input.as_str()), list[0].task) {
                 return Err(Error::Ledger(format!(
                     "tasks {other} and {} of stage {stage} both read {input}",
@@ -203,4 +204,68 @@ pub fn absorb(dir: &Path, books: &HashMap<u64, Arc<Rejects>>) -> Result<Absorbed
         }
     }
     Ok(absorbed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::rejects::OnError;
+
+    fn ledger(stage: usize, task: usize, inputs: &[&str], ok: u64) -> TaskLedger {
+        TaskLedger {
+            stage,
+            task,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            flow: PlanFlow {
+                scanned: ok,
+                ..PlanFlow::default()
+            },
+            books: vec![BooksLedger {
+                id: 1,
+                ranges: vec![(
+                    format!("f{task}.csv"),
+                    0,
+                    9,
+                    RangeCounts {
+                        framed: Some(ok),
+                        ok,
+                        ..RangeCounts::default()
+                    },
+                )],
+                ..BooksLedger::default()
+            }],
+            ..TaskLedger::default()
+        }
+    }
+
+    #[test]
+    fn only_the_latest_run_of_a_task_counts() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let books: HashMap<u64, Arc<Rejects>> =
+            [(1, Arc::new(Rejects::with_id(1, OnError::Reject)))].into();
+        // Task 0 ran twice (ids 0 and 5: the same inputs), task 1 once; two tasks of the
+        // next stage read the same partition of stage 1 (a broadcast).
+        for l in [
+            ledger(1, 0, &["scan 9 a.csv@0"], 10),
+            ledger(1, 5, &["scan 9 a.csv@0"], 10),
+            ledger(1, 1, &["scan 9 b.csv@0"], 7),
+            ledger(2, 0, &["stage 1 partition 0", "stage 1 partition 1"], 0),
+            ledger(2, 1, &["stage 1 partition 0", "stage 1 partition 2"], 0),
+        ] {
+            l.write(dir.path()).expect("write");
+        }
+        let absorbed = absorb(dir.path(), &books).expect("absorb");
+        assert_eq!(absorbed.flow.scanned, 17, "the rerun counted once");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+
+        // Two different tasks that read the same range: refused, not guessed at.
+        for l in [
+            ledger(1, 0, &["scan 9 a.csv@0", "scan 9 b.csv@0"], 10),
+            ledger(1, 1, &["scan 9 b.csv@0"], 7),
+        ] {
+            l.write(dir.path()).expect("write");
+        }
+        let e = absorb(dir.path(), &books).expect_err("overlap").to_string();
+        assert!(e.contains("both read scan 9 b.csv@0"), "{e}");
+    }
 }
