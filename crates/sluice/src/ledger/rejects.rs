@@ -571,6 +571,18 @@ impl Rejects {
 
     /// [`Rejects::file_failed`] for a file whose metadata says how many rows it holds.
     pub fn file_failed_expecting(&self, file: &str, reason: &str, rows_expected: Option<u64>) {
+        // A file the client listed but an executor cannot find is most often not on storage
+        // every executor shares.
+        let missing = ["not found", "no such file"]
+            .iter()
+            .any(|m| reason.to_ascii_lowercase().contains(m));
+        let reason = if missing && self.on_cluster() {
+            format!(
+                "{reason} (on a cluster executor: every executor must see the inputs at the same path)"
+            )
+        } else {
+            reason.to_string()
+        };
         if let Ok(mut f) = self.failed.lock() {
             // A file read in several ranges is reported once.
             if f.iter().any(|known| known.file == file) {
@@ -578,7 +590,7 @@ impl Rejects {
             }
             f.push(FailedFile {
                 file: file.to_string(),
-                reason: reason.to_string(),
+                reason,
                 rows_expected,
                 rows_read: 0,
             });
@@ -705,5 +717,32 @@ pub(crate) fn row_json(row: &datafusion::arrow::record_batch::RecordBatch) -> (S
         (text[..cut].to_string(), true)
     } else {
         (text, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_an_executor_cannot_find_says_where_inputs_must_be() {
+        let here = Rejects::new(OnError::Reject);
+        here.file_failed("in/x.csv", "Object at location /d/in/x.csv not found");
+        assert_eq!(
+            here.failed()[0].reason,
+            "Object at location /d/in/x.csv not found"
+        );
+        let there = Rejects::on_executor(7, OnError::Reject, None, "stage-1-task-0".into());
+        there.file_failed("in/x.csv", "Object at location /d/in/x.csv not found");
+        there.file_failed("in/y.csv", "gzip: corrupt deflate stream");
+        let failed = there.failed();
+        assert!(
+            failed[0].reason.ends_with(
+                "(on a cluster executor: every executor must see the inputs at the same path)"
+            ),
+            "{}",
+            failed[0].reason
+        );
+        assert_eq!(failed[1].reason, "gzip: corrupt deflate stream");
     }
 }
