@@ -125,6 +125,13 @@ impl Pipeline {
         self
     }
 
+    /// Runs the job on a cluster (`sluice cluster scheduler`, executors that registered
+    /// this pipeline's batch functions: [`crate::cluster::ExecutorOptions::functions`]).
+    pub fn cluster(mut self, url: crate::cluster::SchedulerUrl) -> Pipeline {
+        self.job.cluster = Some(url);
+        self
+    }
+
     /// Where and how to write (the `[sink]` section).
     pub fn write(mut self, sink: SinkOptions) -> Pipeline {
         self.job.sink = sink;

@@ -116,7 +116,7 @@ impl Job {
             None => context::session_with(self.threads, self.source.split_min_size),
         };
         let stages = match &self.cluster {
-            Some(url) => cluster_stages(&self.stages, url)?,
+            Some(_) => cluster_stages(&self.stages)?,
             None => self.stages.clone(),
         };
         for udf in &self.udfs {
@@ -429,9 +429,9 @@ pub async fn apply_stages_spread(
 
 /// The stages as a cluster runs them: each enrich stage's cache folder as a whole path (its
 /// limits are divided among its tasks once the plan is known:
-/// [`crate::cluster::split_stage_limits`]). Rust batch functions are refused: the
-/// executors have not registered them.
-fn cluster_stages(stages: &[Stage], url: &crate::cluster::SchedulerUrl) -> Result<Vec<Stage>> {
+/// [`crate::cluster::split_stage_limits`]). A Rust batch function runs on executors that
+/// registered it under its name ([`crate::cluster::ExecutorOptions::functions`]).
+fn cluster_stages(stages: &[Stage]) -> Result<Vec<Stage>> {
     stages
         .iter()
         .map(|stage| match stage {
@@ -447,10 +447,6 @@ fn cluster_stages(stages: &[Stage], url: &crate::cluster::SchedulerUrl) -> Resul
                     .transpose()?;
                 Ok(Stage::Enrich(Box::new(e)))
             }
-            Stage::Batches(f) => Err(Error::Config(format!(
-                "the batch function '{}' cannot run on the cluster {url} yet: run the job here (no --cluster)",
-                f.name
-            ))),
             other => Ok(other.clone()),
         })
         .collect()

@@ -616,3 +616,110 @@ async fn a_parquet_scan_sent_as_bytes_reads_the_same_rows() {
     let counted: u64 = books.per_file().values().map(|f| f.rows_ok).sum();
     assert_eq!(counted, 5000);
 }
+
+/// A scheduler and one executor in this process, the executor with `functions`
+/// registered; the scheduler's URL once the executor has registered.
+async fn in_process_cluster(functions: Vec<sluice::BatchFn>) -> sluice::cluster::SchedulerUrl {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port()
+    };
+    let port = free();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    tokio::spawn(sluice::cluster::run_scheduler(addr, 180));
+    let url: sluice::cluster::SchedulerUrl = format!("df://127.0.0.1:{port}").parse().expect("url");
+    tokio::spawn(sluice::cluster::run_executor(
+        sluice::cluster::ExecutorOptions {
+            scheduler: url.clone(),
+            bind: format!("127.0.0.1:{}", free()).parse().expect("bind"),
+            grpc_port: free(),
+            slots: 2,
+            work_dir: None,
+            heartbeat: 60,
+            advertise_host: None,
+            functions,
+        },
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let listed = reqwest::get(format!("http://127.0.0.1:{port}/api/executors"))
+            .await
+            .ok()
+            .map(|r| r.text());
+        let n = match listed {
+            Some(text) => text.await.unwrap_or_default().matches("\"id\"").count(),
+            None => 0,
+        };
+        if n >= 1 {
+            return url;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the executor did not register"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// A Rust batch function on a cluster runs on executors that registered it under its name
+/// (a program embedding the executor); on executors that did not, the job fails with one
+/// line naming it and commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_function_runs_on_executors_that_registered_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir(dir.path().join("in")).expect("mkdir");
+    let mut sum = 0i64;
+    for f in 0..4 {
+        let mut text = String::from("n,cat\n");
+        for r in 0..50i64 {
+            let n = f * 100 + r;
+            sum += n;
+            text.push_str(&format!("{n},c{}\n", r % 3));
+        }
+        write(&dir.path().join("in"), &format!("p{f}.csv"), &text);
+    }
+    let input = dir.path().join("in").display().to_string();
+    let job = |url: sluice::cluster::SchedulerUrl, out: &str| {
+        Pipeline::read([input.clone()])
+            .map_batches("doubled", doubled)
+            .write(SinkOptions {
+                path: dir.path().join(out).display().to_string(),
+                ..SinkOptions::default()
+            })
+            .threads(2)
+            .cluster(url)
+    };
+    let with = in_process_cluster(vec![sluice::BatchFn {
+        name: "doubled".into(),
+        f: Arc::new(doubled),
+    }])
+    .await;
+    let report = job(with, "out").run().await.expect("run on the cluster");
+    assert_eq!((report.rows_in, report.rows_out), (200, 200));
+    let ctx = sluice::datafusion::prelude::SessionContext::new();
+    let out = dir.path().join("out").display().to_string();
+    ctx.register_parquet("t", &out, Default::default())
+        .await
+        .expect("read back");
+    let rows = ctx
+        .sql("SELECT sum(n) AS n, sum(doubled) AS d FROM t")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("collect");
+    let col = |i: usize| as_int64_array(rows[0].column(i)).expect("int").value(0);
+    assert_eq!((col(0), col(1)), (sum, 2 * sum));
+
+    let without = in_process_cluster(Vec::new()).await;
+    let e = job(without, "out2")
+        .run()
+        .await
+        .expect_err("no such function there")
+        .to_string();
+    assert!(e.contains("no batch function 'doubled'"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(!dir.path().join("out2").exists());
+}

@@ -78,6 +78,7 @@ impl ClusterCmd {
                     work_dir,
                     heartbeat,
                     advertise_host,
+                    functions: Vec::new(),
                 })
                 .await?
             }

@@ -139,11 +139,19 @@ pub struct ExecutorOptions {
     pub heartbeat: u64,
     /// The host others reach this executor at (default: where the scheduler sees it from).
     pub advertise_host: Option<String>,
+    /// Batch functions the executor's tasks find by name (a program that embeds the
+    /// executor registers its own Rust functions here; the `sluice` binary has none).
+    pub functions: Vec<crate::function::BatchFn>,
 }
 
 /// Runs Ballista's executor with sluice's codec and session until the process ends.
 pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> {
     use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
+    let functions = options.functions.clone();
+    let check = Services::default();
+    for f in &functions {
+        check.register_function(f)?;
+    }
     let config = ExecutorProcessConfig {
         bind_host: options.bind.ip().to_string(),
         port: options.bind.port(),
@@ -154,7 +162,16 @@ pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> 
         work_dir: options.work_dir.map(|d| d.display().to_string()),
         executor_heartbeat_interval_seconds: options.heartbeat.max(1),
         external_host: options.advertise_host,
-        override_config_producer: Some(Arc::new(process_config)),
+        override_config_producer: Some(Arc::new(move || {
+            let config = process_config();
+            if let Ok(services) = Services::of(&config) {
+                for f in &functions {
+                    // Names are unique: checked when the executor starts.
+                    let _ = services.register_function(f);
+                }
+            }
+            config
+        })),
         override_physical_codec: Some(codec()),
         override_execution_engine: Some(Arc::new(engine::SluiceEngine::new())),
         ..Default::default()
@@ -292,7 +309,7 @@ pub async fn execute(
 /// error only as its debug text; `None` when the failure was not one of sluice's.
 pub fn job_error(e: &datafusion::error::DataFusionError) -> Option<String> {
     let text = e.to_string();
-    for marker in ["BadRow(\"", "File { file: \""] {
+    for marker in ["BadRow(\"", "File { file: \"", "Config(\""] {
         let Some(at) = text.find(marker) else {
             continue;
         };
