@@ -119,6 +119,17 @@ impl Job {
             Some(_) => cluster_stages(&self.stages)?,
             None => self.stages.clone(),
         };
+        if self.cluster.is_some() {
+            // The executors open remote inputs and lookups with the options that are not
+            // secrets, and their own credentials.
+            let mut storage = self.source.storage.clone();
+            for stage in &stages {
+                if let Stage::Lookup(l) = stage {
+                    storage.extend(l.storage.clone());
+                }
+            }
+            crate::cluster::share_storage(&ctx, &storage)?;
+        }
         for udf in &self.udfs {
             ctx.register_udf(udf.clone());
         }

@@ -29,6 +29,10 @@ pub struct SluiceOptions {
     /// Where each task leaves its ledger (see [`crate::ledger::remote`]): a folder of the
     /// client's, on storage every executor shares. Empty: not a sluice job.
     pub ledger_dir: String,
+    /// The job's storage options that are not secrets, as JSON (endpoint, region...: see
+    /// [`crate::cluster::stores::shareable`]); executors take credentials from their own
+    /// environment.
+    pub storage: String,
 }
 
 impl SluiceOptions {
@@ -61,6 +65,10 @@ impl datafusion::config::ExtensionOptions for SluiceOptions {
                 self.ledger_dir = value.to_string();
                 Ok(())
             }
+            "storage" => {
+                self.storage = value.to_string();
+                Ok(())
+            }
             other => Err(DataFusionError::Configuration(format!(
                 "no sluice setting '{other}'"
             ))),
@@ -78,6 +86,11 @@ impl datafusion::config::ExtensionOptions for SluiceOptions {
                 key: "sluice.ledger_dir".into(),
                 value: Some(self.ledger_dir.clone()),
                 description: "where a cluster's tasks leave their ledgers",
+            },
+            datafusion::config::ConfigEntry {
+                key: "sluice.storage".into(),
+                value: Some(self.storage.clone()),
+                description: "the job's storage options that are not secrets, as JSON",
             },
         ]
     }

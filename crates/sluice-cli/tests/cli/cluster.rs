@@ -44,6 +44,29 @@ fn cluster(wd: &Workdir) -> (Vec<Running>, String) {
     cluster_with(wd, &[], &["--slots", "2"])
 }
 
+/// [`cluster_with`], every process with `env` set too.
+fn cluster_env(
+    wd: &Workdir,
+    scheduler_args: &[&str],
+    executor_args: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<Running>, String) {
+    CLUSTER_ENV.with(|e| {
+        *e.borrow_mut() = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    });
+    let started = cluster_with(wd, scheduler_args, executor_args);
+    CLUSTER_ENV.with(|e| e.borrow_mut().clear());
+    started
+}
+
+thread_local! {
+    /// Environment of the cluster processes [`cluster_with`] starts on this thread.
+    static CLUSTER_ENV: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// [`cluster`] with more arguments for the scheduler and for each executor. A process that
 /// exits while the cluster starts (a port another test took between our probe and its bind)
 /// is started again on other ports.
@@ -54,9 +77,14 @@ fn cluster_with(
 ) -> (Vec<Running>, String) {
     let spawn = |args: Vec<String>, log: &str| {
         let log = std::fs::File::create(wd.path(log)).expect("log");
+        let mut cmd = wd.sluice();
+        CLUSTER_ENV.with(|e| {
+            for (k, v) in e.borrow().iter() {
+                cmd.env(k, v);
+            }
+        });
         Running(
-            wd.sluice()
-                .args(args)
+            cmd.args(args)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -845,4 +873,95 @@ fn explain_shows_the_stages_and_tasks_on_a_cluster() {
         serde_json::from_str(&wd.ok(&["explain", "p.toml", "--format", "json"])).expect("json");
     assert!(local.get("cluster").is_none(), "{local}");
     assert!(!wd.path("out").exists());
+}
+
+/// Remote inputs on a cluster: the executors open the job's `s3://` files with their own
+/// credentials (their environment) and the job's options that are not secrets (endpoint,
+/// region, allow_http); a secret given to the client is in no plan, setting or log of the
+/// cluster, and the answer is the local run's.
+#[test]
+fn s3_inputs_on_the_cluster_use_the_executors_credentials() {
+    let Some(moto) = sluice_testkit::moto::Moto::start(&[]) else {
+        return;
+    };
+    let wd = Workdir::new();
+    moto.bucket("bkt");
+    let mut rows = 0;
+    for f in 0..6 {
+        let mut text = String::from("id,cat,v\n");
+        for r in 0..500 {
+            text.push_str(&format!("{r},c{},{}\n", r % 4, r * f));
+            rows += 1;
+        }
+        moto.put("bkt", &format!("in/p{f}.csv"), text.as_bytes());
+    }
+    let secret = "SECRET-DO-NOT-SHIP-7f3a";
+    let (_procs, url) = cluster_env(
+        &wd,
+        &[],
+        &["--slots", "2"],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing-secret-key"),
+            (
+                "SLUICE_LOG",
+                "ballista_executor=trace,ballista_scheduler=debug,warn",
+            ),
+        ],
+    );
+    let endpoint = format!("endpoint={}", moto.endpoint());
+    let ingest = |out: &str, cluster: Option<&str>| -> serde_json::Value {
+        let report = format!("{out}.json");
+        let mut args = vec![
+            "ingest",
+            "s3://bkt/in/*.csv",
+            "--to",
+            out,
+            "--quiet",
+            "--report-json",
+            &report,
+            "--storage-option",
+            &endpoint,
+            "--storage-option",
+            "allow_http=true",
+            "--storage-option",
+            "region=us-east-1",
+            "--storage-option",
+            "access_key_id=testing",
+        ];
+        let secret_option = format!("secret_access_key={secret}");
+        args.extend(["--storage-option", &secret_option]);
+        if let Some(url) = cluster {
+            args.extend(["--cluster", url]);
+        }
+        wd.ok(&args);
+        serde_json::from_str(&wd.read(&report)).expect("report")
+    };
+    let local = ingest("out-local", None);
+    let remote = ingest("out-cluster", Some(&url));
+    assert_eq!(jobs_done(&url), 1, "the job ran on the cluster");
+    assert_eq!(remote["rows_in"], rows, "{remote}");
+    assert_eq!(counts(&remote), counts(&local), "{remote}");
+    let sql = "SELECT cat, count(*) AS n, sum(v) AS s FROM t GROUP BY cat ORDER BY cat";
+    assert_eq!(
+        wd.query(sql, &[("t", "out-cluster")]),
+        wd.query(sql, &[("t", "out-local")])
+    );
+    // The job's settings as the scheduler holds them (and hands to every task): the options
+    // that are not secrets travel, the secret does not; nor is it in any log of the cluster.
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let jobs: serde_json::Value =
+        serde_json::from_str(&http_get(port, "/api/jobs").unwrap_or_default()).expect("jobs");
+    let job = jobs[0]["job_id"].as_str().expect("a job id").to_string();
+    let config = http_get(port, &format!("/api/job/{job}/config")).expect("job config");
+    assert!(config.contains("sluice.storage"), "{config}");
+    assert!(config.contains("allow_http"), "{config}");
+    assert!(!config.contains(secret), "{config}");
+    for log in ["scheduler.log", "executor-0.log", "executor-1.log"] {
+        assert!(!wd.read(log).contains(secret), "{log} holds the secret");
+    }
 }

@@ -15,6 +15,7 @@
 //! ([`engine`]), and the client reads them back ([`absorb`]).
 
 pub mod engine;
+pub mod stores;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,6 +149,7 @@ pub struct ExecutorOptions {
 pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> {
     use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
     let functions = options.functions.clone();
+    let temp = options.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let check = Services::default();
     for f in &functions {
         check.register_function(f)?;
@@ -171,6 +173,17 @@ pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> 
                 }
             }
             config
+        })),
+        override_runtime_producer: Some(Arc::new(move |config: &SessionConfig| {
+            // A job's remote inputs are opened here from this executor's own credentials.
+            let options = crate::services::SluiceOptions::of(config)
+                .and_then(|o| serde_json::from_str(&o.storage).ok())
+                .unwrap_or_default();
+            let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_temp_file_path(temp.clone())
+                .with_object_store_registry(Arc::new(stores::ExecutorStores::new(options)))
+                .build()?;
+            Ok(Arc::new(runtime))
         })),
         override_physical_codec: Some(codec()),
         override_execution_engine: Some(Arc::new(engine::SluiceEngine::new())),
@@ -371,6 +384,27 @@ pub fn absorb(
     let absorbed = crate::ledger::remote::absorb(ledger_dir, &books)?;
     services.keep_cluster_reports(absorbed.stage_reports);
     Ok(absorbed.flow)
+}
+
+/// Lets the executors of jobs planned in `ctx` open the stores of `options` — with the
+/// options that are not secrets ([`stores::shareable`]) and their own credentials.
+pub fn share_storage(
+    ctx: &datafusion::prelude::SessionContext,
+    options: &crate::storage::stores::StorageOptions,
+) -> crate::error::Result<()> {
+    let shared = serde_json::to_string(&stores::shareable(options))
+        .map_err(|e| crate::error::Error::Config(e.to_string()))?;
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    if let Some(o) = state
+        .config_mut()
+        .options_mut()
+        .extensions
+        .get_mut::<crate::services::SluiceOptions>()
+    {
+        o.storage = shared;
+    }
+    Ok(())
 }
 
 /// The books ids of the plan's scans.
