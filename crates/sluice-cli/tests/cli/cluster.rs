@@ -965,3 +965,69 @@ fn s3_inputs_on_the_cluster_use_the_executors_credentials() {
         assert!(!wd.read(log).contains(secret), "{log} holds the secret");
     }
 }
+
+/// The enrich stage's persistent cache works from every executor when it is on a shared
+/// folder: a second run of the job on the cluster makes no call at all, and its answers are
+/// the first run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enrich_cache_on_a_shared_folder_serves_every_executor() {
+    use sluice_testkit::{meta_api, ApiServer};
+    let server = ApiServer::start(meta_api(Duration::from_millis(2))).await;
+    let wd = std::sync::Arc::new(Workdir::new());
+    for f in 0..3 {
+        let mut text = String::from("record_id,n\n");
+        for r in 0..100 {
+            text.push_str(&format!("k{},{}\n", (r * 3 + f) % 100, f * 100 + r));
+        }
+        wd.write(&format!("in/p{f}.csv"), text);
+    }
+    let pipeline = |out: &str| {
+        format!(
+            "[source]\npaths = \"in\"\n[[enrich]]\nname = \"meta\"\nurl = \"{}\"\n\
+             concurrency = 4\ncache = \"cache/meta\"\n[enrich.extract]\ntitle = \"/title\"\n\
+             [sink]\npath = \"{out}\"\n[settings]\nthreads = 4\n",
+            server.url("/meta/{record_id}")
+        )
+    };
+    wd.write("first.toml", pipeline("out-first"));
+    wd.write("second.toml", pipeline("out-second"));
+    let w = std::sync::Arc::clone(&wd);
+    let counters = std::sync::Arc::clone(&server.counters);
+    let (first, calls_first, second, calls_second) = tokio::task::spawn_blocking(move || {
+        let (_procs, url) = cluster(&w);
+        let run = |file: &str| -> serde_json::Value {
+            let report = format!("{file}.json");
+            w.ok(&[
+                "run",
+                file,
+                "--report-json",
+                &report,
+                "--quiet",
+                "--cluster",
+                &url,
+            ]);
+            serde_json::from_str(&w.read(&report)).expect("report")
+        };
+        let first = run("first.toml");
+        let calls_first = counters.requests.load(std::sync::atomic::Ordering::SeqCst);
+        let second = run("second.toml");
+        let calls_second =
+            counters.requests.load(std::sync::atomic::Ordering::SeqCst) - calls_first;
+        (first, calls_first, second, calls_second)
+    })
+    .await
+    .expect("runs");
+    assert_eq!(calls_first, 100, "one call per key: {first}");
+    assert_eq!(first["enrich"][0]["calls"], 100, "{first}");
+    assert_eq!(
+        calls_second, 0,
+        "the second run is served by the cache: {second}"
+    );
+    assert_eq!(second["enrich"][0]["cache_hits"], 100, "{second}");
+    assert_eq!(second["rows_out"], 300);
+    let sql = "SELECT record_id, title, count(*) AS n FROM t GROUP BY record_id, title ORDER BY record_id";
+    assert_eq!(
+        wd.query(sql, &[("t", "out-second")]),
+        wd.query(sql, &[("t", "out-first")])
+    );
+}
