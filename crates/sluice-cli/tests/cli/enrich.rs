@@ -449,7 +449,16 @@ async fn answers_past_the_memory_bound_come_from_the_cache() {
         e["calls"], 1000,
         "the keys asked again came from the cache: {e}"
     );
-    assert!(e["keys_forgotten"].as_u64().unwrap_or(0) >= 900, "{e}");
+    // Of the 1,000 answered keys, at most `max_keys_in_memory` finished answers stay, plus
+    // the keys of the batches still in progress when the job ended (each partition works
+    // on up to 5 batches of 50 keys at once): the rest were forgotten. (A fixed 900 failed
+    // under load, when more batches were in progress at once.)
+    let partitions = report["threads"].as_u64().unwrap_or(1);
+    let bound = 1000 - 10 - partitions * 5 * 50;
+    assert!(
+        e["keys_forgotten"].as_u64().unwrap_or(0) >= bound,
+        "{bound}: {e}"
+    );
     assert!(e["cache_hits"].as_u64().unwrap_or(0) >= 1, "{e}");
     let right = |wd: &Workdir| {
         output(wd)
