@@ -107,6 +107,16 @@ impl StageSpec {
     /// Builds the running stage in the session of `ctx`: loads the lookup's files, makes
     /// the HTTP client, or finds the registered function.
     pub async fn build(&self, ctx: &SessionContext) -> Result<Arc<dyn StageDef>> {
+        self.build_in(ctx, None).await
+    }
+
+    /// [`StageSpec::build`]; with `shared`, a lookup is loaded once per process under that
+    /// key ([`Lookup::load_shared`]).
+    async fn build_in(
+        &self,
+        ctx: &SessionContext,
+        shared: Option<String>,
+    ) -> Result<Arc<dyn StageDef>> {
         let config = ctx.copied_config();
         let services = Services::of(&config)?;
         Ok(match self {
@@ -117,7 +127,12 @@ impl StageSpec {
             } => {
                 let mut spec = (**spec).clone();
                 spec.storage = storage.clone();
-                let lookup = Arc::new(Lookup::load(ctx, &spec).await?);
+                let lookup = Arc::new(match shared {
+                    Some(key) => {
+                        Lookup::load_shared(key, Box::pin(Lookup::load(ctx, &spec))).await?
+                    }
+                    None => Lookup::load(ctx, &spec).await?,
+                });
                 Arc::new(LookupDef::new(
                     self.clone(),
                     lookup,
@@ -144,7 +159,10 @@ impl StageSpec {
             .with_default_features()
             .with_query_planner(Arc::new(SluiceQueryPlanner))
             .build();
-        self.build(&SessionContext::new_with_state(state)).await
+        // A job's tasks in one process (a cluster executor) share a lookup's table.
+        let shared = format!("{}/{}", task.session_id(), self.to_json()?);
+        self.build_in(&SessionContext::new_with_state(state), Some(shared))
+            .await
     }
 }
 

@@ -1031,3 +1031,80 @@ async fn the_enrich_cache_on_a_shared_folder_serves_every_executor() {
         wd.query(sql, &[("t", "out-first")])
     );
 }
+
+/// A lookup is loaded once per executor for a job, not once per task: the tasks of one job
+/// in one executor share its table (each counting its own matches). The lookup is served
+/// over HTTP so that the server counts its reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_is_loaded_once_per_executor_not_once_per_task() {
+    use sluice_testkit::ApiServer;
+    let wd = std::sync::Arc::new(Workdir::new());
+    wd.write("files/cats.csv", "cat,label\nc0,Zero\nc1,One\nc2,Two\n");
+    let server = ApiServer::start(crate::s3::static_server(wd.path("files"))).await;
+    for f in 0..8 {
+        let mut text = String::from("id,cat\n");
+        for r in 0..200 {
+            text.push_str(&format!("{r},c{}\n", (r + f) % 4));
+        }
+        wd.write(&format!("in/p{f}.csv"), text);
+    }
+    let pipeline = |out: &str| {
+        format!(
+            "[source]\npaths = \"in\"\n[[lookup]]\nname = \"cats\"\npaths = \"{}\"\non = \"cat\"\n\
+             [sink]\npath = \"{out}\"\n[settings]\nthreads = 8\n",
+            server.url("/cats.csv")
+        )
+    };
+    wd.write("local.toml", pipeline("out-local"));
+    wd.write("cluster.toml", pipeline("out-cluster"));
+    let w = std::sync::Arc::clone(&wd);
+    let counters = std::sync::Arc::clone(&server.counters);
+    let (local, remote, reads_local, reads_cluster, tasks) =
+        tokio::task::spawn_blocking(move || {
+            let requests = || counters.requests.load(std::sync::atomic::Ordering::SeqCst);
+            let run = |file: &str, extra: &[&str]| -> serde_json::Value {
+                let report = format!("{file}.json");
+                let mut args = vec!["run", file, "--report-json", &report, "--quiet"];
+                args.extend_from_slice(extra);
+                w.ok(&args);
+                serde_json::from_str(&w.read(&report)).expect("report")
+            };
+            let local = run("local.toml", &[]);
+            let reads_local = requests();
+            let (_procs, url) = cluster(&w);
+            // The tasks of the stage that runs the lookup, as Ballista's planner cuts it.
+            let plan: serde_json::Value = serde_json::from_str(&w.ok(&[
+                "explain",
+                "cluster.toml",
+                "--cluster",
+                &url,
+                "--format",
+                "json",
+            ]))
+            .expect("json");
+            let tasks = plan["cluster"]
+                .as_array()
+                .expect("stages")
+                .iter()
+                .find(|s| s["nodes"].to_string().contains("LookupExec"))
+                .and_then(|s| s["tasks"].as_u64())
+                .expect("the lookup's stage");
+            let before = requests();
+            let remote = run("cluster.toml", &["--cluster", &url]);
+            (local, remote, reads_local, requests() - before, tasks)
+        })
+        .await
+        .expect("runs");
+    assert_eq!(counts(&remote), counts(&local), "{remote}");
+    assert_eq!(
+        remote["lookups"][0]["matched"],
+        local["lookups"][0]["matched"]
+    );
+    assert!(tasks >= 4, "the lookup runs in {tasks} tasks");
+    // The client loads it as locally; each of the two executors once more.
+    assert!(
+        reads_cluster <= 3 * reads_local,
+        "{reads_cluster} requests for the lookup on the cluster, {reads_local} locally, \
+         {tasks} tasks"
+    );
+}

@@ -198,7 +198,7 @@ fn s3_access_denied_is_clear() {
 }
 
 /// Serves files of `wd` over HTTP with HEAD and Range support, like a static file server.
-fn static_server(
+pub(crate) fn static_server(
     root: std::path::PathBuf,
 ) -> impl Fn(&sluice_testkit::Request) -> sluice_testkit::Reply {
     use sluice_testkit::Reply;

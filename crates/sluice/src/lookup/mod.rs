@@ -43,10 +43,10 @@ pub struct Lookup {
     keys: Vec<KeyPair>,
     key_types: Vec<DataType>,
     /// Encodes key columns (both sides) into comparable bytes.
-    converter: RowConverter,
+    converter: Arc<RowConverter>,
     /// The brought columns (renamed with the prefix), one row per lookup row.
     brought: RecordBatch,
-    index: HashMap<Box<[u8]>, u32>,
+    index: Arc<HashMap<Box<[u8]>, u32>>,
     how: How,
     on_missing: OnMissing,
     /// Counters for the report.
@@ -264,13 +264,72 @@ impl Lookup {
             name: spec.name.clone(),
             keys: spec.on.clone(),
             key_types,
-            converter,
+            converter: Arc::new(converter),
             brought,
-            index,
+            index: Arc::new(index),
             how,
             on_missing,
             stats,
         })
+    }
+
+    /// The same table (shared, not copied) with its own match counters, at zero.
+    pub fn with_fresh_counts(&self) -> Lookup {
+        Lookup {
+            name: self.name.clone(),
+            keys: self.keys.clone(),
+            key_types: self.key_types.clone(),
+            converter: Arc::clone(&self.converter),
+            brought: self.brought.clone(),
+            index: Arc::clone(&self.index),
+            how: self.how,
+            on_missing: self.on_missing,
+            stats: LookupStats {
+                files: self.stats.files.clone(),
+                file_bytes: self.stats.file_bytes,
+                rows: self.stats.rows,
+                memory_bytes: self.stats.memory_bytes,
+                peak_bytes: self.stats.peak_bytes,
+                max_bytes: self.stats.max_bytes,
+                ..LookupStats::default()
+            },
+        }
+    }
+
+    /// Loads the lookup `key` names once per process: a cluster executor runs many tasks of
+    /// one job, each of which needs the lookup (`key` names the job's session and the
+    /// spec). Each caller gets the shared table with counters of its own. The tables of the
+    /// last few keys are kept.
+    pub async fn load_shared(
+        key: String,
+        load: impl std::future::Future<Output = crate::error::Result<Lookup>>,
+    ) -> crate::error::Result<Lookup> {
+        type Loaded = Arc<tokio::sync::OnceCell<Arc<Lookup>>>;
+        static LOADED: std::sync::Mutex<std::collections::VecDeque<(String, Loaded)>> =
+            std::sync::Mutex::new(std::collections::VecDeque::new());
+        const KEEP: usize = 8;
+        let cell: Loaded = {
+            let mut all = LOADED
+                .lock()
+                .map_err(|_| Error::Config("lookup cache poisoned".into()))?;
+            match all.iter().find(|(k, _)| *k == key) {
+                Some((_, cell)) => Arc::clone(cell),
+                None => {
+                    let cell = Loaded::default();
+                    all.push_back((key, Arc::clone(&cell)));
+                    if all.len() > KEEP {
+                        all.pop_front();
+                    }
+                    cell
+                }
+            }
+        };
+        // On the heap: loading is a deep future, and executor threads have small stacks.
+        let load = Box::pin(load);
+        let table = cell
+            .get_or_try_init(|| async { load.await.map(Arc::new) })
+            .await?;
+        Ok(table.with_fresh_counts())
     }
 
     /// The report, with the bytes `reads` counted for the lookup's files.
