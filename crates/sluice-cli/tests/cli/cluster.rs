@@ -552,7 +552,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 }
 
 /// What a cluster cannot run as the local run would yet is refused up front, in one line,
-/// before anything is written: an `s3://` output.
+/// before anything is written: an `s3://` output, an ORC input.
 #[test]
 fn what_the_cluster_cannot_run_yet_is_refused_in_one_line() {
     let wd = Workdir::new();
@@ -570,6 +570,40 @@ fn what_the_cluster_cannot_run_yet_is_refused_in_one_line() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("a folder every executor shares"), "{err}");
+    assert!(!wd.path("out").exists());
+    std::fs::create_dir_all(wd.path("orc")).expect("mkdir");
+    let Some(_) = crate::workdir::python(&format!(
+        "import pyarrow as pa, pyarrow.orc as orc\n\
+         orc.write_table(pa.table({{'id': [1, 2]}}), r'{}')",
+        wd.path("orc/x.orc").display()
+    )) else {
+        return;
+    };
+    for args in [
+        vec![
+            "ingest",
+            "orc",
+            "--to",
+            "out",
+            "--cluster",
+            "df://127.0.0.1:9",
+        ],
+        vec![
+            "query",
+            "SELECT count(*) FROM t",
+            "-t",
+            "t=orc",
+            "--cluster",
+            "df://127.0.0.1:9",
+        ],
+    ] {
+        let err = wd.fails(&args, 1);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("x.orc: ORC files cannot be read on the cluster"),
+            "{err}"
+        );
+    }
     assert!(!wd.path("out").exists());
 }
 
