@@ -10,8 +10,8 @@
 //! Encoded: the CSV/NDJSON scan ([`CsvScanExec`]: its ranges, dialect, schema and the id of
 //! its books), the Parquet file-by-file scan ([`FileByFileExec`]: each part's DataFusion scan
 //! in protobuf form), stage nodes ([`MapExec`]), the write ([`WriteExec`]) and
-//! [`OrderedConcatExec`]. ORC parts are not: `datafusion-orc`'s scan has no protobuf form, so
-//! a plan reading ORC fails to encode with one line naming it.
+//! [`OrderedConcatExec`]. ORC parts travel as what their scan is made from
+//! ([`crate::source::file_scan::OrcPart`]: `datafusion-orc`'s scan has no protobuf form).
 
 use std::sync::Arc;
 
@@ -86,26 +86,60 @@ struct WirePart {
     start: u64,
     location: String,
     size: u64,
-    orc: bool,
+    /// For ORC (whose scan `plan` cannot hold): what the part's scan is made from.
+    orc: Option<WireOrcPart>,
+}
+
+/// An ORC part's scan as configuration.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireOrcPart {
+    #[serde(with = "schema_text")]
+    file_schema: SchemaRef,
+    /// The partition columns, as a schema.
+    #[serde(with = "schema_text")]
+    partition_schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    limit: Option<usize>,
+    range: Option<(i64, i64)>,
+    /// DataFusion's protobuf form (base64).
+    partition_values: Vec<String>,
 }
 
 fn encode_file_scan(scan: &FileByFileExec) -> Result<WireFileScan> {
     let part = |p: &FilePart| -> Result<WirePart> {
-        if p.orc {
-            return Err(DataFusionError::NotImplemented(format!(
-                "sluice cannot send a scan of the ORC file {} to another process yet",
-                p.display
-            )));
-        }
-        let plan = plan_to_bytes(Arc::clone(&p.plan))?;
+        let (plan, orc) = match &p.orc {
+            Some(o) => (
+                String::new(),
+                Some(WireOrcPart {
+                    file_schema: Arc::clone(&o.file_schema),
+                    partition_schema: Arc::new(datafusion::arrow::datatypes::Schema::new(
+                        o.partition_fields.clone(),
+                    )),
+                    projection: o.projection.clone(),
+                    limit: o.limit,
+                    range: o.range,
+                    partition_values: o
+                        .partition_values
+                        .iter()
+                        .map(scalar_to_text)
+                        .collect::<Result<_>>()?,
+                }),
+            ),
+            None => (
+                base64::engine::general_purpose::STANDARD
+                    .encode(plan_to_bytes(Arc::clone(&p.plan))?),
+                None,
+            ),
+        };
         Ok(WirePart {
             display: p.display.clone(),
-            plan: base64::engine::general_purpose::STANDARD.encode(plan),
+            plan,
             whole: p.whole,
             start: p.start,
             location: p.location.to_string(),
             size: p.size,
-            orc: p.orc,
+            orc,
         })
     };
     Ok(WireFileScan {
@@ -123,18 +157,40 @@ fn encode_file_scan(scan: &FileByFileExec) -> Result<WireFileScan> {
 
 fn decode_file_scan(w: WireFileScan, ctx: &TaskContext) -> Result<FileByFileExec> {
     let bad = |what: &str, e: String| DataFusionError::Plan(format!("encoded scan: {what}: {e}"));
+    let store_url = ObjectStoreUrl::parse(&w.store_url)?;
     let part = |p: WirePart| -> Result<FilePart> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&p.plan)
-            .map_err(|e| bad("part", e.to_string()))?;
+        let location = Path::parse(&p.location).map_err(|e| bad("location", e.to_string()))?;
+        let (plan, orc) = match p.orc {
+            Some(o) => {
+                let orc = crate::source::file_scan::OrcPart {
+                    file_schema: o.file_schema,
+                    partition_fields: o.partition_schema.fields().iter().cloned().collect(),
+                    projection: o.projection,
+                    limit: o.limit,
+                    range: o.range,
+                    partition_values: o
+                        .partition_values
+                        .iter()
+                        .map(|t| scalar_from_text(t))
+                        .collect::<Result<_>>()?,
+                };
+                (orc.plan(&store_url, &location, p.size)?, Some(orc))
+            }
+            None => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(&p.plan)
+                    .map_err(|e| bad("part", e.to_string()))?;
+                (plan_from_bytes(&bytes, ctx)?, None)
+            }
+        };
         Ok(FilePart {
             display: p.display,
-            plan: plan_from_bytes(&bytes, ctx)?,
+            plan,
             whole: p.whole,
             start: p.start,
-            location: Path::parse(&p.location).map_err(|e| bad("location", e.to_string()))?,
+            location,
             size: p.size,
-            orc: p.orc,
+            orc,
         })
     };
     let partitions = nested(w.partitions, part)?;
@@ -191,6 +247,24 @@ struct WireRange {
     partition_values: Vec<String>,
 }
 
+/// A partition value in DataFusion's protobuf form, as base64 text.
+fn scalar_to_text(v: &ScalarValue) -> Result<String> {
+    let proto = datafusion_proto::protobuf::ScalarValue::try_from(v)
+        .map_err(|e| DataFusionError::Plan(format!("partition value: {e}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(proto.encode_to_vec()))
+}
+
+/// A partition value from [`scalar_to_text`]'s text.
+fn scalar_from_text(text: &str) -> Result<ScalarValue> {
+    let bad = |e: String| DataFusionError::Plan(format!("encoded scan: partition value: {e}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| bad(e.to_string()))?;
+    let proto = datafusion_proto::protobuf::ScalarValue::decode(bytes.as_slice())
+        .map_err(|e| bad(e.to_string()))?;
+    ScalarValue::try_from(&proto).map_err(|e| bad(e.to_string()))
+}
+
 /// `f` over every item of a list of lists (a scan's partitions of ranges or parts).
 fn nested<I, J, T, U>(outer: I, mut f: impl FnMut(T) -> Result<U>) -> Result<Vec<Vec<U>>>
 where
@@ -205,11 +279,6 @@ where
 
 fn encode_scan(scan: &CsvScanExec) -> Result<WireCsvScan> {
     let c = &scan.config;
-    let value = |v: &ScalarValue| -> Result<String> {
-        let proto = datafusion_proto::protobuf::ScalarValue::try_from(v)
-            .map_err(|e| DataFusionError::Plan(format!("partition value {v}: {e}")))?;
-        Ok(base64::engine::general_purpose::STANDARD.encode(proto.encode_to_vec()))
-    };
     Ok(WireCsvScan {
         format: c.format,
         file_schema: Arc::clone(&c.file_schema),
@@ -234,7 +303,7 @@ fn encode_scan(scan: &CsvScanExec) -> Result<WireCsvScan> {
                 partition_values: r
                     .partition_values
                     .iter()
-                    .map(value)
+                    .map(scalar_to_text)
                     .collect::<Result<_>>()?,
             })
         })?,
@@ -247,14 +316,6 @@ fn encode_scan(scan: &CsvScanExec) -> Result<WireCsvScan> {
 
 fn decode_scan(w: WireCsvScan) -> Result<CsvScanExec> {
     let bad = |what: &str, e: String| DataFusionError::Plan(format!("encoded scan: {what}: {e}"));
-    let value = |text: &String| -> Result<ScalarValue> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|e| bad("partition value", e.to_string()))?;
-        let proto = datafusion_proto::protobuf::ScalarValue::decode(bytes.as_slice())
-            .map_err(|e| bad("partition value", e.to_string()))?;
-        ScalarValue::try_from(&proto).map_err(|e| bad("partition value", e.to_string()))
-    };
     let config = CsvScanConfig {
         format: w.format,
         file_schema: w.file_schema,
@@ -288,7 +349,7 @@ fn decode_scan(w: WireCsvScan) -> Result<CsvScanExec> {
             partition_values: r
                 .partition_values
                 .iter()
-                .map(value)
+                .map(|t| scalar_from_text(t))
                 .collect::<Result<_>>()?,
         })
     })?;

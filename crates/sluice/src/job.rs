@@ -150,9 +150,6 @@ impl Job {
             }
         }
         let source = Source::open(&ctx, self.source.clone()).await?;
-        if let Some(url) = &self.cluster {
-            crate::cluster::check_inputs(&source, url)?;
-        }
         check_not_reading_output(&source, &self.sink)?;
         let sizes = source
             .files

@@ -91,9 +91,6 @@ impl QueryCmd {
         let mut sources = Vec::new();
         for (name, inputs) in tables {
             let source = Source::open(&ctx, self.read.to_options(inputs)).await?;
-            if let Some(url) = &self.cluster {
-                sluice::cluster::check_inputs(&source, url)?;
-            }
             // Bad rows are never dropped without a trace: they go to a rejects file.
             source.rejects.set_dir(rejects_root.join(&name));
             let df = source.to_dataframe(&ctx)?;

@@ -407,25 +407,6 @@ pub fn share_storage(
     Ok(())
 }
 
-/// Refuses, in one line, inputs a cluster cannot read yet: ORC files (`datafusion-orc`'s
-/// scan has no serialized form, so its plan cannot be sent to an executor).
-pub fn check_inputs(
-    source: &crate::source::Source,
-    url: &SchedulerUrl,
-) -> crate::error::Result<()> {
-    match source
-        .files
-        .iter()
-        .find(|f| f.input.format == crate::storage::format::Format::Orc)
-    {
-        Some(f) => Err(crate::error::Error::Config(format!(
-            "{}: ORC files cannot be read on the cluster {url} yet: run the job here, or convert them to Parquet",
-            f.input.display
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// The books ids of the plan's scans.
 fn books_of(plan: &Arc<dyn ExecutionPlan>) -> std::collections::BTreeSet<u64> {
     use crate::source::csv_scan::CsvScanExec;

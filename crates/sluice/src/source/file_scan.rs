@@ -49,8 +49,58 @@ pub struct FilePart {
     pub location: datafusion::object_store::path::Path,
     /// The file's size in bytes.
     pub size: u64,
-    /// ORC (else Parquet).
-    pub orc: bool,
+    /// ORC (else Parquet): what its scan is made from.
+    pub orc: Option<OrcPart>,
+}
+
+/// What an ORC part's scan is made from. `datafusion-orc`'s scan has no protobuf form, so a
+/// plan sent to another process (a cluster's executor) carries this and the part's scan is
+/// made again there ([`OrcPart::plan`]).
+#[derive(Debug, Clone)]
+pub struct OrcPart {
+    /// The file's columns.
+    pub file_schema: datafusion::arrow::datatypes::SchemaRef,
+    /// Hive partition columns after them.
+    pub partition_fields: Vec<datafusion::arrow::datatypes::FieldRef>,
+    /// The columns read, by index.
+    pub projection: Option<Vec<usize>>,
+    /// Rows to stop after.
+    pub limit: Option<usize>,
+    /// The byte range read (`None`: the whole file).
+    pub range: Option<(i64, i64)>,
+    /// The file's partition values.
+    pub partition_values: Vec<datafusion::common::ScalarValue>,
+}
+
+impl OrcPart {
+    /// The part's single-file scan of `location` (`size` bytes) in `store_url`.
+    pub fn plan(
+        &self,
+        store_url: &ObjectStoreUrl,
+        location: &datafusion::object_store::path::Path,
+        size: u64,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::datasource::file_format::FileFormat;
+        use datafusion::datasource::listing::PartitionedFile;
+        use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+        use datafusion::datasource::source::DataSourceExec;
+        use datafusion::datasource::table_schema::TableSchemaBuilder;
+        let table_schema = TableSchemaBuilder::new(Arc::clone(&self.file_schema))
+            .with_table_partition_cols(self.partition_fields.clone())
+            .build();
+        let source = datafusion_orc::OrcFormat.file_source(table_schema);
+        let mut file = PartitionedFile::new(location.to_string(), size);
+        file.partition_values = self.partition_values.clone();
+        if let Some((start, end)) = self.range {
+            file = file.with_range(start, end);
+        }
+        let config = FileScanConfigBuilder::new(store_url.clone(), source)
+            .with_file_groups(vec![FileGroup::new(vec![file])])
+            .with_projection_indices(self.projection.clone())?
+            .with_limit(self.limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
 }
 
 /// Reads columnar files one at a time per partition, accounting for each.
@@ -314,7 +364,7 @@ impl ExecutionPlan for FileByFileExec {
 
 /// The row count a file's footer declares, if the footer can be read.
 async fn footer_rows(store: &Arc<dyn ObjectStore>, part: &FilePart) -> Option<u64> {
-    if part.orc {
+    if part.orc.is_some() {
         let mut reader = OrcFooterReader {
             store: Arc::clone(store),
             location: part.location.clone(),

@@ -28,7 +28,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::csv_scan::{CsvRange, CsvScanConfig, CsvScanExec};
-use super::file_scan::{FileByFileExec, FilePart};
+use super::file_scan::{FileByFileExec, FilePart, OrcPart};
 use super::split::{aligned_cut, Dialect, WINDOW};
 use crate::ledger::rejects::{BooksRef, Rejects};
 
@@ -194,20 +194,38 @@ impl FileSetTable {
         for group in groups {
             let mut list = Vec::with_capacity(group.len());
             for file in group.iter() {
-                let config =
-                    FileScanConfigBuilder::new(self.store_url.clone(), Arc::clone(&source))
-                        .with_file_groups(vec![FileGroup::new(vec![file.clone()])])
-                        .with_projection_indices(projection.cloned())?
-                        .with_limit(limit)
-                        .build();
+                let orc = (self.format.get_ext() == "orc").then(|| OrcPart {
+                    file_schema: Arc::clone(&self.file_schema),
+                    partition_fields: self.partition_fields.clone(),
+                    projection: projection.cloned(),
+                    limit,
+                    range: file.range.as_ref().map(|r| (r.start, r.end)),
+                    partition_values: file.partition_values.clone(),
+                });
+                let plan = match &orc {
+                    Some(o) => o.plan(
+                        &self.store_url,
+                        &file.object_meta.location,
+                        file.object_meta.size,
+                    )?,
+                    None => {
+                        let config =
+                            FileScanConfigBuilder::new(self.store_url.clone(), Arc::clone(&source))
+                                .with_file_groups(vec![FileGroup::new(vec![file.clone()])])
+                                .with_projection_indices(projection.cloned())?
+                                .with_limit(limit)
+                                .build();
+                        self.format.create_physical_plan(state, config).await?
+                    }
+                };
                 list.push(FilePart {
                     display: self.display_of(file),
-                    plan: self.format.create_physical_plan(state, config).await?,
+                    plan,
                     whole: file.range.is_none(),
                     start: file.range.as_ref().map_or(0, |r| r.start.max(0) as u64),
                     location: file.object_meta.location.clone(),
                     size: file.object_meta.size,
-                    orc: self.format.get_ext() == "orc",
+                    orc,
                 });
             }
             parts.push(list);
