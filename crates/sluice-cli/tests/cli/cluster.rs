@@ -397,6 +397,15 @@ fn output_rejects(wd: &Workdir, out: &str) -> Vec<(String, u64, String)> {
     rejects_at(wd, &format!("{out}/_rejects/rejects.ndjson"))
 }
 
+/// `sluice run FILE --report-json ... --quiet EXTRA...` in `wd`: the report.
+fn run_report(wd: &Workdir, file: &str, extra: &[&str]) -> serde_json::Value {
+    let report = format!("{file}.report.json");
+    let mut args = vec!["run", file, "--report-json", &report, "--quiet"];
+    args.extend_from_slice(extra);
+    wd.ok(&args);
+    serde_json::from_str(&wd.read(&report)).expect("report")
+}
+
 /// The report's counts that must not depend on where the job ran.
 fn counts(report: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
     [
@@ -456,13 +465,7 @@ fn a_pipeline_on_the_cluster_writes_the_local_output_rejects_and_report() {
     };
     wd.write("local.toml", pipeline("out-local"));
     wd.write("cluster.toml", pipeline("out-cluster"));
-    let run = |file: &str, extra: &[&str]| -> serde_json::Value {
-        let report = format!("{file}.report.json");
-        let mut args = vec!["run", file, "--report-json", &report, "--quiet"];
-        args.extend_from_slice(extra);
-        wd.ok(&args);
-        serde_json::from_str(&wd.read(&report)).expect("report")
-    };
+    let run = |file: &str, extra: &[&str]| run_report(&wd, file, extra);
     let local = run("local.toml", &[]);
     let remote = run("cluster.toml", &["--cluster", &url]);
     assert_eq!(jobs_done(&url), 1, "the job ran on the cluster's executors");
@@ -764,13 +767,7 @@ async fn enrich_on_the_cluster_calls_each_key_once_within_the_stage_s_concurrenc
     );
     let w = std::sync::Arc::clone(&wd);
     let (local, remote, jobs) = tokio::task::spawn_blocking(move || {
-        let run = |file: &str, extra: &[&str]| -> serde_json::Value {
-            let report = format!("{file}.json");
-            let mut args = vec!["run", file, "--report-json", &report, "--quiet"];
-            args.extend_from_slice(extra);
-            w.ok(&args);
-            serde_json::from_str(&w.read(&report)).expect("report")
-        };
+        let run = |file: &str, extra: &[&str]| run_report(&w, file, extra);
         let local = run("local.toml", &[]);
         let (_procs, url) = cluster(&w);
         let remote = run("cluster.toml", &["--cluster", &url]);
@@ -1063,13 +1060,7 @@ async fn a_lookup_is_loaded_once_per_executor_not_once_per_task() {
     let (local, remote, reads_local, reads_cluster, tasks) =
         tokio::task::spawn_blocking(move || {
             let requests = || counters.requests.load(std::sync::atomic::Ordering::SeqCst);
-            let run = |file: &str, extra: &[&str]| -> serde_json::Value {
-                let report = format!("{file}.json");
-                let mut args = vec!["run", file, "--report-json", &report, "--quiet"];
-                args.extend_from_slice(extra);
-                w.ok(&args);
-                serde_json::from_str(&w.read(&report)).expect("report")
-            };
+            let run = |file: &str, extra: &[&str]| run_report(&w, file, extra);
             let local = run("local.toml", &[]);
             let reads_local = requests();
             let (_procs, url) = cluster(&w);

@@ -125,29 +125,23 @@ fn explain_a_partitioned_output_over_bad_rows() {
         "p.toml",
         "[source]\npaths = \"in\"\n[sink]\npath = \"out\"\npartition_by = [\"cat\"]\n",
     );
-    let before: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .expect("tmp")
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("sluice-explain-")
-        })
-        .map(|e| e.file_name())
-        .collect();
+    let before = scratch_folders();
     let text = wd.ok(&["explain", "p.toml"]);
     assert!(text.contains("partitioned by cat"), "{text}");
     assert!(!wd.path("out").exists());
-    let after: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .expect("tmp")
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("sluice-explain-")
-        })
-        .map(|e| e.file_name())
+    let after: Vec<_> = scratch_folders()
+        .into_iter()
         .filter(|n| !before.contains(n))
         .collect();
     assert!(after.is_empty(), "scratch left behind: {after:?}");
+}
+
+/// The scratch folders of `explain` in the system's temporary folder.
+fn scratch_folders() -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with("sluice-explain-"))
+        .collect()
 }
