@@ -85,21 +85,53 @@ impl OrcPart {
         use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
         use datafusion::datasource::source::DataSourceExec;
         use datafusion::datasource::table_schema::TableSchemaBuilder;
-        let table_schema = TableSchemaBuilder::new(Arc::clone(&self.file_schema))
-            .with_table_partition_cols(self.partition_fields.clone())
-            .build();
+        use datafusion::physical_expr::expressions::{Column, Literal};
+        use datafusion::physical_expr::PhysicalExpr;
+        use datafusion::physical_plan::projection::ProjectionExec;
+        // datafusion-orc's scan reads the file's own columns only: the partition columns are
+        // appended here, as the part's values.
+        let n_file = self.file_schema.fields().len();
+        let wanted: Vec<usize> = match &self.projection {
+            Some(p) => p.clone(),
+            None => (0..n_file + self.partition_fields.len()).collect(),
+        };
+        let own: Vec<usize> = wanted.iter().copied().filter(|&i| i < n_file).collect();
+        let table_schema = TableSchemaBuilder::new(Arc::clone(&self.file_schema)).build();
         let source = datafusion_orc::OrcFormat.file_source(table_schema);
         let mut file = PartitionedFile::new(location.to_string(), size);
-        file.partition_values = self.partition_values.clone();
         if let Some((start, end)) = self.range {
             file = file.with_range(start, end);
         }
         let config = FileScanConfigBuilder::new(store_url.clone(), source)
             .with_file_groups(vec![FileGroup::new(vec![file])])
-            .with_projection_indices(self.projection.clone())?
+            .with_projection_indices(Some(own))?
             .with_limit(self.limit)
             .build();
-        Ok(DataSourceExec::from_data_source(config))
+        let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+        if wanted.iter().all(|&i| i < n_file) {
+            return Ok(scan);
+        }
+        let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(wanted.len());
+        let mut at = 0;
+        for &i in &wanted {
+            if i < n_file {
+                let name = self.file_schema.field(i).name().clone();
+                exprs.push((Arc::new(Column::new(&name, at)), name));
+                at += 1;
+            } else {
+                let k = i - n_file;
+                let field = self.partition_fields.get(k).ok_or_else(|| {
+                    DataFusionError::Internal(format!("ORC part: no partition column {k}"))
+                })?;
+                let value = self.partition_values.get(k).cloned().unwrap_or_else(|| {
+                    datafusion::common::ScalarValue::try_from(field.data_type())
+                        .unwrap_or(datafusion::common::ScalarValue::Null)
+                });
+                let value = value.cast_to(field.data_type())?;
+                exprs.push((Arc::new(Literal::new(value)), field.name().clone()));
+            }
+        }
+        Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
     }
 }
 
