@@ -138,12 +138,11 @@ pub async fn explain(job: &Job) -> Result<Explain> {
     let source = Source::open(&ctx, job.source.clone()).await?;
     // Sampling the partition column may meet bad rows: their records go to a scratch
     // folder, removed at the end (explain writes nothing).
-    let scratch = Scratch(std::env::temp_dir().join(format!(
-        "sluice-explain-{}-{}",
-        std::process::id(),
-        crate::services::next_id()
-    )));
-    source.rejects.set_dir(scratch.0.clone());
+    let scratch = tempfile::Builder::new()
+        .prefix("sluice-explain-")
+        .tempdir()
+        .map_err(|e| crate::error::Error::io(std::env::temp_dir().display().to_string(), e))?;
+    source.rejects.set_dir(scratch.path().to_path_buf());
     let df = if crate::job::rows_need_origin(&job.stages) {
         source.to_dataframe_with_origin(&ctx)?
     } else {
@@ -389,7 +388,7 @@ fn cluster_stages(
     config: &datafusion::prelude::SessionConfig,
 ) -> Result<Vec<ClusterStage>> {
     use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
-    let plan = crate::cluster::split_stage_limits(crate::cluster::one_scan_per_partition(plan)?)?;
+    let plan = crate::cluster::for_cluster(plan)?;
     let job: ballista_core::JobId = "explain".to_string().into();
     let stages = DefaultDistributedPlanner::new()
         .plan_query_stages(&job, plan, config.options())
@@ -426,15 +425,6 @@ fn cluster_stages(
             }
         })
         .collect())
-}
-
-/// A folder removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn collect_ranges(plan: &Arc<dyn ExecutionPlan>, out: &mut BTreeMap<String, usize>) {

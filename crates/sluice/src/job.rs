@@ -111,25 +111,26 @@ impl Job {
         if self.threads == 0 {
             return Err(Error::Config("threads must be at least 1".into()));
         }
-        let ctx = match &self.cluster {
-            Some(_) => crate::cluster::client_session(self.threads, self.source.split_min_size),
-            None => context::session_with(self.threads, self.source.split_min_size),
-        };
-        let stages = match &self.cluster {
-            Some(_) => cluster_stages(&self.stages)?,
-            None => self.stages.clone(),
-        };
-        if self.cluster.is_some() {
-            // The executors open remote inputs and lookups with the options that are not
-            // secrets, and their own credentials.
-            let mut storage = self.source.storage.clone();
-            for stage in &stages {
-                if let Stage::Lookup(l) = stage {
-                    storage.extend(l.storage.clone());
+        let (ctx, stages) = match &self.cluster {
+            None => (
+                context::session_with(self.threads, self.source.split_min_size),
+                self.stages.clone(),
+            ),
+            Some(_) => {
+                let ctx = crate::cluster::client_session(self.threads, self.source.split_min_size);
+                let stages = cluster_stages(&self.stages)?;
+                // The executors open remote inputs and lookups with the options that are
+                // not secrets, and their own credentials.
+                let mut storage = self.source.storage.clone();
+                for stage in &stages {
+                    if let Stage::Lookup(l) = stage {
+                        storage.extend(l.storage.clone());
+                    }
                 }
+                crate::cluster::share_storage(&ctx, &storage)?;
+                (ctx, stages)
             }
-            crate::cluster::share_storage(&ctx, &storage)?;
-        }
+        };
         for udf in &self.udfs {
             ctx.register_udf(udf.clone());
         }

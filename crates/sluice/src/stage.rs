@@ -357,6 +357,9 @@ pub struct MapExec {
     node: u64,
     stage: u64,
     spec: StageSpec,
+    /// Input columns whose values must each be in one partition only (from the spec:
+    /// [`StageSpec::partition_keys`]).
+    partition_keys: Option<Vec<String>>,
     describe: String,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
@@ -381,6 +384,7 @@ impl MapExec {
             input,
             node: crate::services::next_id(),
             stage,
+            partition_keys: spec.partition_keys().ok().flatten(),
             spec,
             describe,
             schema,
@@ -423,7 +427,7 @@ impl ExecutionPlan for MapExec {
     fn required_input_distribution(&self) -> Vec<datafusion::physical_expr::Distribution> {
         use datafusion::physical_expr::Distribution;
         // An enrich stage keyed across partitions: each key in one partition only.
-        let keys = self.spec.partition_keys().ok().flatten().and_then(|cols| {
+        let keys = self.partition_keys.as_ref().and_then(|cols| {
             let schema = self.input.schema();
             cols.iter()
                 .map(|c| datafusion::physical_expr::expressions::col(c, &schema).ok())

@@ -574,7 +574,6 @@ fn what_the_cluster_cannot_run_yet_is_refused_in_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("a folder every executor shares"), "{err}");
     assert!(!wd.path("out").exists());
-    assert!(!wd.path("out").exists());
 }
 
 /// The staging folder's ledger files of a run writing to `out` in `wd`: (path, pid of the
@@ -1107,27 +1106,25 @@ async fn a_lookup_is_loaded_once_per_executor_not_once_per_task() {
 #[test]
 fn orc_inputs_run_on_the_cluster() {
     let wd = Workdir::new();
-    std::fs::create_dir_all(wd.path("orc")).expect("mkdir");
-    let Some(_) = crate::workdir::python(&format!(
-        "import pyarrow as pa, pyarrow.orc as orc\n\
-         orc.write_table(pa.table({{'id': list(range(1000)), 'v': [i * 0.5 for i in range(1000)]}}), r'{}')\n\
-         orc.write_table(pa.table({{'id': list(range(500)), 'v': [1.0] * 500}}), r'{}')",
-        wd.path("orc/a.orc").display(),
-        wd.path("orc/b b.orc").display()
-    )) else {
+    let Some(_) = crate::workdir::orc_pair(&wd, "orc/a.orc", "orc/b b.orc") else {
         return;
     };
     let (_procs, url) = cluster(&wd);
-    let sql = "SELECT count(*) AS n, sum(v) AS s, sum(id) AS i FROM t";
-    let query = |cluster: Option<&str>| {
-        let mut args = vec!["query", sql, "-t", "t=orc", "--output", "csv"];
+    // `sql` over table `t` = `folder`, here or on the cluster.
+    let query = |sql: &str, folder: &str, cluster: Option<&str>| {
+        let table = format!("t={folder}");
+        let mut args = vec!["query", sql, "-t", &table, "--output", "csv"];
         if let Some(url) = cluster {
             args.extend(["--cluster", url]);
         }
         wd.ok(&args)
     };
-    assert_eq!(query(Some(&url)), query(None));
-    assert_eq!(query(Some(&url)), "n,s,i\n1500,250250.0,624250\n");
+    let sums = "SELECT count(*) AS n, sum(v) AS s, sum(id) AS i FROM t";
+    assert_eq!(query(sums, "orc", Some(&url)), query(sums, "orc", None));
+    assert_eq!(
+        query(sums, "orc", Some(&url)),
+        "n,s,i\n1500,250250.0,624250\n"
+    );
     wd.ok(&[
         "ingest",
         "orc",
@@ -1157,4 +1154,18 @@ fn orc_inputs_run_on_the_cluster() {
         3,
         "the query twice and the ingest ran on the cluster"
     );
+    // Under Hive partition folders: each part's partition values travel with it.
+    let Some(_) = crate::workdir::orc_pair(&wd, "hive/p=x/a.orc", "hive/p=y/b.orc") else {
+        return;
+    };
+    let by_p = |cluster: Option<&str>| {
+        let sql = "SELECT p, count(*) AS n, sum(v) AS s FROM t GROUP BY p ORDER BY p";
+        let mut args = vec!["query", sql, "-t", "t=hive", "--output", "csv"];
+        if let Some(url) = cluster {
+            args.extend(["--cluster", url]);
+        }
+        wd.ok(&args)
+    };
+    assert_eq!(by_p(Some(&url)), by_p(None));
+    assert_eq!(by_p(Some(&url)), "p,n,s\nx,1000,249750.0\ny,500,500.0\n");
 }

@@ -172,16 +172,7 @@ fn orc_input() {
 #[test]
 fn orc_files_in_partition_folders() {
     let wd = Workdir::new();
-    for p in ["p=x", "p=y"] {
-        std::fs::create_dir_all(wd.path(&format!("d/{p}"))).expect("mkdir");
-    }
-    let Some(_) = python(&format!(
-        "import pyarrow as pa, pyarrow.orc as orc\n\
-         orc.write_table(pa.table({{'id': list(range(1000)), 'v': [i * 0.5 for i in range(1000)]}}), r'{}')\n\
-         orc.write_table(pa.table({{'id': list(range(500)), 'v': [1.0] * 500}}), r'{}')",
-        wd.path("d/p=x/a.orc").display(),
-        wd.path("d/p=y/b.orc").display()
-    )) else {
+    let Some(_) = crate::workdir::orc_pair(&wd, "d/p=x/a.orc", "d/p=y/b.orc") else {
         return;
     };
     let sql = "SELECT p, count(*) AS n, sum(v) AS s FROM t GROUP BY p ORDER BY p";

@@ -170,3 +170,22 @@ pub fn python(code: &str) -> Option<String> {
     );
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Two ORC files written by pyarrow at `first` and `second` (relative to `wd`, folders
+/// made): `first` holds ids 0..1000 with `v = id / 2`, `second` ids 0..500 with `v = 1`.
+/// `None` (skip) when pyarrow is missing and not required.
+pub fn orc_pair(wd: &Workdir, first: &str, second: &str) -> Option<()> {
+    for rel in [first, second] {
+        if let Some(parent) = wd.path(rel).parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+    }
+    python(&format!(
+        "import pyarrow as pa, pyarrow.orc as orc\n\
+         orc.write_table(pa.table({{'id': list(range(1000)), 'v': [i * 0.5 for i in range(1000)]}}), r'{}')\n\
+         orc.write_table(pa.table({{'id': list(range(500)), 'v': [1.0] * 500}}), r'{}')",
+        wd.path(first).display(),
+        wd.path(second).display()
+    ))
+    .map(|_| ())
+}

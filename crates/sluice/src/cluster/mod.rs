@@ -275,6 +275,14 @@ pub fn split_stage_limits(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
     .map(|t| t.data)
 }
 
+/// `plan` as a cluster runs it: each sluice scan cut into single-partition branches
+/// ([`one_scan_per_partition`]) and each keyed enrich stage's limits divided among its
+/// tasks ([`split_stage_limits`]). What [`execute`] submits and `sluice explain --cluster`
+/// shows.
+pub fn for_cluster(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    split_stage_limits(one_scan_per_partition(plan)?)
+}
+
 /// Runs `plan` (planned in a session made with `config`) on the cluster at `scheduler`:
 /// the rows of its output, as they come back. Its tasks leave their ledgers in
 /// `ledger_dir` (on storage every executor shares), for [`absorb`] once the stream ended.
@@ -284,16 +292,14 @@ pub async fn execute(
     config: &SessionConfig,
     ledger_dir: &std::path::Path,
 ) -> Result<SendableRecordBatchStream> {
-    let plan = split_stage_limits(one_scan_per_partition(plan)?)?;
+    let plan = for_cluster(plan)?;
     let mut config = config.clone();
-    // Where each read's tasks leave their rejected rows and counts: the client's folders.
-    let services = Services::of(&config)?;
-    let mut dirs = std::collections::BTreeMap::new();
-    for id in books_of(&plan) {
-        if let Some(dir) = services.books(id)?.folder() {
-            dirs.insert(id.to_string(), dir.display().to_string());
-        }
-    }
+    // Where each read's tasks leave their rejected rows: the client's folders.
+    let dirs: std::collections::BTreeMap<String, String> = Services::of(&config)?
+        .all_books()
+        .iter()
+        .filter_map(|r| Some((r.id().to_string(), r.folder()?.display().to_string())))
+        .collect();
     if let Some(o) = config
         .options_mut()
         .extensions
@@ -405,23 +411,6 @@ pub fn share_storage(
         o.storage = shared;
     }
     Ok(())
-}
-
-/// The books ids of the plan's scans.
-fn books_of(plan: &Arc<dyn ExecutionPlan>) -> std::collections::BTreeSet<u64> {
-    use crate::source::csv_scan::CsvScanExec;
-    use crate::source::file_scan::FileByFileExec;
-    let mut ids = std::collections::BTreeSet::new();
-    let mut todo = vec![Arc::clone(plan)];
-    while let Some(node) = todo.pop() {
-        if let Some(scan) = node.downcast_ref::<CsvScanExec>() {
-            ids.insert(scan.books.id);
-        } else if let Some(scan) = node.downcast_ref::<FileByFileExec>() {
-            ids.insert(scan.books.id);
-        }
-        todo.extend(node.children().into_iter().cloned());
-    }
-    ids
 }
 
 fn cluster_error(e: ballista_core::error::BallistaError) -> crate::error::Error {

@@ -220,12 +220,7 @@ impl Enricher {
                     .into(),
             ));
         }
-        let mut columns: Vec<String> = url.columns.clone();
-        for c in body.iter().flat_map(|b| b.columns.iter()) {
-            if !columns.contains(c) {
-                columns.push(c.clone());
-            }
-        }
+        let columns = Template::key_columns(&url, body.as_ref());
         let index = |t: &Template| -> Vec<usize> {
             t.columns
                 .iter()

@@ -110,15 +110,13 @@ impl EnrichSpec {
     pub fn key_columns(&self) -> Result<Vec<String>> {
         use super::template::{Secrets, Target, Template};
         let mut secrets = Secrets::default();
-        let mut columns = Template::parse(&self.url, Target::Url, &mut secrets)?.columns;
-        if let Some(body) = &self.body {
-            for c in Template::parse(body, Target::Body, &mut secrets)?.columns {
-                if !columns.contains(&c) {
-                    columns.push(c);
-                }
-            }
-        }
-        Ok(columns)
+        let url = Template::parse(&self.url, Target::Url, &mut secrets)?;
+        let body = self
+            .body
+            .as_deref()
+            .map(|b| Template::parse(b, Target::Body, &mut secrets))
+            .transpose()?;
+        Ok(Template::key_columns(&url, body.as_ref()))
     }
 
     /// The limits of a task that runs `partitions` partitions of a stage whose limits

@@ -156,6 +156,18 @@ pub struct Template {
 pub type Value = Option<(String, bool)>;
 
 impl Template {
+    /// The columns the placeholders of a URL and its body name, in first-use order, each
+    /// once: a request's key.
+    pub fn key_columns(url: &Template, body: Option<&Template>) -> Vec<String> {
+        let mut columns = url.columns.clone();
+        for c in body.iter().flat_map(|b| b.columns.iter()) {
+            if !columns.contains(c) {
+                columns.push(c.clone());
+            }
+        }
+        columns
+    }
+
     /// Parses `text`, looking up `${env:NAME}` now (a missing variable is an error).
     pub fn parse(text: &str, target: Target, secrets: &mut Secrets) -> Result<Template> {
         let mut pieces: Vec<Piece> = Vec::new();

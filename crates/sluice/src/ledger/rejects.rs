@@ -148,7 +148,7 @@ pub struct Rejects {
     allow_failed: std::sync::atomic::AtomicBool,
     /// In a cluster's executor: the label of the task these books belong to (all its
     /// rejected rows go to one file named after it).
-    remote: Mutex<Option<String>>,
+    remote: Option<String>,
     /// Rejects files of tasks that ran elsewhere, read back by [`Rejects::absorb_task`].
     absorbed: Mutex<BTreeMap<Task, PathBuf>>,
 }
@@ -242,7 +242,7 @@ impl Rejects {
             lines: super::lines::LineIndex::default(),
             failed: Mutex::new(Vec::new()),
             allow_failed: std::sync::atomic::AtomicBool::new(false),
-            remote: Mutex::new(None),
+            remote: None,
             absorbed: Mutex::new(BTreeMap::new()),
         }
     }
@@ -252,10 +252,10 @@ impl Rejects {
     /// task (`label`), and when the task has succeeded its counts are taken by
     /// [`Rejects::task_books`] (see [`crate::cluster::engine`]).
     pub fn on_executor(id: u64, mode: OnError, dir: Option<PathBuf>, label: String) -> Self {
-        let r = Rejects::with_id(id, mode);
-        if let Ok(mut l) = r.remote.lock() {
-            *l = Some(label);
-        }
+        let r = Rejects {
+            remote: Some(label),
+            ..Rejects::with_id(id, mode)
+        };
         if let Some(dir) = dir {
             r.set_dir(dir);
         }
@@ -265,11 +265,7 @@ impl Rejects {
     /// True for the books of a cluster job's read in an executor's task (made by
     /// [`Rejects::on_executor`]), whose counts go back to the client.
     pub fn on_cluster(&self) -> bool {
-        self.remote_label().is_some()
-    }
-
-    fn remote_label(&self) -> Option<String> {
-        self.remote.lock().ok().and_then(|l| l.clone())
+        self.remote.is_some()
     }
 
     /// What an executor's task counted and rejected of this read, its rejects file closed
@@ -286,7 +282,7 @@ impl Rejects {
                     w.get_ref()
                         .sync_all()
                         .map_err(|e| Error::io("rejects", e))?;
-                    rejects = self.remote_label().map(|l| remote_file_name(&l));
+                    rejects = self.remote.as_deref().map(remote_file_name);
                 }
             }
         }
@@ -331,7 +327,7 @@ impl Rejects {
             t.later = books.later;
             t.at_write = books.at_write;
         }
-        if let (Some(name), Some(dir)) = (&books.rejects, self.dir()) {
+        if let (Some(name), Some(dir)) = (&books.rejects, self.folder()) {
             if let Ok(mut a) = self.absorbed.lock() {
                 a.insert(key, dir.join(name));
             }
@@ -341,7 +337,7 @@ impl Rejects {
 
     /// A task starts (again): what an earlier run of it wrote and counted is dropped.
     pub fn begin(&self, task: Task) -> Result<()> {
-        if self.remote_label().is_some() {
+        if self.on_cluster() {
             // A cluster's task runs each partition once; a retry is a new task.
             return Ok(());
         }
@@ -355,7 +351,7 @@ impl Rejects {
         }) = earlier
         {
             drop(w);
-            if let Some(dir) = self.dir() {
+            if let Some(dir) = self.folder() {
                 let path = task_file(&dir, task);
                 std::fs::remove_file(&path)
                     .map_err(|e| Error::io(path.display().to_string(), e))?;
@@ -366,10 +362,6 @@ impl Rejects {
 
     /// The folder rejected rows go to, once set.
     pub fn folder(&self) -> Option<PathBuf> {
-        self.dir()
-    }
-
-    fn dir(&self) -> Option<PathBuf> {
         self.dir.lock().ok().and_then(|d| d.clone())
     }
 
@@ -482,11 +474,10 @@ impl Rejects {
         count: impl FnOnce(&mut TaskRejects),
     ) -> Result<()> {
         let dir = self
-            .dir()
+            .folder()
             .ok_or_else(|| Error::Config("rejected rows have nowhere to go".into()))?;
-        let remote = self.remote_label();
         // A cluster's task writes all its rows to one file, named after the task.
-        let task = if remote.is_some() {
+        let task = if self.on_cluster() {
             Task::default()
         } else {
             task
@@ -498,7 +489,7 @@ impl Rejects {
         let t = tasks.entry(task).or_default();
         if t.writer.is_none() {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-            let path = match &remote {
+            let path = match &self.remote {
                 Some(label) => dir.join(remote_file_name(label)),
                 None => task_file(&dir, task),
             };
@@ -518,7 +509,7 @@ impl Rejects {
     /// in batches). Nothing is written when no row was rejected. Returns the records joined
     /// (counted in the bytes copied, apart from every count the books keep).
     pub fn finish(&self, parquet: bool) -> Result<u64> {
-        let Some(dir) = self.dir() else {
+        let Some(dir) = self.folder() else {
             return Ok(0);
         };
         let mut files: BTreeMap<Task, PathBuf> =

@@ -424,6 +424,8 @@ async fn run_writers(
         }
         None => staging.to_path_buf(),
     };
+    // The tasks of a cluster's job leave their ledgers beside the rejected rows.
+    let ledger_dir = dir.join(commit::REJECTS_DIR);
     let spec = exec::WriteSpec {
         dir,
         job: job.to_string(),
@@ -446,9 +448,6 @@ async fn run_writers(
             (files, crate::ledger::plan_flow(&plan))
         }
         Some(url) => {
-            // The tasks leave their ledgers beside the rejected rows, in the staging folder.
-            let ledger_dir = std::path::absolute(staging.join(commit::REJECTS_DIR))
-                .map_err(|e| Error::io(staging.display().to_string(), e))?;
             let config = task_ctx.session_config().clone();
             let files = write_there(url, node, &config, &ledger_dir).await;
             // What the tasks counted comes back whether the job worked or not (a failed
