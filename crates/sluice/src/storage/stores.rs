@@ -190,9 +190,12 @@ pub fn store_error(what: &str, e: object_store::Error) -> Error {
         _ if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") => {
             "the bucket does not exist".into()
         }
+        // `403` as a word of its own: not inside a port (`127.0.0.1:40327`) or a duration.
         _ if lower.contains("accessdenied")
             || lower.contains("forbidden")
-            || lower.contains("403") =>
+            || lower
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '.')
+                .any(|w| w.trim_matches('.') == "403") =>
         {
             denied()
         }
@@ -246,4 +249,34 @@ pub async fn list_sorted(
         .map_err(|e| store_error(what, e))?;
     listed.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: message.to_string().into(),
+        }
+    }
+
+    #[test]
+    fn a_port_or_a_duration_holding_403_is_no_access_denied() {
+        // A dead endpoint on port 40327, reached after 403 ms: it cannot be reached.
+        let e = store_error(
+            "s3://bkt/a.csv",
+            generic("Error performing HEAD http://127.0.0.1:40327/bkt/a.csv in 1.403s, after 3 retries - HTTP error: error sending request: client error (Connect): tcp connect error: Connection refused"),
+        )
+        .to_string();
+        assert!(e.contains("cannot reach the storage endpoint"), "{e}");
+        // A 403 answer is.
+        let e = store_error(
+            "s3://bkt/a.csv",
+            generic("Error performing GET http://127.0.0.1:9000/bkt/a.csv: Client error with status 403."),
+        )
+        .to_string();
+        assert!(e.contains("access denied"), "{e}");
+    }
 }
