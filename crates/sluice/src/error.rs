@@ -66,6 +66,11 @@ pub enum Error {
     #[error("{0}")]
     BadRow(String),
 
+    /// A cluster's executor does not see the job's inputs or outputs where the client does
+    /// (see [`crate::cluster::reach`]): the executor, the path and what is wrong.
+    #[error("{0}")]
+    Unreachable(String),
+
     /// Input files could not be read (missing, corrupt, cut off) and the job was not told
     /// to write the rest (`--allow-failed-files`): nothing was committed.
     #[error("{count} input file(s) could not be read, nothing was written: {list} (--allow-failed-files writes the rest)")]

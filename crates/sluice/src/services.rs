@@ -33,6 +33,9 @@ pub struct SluiceOptions {
     /// [`crate::cluster::stores::shareable`]); executors take credentials from their own
     /// environment.
     pub storage: String,
+    /// What every executor running a task of the job must see before it reads a row, as
+    /// JSON (see [`crate::cluster::reach::Reach`]). Empty: nothing to check.
+    pub reach: String,
 }
 
 impl SluiceOptions {
@@ -69,6 +72,10 @@ impl datafusion::config::ExtensionOptions for SluiceOptions {
                 self.storage = value.to_string();
                 Ok(())
             }
+            "reach" => {
+                self.reach = value.to_string();
+                Ok(())
+            }
             other => Err(DataFusionError::Configuration(format!(
                 "no sluice setting '{other}'"
             ))),
@@ -91,6 +98,11 @@ impl datafusion::config::ExtensionOptions for SluiceOptions {
                 key: "sluice.storage".into(),
                 value: Some(self.storage.clone()),
                 description: "the job's storage options that are not secrets, as JSON",
+            },
+            datafusion::config::ConfigEntry {
+                key: "sluice.reach".into(),
+                value: Some(self.reach.clone()),
+                description: "what every executor must see of a job's inputs and outputs",
             },
         ]
     }

@@ -65,6 +65,9 @@ fn cluster_env(
 thread_local! {
     /// Environment of the cluster processes [`cluster_with`] starts on this thread.
     static CLUSTER_ENV: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A command the first executor [`cluster_with`] starts on this thread runs under (the
+    /// binary and its arguments follow it).
+    static FIRST_EXECUTOR_UNDER: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// [`cluster`] with more arguments for the scheduler and for each executor. A process that
@@ -75,9 +78,14 @@ fn cluster_with(
     scheduler_args: &[&str],
     executor_args: &[&str],
 ) -> (Vec<Running>, String) {
-    let spawn = |args: Vec<String>, log: &str| {
+    let spawn = |args: Vec<String>, log: &str, under: Vec<String>| {
         let log = std::fs::File::create(wd.path(log)).expect("log");
         let mut cmd = wd.sluice();
+        if let Some((program, rest)) = under.split_first() {
+            let binary = cmd.get_program().to_owned();
+            cmd = std::process::Command::new(program);
+            cmd.args(rest).arg(binary).current_dir(wd.root());
+        }
         CLUSTER_ENV.with(|e| {
             for (k, v) in e.borrow().iter() {
                 cmd.env(k, v);
@@ -99,7 +107,7 @@ fn cluster_with(
             format!("127.0.0.1:{port}"),
         ];
         args.extend(scheduler_args.iter().map(|a| a.to_string()));
-        spawn(args, "scheduler.log")
+        spawn(args, "scheduler.log", Vec::new())
     };
     let executor = |port: u16, i: usize| {
         let work = wd.path(&format!("executor-{i}"));
@@ -117,7 +125,11 @@ fn cluster_with(
             work.display().to_string(),
         ];
         args.extend(executor_args.iter().map(|a| a.to_string()));
-        spawn(args, &format!("executor-{i}.log"))
+        let under = match i {
+            0 => FIRST_EXECUTOR_UNDER.with(|u| u.borrow().clone()),
+            _ => Vec::new(),
+        };
+        spawn(args, &format!("executor-{i}.log"), under)
     };
     let mut port = free_port();
     let mut procs = vec![scheduler(port), executor(port, 0), executor(port, 1)];
@@ -552,6 +564,83 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// An executor that does not see the client's files at their paths — here its own empty
+/// folders mounted over the inputs and the output (a mount namespace of its own, as on a
+/// machine without the shared storage), with another `a00.csv` where the client's is —
+/// fails the job before it reads a row, in one line naming it and the path; nothing is
+/// committed. Needs `unshare` and `mount` (root, as in CI): without them the test fails.
+#[test]
+fn an_executor_that_sees_other_files_fails_the_job_in_one_line() {
+    let wd = Workdir::new();
+    for i in 0..12 {
+        wd.write(&format!("in/a{i:02}.csv"), format!("id,v\n{i},1\n{i},2\n"));
+        wd.write(&format!("in2/b{i:02}.csv"), format!("id,v\n{i},1\n"));
+    }
+    std::fs::create_dir_all(wd.path("out")).expect("mkdir");
+    let script = "mount -t tmpfs none \"$1\" && mount -t tmpfs none \"$2\" && \
+                  printf 'id,v\\n' > \"$1/a00.csv\" && shift 2 && exec \"$@\"";
+    FIRST_EXECUTOR_UNDER.with(|u| {
+        *u.borrow_mut() = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([wd.path("in"), wd.path("out")].map(|p| p.display().to_string()))
+        .collect()
+    });
+    // One slot each: the job's first tasks go to both executors.
+    let (_procs, url) = cluster_with(&wd, &[], &["--slots", "1"]);
+    FIRST_EXECUTOR_UNDER.with(|u| u.borrow_mut().clear());
+    let blind = {
+        let log = wd.read("executor-0.log");
+        assert!(
+            !log.contains("mount:"),
+            "the executor's mounts failed: {log}"
+        );
+        log
+    };
+    let ingest = |input: &str, out: &str| {
+        wd.fails(
+            &[
+                "ingest",
+                input,
+                "--to",
+                out,
+                "--threads",
+                "6",
+                "--cluster",
+                &url,
+            ],
+            1,
+        )
+    };
+    let err = ingest("in", "out2");
+    assert_eq!(err.trim().lines().count(), 1, "{err}\n{blind}");
+    assert!(
+        err.contains("executor 127.0.0.1:")
+            && err.contains("sees another in/a00.csv: 5 bytes where the client's has 13")
+            && err.contains("every executor must see the job's inputs and outputs"),
+        "{err}"
+    );
+    assert!(!wd.path("out2").exists(), "nothing committed");
+    // The output goes into the folder the executor sees as its own empty one.
+    let err = ingest("in2", "out/new");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot find the job's folder") && err.contains("/out/"),
+        "{err}"
+    );
+    assert!(wd.data_files("out").is_empty(), "nothing committed");
 }
 
 /// What a cluster cannot run as the local run would yet is refused up front, in one line,

@@ -30,26 +30,54 @@ use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::SessionConfig;
 
+use crate::cluster::reach::Reach;
 use crate::ledger::remote::TaskLedger;
 use crate::services::{ClusterTask, Services, SluiceOptions};
 
-/// Ballista's execution engine, with each task of a sluice job keeping its books.
+/// Ballista's execution engine, with each task of a sluice job keeping its books, run only
+/// once the executor has checked that it sees the job's inputs and outputs
+/// ([`crate::cluster::reach`]).
 pub struct SluiceEngine {
     inner: DefaultExecutionEngine,
+    /// How the executor is named in its lines (`HOST:PORT`).
+    executor: String,
+    checked: Arc<Checked>,
 }
 
 impl SluiceEngine {
-    /// The engine of a sluice executor.
-    pub fn new() -> Self {
+    /// The engine of the sluice executor named `executor` (`HOST:PORT`) in its lines.
+    pub fn new(executor: impl Into<String>) -> Self {
         SluiceEngine {
             inner: DefaultExecutionEngine::new(),
+            executor: executor.into(),
+            checked: Arc::default(),
         }
     }
 }
 
-impl Default for SluiceEngine {
-    fn default() -> Self {
-        SluiceEngine::new()
+/// The jobs whose inputs and outputs this executor has found where the client sees them
+/// (the latest [`Checked::KEEP`]).
+#[derive(Debug, Default)]
+struct Checked(Mutex<std::collections::VecDeque<String>>);
+
+impl Checked {
+    const KEEP: usize = 1024;
+
+    fn has(&self, job: &str) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|jobs| jobs.iter().any(|j| j == job))
+    }
+
+    fn add(&self, job: &str) {
+        if let Ok(mut jobs) = self.0.lock() {
+            if !jobs.iter().any(|j| j == job) {
+                if jobs.len() == Self::KEEP {
+                    jobs.pop_front();
+                }
+                jobs.push_back(job.to_string());
+            }
+        }
     }
 }
 
@@ -64,9 +92,16 @@ impl ExecutionEngine for SluiceEngine {
         work_dir: &str,
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
-        let dir = SluiceOptions::of(config)
+        let options = SluiceOptions::of(config);
+        let dir = options
             .map(|o| o.ledger_dir.clone())
             .filter(|d| !d.is_empty());
+        let reach = match options.map(|o| o.reach.as_str()).filter(|r| !r.is_empty()) {
+            Some(r) => serde_json::from_str(r).map_err(|e| {
+                DataFusionError::Internal(format!("the job's sluice.reach is not readable: {e}"))
+            })?,
+            None => Reach::default(),
+        };
         let create = |plan| {
             self.inner.create_query_stage_exec(
                 job_id.clone(),
@@ -107,6 +142,10 @@ impl ExecutionEngine for SluiceEngine {
             dir: PathBuf::from(dir),
             stage: stage_id,
             task: task_id,
+            job: job_id,
+            reach,
+            executor: self.executor.clone(),
+            checked: Arc::clone(&self.checked),
         }))
     }
 }
@@ -123,6 +162,11 @@ struct BookedStage {
     dir: PathBuf,
     stage: usize,
     task: usize,
+    job: JobId,
+    /// What the executor must see before the job's first task here reads a row.
+    reach: Reach,
+    executor: String,
+    checked: Arc<Checked>,
 }
 
 impl fmt::Display for BookedStage {
@@ -215,6 +259,13 @@ impl QueryStageExecutor for BookedStage {
         task_id: usize,
         context: Arc<TaskContext>,
     ) -> Result<Vec<ShuffleWritePartition>> {
+        if !self.reach.is_empty() && !self.checked.has(self.job.as_str()) {
+            self.reach
+                .check(&self.executor, &context)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            self.checked.add(self.job.as_str());
+        }
         let out = self.inner.execute_query_stage(task_id, context).await?;
         let ledger = self.ledger()?;
         let dir = self.dir.clone();

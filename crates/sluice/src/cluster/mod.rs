@@ -15,6 +15,7 @@
 //! ([`engine`]), and the client reads them back ([`absorb`]).
 
 pub mod engine;
+pub mod reach;
 pub mod stores;
 
 use std::net::SocketAddr;
@@ -149,6 +150,15 @@ pub struct ExecutorOptions {
 pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> {
     use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
     let functions = options.functions.clone();
+    // How the executor names itself in its lines: where others reach it.
+    let name = format!(
+        "{}:{}",
+        options
+            .advertise_host
+            .clone()
+            .unwrap_or_else(|| options.bind.ip().to_string()),
+        options.bind.port()
+    );
     let temp = options.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let check = Services::default();
     for f in &functions {
@@ -186,7 +196,7 @@ pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> 
             Ok(Arc::new(runtime))
         })),
         override_physical_codec: Some(codec()),
-        override_execution_engine: Some(Arc::new(engine::SluiceEngine::new())),
+        override_execution_engine: Some(Arc::new(engine::SluiceEngine::new(name))),
         ..Default::default()
     };
     start_executor_process(Arc::new(config))
@@ -308,6 +318,16 @@ pub async fn execute(
         o.rejects_dirs =
             serde_json::to_string(&dirs).map_err(|e| DataFusionError::External(Box::new(e)))?;
         o.ledger_dir = ledger_dir.display().to_string();
+        // What every executor must see: the plan's inputs, and the folders made for the job
+        // (the ledger's, made here, and the rejects folders that are elsewhere).
+        std::fs::create_dir_all(ledger_dir)?;
+        let made = std::iter::once(ledger_dir.to_path_buf()).chain(
+            dirs.values()
+                .map(std::path::PathBuf::from)
+                .filter(|d| !d.starts_with(ledger_dir) && d.is_dir()),
+        );
+        o.reach = serde_json::to_string(&reach::Reach::of(&plan, made))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
     }
     let config = config.upgrade_for_ballista();
     let ballista = config.ballista_config();
@@ -328,7 +348,12 @@ pub async fn execute(
 /// error only as its debug text; `None` when the failure was not one of sluice's.
 pub fn job_error(e: &datafusion::error::DataFusionError) -> Option<String> {
     let text = e.to_string();
-    for marker in ["BadRow(\"", "File { file: \"", "Config(\""] {
+    for marker in [
+        "BadRow(\"",
+        "Unreachable(\"",
+        "File { file: \"",
+        "Config(\"",
+    ] {
         let Some(at) = text.find(marker) else {
             continue;
         };
