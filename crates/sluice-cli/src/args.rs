@@ -111,6 +111,47 @@ impl ReadArgs {
             max_record_bytes: self.max_record_bytes,
             max_compression_ratio: self.max_compression_ratio,
             storage: self.storage_options.iter().cloned().collect(),
+            database: sluice::db::DbOptions::default(),
+        }
+    }
+}
+
+/// What a `postgres://` input reads (`ingest`, `schema`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct DbArgs {
+    /// The table a postgres:// input reads (SCHEMA.NAME; double quotes keep a name's case).
+    #[arg(long, value_name = "SCHEMA.NAME")]
+    pub table: Option<String>,
+    /// The query a postgres:// input reads, instead of a table.
+    #[arg(long = "query", value_name = "SQL", conflicts_with = "table")]
+    pub db_query: Option<String>,
+    /// An integer, date or timestamp column that cuts a database read into partitions,
+    /// each read on its own connection from the same snapshot.
+    #[arg(long, value_name = "COLUMN")]
+    pub partition_column: Option<String>,
+    /// Partitions of a database read (default: --threads).
+    #[arg(long, value_name = "N", requires = "partition_column", value_parser = clap::value_parser!(u64).range(1..))]
+    pub partitions: Option<u64>,
+    /// Where the first cut of the partition column starts (default: its smallest value;
+    /// smaller values are still read).
+    #[arg(long, value_name = "VALUE", requires = "partition_column")]
+    pub lower_bound: Option<String>,
+    /// Where the last cut of the partition column ends (default: its largest value; larger
+    /// values are still read).
+    #[arg(long, value_name = "VALUE", requires = "partition_column")]
+    pub upper_bound: Option<String>,
+}
+
+impl DbArgs {
+    /// The library's database options for these flags.
+    pub fn to_options(&self) -> sluice::db::DbOptions {
+        sluice::db::DbOptions {
+            table: self.table.clone(),
+            query: self.db_query.clone(),
+            partition_column: self.partition_column.clone(),
+            partitions: self.partitions.map(|n| n as usize),
+            lower_bound: self.lower_bound.clone(),
+            upper_bound: self.upper_bound.clone(),
         }
     }
 }

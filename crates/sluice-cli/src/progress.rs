@@ -133,10 +133,16 @@ async fn log_lines(progress: Arc<Progress>) {
 pub fn summary(report: &Report) -> String {
     let mut out = String::new();
     let rate = report.rows_out as f64 / report.seconds.max(0.001);
+    let read = match report.tables_read.as_slice() {
+        [] => format!(
+            "{} files ({})",
+            report.files_read,
+            HumanBytes(report.bytes_read)
+        ),
+        tables => tables.join(", "),
+    };
     out.push_str(&format!(
-        "sluice: {} files ({}) -> {} ({} files, {}, {}) in {:.2}s\n",
-        report.files_read,
-        HumanBytes(report.bytes_read),
+        "sluice: {read} -> {} ({} files, {}, {}) in {:.2}s\n",
         report.output,
         report.files_written,
         report.output_format,

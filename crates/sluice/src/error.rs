@@ -71,6 +71,11 @@ pub enum Error {
     #[error("{0}")]
     Unreachable(String),
 
+    /// A database refused or broke off a read: the source (its URL without the password)
+    /// and the server's message.
+    #[error("{0}")]
+    Database(String),
+
     /// Input files could not be read (missing, corrupt, cut off) and the job was not told
     /// to write the rest (`--allow-failed-files`): nothing was committed.
     #[error("{count} input file(s) could not be read, nothing was written: {list} (--allow-failed-files writes the rest)")]

@@ -61,6 +61,17 @@ pub struct ClusterStage {
     pub output: Option<String>,
 }
 
+/// A database read as planned.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseRead {
+    /// The URL without its password, then the table or `(query)`.
+    pub read: String,
+    /// Rows in the snapshot the partitions read.
+    pub rows: u64,
+    /// Each partition's condition (`all rows` for a read in one piece).
+    pub partitions: Vec<String>,
+}
+
 /// The inputs of a job.
 #[derive(Debug, Clone, Serialize)]
 pub struct Inputs {
@@ -72,6 +83,10 @@ pub struct Inputs {
     pub partitions: usize,
     /// Threads the job runs on.
     pub threads: usize,
+    /// A database read instead of files: what it reads (its URL without the password),
+    /// the rows in its snapshot and each partition's range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseRead>,
     /// Each file (the first 50).
     pub list: Vec<InputPlan>,
     /// Files not listed.
@@ -363,6 +378,15 @@ pub async fn explain(job: &Job) -> Result<Explain> {
             bytes: source.total_bytes(),
             partitions,
             threads,
+            database: source.database.as_ref().map(|r| DatabaseRead {
+                read: r.display.clone(),
+                rows: r.rows,
+                partitions: r
+                    .partitions
+                    .iter()
+                    .map(|p| p.clone().unwrap_or_else(|| "all rows".into()))
+                    .collect(),
+            }),
             list,
             more,
         },
@@ -483,14 +507,28 @@ pub fn human_bytes(n: u64) -> String {
 impl fmt::Display for Explain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inputs;
-        writeln!(
-            f,
-            "inputs: {} files, {} -> {} partitions on {} threads",
-            i.files,
-            human_bytes(i.bytes),
-            i.partitions,
-            i.threads
-        )?;
+        if let Some(db) = &i.database {
+            writeln!(
+                f,
+                "inputs: {} ({} rows in its snapshot) -> {} partitions on {} threads",
+                db.read,
+                db.rows,
+                db.partitions.len(),
+                i.threads
+            )?;
+            for p in &db.partitions {
+                writeln!(f, "  {p}")?;
+            }
+        } else {
+            writeln!(
+                f,
+                "inputs: {} files, {} -> {} partitions on {} threads",
+                i.files,
+                human_bytes(i.bytes),
+                i.partitions,
+                i.threads
+            )?;
+        }
         let width = i.list.iter().map(|p| p.file.len()).max().unwrap_or(0);
         for p in &i.list {
             let format = match &p.compression {

@@ -150,6 +150,13 @@ impl Job {
                 )?;
             }
         }
+        if self.cluster.is_some() && self.source.paths.iter().any(|p| crate::db::is_database(p)) {
+            return Err(Error::Config(
+                "a database source is read here, not on a cluster (yet): run the job without \
+                 --cluster"
+                    .into(),
+            ));
+        }
         let source = Source::open(&ctx, self.source.clone()).await?;
         check_not_reading_output(&source, &self.sink)?;
         let sizes = source
@@ -211,6 +218,7 @@ impl Job {
         Ok(Report {
             rows_unread: files_failed.iter().filter_map(|f| f.rows_unread()).sum(),
             files_read: source.files.len() as u64,
+            tables_read: source.database.iter().map(|r| r.display.clone()).collect(),
             bytes_read: source.total_bytes(),
             rows_in: books.rows_in,
             rows_out: written.rows,

@@ -34,6 +34,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod context;
+pub mod db;
 pub mod enrich;
 pub mod error;
 pub mod explain;

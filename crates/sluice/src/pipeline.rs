@@ -62,6 +62,18 @@ pub struct SourceSpec {
     pub max_record_bytes: Option<u64>,
     /// Most bytes out per compressed byte (default 100, 0: no limit).
     pub max_compression_ratio: Option<u64>,
+    /// A database input's table (`SCHEMA.NAME`).
+    pub table: Option<String>,
+    /// A database input's query, instead of a table.
+    pub query: Option<String>,
+    /// An integer, date or timestamp column cutting a database read into partitions.
+    pub partition_column: Option<String>,
+    /// Partitions of a database read (default: threads).
+    pub partitions: Option<usize>,
+    /// Where a database read's first cut starts (default: the column's minimum).
+    pub lower_bound: Option<toml::Value>,
+    /// Where a database read's last cut ends (default: the column's maximum).
+    pub upper_bound: Option<toml::Value>,
 }
 
 /// `[[transform]]`
@@ -209,11 +221,20 @@ fn anchor(base: &Path, p: &str) -> String {
     if Path::new(p).is_absolute()
         || base.as_os_str().is_empty()
         || crate::storage::stores::is_remote(p)
+        || crate::db::is_database(p)
     {
         p.to_string()
     } else {
         let joined: PathBuf = base.join(p);
         joined.display().to_string()
+    }
+}
+
+/// A bound as text: `1000`, `"2024-01-01"` or a TOML date all read as the column's type.
+fn bound_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -278,6 +299,14 @@ impl PipelineSpec {
                 .max_compression_ratio
                 .unwrap_or(crate::source::DEFAULT_MAX_COMPRESSION_RATIO),
             storage: self.storage.clone(),
+            database: crate::db::DbOptions {
+                table: s.table,
+                query: s.query,
+                partition_column: s.partition_column,
+                partitions: s.partitions,
+                lower_bound: s.lower_bound.as_ref().map(bound_text),
+                upper_bound: s.upper_bound.as_ref().map(bound_text),
+            },
         };
         let k = self.sink;
         let sink = SinkOptions {

@@ -54,6 +54,9 @@ impl Progress {
 pub struct Report {
     /// Input files read.
     pub files_read: u64,
+    /// Database reads (the URL without its password, then the table or `(query)`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables_read: Vec<String>,
     /// Bytes of input files (compressed size for compressed files).
     pub bytes_read: u64,
     /// Records in the inputs, counted where they are framed (before decoding; for Parquet

@@ -134,6 +134,9 @@ pub struct Services {
     task: RwLock<Option<ClusterTask>>,
     /// In a cluster job's client: what the tasks' stages reported, as JSON.
     cluster_reports: RwLock<Option<Vec<serde_json::Value>>>,
+    /// Each database read's connector (by books id): it holds the read's snapshot and its
+    /// password, so it is the session's, never a plan's.
+    connectors: RwLock<HashMap<u64, Arc<crate::db::postgres::Connector>>>,
 }
 
 /// The task of a cluster's job a session runs (an executor makes a session per task).
@@ -176,6 +179,18 @@ impl Services {
                 .entry(rejects.id())
                 .or_insert_with(|| Arc::clone(rejects));
         }
+    }
+
+    /// Makes the connector of the database read counted in books `id` available.
+    pub fn keep_connector(&self, id: u64, connector: Arc<crate::db::postgres::Connector>) {
+        if let Ok(mut c) = self.connectors.write() {
+            c.insert(id, connector);
+        }
+    }
+
+    /// The connector of the database read counted in books `id`.
+    pub fn connector(&self, id: u64) -> Option<Arc<crate::db::postgres::Connector>> {
+        self.connectors.read().ok()?.get(&id).cloned()
     }
 
     /// The services of a cluster's scheduler or executor: the books a task's plan names are

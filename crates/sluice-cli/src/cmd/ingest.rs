@@ -3,7 +3,7 @@
 use clap::Args;
 use sluice::{Job, Stage, Transform};
 
-use crate::args::{ReadArgs, RunArgs, WriteArgs};
+use crate::args::{DbArgs, ReadArgs, RunArgs, WriteArgs};
 
 /// Read files, folders and globs and write them as one dataset.
 #[derive(Debug, Args)]
@@ -13,6 +13,8 @@ pub struct IngestCmd {
     pub inputs: Vec<String>,
     #[command(flatten)]
     pub read: ReadArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
     #[command(flatten)]
     pub write: WriteArgs,
     /// SQL to apply before writing (repeatable); the table `source` is the previous result.
@@ -26,7 +28,10 @@ impl IngestCmd {
     /// Runs the ingest.
     pub async fn execute(self, threads: usize) -> anyhow::Result<()> {
         let job = Job {
-            source: self.read.to_options(self.inputs.clone()),
+            source: sluice::ReadOptions {
+                database: self.db.to_options(),
+                ..self.read.to_options(self.inputs.clone())
+            },
             stages: self
                 .sql
                 .iter()

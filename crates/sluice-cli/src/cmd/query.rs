@@ -88,6 +88,17 @@ impl QueryCmd {
                     .unwrap_or_default()
             )),
         };
+        if self.cluster.is_some()
+            && tables
+                .iter()
+                .flat_map(|(_, inputs)| inputs)
+                .any(|i| sluice::db::is_database(i))
+        {
+            anyhow::bail!(
+                "a database source is read here, not on a cluster (yet): run the query without \
+                 --cluster"
+            );
+        }
         let mut sources = Vec::new();
         for (name, inputs) in tables {
             let source = Source::open(&ctx, self.read.to_options(inputs)).await?;

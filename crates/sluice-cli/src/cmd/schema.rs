@@ -4,7 +4,7 @@ use clap::Args;
 use sluice::source::merge::type_name;
 use sluice::Source;
 
-use crate::args::ReadArgs;
+use crate::args::{DbArgs, ReadArgs};
 
 /// Print the merged schema of inputs and how each file differs from it.
 #[derive(Debug, Args)]
@@ -14,6 +14,8 @@ pub struct SchemaCmd {
     pub inputs: Vec<String>,
     #[command(flatten)]
     pub read: ReadArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -23,7 +25,14 @@ impl SchemaCmd {
     /// Prints the schema.
     pub async fn execute(self) -> anyhow::Result<()> {
         let ctx = sluice::context::session(sluice::context::default_threads());
-        let source = Source::open(&ctx, self.read.to_options(self.inputs.clone())).await?;
+        let source = Source::open(
+            &ctx,
+            sluice::ReadOptions {
+                database: self.db.to_options(),
+                ..self.read.to_options(self.inputs.clone())
+            },
+        )
+        .await?;
         let schema = source.output_schema();
         let diffs = source.differences();
         if self.json {

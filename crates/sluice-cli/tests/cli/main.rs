@@ -14,6 +14,7 @@ mod lookup;
 mod newuser;
 mod output;
 mod pipeline;
+mod postgres;
 mod rejects;
 mod s3;
 mod schema;

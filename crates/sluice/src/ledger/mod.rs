@@ -41,8 +41,13 @@ pub struct WriteProgress {
     pub rows: AtomicU64,
 }
 
-/// The plan nodes that read input files: DataFusion's and sluice's scans.
-const SCANS: [&str; 3] = ["DataSourceExec", "CsvScanExec", "FileByFileExec"];
+/// The plan nodes that read input: DataFusion's and sluice's scans (files, databases).
+const SCANS: [&str; 4] = [
+    "DataSourceExec",
+    "CsvScanExec",
+    "FileByFileExec",
+    "PgScanExec",
+];
 
 /// True for the plan nodes that read input files.
 pub fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {

@@ -90,6 +90,8 @@ pub struct ReadOptions {
     pub max_compression_ratio: u64,
     /// Options of remote object stores (endpoint, region, credentials...).
     pub storage: remote::StorageOptions,
+    /// What to read of a database input (`postgres://...`): table or query, partitions.
+    pub database: crate::db::DbOptions,
 }
 
 impl ReadOptions {
@@ -146,6 +148,7 @@ impl Default for ReadOptions {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_compression_ratio: DEFAULT_MAX_COMPRESSION_RATIO,
             storage: remote::StorageOptions::new(),
+            database: crate::db::DbOptions::default(),
         }
     }
 }
@@ -181,6 +184,10 @@ pub struct Source {
     /// Columns declared `NOT NULL` in the explicit schema: a row with a null there is a bad
     /// row (`null_in_not_null`).
     pub required: Vec<String>,
+    /// A database read, instead of files (see [`crate::db`]).
+    pub database: Option<Arc<crate::db::postgres::PgRead>>,
+    /// The connection of the database read (it holds the read's snapshot).
+    connector: Option<Arc<crate::db::postgres::Connector>>,
     options: ReadOptions,
 }
 
@@ -188,6 +195,15 @@ impl Source {
     /// Resolves the inputs, samples every file's schema in parallel and merges them.
     pub async fn open(ctx: &SessionContext, options: ReadOptions) -> Result<Source> {
         options.validate()?;
+        if options.paths.iter().any(|p| crate::db::is_database(p)) {
+            return Source::open_database(ctx, options).await;
+        }
+        if options.database.is_set() {
+            return Err(Error::Config(
+                "table, query and partition options read a database: give a postgres:// input"
+                    .into(),
+            ));
+        }
         let tolerate = options.on_error != OnError::Fail;
         let (files, skipped, missing) = resolve_all(ctx, &options, tolerate).await?;
         if files.is_empty() && options.allow_empty && missing.is_empty() {
@@ -324,6 +340,46 @@ impl Source {
             unsplit: Arc::default(),
             rejects,
             required,
+            database: None,
+            connector: None,
+            options,
+        })
+    }
+
+    /// A source reading a database (one `postgres://` input): planned in one snapshot.
+    async fn open_database(ctx: &SessionContext, options: ReadOptions) -> Result<Source> {
+        if options.paths.len() != 1 {
+            return Err(Error::Config(
+                "a database source reads one database URL: read files in a source of their own"
+                    .into(),
+            ));
+        }
+        for (set, option) in [
+            (options.schema.is_some(), "schema"),
+            (options.file_column.is_some(), "file column"),
+        ] {
+            if set {
+                return Err(Error::Config(format!(
+                    "the {option} option is for files: a database source's columns come from \
+                     the server (cast them in a query)"
+                )));
+            }
+        }
+        let threads = ctx.state().config().target_partitions().max(1);
+        let (read, connector) =
+            crate::db::postgres::PgRead::open(&options.paths[0], &options.database, threads)
+                .await?;
+        Ok(Source {
+            files: Vec::new(),
+            skipped: Vec::new(),
+            schema: Arc::new(read.schema()),
+            hive_columns: Vec::new(),
+            decisions: Vec::new(),
+            unsplit: Arc::default(),
+            rejects: Arc::new(Rejects::new(options.on_error)),
+            required: Vec::new(),
+            database: Some(Arc::new(read)),
+            connector: Some(Arc::new(connector)),
             options,
         })
     }
@@ -361,6 +417,8 @@ impl Source {
             unsplit: Arc::default(),
             rejects: Arc::new(Rejects::new(options.on_error)),
             required,
+            database: None,
+            connector: None,
             options,
         })
     }
@@ -398,6 +456,15 @@ impl Source {
     }
 
     fn frame(&self, ctx: &SessionContext, origin: bool) -> Result<DataFrame> {
+        if let (Some(read), Some(connector)) = (&self.database, &self.connector) {
+            let table = crate::db::postgres::scan::PgTable::new(
+                Arc::clone(read),
+                Arc::clone(&self.rejects),
+                Arc::clone(connector),
+            );
+            let table = if origin { table.with_origin() } else { table };
+            return Ok(ctx.read_table(Arc::new(table))?);
+        }
         if self.files.is_empty() {
             let mut schema = self.output_schema();
             if origin {
