@@ -189,6 +189,16 @@ pub struct WriteArgs {
     /// get a leading ' (formula injection).
     #[arg(long)]
     pub csv_safe: bool,
+    /// The table a postgres:// output is written to (default: --table when the input is
+    /// not a database).
+    #[arg(long, value_name = "SCHEMA.NAME")]
+    pub to_table: Option<String>,
+    /// A database output: insert or update rows by these key columns (comma-separated).
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub upsert: Vec<String>,
+    /// A database output: do not create the table when it is missing.
+    #[arg(long)]
+    pub no_create: bool,
 }
 
 impl WriteArgs {
@@ -204,6 +214,9 @@ impl WriteArgs {
             rejects: self.rejects.clone(),
             rejects_format: self.rejects_format,
             csv_safe: self.csv_safe,
+            table: self.to_table.clone(),
+            upsert: self.upsert.clone(),
+            create: Some(!self.no_create),
             ..SinkOptions::default()
         }
     }

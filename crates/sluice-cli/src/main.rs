@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Read files, folders and globs and write them as one dataset.
-    Ingest(cmd::ingest::IngestCmd),
+    Ingest(Box<cmd::ingest::IngestCmd>),
     /// Print the merged schema of inputs and how each file differs from it.
     Schema(cmd::schema::SchemaCmd),
     /// Run SQL over files and print the result.

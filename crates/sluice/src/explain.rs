@@ -394,7 +394,7 @@ pub async fn explain(job: &Job) -> Result<Explain> {
         schema_decisions: source.decisions.clone(),
         stages,
         output: Output {
-            path: sink.path.clone(),
+            path: sink.shown(),
             format: sink.resolved_format().to_string(),
             files,
             partition_by: sink.partition_by.clone(),

@@ -284,7 +284,7 @@ impl Job {
             files_written: written.files.len() as u64,
             bytes_written: written.bytes,
             seconds: started.elapsed().as_secs_f64(),
-            output: self.sink.path.clone(),
+            output: self.sink.shown(),
             output_format: self.sink.resolved_format().to_string(),
             schema_decisions: source.decisions.clone(),
             skipped_files: source.skipped.clone(),
@@ -467,6 +467,13 @@ fn cluster_stages(stages: &[Stage]) -> Result<Vec<Stage>> {
                     .transpose()?;
                 Ok(Stage::Enrich(Box::new(e)))
             }
+            Stage::Lookup(l) if l.paths.iter().any(|p| crate::db::is_database(p)) => {
+                Err(Error::Config(format!(
+                    "lookup '{}' reads a database, which a cluster does not yet: run the job \
+                     without --cluster",
+                    l.name
+                )))
+            }
             other => Ok(other.clone()),
         })
         .collect()
@@ -507,7 +514,9 @@ fn own_error(e: &datafusion::error::DataFusionError) -> Option<Error> {
 
 /// Where rejected rows end up for a sink.
 fn rejects_path(sink: &SinkOptions) -> String {
-    if let Some(path) = &sink.rejects {
+    if sink.is_database() {
+        sink.database_rejects()
+    } else if let Some(path) = &sink.rejects {
         path.clone()
     } else if sink.single_file_target() {
         format!("{}{}", sink.path, crate::sink::commit::REJECTS_DIR)

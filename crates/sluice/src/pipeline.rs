@@ -108,6 +108,12 @@ pub struct SinkSpec {
     pub rejects_format: Option<String>,
     /// Prefix spreadsheet formulas in CSV text cells with `'`.
     pub csv_safe: Option<bool>,
+    /// A database output's table (`SCHEMA.NAME`).
+    pub table: Option<String>,
+    /// A database output: insert or update by these key columns.
+    pub upsert: Option<OneOrMany>,
+    /// A database output: create the table when missing (default true).
+    pub create: Option<bool>,
 }
 
 /// `[settings]`
@@ -329,6 +335,9 @@ impl PipelineSpec {
                 .map(str::parse::<Format>)
                 .transpose()?,
             csv_safe: k.csv_safe.unwrap_or(false),
+            table: k.table,
+            upsert: k.upsert.map(OneOrMany::into_vec).unwrap_or_default(),
+            create: k.create,
         };
         // Stages run in the order they appear in the file, whatever their kind.
         let mut stages: Vec<(usize, Stage)> = Vec::new();

@@ -27,9 +27,17 @@ pub struct IngestCmd {
 impl IngestCmd {
     /// Runs the ingest.
     pub async fn execute(self, threads: usize) -> anyhow::Result<()> {
+        // `--table` names the table of whichever side is a database (the input's when both
+        // are; `--to-table` names the output's).
+        let reads_database = self.inputs.iter().any(|i| sluice::db::is_database(i));
+        let mut database = self.db.to_options();
+        let mut sink = self.write.to_options();
+        if sluice::db::is_database(&sink.path) && sink.table.is_none() && !reads_database {
+            sink.table = database.table.take();
+        }
         let job = Job {
             source: sluice::ReadOptions {
-                database: self.db.to_options(),
+                database,
                 ..self.read.to_options(self.inputs.clone())
             },
             stages: self
@@ -44,7 +52,7 @@ impl IngestCmd {
                 .collect(),
             sink: sluice::SinkOptions {
                 storage: self.read.to_options(Vec::new()).storage,
-                ..self.write.to_options()
+                ..sink
             },
             threads,
             ..Job::default()

@@ -70,6 +70,12 @@ impl Pg {
         format!("{}.{name}", self.schema)
     }
 
+    /// The URL naming its sessions `application_name` = the test's schema (so a test
+    /// watches and ends only its own sessions: the tests run at once).
+    fn url_named(&self) -> String {
+        format!("{}?application_name={}", self.url, self.schema)
+    }
+
     /// The URL with another password.
     fn url_with_password(&self, password: &str) -> String {
         self.url.replace(PASSWORD, password)
@@ -405,7 +411,7 @@ fn a_connection_dropped_mid_read_commits_nothing() {
         .sluice()
         .args([
             "ingest",
-            &pg.url,
+            &pg.url_named(),
             "--table",
             &pg.table("big"),
             "--partition-column",
@@ -423,10 +429,11 @@ fn a_connection_dropped_mid_read_commits_nothing() {
     // Kill the first COPY the server is running for sluice.
     let started = std::time::Instant::now();
     loop {
-        let killed = pg.sql(
+        let killed = pg.sql(&format!(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = 'sluice' AND query LIKE 'COPY%' AND pid <> pg_backend_pid()",
-        );
+             WHERE application_name = '{}' AND query LIKE 'COPY%' AND pid <> pg_backend_pid()",
+            pg.schema
+        ));
         if killed != "0" {
             break;
         }
@@ -534,4 +541,231 @@ fn walk_text(dir: &std::path::Path) -> String {
         }
     }
     text
+}
+
+/// A `[[lookup]]` reads a dimension table from the database (broadcast): the rows get its
+/// columns; a key it lacks is a rejected row.
+#[test]
+fn a_lookup_reads_a_dimension_table() {
+    let Some(pg) = pg() else { return };
+    pg.sql(
+        "CREATE TABLE cats (category text PRIMARY KEY, dept text);
+         INSERT INTO cats SELECT 'c' || g, 'd' || (g % 3) FROM generate_series(0, 9) g;",
+    );
+    let wd = Workdir::new();
+    // 300 rows over categories c0..c10; c10 is not in the table.
+    let mut csv = String::from("id,category\n");
+    let mut per_dept = std::collections::BTreeMap::new();
+    for i in 0..300 {
+        let c = i % 11;
+        csv.push_str(&format!("{i},c{c}\n"));
+        if c < 10 {
+            *per_dept.entry(format!("d{}", c % 3)).or_insert(0u64) += 1;
+        }
+    }
+    wd.write("in/rows.csv", csv);
+    wd.write(
+        "p.toml",
+        format!(
+            "[source]\npaths = [\"in\"]\n\n[[lookup]]\nname = \"cats\"\npaths = [\"{}\"]\ntable = \"{}\"\non = \"category\"\non_missing = \"reject\"\n\n[sink]\npath = \"out\"\n",
+            pg.url,
+            pg.table("cats")
+        ),
+    );
+    let report = wd.path("r.json");
+    wd.ok(&[
+        "run",
+        "p.toml",
+        "--quiet",
+        "--report-json",
+        &report.display().to_string(),
+    ]);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let missing = 300 - per_dept.values().sum::<u64>();
+    assert_eq!(r["rows_rejected"], missing, "{r}");
+    let Some(ours) = duck(
+        &wd,
+        "out",
+        "SELECT string_agg(dept || '=' || n, ',' ORDER BY dept) FROM (SELECT dept, count(*) AS n FROM t GROUP BY dept)",
+    ) else {
+        return;
+    };
+    let expected: Vec<String> = per_dept.iter().map(|(d, n)| format!("{d}={n}")).collect();
+    assert_eq!(ours, expected.join(","));
+}
+
+/// CSV rows the generator writes for the load tests: `id,amount,label,at`, ids from
+/// `first`; the sum of the amounts in cents.
+fn load_input(wd: &Workdir, path: &str, first: i64, rows: i64, cents_per_id: i64) -> i64 {
+    let mut csv = String::from("id,amount,label,at\n");
+    let mut cents = 0;
+    for id in first..first + rows {
+        let c = id * cents_per_id;
+        cents += c;
+        csv.push_str(&format!(
+            "{id},{}.{:02},\"l, {id} é\",2024-01-01T00:00:{:02}Z\n",
+            c / 100,
+            c % 100,
+            id % 60
+        ));
+    }
+    wd.write(path, csv);
+    cents
+}
+
+/// A table is created from the rows' schema and loaded; `error` refuses an existing table,
+/// `append` adds, `overwrite` replaces and `upsert` inserts or updates by key — each
+/// checked by the server's own count and sum against the generator's.
+#[test]
+fn loads_create_append_overwrite_and_upsert() {
+    let Some(pg) = pg() else { return };
+    let wd = Workdir::new();
+    let cents = load_input(&wd, "a/rows.csv", 1, 5000, 3);
+    let table = pg.table("loaded");
+    let load = |input: &str, extra: &[&str]| {
+        let mut args = vec![input, "--to", &pg.url, "--table", &table];
+        args.extend_from_slice(extra);
+        wd.ingest(&args)
+    };
+    let report = load("a", &[]);
+    assert_eq!(report["rows_out"], 5000, "{report}");
+    assert!(!report.to_string().contains(PASSWORD));
+    let state = || {
+        pg.sql("SELECT count(*), (sum(amount) * 100)::bigint, count(DISTINCT label) FROM loaded")
+    };
+    assert_eq!(state(), format!("5000|{cents}|5000"));
+    assert_eq!(
+        pg.sql("SELECT label, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM loaded WHERE id = 61"),
+        "l, 61 é|2024-01-01 00:00:01"
+    );
+    // `error` (the default): the table exists.
+    let err = wd.fails(&["ingest", "a", "--to", &pg.url, "--table", &table], 1);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("the table already exists"), "{err}");
+    assert!(!err.contains(PASSWORD));
+    assert_eq!(state(), format!("5000|{cents}|5000"));
+    load("a", &["--mode", "append"]);
+    assert_eq!(state(), format!("10000|{}|5000", 2 * cents));
+    load("a", &["--mode", "overwrite"]);
+    assert_eq!(state(), format!("5000|{cents}|5000"));
+    // Upsert by id into a table with that key: ids 4001..6000 at 5 cents per id.
+    let keyed = pg.table("keyed");
+    wd.ok(&[
+        "ingest",
+        "a",
+        "--to",
+        &pg.url,
+        "--to-table",
+        &keyed,
+        "--upsert",
+        "id",
+        "--quiet",
+    ]);
+    let more = load_input(&wd, "b/rows.csv", 4001, 2000, 5);
+    wd.ok(&[
+        "ingest",
+        "b",
+        "--to",
+        &pg.url,
+        "--to-table",
+        &keyed,
+        "--upsert",
+        "id",
+        "--mode",
+        "append",
+        "--quiet",
+    ]);
+    let kept: i64 = (1..=4000).map(|id| id * 3).sum();
+    assert_eq!(
+        pg.sql("SELECT count(*), (sum(amount) * 100)::bigint FROM keyed"),
+        format!("6000|{}", kept + more)
+    );
+}
+
+/// A load that fails — a value the column cannot take at the end of the rows, a
+/// constraint the server enforces, a schema that does not fit, a process killed mid-load —
+/// leaves the table as it was: the rows appear all at once or not at all.
+#[test]
+fn a_failed_or_killed_load_leaves_the_table_as_it_was() {
+    let Some(pg) = pg() else { return };
+    let wd = Workdir::new();
+    pg.sql(
+        "CREATE TABLE small (id smallint, amount numeric(12,2), label text, at timestamptz);
+         CREATE TABLE checked (id bigint, amount numeric(12,2) CHECK (amount < 40), label text, at timestamptz);
+         CREATE TABLE typed (id uuid, amount numeric, label text, at timestamptz);",
+    );
+    // 40,000 ids: the last ones do not fit a smallint.
+    load_input(&wd, "in/rows.csv", 1, 40_000, 1);
+    let url = pg.url.as_str();
+    for (table, expected) in [
+        ("small", "column 'id' of output row"),
+        ("checked", "violates check constraint"),
+        ("typed", "column 'id' is Int64 here but uuid in the table"),
+    ] {
+        let t = pg.table(table);
+        let err = wd.fails(
+            &[
+                "ingest", "in", "--to", url, "--table", &t, "--mode", "append",
+            ],
+            1,
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{table}: {err}");
+        assert!(
+            err.contains(expected),
+            "{table}: expected '{expected}' in {err}"
+        );
+        assert!(!err.contains(PASSWORD));
+        assert_eq!(
+            pg.sql(&format!("SELECT count(*) FROM {table}")),
+            "0",
+            "{table}"
+        );
+    }
+    // Killed while the server takes the rows: no table at all (it was created in the load's
+    // transaction).
+    load_input(&wd, "big/rows.csv", 1, 600_000, 1);
+    let big = pg.table("big");
+    let named = pg.url_named();
+    let mut child = wd
+        .sluice()
+        .args(["ingest", "big", "--to", &named, "--table", &big, "--quiet"])
+        .spawn()
+        .expect("sluice");
+    let started = std::time::Instant::now();
+    loop {
+        let copying = pg.sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' AND query LIKE 'COPY%'",
+            pg.schema
+        ));
+        if copying != "0" {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the load ended before it was seen"
+        );
+        assert!(started.elapsed().as_secs() < 60, "no COPY seen");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    // The server notices the closed connection and rolls the transaction back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let sessions = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}'",
+        pg.schema
+    );
+    while pg.sql(&sessions) != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed load's session stayed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        pg.sql("SELECT to_regclass('big') IS NULL"),
+        "t",
+        "no half-loaded table"
+    );
 }

@@ -126,6 +126,12 @@ impl Lookup {
             paths: spec.paths.clone(),
             storage: spec.storage.clone(),
             on_error: OnError::Fail,
+            // A dimension table broadcast from a database: one snapshot, one partition.
+            database: crate::db::DbOptions {
+                table: spec.table.clone(),
+                query: spec.query.clone(),
+                ..crate::db::DbOptions::default()
+            },
             ..ReadOptions::default()
         };
         options.format = spec

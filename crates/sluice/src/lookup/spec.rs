@@ -43,6 +43,12 @@ pub struct LookupSpec {
     /// `last`.
     #[serde(default)]
     pub on_duplicate: Option<String>,
+    /// With a `postgres://` path: the table to read (`SCHEMA.NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// With a `postgres://` path: the query to read, instead of a table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// Biggest lookup held in memory (default 1 GiB).
     #[serde(default)]
     pub max_lookup_bytes: Option<u64>,

@@ -80,6 +80,12 @@ pub struct SinkOptions {
     /// CSV bound for spreadsheets: text cells starting with `=`, `+`, `-`, `@`, tab or
     /// carriage return get a leading `'` (OWASP's advice against formula injection).
     pub csv_safe: bool,
+    /// A database output's table (`SCHEMA.NAME`).
+    pub table: Option<String>,
+    /// A database output: insert or update by these key columns.
+    pub upsert: Vec<String>,
+    /// A database output: create the table when it is missing (default true).
+    pub create: Option<bool>,
 }
 
 /// What a write produced.
@@ -130,6 +136,44 @@ fn close_books(
 pub use crate::ledger::WriteProgress;
 
 impl SinkOptions {
+    /// True when the output is a database table (`postgres://`).
+    pub fn is_database(&self) -> bool {
+        crate::db::is_database(&self.path)
+    }
+
+    /// The output as shown to the user: a database output as its URL without the password,
+    /// then the table.
+    pub fn shown(&self) -> String {
+        if self.is_database() {
+            format!(
+                "{} {}",
+                crate::db::postgres::shown(&self.path),
+                self.table.as_deref().unwrap_or("")
+            )
+            .trim_end()
+            .to_string()
+        } else {
+            self.path.clone()
+        }
+    }
+
+    /// Where a database output's rejected rows go: `rejects`, else `TABLE_rejects.ndjson`
+    /// (`.parquet` with the Parquet rejects format) in the working folder.
+    pub fn database_rejects(&self) -> String {
+        match &self.rejects {
+            Some(r) => r.clone(),
+            None => format!(
+                "{}_rejects.{}",
+                self.table.as_deref().unwrap_or("table"),
+                if self.rejects_parquet() {
+                    "parquet"
+                } else {
+                    "ndjson"
+                }
+            ),
+        }
+    }
+
     /// True when rejected rows are written as Parquet.
     pub fn rejects_parquet(&self) -> bool {
         match self.rejects_format {
@@ -209,6 +253,16 @@ pub async fn write(
     rejects: Option<&Arc<crate::ledger::rejects::Rejects>>,
     cluster: Option<&crate::cluster::SchedulerUrl>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
+    if options.is_database() {
+        if cluster.is_some() {
+            return Err(Error::Config(
+                "a job on a cluster writes to a folder every executor shares, not to a \
+                 database (yet): run it here"
+                    .into(),
+            ));
+        }
+        return write_database(df, options, threads, progress, rejects).await;
+    }
     if crate::storage::stores::is_remote(&options.path) {
         if cluster.is_some() {
             return Err(Error::Config(format!(
@@ -334,6 +388,77 @@ async fn plan_streams(
     let plan = shape_partitions(plan, streams, hash_by)?;
     let job = uuid::Uuid::new_v4().simple().to_string();
     Ok((task_ctx, plan, job[..commit::JOB_ID_LEN].to_string()))
+}
+
+/// [`write`] to a database table: the rows loaded in one transaction, committed after the
+/// books balance (see [`crate::db::postgres::write`]).
+async fn write_database(
+    df: DataFrame,
+    options: &SinkOptions,
+    threads: usize,
+    progress: Arc<WriteProgress>,
+    rejects: Option<&Arc<crate::ledger::rejects::Rejects>>,
+) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
+    use crate::db::postgres::write::{LoadOptions, Target};
+    if !options.partition_by.is_empty() {
+        return Err(Error::Config(
+            "partition_by is for folders: a database table takes all rows".into(),
+        ));
+    }
+    let (df, schema, _) = prepare(df, options)?;
+    let target = Target::open(&options.path, options.table.as_deref())?;
+    let (task_ctx, plan, job) = plan_streams(df, options, threads).await?;
+    // Rejected rows are written locally, then moved where the sink says.
+    let staging = std::env::temp_dir().join(format!("sluice-db-{job}"));
+    std::fs::create_dir_all(&staging).map_err(|e| Error::io(staging.display().to_string(), e))?;
+    let rejects_dir = staging.join(commit::REJECTS_DIR);
+    if let Some(r) = rejects {
+        r.set_dir(rejects_dir.clone());
+    }
+    let result = async {
+        let streams = execute_stream_partitioned(Arc::clone(&plan), task_ctx)?;
+        let load = LoadOptions {
+            mode: options.mode,
+            upsert: options.upsert.clone(),
+            create: options.create.unwrap_or(true),
+        };
+        let pending = target.load(&schema, streams, &load, progress).await?;
+        let file = WrittenFile {
+            path: target.display.clone(),
+            rows: pending.rows,
+            bytes: pending.bytes,
+            crc32: 0,
+        };
+        let mut books = None;
+        if let Some(r) = rejects {
+            let flow = crate::ledger::plan_flow(&plan);
+            let (r, files, options) = (Arc::clone(r), vec![file.clone()], options.clone());
+            let dir = rejects_dir.display().to_string();
+            books = Some(
+                blocking(move || {
+                    let books = close_books(&r, &flow, &files, &options)?;
+                    let moved = SinkOptions {
+                        rejects: Some(options.database_rejects()),
+                        ..options
+                    };
+                    move_rejects(&moved, &dir)?;
+                    Ok(books)
+                })
+                .await?,
+            );
+        }
+        // The books balance: the rows appear now, all at once.
+        pending.commit(&target.display).await?;
+        Ok::<_, Error>((file, books))
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&staging);
+    let (file, books) = result?;
+    let summary = WriteSummary {
+        books,
+        ..WriteSummary::of(vec![file])
+    };
+    Ok((summary, plan))
 }
 
 /// [`write`] to an object store: staged locally, uploaded, manifest last (see

@@ -19,8 +19,10 @@
 //! libpq's variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
 //! `PGSSLMODE`). The password is never shown: the read is named by its URL without it.
 
+pub mod encode;
 pub mod scan;
 pub mod types;
+pub mod write;
 
 use std::sync::Arc;
 
@@ -431,7 +433,9 @@ fn config(url: &str) -> Result<Config> {
                 .into(),
         ));
     }
-    config.application_name("sluice");
+    if config.get_application_name().is_none() {
+        config.application_name("sluice");
+    }
     Ok(config)
 }
 
@@ -460,6 +464,20 @@ fn expand_env(url: &str) -> Result<String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `url` as shown to the user: without its password (`postgres://USER@HOST:PORT/DB`).
+pub fn shown(url: &str) -> String {
+    match config(url) {
+        Ok(c) => shown_url(&c),
+        // Not a URL sluice can read: everything between `://` and `@` goes.
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://...{}", &url[..scheme], &url[at..])
+            }
+            _ => url.to_string(),
+        },
+    }
 }
 
 /// The URL of `config` without its password: `postgres://USER@HOST:PORT/DB`.

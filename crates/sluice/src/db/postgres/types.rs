@@ -308,7 +308,7 @@ fn iso_duration(months: i32, days: i32, micros: i64) -> String {
 
 /// A binary `numeric` as the unscaled value of a Decimal128(`precision`, `scale`), rounded
 /// half away from zero when it has more decimals.
-fn numeric_value(raw: &[u8], precision: u8, scale: i8) -> Result<i128, String> {
+pub(crate) fn numeric_value(raw: &[u8], precision: u8, scale: i8) -> Result<i128, String> {
     let word = |i: usize| -> Result<u16, String> {
         raw.get(i * 2..i * 2 + 2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]))
