@@ -45,11 +45,20 @@ impl SchemaCmd {
                 .iter()
                 .map(|(file, notes)| serde_json::json!({"file": file, "differences": notes}))
                 .collect();
-            let out = serde_json::json!({
+            let mut out = serde_json::json!({
                 "columns": columns,
                 "decisions": source.decisions,
                 "files": files,
             });
+            if let Some(read) = &source.database {
+                out["database"] = serde_json::json!({
+                    "read": read.display,
+                    "rows": read.rows,
+                    "server_types": read.columns.iter()
+                        .map(|c| serde_json::json!({"name": c.name, "type": c.type_name}))
+                        .collect::<Vec<_>>(),
+                });
+            }
             println!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(());
         }
@@ -71,6 +80,14 @@ impl SchemaCmd {
             }
         }
         println!();
+        if let Some(read) = &source.database {
+            // A database read: its columns as the server types them.
+            println!("{} ({} rows):", read.display, read.rows);
+            for c in &read.columns {
+                println!("  {}: {}", c.name, c.type_name);
+            }
+            return Ok(());
+        }
         println!("{} file(s):", diffs.len());
         for (file, notes) in diffs {
             if notes.is_empty() {

@@ -114,6 +114,16 @@ fn every_type_reads_as_the_server_holds_it() {
          INSERT INTO t (id) VALUES (NULL);",
     );
     let wd = Workdir::new();
+    // `schema` shows each column's Arrow type and the server's.
+    let shown = wd.ok(&["schema", &pg.url, "--table", &pg.table("t")]);
+    assert!(
+        shown.contains("amt    DECIMAL(12,2)")
+            && shown.contains("(20001 rows):")
+            && shown.contains("  amt: numeric")
+            && shown.contains("  m: mood"),
+        "{shown}"
+    );
+    assert!(!shown.contains(PASSWORD));
     let report = wd.ingest(&[
         &pg.url,
         "--table",
