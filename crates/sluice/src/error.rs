@@ -185,6 +185,22 @@ where
         .map_err(|e| Error::Config(format!("a blocking task failed: {e}")))?
 }
 
+/// `e`'s message followed by each of its sources' that it does not already hold
+/// (`error connecting to server: Connection refused (os error 111)`).
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = inner.source();
+    }
+    line
+}
+
 /// The column names of `schema`, comma-separated (for messages).
 pub fn column_list(schema: &datafusion::arrow::datatypes::Schema) -> String {
     schema

@@ -82,6 +82,32 @@ impl Pg {
     }
 }
 
+/// `sluice ingest` of the test's table `table` cut into `partitions` by `column`, into
+/// `out`, with `extra` flags: the report.
+fn read_table(
+    wd: &Workdir,
+    pg: &Pg,
+    table: &str,
+    (column, partitions): (&str, &str),
+    out: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let table = pg.table(table);
+    let mut args = vec![
+        pg.url.as_str(),
+        "--table",
+        &table,
+        "--partition-column",
+        column,
+        "--partitions",
+        partitions,
+        "--to",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    wd.ingest(&args)
+}
+
 /// DuckDB's answer to `sql` over the Parquet files of `dir` (as `t`), one row as text.
 fn duck(wd: &Workdir, dir: &str, sql: &str) -> Option<String> {
     let glob = format!("{}/**/*.parquet", wd.path(dir).display());
@@ -124,17 +150,7 @@ fn every_type_reads_as_the_server_holds_it() {
         "{shown}"
     );
     assert!(!shown.contains(PASSWORD));
-    let report = wd.ingest(&[
-        &pg.url,
-        "--table",
-        &pg.table("t"),
-        "--partition-column",
-        "id",
-        "--partitions",
-        "3",
-        "--to",
-        "out",
-    ]);
+    let report = read_table(&wd, &pg, "t", ("id", "3"), "out", &[]);
     assert_eq!(report["rows_in"], 20001, "{report}");
     assert_eq!(report["rows_out"], 20001);
     assert_eq!(report["rows_rejected"], 0);
@@ -239,21 +255,8 @@ fn partitions_read_every_row_once_whatever_the_bounds() {
     .enumerate()
     {
         let out = format!("out{i}");
-        let report = wd.ingest(&[
-            &pg.url,
-            "--table",
-            &pg.table("t"),
-            "--partition-column",
-            column,
-            "--partitions",
-            n,
-            "--lower-bound",
-            lo,
-            "--upper-bound",
-            hi,
-            "--to",
-            &out,
-        ]);
+        let bounds = ["--lower-bound", lo, "--upper-bound", hi];
+        let report = read_table(&wd, &pg, "t", (column, n), &out, &bounds);
         assert_eq!(report["rows_in"], 206, "{column}: {report}");
         let Some(ours) = duck(&wd, &out, "SELECT count(*), coalesce(sum(id), 0) FROM t") else {
             continue;
@@ -305,17 +308,7 @@ fn partitions_read_one_snapshot_while_the_table_changes() {
     let mut seen = Vec::new();
     for i in 0..3 {
         let out = format!("out{i}");
-        let report = wd.ingest(&[
-            &pg.url,
-            "--table",
-            &pg.table("accounts"),
-            "--partition-column",
-            "id",
-            "--partitions",
-            "4",
-            "--to",
-            &out,
-        ]);
+        let report = read_table(&wd, &pg, "accounts", ("id", "4"), &out, &[]);
         assert_eq!(report["rows_in"], accounts);
         if let Some(sum) = duck(&wd, &out, "SELECT sum(balance), count(*) FROM t") {
             seen.push(sum);

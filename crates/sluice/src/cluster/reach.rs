@@ -139,13 +139,12 @@ impl Reach {
             .await?;
         let outputs = self.outputs.clone();
         let executor = executor.to_string();
-        tokio::task::spawn_blocking(move || {
+        crate::error::blocking(move || {
             outputs
                 .iter()
                 .try_for_each(|dir| writable(dir).map_err(|what| unseen(&executor, &what)))
         })
         .await
-        .map_err(|e| Error::Config(format!("a blocking task failed: {e}")))?
     }
 }
 

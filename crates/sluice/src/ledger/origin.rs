@@ -34,6 +34,20 @@ pub fn fields() -> [FieldRef; 3] {
     ]
 }
 
+/// The three origin columns of `rows` rows of `file` whose line (or row) numbers are
+/// `lines`, for a read that knows no byte offsets (columnar files, databases).
+pub fn without_offsets(
+    file: &str,
+    lines: datafusion::arrow::array::ArrayRef,
+    rows: usize,
+) -> datafusion::error::Result<[datafusion::arrow::array::ArrayRef; 3]> {
+    Ok([
+        datafusion::common::ScalarValue::Utf8(Some(file.to_string())).to_array_of_size(rows)?,
+        lines,
+        datafusion::arrow::array::new_null_array(&DataType::UInt64, rows),
+    ])
+}
+
 /// True for the name of one of the origin columns.
 pub fn is_origin(name: &str) -> bool {
     name == FILE || name == LINE || name == OFFSET

@@ -16,7 +16,6 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt6
 use datafusion::arrow::compute::{filter, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -471,12 +470,11 @@ fn with_origin(
     };
     let n = kept.num_rows();
     let mut columns = kept.columns().to_vec();
-    columns.push(ScalarValue::Utf8(Some(part.display.clone())).to_array_of_size(n)?);
-    columns.push(numbers);
-    columns.push(datafusion::arrow::array::new_null_array(
-        &datafusion::arrow::datatypes::DataType::UInt64,
+    columns.extend(crate::ledger::origin::without_offsets(
+        &part.display,
+        numbers,
         n,
-    ));
+    )?);
     Ok(RecordBatch::try_new_with_options(
         Arc::clone(schema),
         columns,

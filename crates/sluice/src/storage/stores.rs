@@ -158,19 +158,7 @@ pub fn ensure_store(
 /// A clear message for an object-store error on `what`.
 pub fn store_error(what: &str, e: object_store::Error) -> Error {
     use object_store::Error as E;
-    let detail = {
-        let mut s = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(inner) = src {
-            let t = inner.to_string();
-            if !s.contains(&t) {
-                s.push_str(": ");
-                s.push_str(&t);
-            }
-            src = inner.source();
-        }
-        s
-    };
+    let detail = crate::error::with_sources(&e);
     let lower = detail.to_ascii_lowercase();
     // Which credentials to check depends on the store the URL names.
     let denied = || {

@@ -100,19 +100,7 @@ impl Encoder {
             _ => target.clone(),
         };
         let is_enum = matches!(base.kind(), PgKind::Enum(_));
-        let int = |dt: &DataType| {
-            matches!(
-                dt,
-                DataType::Int8
-                    | DataType::Int16
-                    | DataType::Int32
-                    | DataType::Int64
-                    | DataType::UInt8
-                    | DataType::UInt16
-                    | DataType::UInt32
-                    | DataType::UInt64
-            )
-        };
+        let int = DataType::is_integer;
         let text = matches!(
             dt,
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
@@ -203,6 +191,14 @@ fn int_value(array: &ArrayRef, row: usize) -> Option<i128> {
     })
 }
 
+/// A Float32 or Float64 array's value as an f64.
+fn float_value(array: &ArrayRef, row: usize) -> f64 {
+    match array.data_type() {
+        DataType::Float32 => array.as_primitive::<Float32Type>().value(row) as f64,
+        _ => array.as_primitive::<Float64Type>().value(row),
+    }
+}
+
 fn text_value(array: &ArrayRef, row: usize) -> Option<&str> {
     Some(match array.data_type() {
         DataType::Utf8 => array.as_string::<i32>().value(row),
@@ -245,20 +241,10 @@ fn value(array: &ArrayRef, enc: Encoder, row: usize, buf: &mut BytesMut) -> Resu
             buf.put_f32(array.as_primitive::<Float32Type>().value(row));
         }
         Encoder::Float8 => {
-            let v = match array.data_type() {
-                DataType::Float32 => array.as_primitive::<Float32Type>().value(row) as f64,
-                _ => array.as_primitive::<Float64Type>().value(row),
-            };
             buf.put_i32(8);
-            buf.put_f64(v);
+            buf.put_f64(float_value(array, row));
         }
-        Encoder::FloatNumeric => {
-            let v = match array.data_type() {
-                DataType::Float32 => array.as_primitive::<Float32Type>().value(row) as f64,
-                _ => array.as_primitive::<Float64Type>().value(row),
-            };
-            put_float_numeric(buf, v)?;
-        }
+        Encoder::FloatNumeric => put_float_numeric(buf, float_value(array, row))?,
         Encoder::Numeric(scale) => {
             let v = array.as_primitive::<Decimal128Type>().value(row);
             put_numeric(buf, v, scale);

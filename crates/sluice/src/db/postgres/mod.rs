@@ -24,8 +24,6 @@ pub mod scan;
 pub mod types;
 pub mod write;
 
-use std::sync::Arc;
-
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -164,11 +162,7 @@ impl PgRead {
                     .ok_or_else(|| {
                         Error::Config(format!(
                             "{display}: partition column '{column}' is not a column (columns: {})",
-                            columns
-                                .iter()
-                                .map(|c| c.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            crate::error::column_list(&schema_of(&columns))
                         ))
                     })?;
                 let axis = Axis::of(column, c.type_())
@@ -229,27 +223,17 @@ impl PgRead {
 
     /// The Arrow schema of the rows.
     pub fn schema(&self) -> datafusion::arrow::datatypes::Schema {
-        datafusion::arrow::datatypes::Schema::new(
-            self.columns
-                .iter()
-                .map(|c| {
-                    datafusion::arrow::datatypes::Field::new(&c.name, c.kind.data_type(), true)
-                })
-                .collect::<Vec<_>>(),
-        )
+        schema_of(&self.columns)
     }
 
-    /// The `COPY` statement of partition `partition`, reading the columns `projection`
-    /// (by index; all when `None`).
-    pub fn copy_sql(&self, partition: usize, projection: Option<&[usize]>) -> String {
-        let columns: Vec<String> = match projection {
-            Some(p) => p
-                .iter()
-                .filter_map(|i| self.columns.get(*i))
-                .map(|c| ident(&c.name))
-                .collect(),
-            None => self.columns.iter().map(|c| ident(&c.name)).collect(),
-        };
+    /// The `COPY` statement of partition `partition`, reading the columns `columns` (by
+    /// index).
+    pub fn copy_sql(&self, partition: usize, columns: &[usize]) -> String {
+        let columns: Vec<String> = columns
+            .iter()
+            .filter_map(|i| self.columns.get(*i))
+            .map(|c| ident(&c.name))
+            .collect();
         let select = if columns.is_empty() {
             // No column wanted (count(*)): one constant per row keeps the rows.
             "1".to_string()
@@ -265,6 +249,16 @@ impl PgRead {
             self.from
         )
     }
+}
+
+/// The Arrow schema of rows of `columns`.
+fn schema_of(columns: &[PgColumn]) -> datafusion::arrow::datatypes::Schema {
+    datafusion::arrow::datatypes::Schema::new(
+        columns
+            .iter()
+            .map(|c| datafusion::arrow::datatypes::Field::new(&c.name, c.kind.data_type(), true))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The values of a partition column as whole numbers, so its range can be cut: integers as
@@ -523,16 +517,7 @@ pub fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
         }
         return Error::Database(line);
     }
-    let mut line = format!("{what}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !line.contains(&text) {
-            line.push_str(&format!(": {text}"));
-        }
-        source = inner.source();
-    }
-    Error::Database(line)
+    Error::Database(format!("{what}: {}", crate::error::with_sources(&e)))
 }
 
 /// `name` (`SCHEMA.NAME`, parts optionally double-quoted) checked to be a table name, as SQL.
@@ -584,9 +569,6 @@ pub fn ident(name: &str) -> String {
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
-
-/// The shared parts of a planned read: its configuration and its connector.
-pub type Planned = (Arc<PgRead>, Arc<Connector>);
 
 #[cfg(test)]
 mod tests {

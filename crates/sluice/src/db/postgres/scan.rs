@@ -11,7 +11,6 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::ScalarValue;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -99,15 +98,14 @@ impl TableProvider for PgTable {
             ),
             None => (None, Arc::clone(&self.schema)),
         };
-        // The origin comes as all three columns or not at all.
+        // The origin comes as all three columns, last, or not at all.
         let origin = self.origin && projection.is_none_or(|p| p.iter().any(|i| *i >= own));
-        let origin_at = projection.map_or(own, |p| p.iter().filter(|i| **i < own).count());
         Ok(Arc::new(PgScanExec::new(
             Arc::clone(&self.read),
             columns,
             schema,
             self.rejects.books(),
-            origin.then_some(origin_at),
+            origin,
         )))
     }
 }
@@ -122,8 +120,8 @@ pub struct PgScanExec {
     /// The read's columns this scan reads (by index; all when `None`).
     columns: Option<Vec<usize>>,
     books: BooksRef,
-    /// Where the origin columns start in the output, when it has them.
-    origin_at: Option<usize>,
+    /// The output ends with each row's origin ([`crate::ledger::origin`]).
+    origin: bool,
     scan_id: u64,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
@@ -136,7 +134,7 @@ impl PgScanExec {
         columns: Option<Vec<usize>>,
         schema: SchemaRef,
         books: BooksRef,
-        origin_at: Option<usize>,
+        origin: bool,
     ) -> PgScanExec {
         let cache = crate::plan::streaming(
             Arc::clone(&schema),
@@ -146,7 +144,7 @@ impl PgScanExec {
             read,
             columns,
             books,
-            origin_at,
+            origin,
             scan_id: crate::ledger::next_scan_id(),
             schema,
             cache,
@@ -247,10 +245,10 @@ impl ExecutionPlan for PgScanExec {
             Some(c) => c.clone(),
             None => (0..read.columns.len()).collect(),
         };
-        let sql = read.copy_sql(partition, Some(&columns));
+        let sql = read.copy_sql(partition, &columns);
         let kinds: Vec<_> = columns.iter().map(|i| read.columns[*i].clone()).collect();
         let schema = Arc::clone(&self.schema);
-        let origin_at = self.origin_at;
+        let origin = self.origin;
         let batch_size = context.session_config().batch_size().max(1);
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let scan = self.scan_id;
@@ -293,15 +291,14 @@ impl ExecutionPlan for PgScanExec {
             let mut in_batch = 0usize;
             let flush = |cols: &mut Vec<Column>, keep: &mut Vec<bool>, in_batch: usize| {
                 let mut arrays: Vec<ArrayRef> = cols.iter_mut().map(Column::finish).collect();
-                if let Some(_at) = origin_at {
-                    arrays.push(
-                        ScalarValue::Utf8(Some(read.display.clone())).to_array_of_size(in_batch)?,
-                    );
-                    arrays.push(Arc::new(UInt64Array::from(vec![0u64; in_batch])));
-                    arrays.push(datafusion::arrow::array::new_null_array(
-                        &datafusion::arrow::datatypes::DataType::UInt64,
+                if origin {
+                    // A database row has no line: 0, as for a file read in ranges.
+                    let lines = Arc::new(UInt64Array::from(vec![0u64; in_batch]));
+                    arrays.extend(crate::ledger::origin::without_offsets(
+                        &read.display,
+                        lines,
                         in_batch,
-                    ));
+                    )?);
                 }
                 let batch = RecordBatch::try_new_with_options(
                     Arc::clone(&schema),

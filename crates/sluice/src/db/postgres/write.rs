@@ -270,9 +270,7 @@ impl Target {
                 self.display
             )));
         }
-        let rows = if options.upsert.is_empty() {
-            copied
-        } else {
+        if !options.upsert.is_empty() {
             let keys: Vec<String> = options.upsert.iter().map(|k| ident(k)).collect();
             let updates: Vec<String> = names
                 .iter()
@@ -303,11 +301,10 @@ impl Target {
                     self.display
                 )));
             }
-            copied
-        };
+        }
         Ok(Pending {
             client,
-            rows,
+            rows: copied,
             bytes,
         })
     }
