@@ -15,7 +15,8 @@ URL="${SLUICE_PG_URL:-}"
 if [ -z "$URL" ]; then
   PG_DIR="$(mktemp -d)"
   trap 'bash .ci/pg.sh stop "$PG_DIR"; rm -rf "$PG_DIR"' EXIT
-  URL="$(bash .ci/pg.sh start "$PG_DIR")"
+  # Plain TCP for every tool alike (the throwaway server also offers TLS).
+  URL="$(bash .ci/pg.sh start "$PG_DIR")?sslmode=disable"
 fi
 mkdir -p bench/results
 python3 bench/postgres.py --sluice "$CARGO_TARGET_DIR/release/sluice" --url "$URL" \

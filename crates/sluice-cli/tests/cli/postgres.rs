@@ -772,3 +772,158 @@ fn a_failed_or_killed_load_leaves_the_table_as_it_was() {
         "no half-loaded table"
     );
 }
+
+/// TLS as libpq's `sslmode` says, against the test server's own certificates (made by
+/// `.ci/pg.sh`; the server's `ssl_ca_file` names their folder). The role `sluice_tls` may
+/// only connect encrypted and `sluice_cert` only with its client certificate, so a read
+/// that succeeds as them went over TLS. Each refusal is one line without the password.
+#[test]
+fn tls_encrypts_and_checks_the_server_as_sslmode_says() {
+    let Some(pg) = pg() else { return };
+    pg.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g");
+    let table = pg.table("t");
+    let ca = pg.sql("SHOW ssl_ca_file");
+    let tls = std::path::Path::new(&ca)
+        .parent()
+        .expect("the CA's folder")
+        .to_path_buf();
+    let file = |name: &str| tls.join(name).display().to_string();
+    let port = pg
+        .url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .expect("the test server's port")
+        .to_string();
+    let url = |who: &str, host: &str, query: &str| {
+        format!("postgres://{who}@{host}:{port}/sluice?{query}")
+    };
+    let encrypted = "sluice_tls:sluice-tls-pw";
+    let (ca, server_cert) = (file("ca.crt"), file("server.crt"));
+    let (client_cert, client_key) = (file("client.crt"), file("client.key"));
+    let wd = Workdir::new();
+    let reads = [
+        // libpq's default (prefer) takes TLS when the server offers it.
+        url(encrypted, "127.0.0.1", ""),
+        url(encrypted, "127.0.0.1", "sslmode=require"),
+        url(
+            encrypted,
+            "127.0.0.1",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        ),
+        // verify-ca does not check the name: the certificate is for 127.0.0.1 only.
+        url(
+            encrypted,
+            "localhost",
+            &format!("sslmode=verify-ca&sslrootcert={ca}"),
+        ),
+        url(
+            "sluice_cert",
+            "127.0.0.1",
+            &format!(
+                "sslmode=verify-full&sslrootcert={ca}&sslcert={client_cert}&sslkey={client_key}"
+            ),
+        ),
+    ];
+    for (i, source) in reads.iter().enumerate() {
+        let out = format!("read{i}");
+        let report = wd.ingest(&[source, "--table", &table, "--to", &out]);
+        assert_eq!(report["rows_out"], 1000, "{source}: {report}");
+        assert_eq!(
+            duck(&wd, &out, "SELECT count(*), sum(id) FROM t").as_deref(),
+            Some("1000|500500"),
+            "{source}"
+        );
+    }
+    // A load over TLS, checked by the server's own count.
+    wd.write("in/rows.csv", "id,name\n1,a\n2,b\n3,c\n");
+    let loaded = pg.table("loaded");
+    wd.ingest(&[
+        "in",
+        "--to",
+        &url(
+            encrypted,
+            "127.0.0.1",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        ),
+        "--table",
+        &loaded,
+    ]);
+    assert_eq!(pg.sql("SELECT count(*), sum(id) FROM loaded"), "3|6");
+    let refused = [
+        (
+            url(encrypted, "127.0.0.1", "sslmode=disable"),
+            "no encryption",
+        ),
+        (
+            url(
+                encrypted,
+                "localhost",
+                &format!("sslmode=verify-full&sslrootcert={ca}"),
+            ),
+            "certificate not valid for name",
+        ),
+        // The server's own certificate is not a root it chains to.
+        (
+            url(
+                encrypted,
+                "127.0.0.1",
+                &format!("sslmode=verify-full&sslrootcert={server_cert}"),
+            ),
+            "UnknownIssuer",
+        ),
+        (
+            url("sluice_cert", "127.0.0.1", "sslmode=require"),
+            "certificate",
+        ),
+        (
+            url(
+                encrypted,
+                "127.0.0.1",
+                "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+            ),
+            "/nonexistent/ca.pem: ",
+        ),
+        (
+            url(encrypted, "127.0.0.1", "sslmode=sometimes"),
+            "sslmode 'sometimes' is not one of",
+        ),
+    ];
+    for (i, (source, expected)) in refused.iter().enumerate() {
+        let out = format!("refused{i}");
+        let err = wd.fails(&["ingest", source, "--table", &table, "--to", &out], 1);
+        assert_eq!(err.trim().lines().count(), 1, "{source}: {err}");
+        assert!(
+            err.contains(expected),
+            "{source}: expected '{expected}' in {err}"
+        );
+        assert!(!err.contains("sluice-tls-pw"), "{err}");
+        assert!(!wd.path(&out).exists(), "nothing written for {source}");
+    }
+    // libpq's variables: PGSSLMODE and PGSSLROOTCERT, and the URL wins over them.
+    let env_read = |mode: &str, query: &str, out: &str| {
+        wd.sluice()
+            .env("PGSSLMODE", mode)
+            .env("PGSSLROOTCERT", &ca)
+            .args([
+                "ingest",
+                &url(encrypted, "localhost", query),
+                "--table",
+                &table,
+                "--to",
+                out,
+                "--quiet",
+            ])
+            .output()
+            .expect("run sluice")
+    };
+    let full = env_read("verify-full", "", "env0");
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "{err}");
+    assert!(err.contains("certificate not valid for name"), "{err}");
+    let by_url = env_read("verify-full", "sslmode=verify-ca", "env1");
+    assert!(
+        by_url.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_url.stderr)
+    );
+}

@@ -16,16 +16,19 @@
 //! Parquet footer's is for a file: the rows the partitions stream must add up to it.
 //!
 //! Credentials come from the URL (`${env:NAME}` is replaced by that variable), then from
-//! libpq's variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
-//! `PGSSLMODE`). The password is never shown: the read is named by its URL without it.
+//! libpq's variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, and for TLS
+//! `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`: see [`tls`]). The password is never
+//! shown: the read is named by its URL without it.
 
 pub mod encode;
 pub mod scan;
+pub mod tls;
 pub mod types;
 pub mod write;
 
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::db::DbOptions;
 use crate::error::{Error, Result};
@@ -64,7 +67,7 @@ pub struct PgRead {
 /// its partitions import (until dropped). Lives in the session's services, never in a
 /// plan: it holds the password.
 pub struct Connector {
-    config: Config,
+    server: Server,
     /// The exporting transaction's connection: the snapshot lives while it does.
     _holder: Client,
     /// The URL without its password.
@@ -80,7 +83,7 @@ impl std::fmt::Debug for Connector {
 impl Connector {
     /// A new connection reading in the snapshot `snapshot`.
     pub async fn reader(&self, snapshot: &str) -> Result<Client> {
-        let client = connect(&self.config, &self.url).await?;
+        let client = self.server.connect(&self.url).await?;
         client
             .batch_execute(&format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
@@ -100,9 +103,9 @@ impl PgRead {
         options: &DbOptions,
         threads: usize,
     ) -> Result<(PgRead, Connector)> {
-        let config = config(url)?;
-        let shown = shown_url(&config);
-        let holder = connect(&config, &shown).await?;
+        let server = Server::of(url)?;
+        let shown = shown_url(&server.config);
+        let holder = server.connect(&shown).await?;
         let fail = |e| pg_error(&shown, e);
         holder
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -214,7 +217,7 @@ impl PgRead {
         Ok((
             read,
             Connector {
-                config,
+                server,
                 _holder: holder,
                 url: shown,
             },
@@ -370,16 +373,58 @@ fn ranges(column: &str, axis: Axis, lo: i64, hi: i64, wanted: usize) -> Vec<Opti
     out
 }
 
-/// The connection settings of `url`, completed from libpq's environment variables.
-fn config(url: &str) -> Result<Config> {
-    let url = expand_env(url)?;
+/// Where and how to connect: the settings, and the TLS connector they ask for.
+#[derive(Clone)]
+struct Server {
+    config: Config,
+    tls: MakeRustlsConnect,
+}
+
+impl Server {
+    /// The server of `url` (its certificates loaded).
+    fn of(url: &str) -> Result<Server> {
+        let (config, tls) = config(url)?;
+        Ok(Server {
+            tls: tls.connector()?,
+            config,
+        })
+    }
+
+    /// A connection (its driver running on the runtime); errors name `shown`.
+    async fn connect(&self, shown: &str) -> Result<Client> {
+        let (client, connection) =
+            self.config
+                .connect(self.tls.clone())
+                .await
+                .map_err(|e| match pg_error(shown, e) {
+                    Error::Database(line) if line.contains("invalid peer certificate") => {
+                        Error::Database(format!(
+                            "{line} (the certificate must chain to sslrootcert, \
+                         or to the system's roots without it, and name the host for verify-full)"
+                        ))
+                    }
+                    other => other,
+                })?;
+        tokio::spawn(async move {
+            // Ends when the client is dropped, or with the connection's error (which the
+            // client's next call reports).
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+}
+
+/// The connection settings of `url`, completed from libpq's environment variables, and its
+/// TLS settings.
+fn config(url: &str) -> Result<(Config, tls::TlsOptions)> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (url, tls) = tls::TlsOptions::take(&expand_env(url)?, env)?;
     let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
         // The parser's message names the part at fault, never the password.
         Error::Config(format!(
             "not a PostgreSQL URL ({e}): postgres://USER@HOST:PORT/DATABASE"
         ))
     })?;
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     if config.get_hosts().is_empty() {
         config.host(env("PGHOST").as_deref().unwrap_or("localhost"));
     }
@@ -413,24 +458,11 @@ fn config(url: &str) -> Result<Config> {
             config.dbname(&db);
         }
     }
-    let sslmode = env("PGSSLMODE");
-    let wants_tls = matches!(
-        config.get_ssl_mode(),
-        tokio_postgres::config::SslMode::Require
-    ) || sslmode
-        .as_deref()
-        .is_some_and(|m| m == "require" || m.starts_with("verify"));
-    if wants_tls {
-        return Err(Error::Config(
-            "PostgreSQL over TLS (sslmode=require) is not supported yet: connect over a \
-             trusted network or a local socket"
-                .into(),
-        ));
-    }
+    config.ssl_mode(tls.mode.ssl_mode());
     if config.get_application_name().is_none() {
         config.application_name("sluice");
     }
-    Ok(config)
+    Ok((config, tls))
 }
 
 /// `url` with each `${env:NAME}` replaced by that variable (a missing one is an error).
@@ -463,7 +495,7 @@ fn expand_env(url: &str) -> Result<String> {
 /// `url` as shown to the user: without its password (`postgres://USER@HOST:PORT/DB`).
 pub fn shown(url: &str) -> String {
     match config(url) {
-        Ok(c) => shown_url(&c),
+        Ok((c, _)) => shown_url(&c),
         // Not a URL sluice can read: everything between `://` and `@` goes.
         Err(_) => match (url.find("://"), url.rfind('@')) {
             (Some(scheme), Some(at)) if at > scheme => {
@@ -489,20 +521,6 @@ fn shown_url(config: &Config) -> String {
         config.get_ports().first().copied().unwrap_or(5432),
         config.get_dbname().unwrap_or_default()
     )
-}
-
-/// A connection (its driver running on the runtime) with `config`; errors name `shown`.
-async fn connect(config: &Config, shown: &str) -> Result<Client> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| pg_error(shown, e))?;
-    tokio::spawn(async move {
-        // Ends when the client is dropped, or with the connection's error (which the
-        // client's next call reports).
-        let _ = connection.await;
-    });
-    Ok(client)
 }
 
 /// One line for a PostgreSQL error while reading `what`.
@@ -605,10 +623,10 @@ mod tests {
 
     #[test]
     fn urls_never_show_the_password() {
-        let c = config("postgres://me:s3cret@db.local:5433/sales").expect("config");
+        let (c, _) = config("postgres://me:s3cret@db.local:5433/sales").expect("config");
         let shown = shown_url(&c);
         assert_eq!(shown, "postgres://me@db.local:5433/sales");
-        assert!(!format!("{c:?}").contains("s3cret") || !shown.contains("s3cret"));
+        assert!(!shown.contains("s3cret"));
     }
 
     #[test]
@@ -616,7 +634,7 @@ mod tests {
         std::env::set_var("SLUICE_TEST_PG_PW", "p@ss/w:rd");
         let url = expand_env("postgres://me:${env:SLUICE_TEST_PG_PW}@h/db").expect("expand");
         assert_eq!(url, "postgres://me:p%40ss%2Fw%3Ard@h/db");
-        let c = config("postgres://me:${env:SLUICE_TEST_PG_PW}@h/db").expect("config");
+        let (c, _) = config("postgres://me:${env:SLUICE_TEST_PG_PW}@h/db").expect("config");
         assert_eq!(c.get_password(), Some("p@ss/w:rd".as_bytes()));
         assert!(expand_env("postgres://${env:SLUICE_NOT_SET_ANYWHERE}@h/db").is_err());
     }

@@ -20,7 +20,7 @@ use futures::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 
 use super::encode::{create_type, encode, Encoder, HEADER, TRAILER};
-use super::{connect, ident, pg_error, table_name, Config};
+use super::{ident, pg_error, table_name, Server};
 use crate::error::{Error, Result};
 use crate::sink::WriteMode;
 
@@ -29,7 +29,7 @@ const CHUNK: usize = 1 << 20;
 
 /// A table to load into.
 pub struct Target {
-    config: Config,
+    server: Server,
     /// The table as SQL.
     table: String,
     /// The URL without its password, then the table.
@@ -71,8 +71,8 @@ impl Pending {
 impl Target {
     /// The table `table` in the database of `url` (nothing is contacted yet).
     pub fn open(url: &str, table: Option<&str>) -> Result<Target> {
-        let config = super::config(url)?;
-        let shown = super::shown_url(&config);
+        let server = super::Server::of(url)?;
+        let shown = super::shown_url(&server.config);
         let table = table.ok_or_else(|| {
             Error::Config(format!(
                 "{shown}: name the table to write: --table SCHEMA.NAME (or table = \"...\" in [sink])"
@@ -80,7 +80,7 @@ impl Target {
         })?;
         let display = format!("{shown} {table}");
         Ok(Target {
-            config,
+            server,
             table: table_name(table)?,
             display,
         })
@@ -96,7 +96,7 @@ impl Target {
         progress: Arc<crate::ledger::WriteProgress>,
     ) -> Result<Pending> {
         let fail = |e| pg_error(&self.display, e);
-        let client = connect(&self.config, &self.display).await?;
+        let client = self.server.connect(&self.display).await?;
         client.batch_execute("BEGIN").await.map_err(fail)?;
         let exists: Option<String> = client
             .query_one("SELECT to_regclass($1)::text", &[&self.table])
