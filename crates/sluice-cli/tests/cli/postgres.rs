@@ -927,3 +927,61 @@ fn tls_encrypts_and_checks_the_server_as_sslmode_says() {
         String::from_utf8_lossy(&by_url.stderr)
     );
 }
+
+/// Lists load into one-dimensional arrays: a table of arrays of every kind (NULL arrays,
+/// empty ones, NULL items, text with commas and quotes, enums) read to Parquet and loaded
+/// back, into a table sluice creates and into an existing one typed like the source
+/// (`numeric(10,2)[]`, an enum array): the server finds every array equal to its source.
+#[test]
+fn lists_load_into_arrays_that_equal_the_source() {
+    let Some(pg) = pg() else { return };
+    let columns = "id int, tags text[], nums int[], big bigint[], amts numeric(10,2)[], \
+                   xs float8[], ds date[], tss timestamptz[], flags boolean[], ms mood[]";
+    pg.sql(&format!(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+         CREATE TABLE src ({columns});
+         INSERT INTO src SELECT g,
+           CASE WHEN g % 7 = 0 THEN NULL WHEN g % 11 = 0 THEN '{{}}'
+                ELSE ARRAY['a' || g, NULL, 'é, \"q\" ' || g] END,
+           ARRAY[g, NULL, -g], ARRAY[g::bigint * 1000000000], ARRAY[g * 1.25, NULL]::numeric(10,2)[],
+           ARRAY[g / 3.0::float8], ARRAY[date '2024-01-01' + g],
+           ARRAY[timestamptz '2024-01-01 00:00+00' + g * interval '1 second'],
+           ARRAY[g % 2 = 0, NULL], ARRAY['ok'::mood, 'sad']
+         FROM generate_series(1, 3000) g;
+         CREATE TABLE typed ({columns});"
+    ));
+    let wd = Workdir::new();
+    let report = wd.ingest(&[&pg.url, "--table", &pg.table("src"), "--to", "parquet"]);
+    assert_eq!(report["rows_out"], 3000, "{report}");
+    wd.ingest(&["parquet", "--to", &pg.url, "--table", &pg.table("made")]);
+    wd.ingest(&[
+        "parquet",
+        "--to",
+        &pg.url,
+        "--table",
+        &pg.table("typed"),
+        "--mode",
+        "append",
+    ]);
+    assert_eq!(
+        pg.sql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'made'::regclass AND attname IN ('tags', 'amts', 'tss', 'ms') ORDER BY attname"),
+        "numeric(10,2)[]\ntext[]\ntext[]\ntimestamp with time zone[]"
+    );
+    let same = |table: &str, ms: &str| {
+        pg.sql(&format!(
+            "SELECT count(*) FROM src s JOIN {table} t USING (id)
+             WHERE s.tags IS NOT DISTINCT FROM t.tags AND s.nums IS NOT DISTINCT FROM t.nums
+               AND s.big = t.big AND s.amts = t.amts AND s.xs = t.xs AND s.ds = t.ds
+               AND s.tss = t.tss AND s.flags IS NOT DISTINCT FROM t.flags AND {ms}"
+        ))
+    };
+    assert_eq!(same("made", "s.ms::text[] = t.ms"), "3000");
+    assert_eq!(same("typed", "s.ms = t.ms"), "3000");
+    // The generator's NULL and empty arrays, counted here.
+    let nulls = (1..=3000).filter(|g| g % 7 == 0).count();
+    let empty = (1..=3000).filter(|g| g % 7 != 0 && g % 11 == 0).count();
+    assert_eq!(
+        pg.sql("SELECT count(*) FILTER (WHERE tags IS NULL), count(*) FILTER (WHERE tags = '{}') FROM made"),
+        format!("{nulls}|{empty}")
+    );
+}

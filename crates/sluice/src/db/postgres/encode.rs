@@ -13,6 +13,10 @@
 //! | Date32, Date64 | `date` |
 //! | Time32, Time64 | `time` (nanoseconds cut to microseconds) |
 //! | Timestamp | `timestamp`, `timestamptz` (nanoseconds cut to microseconds) |
+//! | List, LargeList of the above | a one-dimensional array of the element's type (`text[]`...) |
+//!
+//! A list of lists is not written (PostgreSQL's arrays of more dimensions must be
+//! rectangular): flatten it or turn it into text in a SQL step.
 
 use bytes::{BufMut, BytesMut};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
@@ -54,12 +58,19 @@ pub fn create_type(dt: &DataType) -> Option<String> {
         DataType::Time32(_) | DataType::Time64(_) => "time".into(),
         DataType::Timestamp(_, None) => "timestamp".into(),
         DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
+        DataType::List(item) | DataType::LargeList(item) if !is_list(item.data_type()) => {
+            format!("{}[]", create_type(item.data_type())?)
+        }
         _ => return None,
     })
 }
 
+fn is_list(dt: &DataType) -> bool {
+    matches!(dt, DataType::List(_) | DataType::LargeList(_))
+}
+
 /// How one output column's values are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Encoder {
     /// `boolean`.
     Bool,
@@ -89,6 +100,14 @@ pub enum Encoder {
     Time,
     /// `timestamp` or `timestamptz` (both microseconds since 2000-01-01; Arrow's values are UTC).
     Timestamp,
+    /// A list into a one-dimensional array: each item with `item`, the array's element type
+    /// by its OID.
+    Array {
+        /// How each item is written.
+        item: Box<Encoder>,
+        /// The element type's OID.
+        element: u32,
+    },
 }
 
 impl Encoder {
@@ -131,6 +150,25 @@ impl Encoder {
             (DataType::Timestamp(_, _), &Type::TIMESTAMP | &Type::TIMESTAMPTZ) => {
                 Encoder::Timestamp
             }
+            (DataType::List(item) | DataType::LargeList(item), _)
+                if !is_list(item.data_type()) && matches!(base.kind(), PgKind::Array(_)) =>
+            {
+                let PgKind::Array(element) = base.kind() else {
+                    unreachable!("matched as an array")
+                };
+                let item =
+                    Encoder::for_column(column, item.data_type(), element).map_err(|_| {
+                        format!(
+                        "column '{column}' is {dt} here but {} in the table: cast its items in a \
+                         SQL step to a type that fits",
+                        target.name()
+                    )
+                    })?;
+                Encoder::Array {
+                    item: Box::new(item),
+                    element: element.oid(),
+                }
+            }
             _ => {
                 return Err(format!(
                     "column '{column}' is {dt} here but {} in the table: cast it in a SQL step \
@@ -166,7 +204,7 @@ pub fn encode(batch: &RecordBatch, encoders: &[Encoder], buf: &mut BytesMut) -> 
                 buf.put_i32(-1);
                 continue;
             }
-            value(array, *enc, row, buf).map_err(|what| Unfit {
+            value(array, enc, row, buf).map_err(|what| Unfit {
                 column: c,
                 row,
                 what,
@@ -215,7 +253,7 @@ fn put_bytes(buf: &mut BytesMut, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn value(array: &ArrayRef, enc: Encoder, row: usize, buf: &mut BytesMut) -> Result<(), String> {
+fn value(array: &ArrayRef, enc: &Encoder, row: usize, buf: &mut BytesMut) -> Result<(), String> {
     let unexpected = || format!("a {} value where {enc:?} was planned", array.data_type());
     match enc {
         Encoder::Bool => {
@@ -225,7 +263,7 @@ fn value(array: &ArrayRef, enc: Encoder, row: usize, buf: &mut BytesMut) -> Resu
         Encoder::Int(size) => {
             let v = int_value(array, row).ok_or_else(unexpected)?;
             let out_of_range = || format!("{v} does not fit a {}-byte integer column", size);
-            buf.put_i32(size as i32);
+            buf.put_i32(*size as i32);
             match size {
                 2 => buf.put_i16(i16::try_from(v).map_err(|_| out_of_range())?),
                 4 => buf.put_i32(i32::try_from(v).map_err(|_| out_of_range())?),
@@ -247,7 +285,7 @@ fn value(array: &ArrayRef, enc: Encoder, row: usize, buf: &mut BytesMut) -> Resu
         Encoder::FloatNumeric => put_float_numeric(buf, float_value(array, row))?,
         Encoder::Numeric(scale) => {
             let v = array.as_primitive::<Decimal128Type>().value(row);
-            put_numeric(buf, v, scale);
+            put_numeric(buf, v, *scale);
         }
         Encoder::Text => put_bytes(
             buf,
@@ -328,7 +366,46 @@ fn value(array: &ArrayRef, enc: Encoder, row: usize, buf: &mut BytesMut) -> Resu
             buf.put_i32(8);
             buf.put_i64(micros);
         }
+        Encoder::Array { item, element } => {
+            let items = match array.data_type() {
+                DataType::List(_) => array.as_list::<i32>().value(row),
+                DataType::LargeList(_) => array.as_list::<i64>().value(row),
+                _ => return Err(unexpected()),
+            };
+            put_array(buf, &items, item, *element)?;
+        }
     }
+    Ok(())
+}
+
+/// `items` as a binary one-dimensional array (an empty one has no dimension), its length
+/// first.
+fn put_array(
+    buf: &mut BytesMut,
+    items: &ArrayRef,
+    item: &Encoder,
+    element: u32,
+) -> Result<(), String> {
+    let start = buf.len();
+    buf.put_i32(0); // the length, set below
+    let dims = i32::from(!items.is_empty());
+    buf.put_i32(dims);
+    buf.put_i32(i32::from(items.null_count() > 0));
+    buf.put_u32(element);
+    if dims == 1 {
+        let n = i32::try_from(items.len()).map_err(|_| "a list of over 2^31 items".to_string())?;
+        buf.put_i32(n);
+        buf.put_i32(1); // the lower bound
+        for i in 0..items.len() {
+            if items.is_null(i) {
+                buf.put_i32(-1);
+            } else {
+                value(items, item, i, buf)?;
+            }
+        }
+    }
+    let len = i32::try_from(buf.len() - start - 4).map_err(|_| "a value over 2 GiB".to_string())?;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
     Ok(())
 }
 
@@ -423,6 +500,7 @@ fn put_numeric(buf: &mut BytesMut, unscaled: i128, scale: i8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::datatypes::Field;
 
     fn numeric(unscaled: i128, scale: i8) -> Vec<u8> {
         let mut b = BytesMut::new();
@@ -480,5 +558,21 @@ mod tests {
             Encoder::for_column("x", &DataType::Int64, &Type::INT4),
             Ok(Encoder::Int(4))
         );
+        let list = |dt: DataType| DataType::List(std::sync::Arc::new(Field::new("item", dt, true)));
+        assert_eq!(
+            Encoder::for_column("x", &list(DataType::Int64), &Type::INT8_ARRAY),
+            Ok(Encoder::Array {
+                item: Box::new(Encoder::Int(8)),
+                element: Type::INT8.oid()
+            })
+        );
+        let err = Encoder::for_column("x", &list(DataType::Utf8), &Type::INT4_ARRAY)
+            .expect_err("text items into int4[]");
+        assert!(err.contains("cast its items"), "{err}");
+        assert_eq!(
+            create_type(&list(DataType::Utf8)).as_deref(),
+            Some("text[]")
+        );
+        assert_eq!(create_type(&list(list(DataType::Int32))), None);
     }
 }
