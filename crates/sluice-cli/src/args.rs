@@ -14,21 +14,36 @@ pub struct ReadArgs {
     /// Format of every input (default: from each file's extension).
     #[arg(long = "format-in", value_name = "FORMAT", value_parser = parse_format)]
     pub format_in: Option<Format>,
-    /// CSV files have no header line (columns are named column_1, column_2, ...).
-    #[arg(long)]
+    /// CSV files have no header line (columns are named column_1, column_2, ...); by
+    /// default each file's first row is told from data by its types.
+    #[arg(long, conflicts_with = "header")]
     pub no_header: bool,
-    /// CSV field delimiter (`,` by default, tab for .tsv; `\t` or `tab` for tab).
+    /// CSV files have a header line (turns header detection off).
+    #[arg(long)]
+    pub header: bool,
+    /// CSV field delimiter (`\t` or `tab` for tab); by default detected per file (`,` `;`
+    /// tab `|` `:`), ties going to `,` (tab for .tsv).
     #[arg(long, value_name = "CHAR", value_parser = char_parser("delimiter"))]
     pub delimiter: Option<u8>,
-    /// CSV quote character.
-    #[arg(long, value_name = "CHAR", default_value = "\"", value_parser = char_parser("quote"))]
-    pub quote: u8,
-    /// CSV escape character inside quotes (default: a doubled quote).
+    /// CSV quote character (by default `"`, or `'` where a file quotes with it).
+    #[arg(long, value_name = "CHAR", value_parser = char_parser("quote"))]
+    pub quote: Option<u8>,
+    /// CSV escape character inside quotes (by default a doubled quote, or `\` where a file
+    /// escapes with it).
     #[arg(long, value_name = "CHAR", value_parser = char_parser("escape"))]
     pub escape: Option<u8>,
-    /// Skip CSV lines starting with this character.
+    /// Skip CSV lines starting with this character (by default `#` where a file has such
+    /// lines that are no rows).
     #[arg(long, value_name = "CHAR", value_parser = char_parser("comment"))]
     pub comment: Option<u8>,
+    /// CSV lines before the header to skip (by default the title or note lines a file
+    /// starts with, detected).
+    #[arg(long, value_name = "N")]
+    pub skip_rows: Option<usize>,
+    /// Detect nothing: every CSV file is `,`-delimited (tab for .tsv), `"`-quoted, with a
+    /// header, unless the flags above say otherwise.
+    #[arg(long)]
+    pub no_detect: bool,
     /// A string to read as NULL (the empty field always is).
     #[arg(long, value_name = "STRING")]
     pub null_value: Option<String>,
@@ -90,11 +105,17 @@ impl ReadArgs {
             paths,
             format: self.format_in,
             csv: CsvOptions {
-                header: !self.no_header,
+                header: match (self.header, self.no_header) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
                 delimiter: self.delimiter,
                 quote: self.quote,
                 escape: self.escape,
                 comment: self.comment,
+                skip_rows: self.skip_rows,
+                detect: !self.no_detect,
                 null_value: self.null_value.clone(),
                 newlines_in_values: self.newlines_in_values,
             },

@@ -257,6 +257,26 @@ pub fn summary(report: &Report) -> String {
     for d in &report.schema_decisions {
         out.push_str(&format!("  schema: {d}\n"));
     }
+    // Dialects the detection was not sure of: the first three, then how many more.
+    let doubtful: Vec<_> = report
+        .dialects
+        .iter()
+        .filter(|d| d.doubt.is_some())
+        .collect();
+    for d in doubtful.iter().take(3) {
+        out.push_str(&format!(
+            "  warning: {} read as {}, a guess: {} (give --delimiter, --header or --no-header if wrong)\n",
+            d.file,
+            d.dialect,
+            d.doubt.as_deref().unwrap_or_default()
+        ));
+    }
+    if doubtful.len() > 3 {
+        out.push_str(&format!(
+            "  warning: {} more files' dialects are guesses (see the report's dialects)\n",
+            doubtful.len() - 3
+        ));
+    }
     for f in &report.unsplit_files {
         out.push_str(&format!(
             "  note: {f} has line breaks inside quoted values: read in one piece\n"

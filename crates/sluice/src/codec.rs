@@ -244,6 +244,7 @@ struct WireRange {
     start: u64,
     end: u64,
     size: u64,
+    preamble: u64,
     partition_values: Vec<String>,
 }
 
@@ -300,6 +301,7 @@ fn encode_scan(scan: &CsvScanExec) -> Result<WireCsvScan> {
                 start: r.start,
                 end: r.end,
                 size: r.size,
+                preamble: r.preamble,
                 partition_values: r
                     .partition_values
                     .iter()
@@ -346,6 +348,7 @@ fn decode_scan(w: WireCsvScan) -> Result<CsvScanExec> {
             start: r.start,
             end: r.end,
             size: r.size,
+            preamble: r.preamble,
             partition_values: r
                 .partition_values
                 .iter()

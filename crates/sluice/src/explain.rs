@@ -108,6 +108,9 @@ pub struct InputPlan {
     pub ranges: usize,
     /// Why it is read whole, when it is big enough to split but is not.
     pub whole_because: Option<String>,
+    /// A CSV file's dialect, as detected or given (`';' delimited, header`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<String>,
 }
 
 /// One stage.
@@ -195,6 +198,12 @@ pub async fn explain(job: &Job) -> Result<Explain> {
                     human_bytes(f.input.size)
                 ));
             }
+            if let Some(doubt) = f.dialect.as_ref().and_then(|d| d.doubt.as_ref()) {
+                warnings.push(format!(
+                    "{}: its dialect is a guess ({doubt}): give --delimiter, --header or --no-header if it is wrong",
+                    f.input.display
+                ));
+            }
             InputPlan {
                 file: f.input.display.clone(),
                 format: f.input.format.to_string(),
@@ -202,6 +211,7 @@ pub async fn explain(job: &Job) -> Result<Explain> {
                 bytes: f.input.size,
                 ranges: n,
                 whole_because,
+                dialect: f.dialect.as_ref().map(|d| d.describe()),
             }
         })
         .collect();
@@ -535,11 +545,14 @@ impl fmt::Display for Explain {
                 Some(c) => format!("{} ({c})", p.format),
                 None => p.format.clone(),
             };
-            let how = match (p.ranges, &p.whole_because) {
+            let mut how = match (p.ranges, &p.whole_because) {
                 (1, None) => "whole".to_string(),
                 (1, Some(why)) => format!("whole ({why})"),
                 (n, _) => format!("{n} ranges"),
             };
+            if let Some(d) = &p.dialect {
+                how.push_str(&format!("; {d}"));
+            }
             writeln!(
                 f,
                 "  {:width$}  {:14} {:>10}  {how}",

@@ -225,6 +225,18 @@ impl Job {
             rows_rejected: books.rejected,
             rows_skipped: books.skipped,
             rejects_path: (books.rejected > 0).then(|| rejects_path(&self.sink)),
+            dialects: source
+                .files
+                .iter()
+                .filter_map(|f| {
+                    let d = f.dialect.as_ref()?;
+                    Some(crate::report::DialectReport {
+                        file: f.input.display.clone(),
+                        dialect: d.describe(),
+                        doubt: d.doubt.clone(),
+                    })
+                })
+                .collect(),
             files: source
                 .rejects
                 .per_file()

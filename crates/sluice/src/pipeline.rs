@@ -24,8 +24,12 @@ pub struct SourceSpec {
     pub paths: OneOrMany,
     /// `csv`, `ndjson`, `parquet` or `orc` (default: from each file's extension).
     pub format: Option<String>,
-    /// CSV files have a header line (default true).
+    /// CSV files have a header line (default: detected per file).
     pub header: Option<bool>,
+    /// CSV lines before the header (default: detected per file).
+    pub skip_rows: Option<usize>,
+    /// Detect each CSV file's dialect where it is not given (default true).
+    pub detect_dialect: Option<bool>,
     /// CSV delimiter.
     pub delimiter: Option<String>,
     /// CSV quote character.
@@ -259,11 +263,13 @@ impl PipelineSpec {
             }
         };
         let csv = CsvOptions {
-            header: s.header.unwrap_or(true),
+            header: s.header,
             delimiter: char_opt("delimiter", &s.delimiter)?,
-            quote: char_opt("quote", &s.quote)?.unwrap_or(b'"'),
+            quote: char_opt("quote", &s.quote)?,
             escape: char_opt("escape", &s.escape)?,
             comment: char_opt("comment", &s.comment)?,
+            skip_rows: s.skip_rows,
+            detect: s.detect_dialect.unwrap_or(true),
             null_value: s.null_value,
             newlines_in_values: newlines,
         };

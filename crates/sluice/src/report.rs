@@ -81,6 +81,8 @@ pub struct Report {
     pub rejects_path: Option<String>,
     /// Per input file: records in it, rows passed on, rejected and skipped.
     pub files: Vec<FileReport>,
+    /// Each CSV file's dialect, as detected or given.
+    pub dialects: Vec<DialectReport>,
     /// Rows the SQL steps added (`UNION ALL`, joins that multiply rows, `source` read twice),
     /// summed over the plan's nodes from their metrics.
     pub rows_added_by_sql: u64,
@@ -133,6 +135,18 @@ pub struct FileReport {
     pub rows_rejected: u64,
     /// Rows skipped.
     pub rows_skipped: u64,
+}
+
+/// The dialect one CSV file was read with.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DialectReport {
+    /// The file.
+    pub file: String,
+    /// The dialect in a few words (`';' delimited, header, 2 lines before it skipped`).
+    pub dialect: String,
+    /// Why the detection was not sure (absent: it was, or the options fixed it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub doubt: Option<String>,
 }
 
 /// Counts the output partitions of every file scan in a plan.

@@ -1,6 +1,7 @@
 //! `sluice schema INPUT...`
 
 use clap::Args;
+use sluice::source::dialect::Dialect;
 use sluice::source::merge::type_name;
 use sluice::Source;
 
@@ -43,7 +44,14 @@ impl SchemaCmd {
                 .collect();
             let files: Vec<_> = diffs
                 .iter()
-                .map(|(file, notes)| serde_json::json!({"file": file, "differences": notes}))
+                .zip(&source.files)
+                .map(|((file, notes), f)| {
+                    let mut entry = serde_json::json!({"file": file, "differences": notes});
+                    if let Some(d) = &f.dialect {
+                        entry["dialect"] = dialect_json(d);
+                    }
+                    entry
+                })
                 .collect();
             let mut out = serde_json::json!({
                 "columns": columns,
@@ -89,13 +97,35 @@ impl SchemaCmd {
             return Ok(());
         }
         println!("{} file(s):", diffs.len());
-        for (file, notes) in diffs {
+        for ((file, notes), f) in diffs.iter().zip(&source.files) {
             if notes.is_empty() {
                 println!("  {file}: matches");
             } else {
                 println!("  {file}: {}", notes.join("; "));
             }
+            if let Some(d) = &f.dialect {
+                match &d.doubt {
+                    None => println!("    dialect: {} (sure)", d.describe()),
+                    Some(why) => println!("    dialect: {} (a guess: {why})", d.describe()),
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// A CSV file's dialect as JSON: each aspect, and how sure the detection was.
+fn dialect_json(d: &Dialect) -> serde_json::Value {
+    let ch = |c: u8| (c as char).to_string();
+    serde_json::json!({
+        "delimiter": ch(d.rules.delimiter),
+        "quote": ch(d.rules.quote),
+        "escape": d.rules.escape.map(ch),
+        "comment": d.rules.comment.map(ch),
+        "header": d.header,
+        "skip_rows": d.skip,
+        "columns": d.columns,
+        "sure": d.doubt.is_none(),
+        "doubt": d.doubt,
+    })
 }

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod crash;
+mod dialect;
 mod differential;
 mod enrich;
 mod errors;

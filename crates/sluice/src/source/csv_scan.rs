@@ -51,6 +51,9 @@ pub struct CsvRange {
     pub end: u64,
     /// The file's size.
     pub size: u64,
+    /// Bytes at the file's start before its header or first row (title lines), skipped by
+    /// the range that starts at 0.
+    pub preamble: u64,
     /// Values of the per-file columns.
     pub partition_values: Vec<ScalarValue>,
 }
@@ -901,24 +904,29 @@ struct RangeReader {
     skipping: bool,
     /// The range starts with a header line (a framed record that is no row).
     header: bool,
+    /// Bytes of the file's preamble (title lines before the header) still to drop.
+    preamble_left: u64,
 }
 
 impl RangeReader {
     fn new(config: &CsvScanConfig, range: &CsvRange) -> Result<Self> {
         let header = config.header && range.start == 0 && config.format == RowFormat::Csv;
+        // The preamble is dropped before the first record (only the range at 0 has it).
+        let preamble = if range.start == 0 { range.preamble } else { 0 };
         Ok(RangeReader {
             config: config.clone(),
             display: range.display.clone(),
             decoder: config.decoder(header)?,
             pending: Pending::default(),
-            pending_offset: range.start,
+            pending_offset: range.start + preamble,
             lines_before_pending: 0,
             eager_lines: config.compression.is_compressed() || config.origin,
             header_pending: header,
             depth: (config.format == RowFormat::Json).then(DepthScan::default),
-            size: framer(config, range.start),
+            size: framer(config, range.start + preamble),
             skipping: false,
             header,
+            preamble_left: preamble,
         })
     }
 
@@ -935,6 +943,18 @@ impl RangeReader {
     }
 
     fn feed_into(&mut self, chunk: bytes::Bytes, step: &mut Step) -> Result<()> {
+        if self.preamble_left > 0 {
+            // Title lines: no records, but their line breaks count for line numbers.
+            let n = (self.preamble_left as usize).min(chunk.len());
+            if self.eager_lines {
+                self.lines_before_pending += memchr::memchr_iter(b'\n', &chunk[..n]).count() as u64;
+            }
+            self.preamble_left -= n as u64;
+            if n == chunk.len() {
+                return Ok(());
+            }
+            return self.feed_into(chunk.slice(n..), step);
+        }
         if self.skipping {
             // The rest of a record over the limit: dropped, never held.
             let end = self.size.end_in(&chunk);
@@ -1778,6 +1798,7 @@ mod tests {
             start: 0,
             end: data.len() as u64,
             size: data.len() as u64,
+            preamble: 0,
             partition_values: Vec::new(),
         };
         let mut reader = RangeReader::new(&cfg, &range).expect("reader");
@@ -1836,6 +1857,7 @@ mod tests {
             start: 0,
             end: data.len() as u64,
             size: data.len() as u64,
+            preamble: 0,
             partition_values: Vec::new(),
         };
         ROWS_DECODED.with(|c| c.set(0));

@@ -12,6 +12,7 @@ use datafusion::object_store::path::Path as StorePath;
 use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use datafusion_orc::OrcFormat;
 
+use super::dialect::{self, Dialect};
 use super::framer::{CsvRules, RecordScan};
 use super::resolve::InputFile;
 use crate::error::{Error, Result};
@@ -20,11 +21,13 @@ use crate::storage::format::{CsvOptions, Format};
 /// The DataFusion [`FileFormat`] that reads `file` with the user's options.
 ///
 /// `newlines_in_values` only matters for CSV: it turns off byte-range splitting.
+/// A CSV file reads with its detected `dialect` (or the options' defaults without one).
 pub fn file_format(
     file: &InputFile,
     csv: &CsvOptions,
     infer_rows: usize,
     newlines_in_values: bool,
+    dialect: Option<&Dialect>,
 ) -> Result<Arc<dyn FileFormat>> {
     let compression = file.compression.to_datafusion();
     Ok(match file.format {
@@ -33,10 +36,13 @@ pub fn file_format(
                 .null_value
                 .as_ref()
                 .map(|v| format!("^{}$", regex::escape(v)));
-            let rules = csv.rules_for(&file.display);
+            let (rules, header) = match dialect {
+                Some(d) => (d.rules, d.header),
+                None => (csv.rules_for(&file.display), csv.header_or_default()),
+            };
             Arc::new(
                 CsvFormat::default()
-                    .with_has_header(csv.header)
+                    .with_has_header(header)
                     .with_delimiter(rules.delimiter)
                     .with_quote(rules.quote)
                     .with_escape(rules.escape)
@@ -78,7 +84,8 @@ pub fn object_meta(file: &InputFile) -> Result<ObjectMeta> {
     })
 }
 
-/// Infers one file's schema from a sample of its rows (or its footer, for Parquet and ORC).
+/// Infers one file's schema from a sample of its rows (or its footer, for Parquet and ORC),
+/// and a CSV file's dialect.
 ///
 /// A remote text file is sampled from its first 256 KiB; when that is not enough (a sample
 /// cut inside a compressed stream, rows wider than it), from its first 4 MiB.
@@ -88,7 +95,7 @@ pub async fn infer_file_schema(
     file: &InputFile,
     csv: &CsvOptions,
     infer_rows: usize,
-) -> Result<SchemaRef> {
+) -> Result<(SchemaRef, Option<Dialect>)> {
     if file.size == 0 {
         return Err(Error::file(&file.display, "file is empty"));
     }
@@ -109,7 +116,8 @@ async fn infer_from(
     csv: &CsvOptions,
     infer_rows: usize,
     sample: SampleSource,
-) -> Result<SchemaRef> {
+) -> Result<(SchemaRef, Option<Dialect>)> {
+    let mut dialect = None;
     let schema = if file.format == Format::Ndjson {
         let (src, compression, display) = (sample.clone(), file.compression, file.display.clone());
         tokio::task::spawn_blocking(move || {
@@ -119,19 +127,24 @@ async fn infer_from(
         .map_err(|e| Error::file(&file.display, e))??
     } else if file.format == Format::Csv {
         let (src, compression, display) = (sample.clone(), file.compression, file.display.clone());
-        let format = arrow_csv_format(file, csv)?;
-        let dialect = csv.rules_for(&file.display);
-        tokio::task::spawn_blocking(move || {
-            infer_csv(&src, compression, format, dialect, infer_rows)
-                .map_err(|e| Error::file(&display, e))
+        let ask = Ask {
+            fixed: dialect::Fixed::of(csv, &file.display),
+            default_delimiter: csv.delimiter_for(&file.display),
+            null_value: csv.null_value.clone(),
+            rows: infer_rows,
+        };
+        let (schema, found) = tokio::task::spawn_blocking(move || {
+            infer_csv(&src, compression, &ask).map_err(|e| Error::file(&display, e))
         })
         .await
-        .map_err(|e| Error::file(&file.display, e))??
+        .map_err(|e| Error::file(&file.display, e))??;
+        dialect = Some(found);
+        schema
     } else {
         if file.format == Format::Parquet {
             check_parquet_footer(store, file).await?;
         }
-        let format = file_format(file, csv, infer_rows, false)?;
+        let format = file_format(file, csv, infer_rows, false, None)?;
         let meta = object_meta(file)?;
         let schema = format
             .infer_schema(state, store, &[meta])
@@ -148,7 +161,7 @@ async fn infer_from(
         .await
         .map_err(|e| Error::file(&file.display, e))?;
     }
-    Ok(Arc::new(schema))
+    Ok((Arc::new(schema), dialect))
 }
 
 /// Where a sampler reads a file: the local file itself, or the first bytes of a remote
@@ -380,14 +393,23 @@ fn infer_ndjson_by_key(lines: &[u8]) -> Schema {
     Schema::new(fields)
 }
 
-/// The arrow-csv dialect for a file.
+/// What a CSV sample is asked: what the user fixed, the default delimiter, the NULL
+/// string and the rows to sample.
+struct Ask {
+    fixed: dialect::Fixed,
+    default_delimiter: u8,
+    null_value: Option<String>,
+    rows: usize,
+}
+
+/// arrow-csv's reader format for `dialect`.
 fn arrow_csv_format(
-    file: &InputFile,
-    csv: &CsvOptions,
-) -> Result<datafusion::arrow::csv::reader::Format> {
-    let rules = csv.rules_for(&file.display);
+    dialect: &Dialect,
+    null_value: Option<&str>,
+) -> std::result::Result<datafusion::arrow::csv::reader::Format, String> {
+    let rules = dialect.rules;
     let mut format = datafusion::arrow::csv::reader::Format::default()
-        .with_header(csv.header)
+        .with_header(dialect.header)
         .with_delimiter(rules.delimiter)
         .with_quote(rules.quote);
     if let Some(e) = rules.escape {
@@ -396,9 +418,9 @@ fn arrow_csv_format(
     if let Some(c) = rules.comment {
         format = format.with_comment(c);
     }
-    if let Some(v) = &csv.null_value {
+    if let Some(v) = null_value {
         let re = regex::Regex::new(&format!("^({}|)$", regex::escape(v)))
-            .map_err(|e| Error::Config(format!("null value '{v}': {e}")))?;
+            .map_err(|e| format!("null value '{v}': {e}"))?;
         format = format.with_null_regex(re);
     }
     Ok(format)
@@ -407,46 +429,64 @@ fn arrow_csv_format(
 /// Bytes read at a time while sampling a CSV file (the sample stops at the rows asked for).
 const SAMPLE_CHUNK: usize = 64 << 10;
 
-/// Infers a CSV file's schema from its first `rows` records (decompressing as needed).
+/// Infers a CSV file's dialect from its start ([`dialect::detect`]), then its schema from
+/// its first `rows` records after the preamble (decompressing as needed).
 ///
-/// The sample is read in 1 MiB steps until it holds `rows` whole records or the file ends,
-/// then cut after the last line break outside quotes, so a record is never cut in half.
+/// The sample is read in 64 KiB steps until it holds `rows` whole records or the file
+/// ends, then cut after the last line break outside quotes, so a record is never cut in
+/// half.
 fn infer_csv(
     src: &SampleSource,
     compression: crate::storage::format::Compression,
-    format: datafusion::arrow::csv::reader::Format,
-    rules: CsvRules,
-    rows: usize,
-) -> std::result::Result<Schema, String> {
+    ask: &Ask,
+) -> std::result::Result<(Schema, Dialect), String> {
     use std::io::Read;
     let mut reader = src.reader(compression)?;
     let mut sample: Vec<u8> = Vec::new();
-    // One more record than asked for covers the header line.
-    // Records are framed as the reader frames them (csv-core's rules: `5" screen` holds a
-    // literal quote), so the sample ends where a record does.
-    let mut scanner = RecordScan::csv(rules, 0);
     let mut eof = false;
-    // One more record than asked for covers the header line. The sample is bounded in bytes
-    // too: a file of a few gigantic rows must not be read whole to guess its types.
-    while (scanner.records as usize) < rows + 1 && sample.len() < MAX_SAMPLE_BYTES {
+    // Reads up to `want` more bytes into the sample: false at the end of the file.
+    let mut more = |sample: &mut Vec<u8>, want: usize| -> std::result::Result<usize, String> {
         let start = sample.len();
-        sample.resize(start + SAMPLE_CHUNK, 0);
+        sample.resize(start + want, 0);
         let mut filled = start;
         while filled < sample.len() {
             let n = reader
                 .read(&mut sample[filled..])
                 .map_err(|e| format!("cannot read: {e}"))?;
             if n == 0 {
-                eof = true;
                 break;
             }
             filled += n;
         }
         sample.truncate(filled);
-        scanner.over(&sample[start..], u64::MAX / 2);
-        if eof {
-            break;
+        Ok(filled - start)
+    };
+    let got = more(&mut sample, dialect::DETECT_BYTES)?;
+    if got < dialect::DETECT_BYTES {
+        eof = true;
+    }
+    let found = dialect::detect(
+        &sample,
+        eof && src.complete(),
+        &ask.fixed,
+        ask.default_delimiter,
+    );
+    let rules = found.rules;
+    let rows = ask.rows;
+    // The preamble is no record of the file.
+    sample.drain(..(found.preamble as usize).min(sample.len()));
+    // Records are framed as the reader frames them (csv-core's rules: `5" screen` holds a
+    // literal quote), so the sample ends where a record does.
+    let mut scanner = RecordScan::csv(rules, 0);
+    scanner.over(&sample, u64::MAX / 2);
+    // One more record than asked for covers the header line. The sample is bounded in bytes
+    // too: a file of a few gigantic rows must not be read whole to guess its types.
+    while !eof && (scanner.records as usize) < rows + 1 && sample.len() < MAX_SAMPLE_BYTES {
+        let start = sample.len();
+        if more(&mut sample, SAMPLE_CHUNK)? < SAMPLE_CHUNK {
+            eof = true;
         }
+        scanner.over(&sample[start..], u64::MAX / 2);
     }
     // A sample that is not the whole file ends inside a record: the part is not one.
     let end = if scanner.records as usize > rows || !eof || !src.complete() {
@@ -461,6 +501,7 @@ fn infer_csv(
         ));
     }
     let clean = well_formed_rows(&sample[..end], rules);
+    let format = arrow_csv_format(&found, ask.null_value.as_deref())?;
     let (schema, _) = format
         .infer_schema(&clean[..], Some(rows))
         .map_err(|e| e.to_string().trim_start_matches("Csv error: ").to_string())?;
@@ -470,7 +511,7 @@ fn infer_csv(
             schema.fields().len()
         ));
     }
-    Ok(schema)
+    Ok((schema, found))
 }
 
 /// Most columns a CSV file may have (a header line of millions of fields is a wrong

@@ -4,6 +4,7 @@
 /// The counting store wrapper (moved to [`crate::storage::counting`]).
 pub use crate::storage::counting;
 pub mod csv_scan;
+pub mod dialect;
 pub mod file_scan;
 /// File formats (moved to [`crate::storage::format`]).
 pub use crate::storage::format;
@@ -36,6 +37,7 @@ pub use hive::HiveColumn;
 pub use resolve::InputFile;
 
 use crate::error::{Error, Result};
+use format::CsvRules;
 use merge::{merge_schemas, type_name, FileSchema};
 
 /// Default of [`ReadOptions::max_record_bytes`]: 64 MiB.
@@ -104,15 +106,16 @@ impl ReadOptions {
             return Err(Error::Config("infer_rows must be at least 1".into()));
         }
         let csv = &self.csv;
-        if csv.delimiter == Some(csv.quote) {
+        let quote = csv.quote.unwrap_or(b'"');
+        if csv.delimiter == Some(quote) {
             return Err(Error::Config(format!(
                 "the delimiter and the quote are both '{}'",
-                csv.quote as char
+                quote as char
             )));
         }
         if csv
             .comment
-            .is_some_and(|c| c == csv.quote || Some(c) == csv.delimiter)
+            .is_some_and(|c| c == quote || Some(c) == csv.delimiter)
         {
             return Err(Error::Config(
                 "the comment character is also the delimiter or the quote".into(),
@@ -160,6 +163,8 @@ pub struct SourceFile {
     pub input: InputFile,
     /// Its own schema (inferred or stored).
     pub schema: SchemaRef,
+    /// A CSV file's dialect, as detected or given.
+    pub dialect: Option<dialect::Dialect>,
 }
 
 /// Resolved inputs with their merged schema, ready to become a DataFrame.
@@ -223,7 +228,8 @@ impl Source {
         }
         let csv = &options.csv;
         let infer_rows = options.infer_rows.max(1);
-        let results: Vec<(InputFile, Result<SchemaRef>)> = futures::stream::iter(files)
+        type Described = (SchemaRef, Option<dialect::Dialect>);
+        let results: Vec<(InputFile, Result<Described>)> = futures::stream::iter(files)
             .map(|input| {
                 let state = &state;
                 let store = ObjectStoreUrl::parse(&input.store)
@@ -234,7 +240,7 @@ impl Source {
                     // zero-byte Parquet/ORC file its footer: whole-file faults.
                     let schema = match store {
                         _ if input.size == 0 && input.format == Format::Ndjson => {
-                            Ok(Arc::new(Schema::empty()))
+                            Ok((Arc::new(Schema::empty()), None))
                         }
                         _ if input.size == 0 => {
                             Err(Error::file(&input.display, "file is empty (0 bytes)"))
@@ -269,7 +275,11 @@ impl Source {
         let mut first_failure = None;
         for (input, schema) in results {
             match schema {
-                Ok(schema) => described.push(SourceFile { input, schema }),
+                Ok((schema, dialect)) => described.push(SourceFile {
+                    input,
+                    schema,
+                    dialect,
+                }),
                 Err(e) if options.on_error == OnError::Fail => return Err(e),
                 Err(e) => {
                     let reason = match &e {
@@ -479,7 +489,7 @@ impl Source {
         let mut groups: Vec<(GroupKey, Vec<&SourceFile>)> = Vec::new();
         let mut index: HashMap<GroupKey, usize> = HashMap::new();
         for f in &self.files {
-            let key = GroupKey::of(f, &self.options.csv);
+            let key = GroupKey::of(f);
             match index.get(&key) {
                 Some(&i) => groups[i].1.push(f),
                 None => {
@@ -587,7 +597,16 @@ impl Source {
             &self.options.csv,
             self.options.infer_rows,
             self.options.csv.newlines_in_values != NewlinesInValues::No,
+            first.dialect.as_ref(),
         )?;
+        // The group's dialect (one for all its files), else the options' defaults.
+        let (rules, header) = match &first.dialect {
+            Some(d) => (d.rules, d.header),
+            None => (
+                self.options.csv.rules_for(&first.input.display),
+                self.options.csv.header_or_default(),
+            ),
+        };
         // Per-file constant columns: Hive folder values, then the source path.
         let mut partition_fields: Vec<Field> =
             self.hive_columns.iter().map(|h| h.field.clone()).collect();
@@ -610,6 +629,7 @@ impl Source {
                     size: f.input.size,
                     partition_values: values,
                     display: f.input.display.clone(),
+                    preamble: f.dialect.as_ref().map_or(0, |d| d.preamble),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -636,8 +656,8 @@ impl Source {
                 },
                 file_schema: Arc::clone(&read_schema),
                 partition_fields: partition_fields.into_iter().map(Arc::new).collect(),
-                header: csv.header,
-                rules: csv.rules_for(&first.input.display),
+                header,
+                rules,
                 null_regex,
                 compression: first.input.compression.to_datafusion(),
                 batch_size: 8192,
@@ -660,7 +680,7 @@ impl Source {
         }
         if csv_split {
             let dialect = split::Dialect {
-                rules: self.options.csv.rules_for(&first.input.display),
+                rules,
                 columns: first.schema.fields().len(),
                 lines: first.input.format == Format::Ndjson || newlines == NewlinesInValues::No,
             };
@@ -750,19 +770,20 @@ struct GroupKey {
     store: String,
     format: Format,
     compression: Compression,
-    delimiter: u8,
+    /// A CSV file's dialect and whether it has a header.
+    dialect: Option<(CsvRules, bool)>,
     columns: Vec<(String, Option<DataType>)>,
 }
 
 impl GroupKey {
-    fn of(f: &SourceFile, csv: &CsvOptions) -> GroupKey {
+    fn of(f: &SourceFile) -> GroupKey {
         // Only CSV groups read into the target types; the rest group by their own types.
         let typed = f.input.format != Format::Csv;
         GroupKey {
             store: f.input.store.clone(),
             format: f.input.format,
             compression: f.input.compression,
-            delimiter: csv.delimiter_for(&f.input.display),
+            dialect: f.dialect.as_ref().map(|d| (d.rules, d.header)),
             columns: f
                 .schema
                 .fields()

@@ -43,6 +43,8 @@ pub struct FileSetTable {
     files: Vec<PartitionedFile>,
     displays: Vec<String>,
     display_by_path: std::collections::HashMap<String, String>,
+    /// Bytes before each CSV file's header or first row (by path; none for most files).
+    preamble_by_path: std::collections::HashMap<String, u64>,
     csv_split: Option<Dialect>,
     unsplit: Arc<Mutex<Vec<String>>>,
     csv_reader: Option<(CsvScanConfig, Arc<Rejects>)>,
@@ -62,6 +64,8 @@ pub struct TableFile {
     pub partition_values: Vec<ScalarValue>,
     /// The name shown to the user.
     pub display: String,
+    /// Bytes at its start that are no record (a CSV file's title lines).
+    pub preamble: u64,
 }
 
 impl FileSetTable {
@@ -79,6 +83,11 @@ impl FileSetTable {
         fields.extend(partition_fields.iter().cloned());
         let table_schema = Arc::new(Schema::new(fields));
         let displays: Vec<String> = files.iter().map(|f| f.display.clone()).collect();
+        let preamble_by_path = files
+            .iter()
+            .filter(|f| f.preamble > 0)
+            .map(|f| (f.path.to_string(), f.preamble))
+            .collect();
 
         let files = files
             .into_iter()
@@ -111,6 +120,7 @@ impl FileSetTable {
             files,
             displays,
             display_by_path,
+            preamble_by_path,
             csv_split: None,
             unsplit: Arc::default(),
             csv_reader: None,
@@ -145,6 +155,13 @@ impl FileSetTable {
             self.origin = true;
         }
         self
+    }
+
+    fn preamble_of(&self, f: &PartitionedFile) -> u64 {
+        self.preamble_by_path
+            .get(f.object_meta.location.as_ref())
+            .copied()
+            .unwrap_or(0)
     }
 
     fn display_of(&self, f: &PartitionedFile) -> String {
@@ -311,6 +328,8 @@ impl FileSetTable {
         let mut filled = 0u64;
         for (file, display) in self.files.iter().zip(&self.displays) {
             let size = file.object_meta.size;
+            // A cut inside the preamble would read title lines as rows.
+            let preamble = self.preamble_of(file);
             let mut start = 0u64;
             while start < size {
                 let room = target.saturating_sub(filled).max(1);
@@ -319,7 +338,7 @@ impl FileSetTable {
                     size
                 } else {
                     match cut_at(&store, file, start + room, dialect).await? {
-                        Some(cut) if cut > start && cut < size => cut,
+                        Some(cut) if cut > start.max(preamble) && cut < size => cut,
                         _ => {
                             if let Ok(mut names) = self.unsplit.lock() {
                                 if !names.contains(display) {
@@ -423,6 +442,7 @@ impl TableProvider for FileSetTable {
                                 start,
                                 end,
                                 size,
+                                preamble: self.preamble_of(f),
                                 partition_values: f.partition_values.clone(),
                             }
                         })

@@ -170,19 +170,26 @@ impl FromStr for NewlinesInValues {
     }
 }
 
-/// CSV dialect options (named like the CLI flags and pipeline keys).
+/// CSV dialect options (named like the CLI flags and pipeline keys). Each one that is
+/// `None` is detected per file (`source::dialect`) unless `detect` is off, when the
+/// defaults hold: a header, `,` (tab for `.tsv`), `"`, no escape, no comment, no lines
+/// skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvOptions {
-    /// The first line of every file is a header.
-    pub header: bool,
-    /// Field delimiter (`,` by default; `\t` for `.tsv` files unless set).
+    /// The first line (after the skipped ones) is a header.
+    pub header: Option<bool>,
+    /// Field delimiter.
     pub delimiter: Option<u8>,
     /// Quote character.
-    pub quote: u8,
-    /// Escape character inside quotes (default: none, a doubled quote escapes a quote).
+    pub quote: Option<u8>,
+    /// Escape character inside quotes (none: a doubled quote escapes a quote).
     pub escape: Option<u8>,
     /// Lines starting with this byte are skipped.
     pub comment: Option<u8>,
+    /// Lines before the header (a title, notes).
+    pub skip_rows: Option<usize>,
+    /// Detect what is not given, per file (false: the defaults).
+    pub detect: bool,
     /// A value read as NULL (besides the empty field).
     pub null_value: Option<String>,
     /// How to treat line breaks inside quoted values.
@@ -192,11 +199,13 @@ pub struct CsvOptions {
 impl Default for CsvOptions {
     fn default() -> Self {
         CsvOptions {
-            header: true,
+            header: None,
             delimiter: None,
-            quote: b'"',
+            quote: None,
             escape: None,
             comment: None,
+            skip_rows: None,
+            detect: true,
             null_value: None,
             newlines_in_values: NewlinesInValues::Auto,
         }
@@ -204,14 +213,20 @@ impl Default for CsvOptions {
 }
 
 impl CsvOptions {
-    /// The dialect of file `path` (its delimiter by [`CsvOptions::delimiter_for`]).
+    /// The dialect of file `path` without detection: what is given, else the defaults (its
+    /// delimiter by [`CsvOptions::delimiter_for`]).
     pub fn rules_for(&self, path: &str) -> CsvRules {
         CsvRules {
             delimiter: self.delimiter_for(path),
-            quote: self.quote,
+            quote: self.quote.unwrap_or(b'"'),
             escape: self.escape,
             comment: self.comment,
         }
+    }
+
+    /// Whether files have a header when nothing detects it.
+    pub fn header_or_default(&self) -> bool {
+        self.header.unwrap_or(true)
     }
 
     /// The delimiter for a given file: the configured one, or tab for `.tsv`, or comma.
@@ -231,7 +246,7 @@ impl CsvOptions {
 /// shared by the scan, its record framer, the byte-range splitter and the schema sampler,
 /// so they all agree on where records and fields end. A doubled quote is a quote unless an
 /// escape character is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CsvRules {
     /// Field delimiter.
     pub delimiter: u8,
