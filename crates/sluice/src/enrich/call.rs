@@ -545,11 +545,8 @@ impl Enricher {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return self.parse(&body, &req, 0);
         }
-        match self.call(&self.method, &req).await {
-            Ok((body, attempts)) => {
-                self.cache_put(&cache_key, &body).await;
-                self.parse(&body, &req, attempts)
-            }
+        match self.call(&self.method, &req, Some(&cache_key)).await {
+            Ok((body, attempts)) => self.parse(&body, &req, attempts),
             Err(failure) => {
                 self.stats.failed_keys.fetch_add(1, Ordering::Relaxed);
                 Outcome::Failed(failure)
@@ -585,11 +582,14 @@ impl Enricher {
     }
 
     /// Sends `req` until a 2xx answer (its body and the attempts it took), a failure that is
-    /// not retried, or no retry left.
+    /// not retried, or no retry left. A 2xx answer is stored in the cache under `cache_key`
+    /// before the call gives up its concurrency slot, so a run killed at any moment has at
+    /// most `concurrency` answers received but not kept (the ones a rerun asks again).
     async fn call(
         &self,
         method: &reqwest::Method,
         req: &Request,
+        cache_key: Option<&str>,
     ) -> std::result::Result<(Vec<u8>, u32), Failure> {
         self.budget.first_attempt();
         let mut attempt = 0u32;
@@ -606,6 +606,11 @@ impl Enricher {
                 let result = self.send(method, req).await;
                 let latency = started.elapsed();
                 self.stats.call_ended(latency);
+                if let (Some(key), Ok((status, _, body))) = (cache_key, &result) {
+                    if (200..300).contains(status) {
+                        self.cache_put(key, body).await;
+                    }
+                }
                 (result, latency)
             };
             let (cause, status, wait_at_least, message, crowd) = match result {
@@ -802,7 +807,7 @@ impl Enricher {
             body_shown: Some(body_shown),
             key_value: None,
         };
-        let answer = match self.call(&reqwest::Method::POST, &breq).await {
+        let answer = match self.call(&reqwest::Method::POST, &breq, None).await {
             Ok((bytes, attempts)) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
                 Ok(json) => match json.pointer(&batch.results).and_then(|a| a.as_array()) {
                     Some(items) => Ok((items.clone(), attempts)),
