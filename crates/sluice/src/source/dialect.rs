@@ -19,6 +19,7 @@
 //! An option the user gives (`--delimiter`, `--quote`, `--escape`, `--comment`,
 //! `--no-header`/`header`, `--skip-rows`) fixes that aspect and is never second-guessed.
 
+use super::framer::each_record;
 use crate::storage::format::{CsvOptions, CsvRules};
 
 /// Bytes of a file's start the detection looks at.
@@ -186,38 +187,12 @@ impl Framing {
 /// (at most [`DETECT_RECORDS`]); a last record without its line break counts only when the
 /// sample is the whole file.
 fn frame(sample: &[u8], complete: bool, rules: CsvRules) -> (Vec<usize>, Vec<usize>) {
-    let mut reader = rules.csv_core();
-    let mut out = vec![0u8; 1 << 16];
-    let mut ends = vec![0usize; 256];
     let (mut counts, mut offsets) = (Vec::new(), Vec::new());
-    let (mut pos, mut fields) = (0usize, 0usize);
-    while counts.len() < DETECT_RECORDS {
-        let input = if pos < sample.len() {
-            &sample[pos..]
-        } else if complete {
-            &[][..]
-        } else {
-            break;
-        };
-        let (res, nin, _, nend) = reader.read_record(input, &mut out, &mut ends[fields..]);
-        pos += nin;
-        fields += nend;
-        match res {
-            csv_core::ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
-            csv_core::ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
-            csv_core::ReadRecordResult::Record => {
-                counts.push(fields);
-                offsets.push(pos);
-                fields = 0;
-            }
-            csv_core::ReadRecordResult::InputEmpty => {
-                if !complete && pos >= sample.len() {
-                    break;
-                }
-            }
-            csv_core::ReadRecordResult::End => break,
-        }
-    }
+    each_record(sample, complete, rules, |r| {
+        counts.push(r.width());
+        offsets.push(r.end);
+        counts.len() < DETECT_RECORDS
+    });
     (counts, offsets)
 }
 
@@ -467,50 +442,11 @@ fn header_of(data: &[u8], complete: bool, rules: CsvRules) -> (bool, Option<Stri
 
 /// The fields of the first `limit` whole records of `data`.
 fn fields_of(data: &[u8], complete: bool, rules: CsvRules, limit: usize) -> Vec<Vec<Vec<u8>>> {
-    let mut reader = rules.csv_core();
-    let mut out = vec![0u8; 1 << 16];
-    let mut ends = vec![0usize; 256];
     let mut rows = Vec::new();
-    let (mut pos, mut fields, mut used) = (0usize, 0usize, 0usize);
-    while rows.len() < limit {
-        let input = if pos < data.len() {
-            &data[pos..]
-        } else if complete {
-            &[][..]
-        } else {
-            break;
-        };
-        let (res, nin, nout, nend) =
-            reader.read_record(input, &mut out[used..], &mut ends[fields..]);
-        pos += nin;
-        // csv-core's field ends count from the record's start across calls.
-        used += nout;
-        fields += nend;
-        match res {
-            csv_core::ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
-            csv_core::ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
-            csv_core::ReadRecordResult::Record => {
-                let mut start = 0;
-                let row = ends[..fields]
-                    .iter()
-                    .map(|&end| {
-                        let v = out[start..end].to_vec();
-                        start = end;
-                        v
-                    })
-                    .collect();
-                rows.push(row);
-                fields = 0;
-                used = 0;
-            }
-            csv_core::ReadRecordResult::InputEmpty => {
-                if !complete && pos >= data.len() {
-                    break;
-                }
-            }
-            csv_core::ReadRecordResult::End => break,
-        }
-    }
+    each_record(data, complete, rules, |r| {
+        rows.push(r.fields().map(<[u8]>::to_vec).collect());
+        rows.len() < limit
+    });
     rows
 }
 

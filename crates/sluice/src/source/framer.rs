@@ -279,3 +279,77 @@ impl RecordScan {
         n as u64
     }
 }
+
+/// One record as csv-core frames it: its field values and the offset just past it.
+pub(crate) struct Record<'a> {
+    values: &'a [u8],
+    ends: &'a [usize],
+    /// Offset in the data just past the record (its line break included).
+    pub(crate) end: usize,
+}
+
+impl Record<'_> {
+    /// Its number of fields.
+    pub(crate) fn width(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Its fields' values, unquoted.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let value = &self.values[start..end];
+            start = end;
+            value
+        })
+    }
+}
+
+/// Frames the records of `data` with csv-core as `rules` say (the reader's own framing),
+/// calling `each` with every record until it returns false; a last record without its line
+/// break counts only when `complete` (`data` is the whole file).
+pub(crate) fn each_record(
+    data: &[u8],
+    complete: bool,
+    rules: CsvRules,
+    mut each: impl FnMut(&Record<'_>) -> bool,
+) {
+    use csv_core::ReadRecordResult as R;
+    let mut reader = rules.csv_core();
+    let mut out = vec![0u8; 1 << 16];
+    let mut ends = vec![0usize; 256];
+    let (mut pos, mut used, mut fields) = (0usize, 0usize, 0usize);
+    loop {
+        let input = if pos < data.len() {
+            &data[pos..]
+        } else if complete {
+            &[][..]
+        } else {
+            return;
+        };
+        let (res, nin, nout, nend) =
+            reader.read_record(input, &mut out[used..], &mut ends[fields..]);
+        pos += nin;
+        // csv-core's field ends count from the record's start across calls.
+        used += nout;
+        fields += nend;
+        match res {
+            R::OutputFull => out.resize(out.len() * 2, 0),
+            R::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+            R::Record => {
+                let record = Record {
+                    values: &out[..used],
+                    ends: &ends[..fields],
+                    end: pos,
+                };
+                if !each(&record) {
+                    return;
+                }
+                (used, fields) = (0, 0);
+            }
+            R::InputEmpty if !complete && pos >= data.len() => return,
+            R::InputEmpty => {}
+            R::End => return,
+        }
+    }
+}

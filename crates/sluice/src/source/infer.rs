@@ -13,7 +13,7 @@ use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use datafusion_orc::OrcFormat;
 
 use super::dialect::{self, Dialect};
-use super::framer::{CsvRules, RecordScan};
+use super::framer::{each_record, CsvRules, RecordScan};
 use super::resolve::InputFile;
 use crate::error::{Error, Result};
 use crate::storage::format::{CsvOptions, Format};
@@ -525,46 +525,20 @@ const MAX_SAMPLE_BYTES: usize = 64 << 20;
 /// the first row's, and rows that are not UTF-8. (Those rows are reported when the data is
 /// read; they must not decide the types.)
 fn well_formed_rows(data: &[u8], rules: CsvRules) -> Vec<u8> {
-    let mut reader = rules.csv_core();
-    let mut out = vec![0u8; 1 << 16];
-    let mut ends = vec![0usize; 1024];
     let mut kept = Vec::with_capacity(data.len());
-    let (mut pos, mut start, mut fields, mut expected) = (0usize, 0usize, 0usize, None);
-    loop {
-        let (res, nin, _, nend) = reader.read_record(&data[pos..], &mut out, &mut ends[fields..]);
-        pos += nin;
-        fields += nend;
-        match res {
-            csv_core::ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
-            csv_core::ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
-            csv_core::ReadRecordResult::Record => {
-                let row = &data[start..pos];
-                let want = *expected.get_or_insert(fields);
-                if fields == want && std::str::from_utf8(row).is_ok() {
-                    kept.extend_from_slice(row);
-                    if !row.ends_with(b"\n") {
-                        kept.push(b'\n');
-                    }
-                }
-                start = pos;
-                fields = 0;
+    let (mut start, mut expected) = (0usize, None);
+    each_record(data, true, rules, |r| {
+        let row = &data[start..r.end];
+        if *expected.get_or_insert(r.width()) == r.width() && std::str::from_utf8(row).is_ok() {
+            kept.extend_from_slice(row);
+            // A record ended by `\r` alone gets a line feed; the file's last one keeps its end.
+            if !row.ends_with(b"\n") && r.end < data.len() {
+                kept.push(b'\n');
             }
-            csv_core::ReadRecordResult::InputEmpty => {
-                if pos >= data.len() {
-                    let (res, _, _, nend) = reader.read_record(&[], &mut out, &mut ends[fields..]);
-                    fields += nend;
-                    if matches!(res, csv_core::ReadRecordResult::Record)
-                        && *expected.get_or_insert(fields) == fields
-                        && std::str::from_utf8(&data[start..]).is_ok()
-                    {
-                        kept.extend_from_slice(&data[start..]);
-                    }
-                    break;
-                }
-            }
-            csv_core::ReadRecordResult::End => break,
         }
-    }
+        start = r.end;
+        true
+    });
     kept
 }
 
