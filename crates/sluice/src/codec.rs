@@ -220,6 +220,7 @@ struct WireCsvScan {
     partition_schema: SchemaRef,
     header: bool,
     rules: CsvRules,
+    trailing: bool,
     null_regex: Option<String>,
     compression: String,
     batch_size: usize,
@@ -286,6 +287,7 @@ fn encode_scan(scan: &CsvScanExec) -> Result<WireCsvScan> {
         partition_schema: Arc::new(Schema::new(c.partition_fields.clone())),
         header: c.header,
         rules: c.rules,
+        trailing: c.trailing,
         null_regex: c.null_regex.as_ref().map(|r| r.as_str().to_string()),
         compression: c.compression.get_variant().to_string(),
         batch_size: c.batch_size,
@@ -324,6 +326,7 @@ fn decode_scan(w: WireCsvScan) -> Result<CsvScanExec> {
         partition_fields: w.partition_schema.fields().iter().cloned().collect(),
         header: w.header,
         rules: w.rules,
+        trailing: w.trailing,
         null_regex: w
             .null_regex
             .map(|r| regex::Regex::new(&r))

@@ -125,6 +125,8 @@ fn dialect_json(d: &Dialect) -> serde_json::Value {
         "header": d.header,
         "skip_rows": d.skip,
         "columns": d.columns,
+        "trailing_delimiter": d.trailing,
+        "unnamed_first_column": d.unnamed_first,
         "sure": d.doubt.is_none(),
         "doubt": d.doubt,
     })

@@ -259,3 +259,138 @@ fn an_all_text_file_is_a_guess_said_in_the_summary() {
         "{summary}"
     );
 }
+
+/// Spreadsheet exports end rows with a delimiter; R writes row names under a header one
+/// field short; a title line may hold the delimiter. Each reads with its true columns, in
+/// one job, split into ranges; a value in the trailing field's place and a row short of a
+/// column are rejected with their lines, never read as something else.
+#[test]
+fn rows_ending_with_a_delimiter_row_names_and_wide_titles_read_exactly() {
+    let wd = Workdir::new();
+    let rows = 3000u64;
+    // ids 1..=rows; amounts i * 0.5.
+    let mut trailing = String::from("id,name,amount\n");
+    let mut rnames = String::from("\"id\";\"amount\"\n");
+    let mut titled =
+        String::from("Created as New Dataset,Sample 022, February 11 2017\nid,amount\n");
+    let (mut ids, mut halves) = (0u64, 0u64);
+    let (mut bad_lines, mut kept_short) = (Vec::new(), 0u64);
+    for i in 1..=rows {
+        let amount = format!("{}.{}", i / 2, (i % 2) * 5);
+        match i {
+            // A value where the blank field goes, and a row short of a column: rejected.
+            2500 => {
+                trailing.push_str(&format!("{i},n{i},{amount},oops\n"));
+                bad_lines.push((i + 1, "too_many_fields"));
+            }
+            2600 => {
+                trailing.push_str(&format!("{i},{amount}\n"));
+                bad_lines.push((i + 1, "too_few_fields"));
+            }
+            // A row without the trailing delimiter is whole.
+            2700 => {
+                trailing.push_str(&format!("{i},n{i},{amount}\n"));
+                kept_short += 1;
+            }
+            _ => trailing.push_str(&format!("{i},\"n, {i}\",{amount},\n")),
+        }
+        rnames.push_str(&format!("\"r{i}\";{i};{amount}\n"));
+        titled.push_str(&format!("{i},{amount}\n"));
+        ids += i;
+        halves += i;
+    }
+    assert_eq!(kept_short, 1);
+    wd.write("in/trailing.csv", &trailing);
+    wd.write("in/rnames.csv", &rnames);
+    wd.write("in/titled.csv", &titled);
+    let schema: serde_json::Value =
+        serde_json::from_str(&wd.ok(&["schema", "in", "--json"])).expect("schema json");
+    let dialect = |name: &str| {
+        schema["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .find(|e| e["file"].as_str().is_some_and(|p| p.ends_with(name)))
+            .unwrap_or_else(|| panic!("{name} in {schema}"))["dialect"]
+            .clone()
+    };
+    let d = dialect("trailing.csv");
+    assert_eq!(
+        (d["columns"].as_u64(), d["trailing_delimiter"].as_bool()),
+        (Some(3), Some(true)),
+        "{d}"
+    );
+    let d = dialect("rnames.csv");
+    assert_eq!(
+        (
+            d["delimiter"].as_str(),
+            d["columns"].as_u64(),
+            d["unnamed_first_column"].as_bool()
+        ),
+        (Some(";"), Some(3), Some(true)),
+        "{d}"
+    );
+    let d = dialect("titled.csv");
+    assert_eq!(
+        (d["skip_rows"].as_u64(), d["header"].as_bool()),
+        (Some(1), Some(true)),
+        "{d}"
+    );
+
+    let report = wd.ingest(&[
+        "in",
+        "--to",
+        "out",
+        "--file-column",
+        "src",
+        "--split-min-size",
+        "8192",
+    ]);
+    assert_eq!(report["rows_in"], 3 * rows, "{report}");
+    assert_eq!(report["rows_rejected"], 2, "{report}");
+    assert_eq!(report["rows_out"], 3 * rows - 2, "{report}");
+    let rejects = wd.read("out/_rejects/rejects.ndjson");
+    let mut got: Vec<(u64, String)> = rejects
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("reject json");
+            assert!(
+                v["file"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("trailing.csv")),
+                "{v}"
+            );
+            (
+                v["line"].as_u64().unwrap_or(0),
+                v["kind"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(u64, String)> = bad_lines.iter().map(|(l, k)| (*l, k.to_string())).collect();
+    assert_eq!(got, want);
+    // DuckDB reads the output: per file its rows and sums, the row names in column_1.
+    let glob = format!("{}/**/*.parquet", wd.path("out").display());
+    let Some(out) = python(&format!(
+        r#"import duckdb
+for r in duckdb.sql("""
+  SELECT regexp_extract(src, '[^/]+$'), count(*), sum(id)::BIGINT, round(sum(amount) * 2)::BIGINT,
+         count(column_1), max(name)
+  FROM read_parquet('{glob}', union_by_name = true) GROUP BY 1 ORDER BY 1""").fetchall():
+    print('|'.join(str(v) for v in r))"#
+    )) else {
+        return;
+    };
+    let (bad_ids, bad_halves) = (2500 + 2600, 2500 + 2600);
+    let expected = vec![
+        format!("rnames.csv|{rows}|{ids}|{halves}|{rows}|None"),
+        format!("titled.csv|{rows}|{ids}|{halves}|0|None"),
+        format!(
+            "trailing.csv|{}|{}|{}|0|n2700",
+            rows - 2,
+            ids - bad_ids,
+            halves - bad_halves
+        ),
+    ];
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+}

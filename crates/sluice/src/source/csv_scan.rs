@@ -70,10 +70,89 @@ pub enum RowFormat {
 
 /// A CSV or JSON decoder behind one interface.
 enum AnyDecoder {
-    Csv(Box<Decoder>),
+    /// The decoder, and for a file whose rows end with a delimiter the check of its rows'
+    /// widths (the decoder's last column is then that blank field).
+    Csv(Box<Decoder>, Option<Box<TrailingCheck>>),
     /// The decoder, the batch size, and whether it only counts rows (no file column is
     /// projected: it decodes a column no object has and drops it).
     Json(datafusion::arrow::json::reader::Decoder, usize, bool),
+}
+
+/// Checks the records a decoder of a file whose rows end with a delimiter takes: each must
+/// have the file's columns, or one field more (the blank one). The decoder reads that extra
+/// field as a last column and allows rows without it, so it cannot tell a row short of a
+/// column on its own.
+struct TrailingCheck {
+    reader: csv_core::Reader,
+    /// The file's columns.
+    columns: usize,
+    /// Fields of the record being framed.
+    fields: usize,
+    /// A record of another width was framed since the last flush.
+    bad: bool,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl TrailingCheck {
+    fn new(rules: CsvRules, columns: usize) -> Self {
+        TrailingCheck {
+            reader: rules.csv_core(),
+            columns,
+            fields: 0,
+            bad: false,
+            out: vec![0; 4096],
+            ends: vec![0; 256],
+        }
+    }
+
+    /// Frames `input` (the bytes the decoder took; `eof`: the input is over).
+    fn feed(&mut self, mut input: &[u8], eof: bool) {
+        use csv_core::ReadRecordResult as R;
+        loop {
+            // Only the field count matters: the buffers are reused as they fill.
+            let (res, nin, _, nend) = self
+                .reader
+                .read_record(input, &mut self.out, &mut self.ends);
+            input = &input[nin..];
+            self.fields += nend;
+            match res {
+                R::InputEmpty if input.is_empty() && !eof => return,
+                R::Record => {
+                    if self.fields != self.columns && self.fields != self.columns + 1 {
+                        self.bad = true;
+                    }
+                    self.fields = 0;
+                }
+                R::End => return,
+                R::InputEmpty | R::OutputFull | R::OutputEndsFull => {}
+            }
+        }
+    }
+
+    /// An error when a record of another width was taken since the last call.
+    fn take(&mut self) -> ArrowResult<()> {
+        if std::mem::take(&mut self.bad) {
+            return Err(datafusion::arrow::error::ArrowError::CsvError(
+                "a row without the file's columns".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A batch without its last column, the blank field rows end with; an error when a row
+/// holds a value there (a row too wide).
+fn without_trailing_field(batch: RecordBatch) -> ArrowResult<RecordBatch> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let last = batch.num_columns() - 1;
+    let extra = batch.column(last).as_string::<i32>();
+    if (0..extra.len()).any(|i| extra.is_valid(i) && !extra.value(i).trim().is_empty()) {
+        return Err(datafusion::arrow::error::ArrowError::CsvError(
+            "a value after the last column".into(),
+        ));
+    }
+    batch.project(&(0..last).collect::<Vec<_>>())
 }
 
 /// The column a row-counting JSON decoder reads: no JSON object has this key.
@@ -84,7 +163,12 @@ type ArrowResult<T> = std::result::Result<T, datafusion::arrow::error::ArrowErro
 impl AnyDecoder {
     fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize> {
         match self {
-            AnyDecoder::Csv(d) => d.decode(buf),
+            AnyDecoder::Csv(d, None) => d.decode(buf),
+            AnyDecoder::Csv(d, Some(check)) => {
+                let used = d.decode(buf)?;
+                check.feed(&buf[..used], buf.is_empty());
+                Ok(used)
+            }
             AnyDecoder::Json(d, ..) => d.decode(buf),
         }
     }
@@ -92,14 +176,19 @@ impl AnyDecoder {
     /// A batch is complete and must be flushed before more input.
     fn full(&self) -> bool {
         match self {
-            AnyDecoder::Csv(d) => d.capacity() == 0,
+            AnyDecoder::Csv(d, _) => d.capacity() == 0,
             AnyDecoder::Json(d, batch, _) => d.len() >= *batch,
         }
     }
 
     fn flush(&mut self) -> ArrowResult<Option<RecordBatch>> {
         match self {
-            AnyDecoder::Csv(d) => d.flush(),
+            AnyDecoder::Csv(d, None) => d.flush(),
+            AnyDecoder::Csv(d, Some(check)) => {
+                let batch = d.flush()?;
+                check.take()?;
+                batch.map(without_trailing_field).transpose()
+            }
             AnyDecoder::Json(d, _, false) => d.flush(),
             // Rows without columns: the row count is all that is kept.
             AnyDecoder::Json(d, _, true) => d.flush()?.map(|b| rows_only(b.num_rows())).transpose(),
@@ -120,6 +209,8 @@ pub struct CsvScanConfig {
     pub header: bool,
     /// Delimiter, quote, escape and comment characters (CSV).
     pub rules: CsvRules,
+    /// Rows end with a delimiter: a blank field after the last column is no value.
+    pub trailing: bool,
     /// Values matching this are NULL (besides the empty field).
     pub null_regex: Option<regex::Regex>,
     /// Whole-file compression.
@@ -167,18 +258,39 @@ impl CsvScanConfig {
                 .build_decoder()?;
             return Ok(AnyDecoder::Json(d, batch, count_only));
         }
+        let columns = self.file_schema.fields().len();
+        let mut schema = Arc::clone(&self.file_schema);
+        let mut projection = self.file_projection.clone();
+        if self.trailing {
+            // The blank field after the last column, read as one more column (rows without
+            // it are allowed, the check tells them from rows short of a column).
+            let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+            fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+                "\u{0}sluice_trailing",
+                datafusion::arrow::datatypes::DataType::Utf8,
+                true,
+            )));
+            schema = Arc::new(Schema::new(fields));
+            let mut cols = projection.unwrap_or_else(|| (0..columns).collect());
+            cols.push(columns);
+            projection = Some(cols);
+        }
         let mut b = self.rules.arrow(
-            ReaderBuilder::new(Arc::clone(&self.file_schema))
+            ReaderBuilder::new(schema)
                 .with_header(header)
-                .with_batch_size(self.batch_size),
+                .with_batch_size(self.batch_size)
+                .with_truncated_rows(self.trailing),
         );
         if let Some(r) = &self.null_regex {
             b = b.with_null_regex(r.clone());
         }
-        if let Some(p) = &self.file_projection {
-            b = b.with_projection(p.clone());
+        if let Some(p) = projection {
+            b = b.with_projection(p);
         }
-        Ok(AnyDecoder::Csv(Box::new(b.build_decoder())))
+        let check = self
+            .trailing
+            .then(|| Box::new(TrailingCheck::new(self.rules, columns)));
+        Ok(AnyDecoder::Csv(Box::new(b.build_decoder()), check))
     }
 
     fn splitter(&self) -> csv_core::Reader {
@@ -1664,6 +1776,7 @@ mod tests {
                 escape: None,
                 comment: Some(b'#'),
             },
+            trailing: false,
             null_regex: None,
             compression: FileCompressionType::UNCOMPRESSED,
             batch_size: 8192,

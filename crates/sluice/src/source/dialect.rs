@@ -11,6 +11,15 @@
 //! Candidates are only tried when their characters occur in the sample, so a plain comma
 //! file costs one framing.
 //!
+//! **A delimiter after the last value** of every row (spreadsheet exports write them) is no
+//! column: when the rows are one field wider than the header and that field is always
+//! blank in the sample, or the header alone ends with a delimiter, the file reads with the
+//! header's columns and a blank last field is dropped from every row that has one (a value
+//! there makes the row too wide: rejected, never dropped).
+//!
+//! **A header one field short** of rows whose last field is never blank names every column
+//! but the first, as R writes row names: the first column reads as `column_1`.
+//!
 //! **The header** is decided by types: a column whose later values are all numbers, dates
 //! or booleans and whose first value is not makes the first row a header; a first row whose
 //! values have the types of the rows below is data. When every column is text the types
@@ -80,6 +89,13 @@ pub struct Dialect {
     pub preamble: u64,
     /// Fields per record.
     pub columns: usize,
+    /// Rows end with a delimiter: a blank field past the last column is dropped.
+    pub trailing: bool,
+    /// Fields of a data record as written (`columns + 1` where the rows end with a
+    /// delimiter).
+    pub row_fields: usize,
+    /// The header names every column but the first (R's row names).
+    pub unnamed_first: bool,
     /// Why the detection is not sure (`None`: it is).
     pub doubt: Option<String>,
 }
@@ -97,7 +113,13 @@ impl Dialect {
         if let Some(c) = self.rules.comment {
             parts.push(format!("{} comments", shown(c)));
         }
+        if self.trailing {
+            parts.push("rows end with a delimiter".to_string());
+        }
         parts.push(if self.header { "header" } else { "no header" }.to_string());
+        if self.unnamed_first {
+            parts.push("naming all but the first column".to_string());
+        }
         if self.skip > 0 {
             parts.push(format!(
                 "{} line{} before it skipped",
@@ -120,10 +142,19 @@ pub fn shown(c: u8) -> String {
 /// One candidate framing of the sample: each record's field count and end.
 struct Framing {
     rules: CsvRules,
+    /// Each record's field count, a trailing blank field left out where rows end with a
+    /// delimiter.
     counts: Vec<usize>,
     ends: Vec<usize>,
     /// The width: the most common field count of the later records.
     width: usize,
+    /// Rows end with a delimiter (see [`trailing_delimiter`]).
+    trailing: bool,
+    /// The most common field count as written.
+    row_fields: usize,
+    /// The record before the first row is one field short and the rows' last field is never
+    /// blank: a header without a name for the first column.
+    unnamed_first: bool,
     /// Records before the first one of that width.
     skip: usize,
     /// Records of that width from `skip` on.
@@ -132,19 +163,30 @@ struct Framing {
 
 impl Framing {
     fn of(sample: &[u8], complete: bool, rules: CsvRules, skip: Option<usize>) -> Framing {
-        let (counts, ends) = frame(sample, complete, rules);
+        let (mut counts, ends, blank) = frame(sample, complete, rules);
         let n = counts.len();
         // The width by the later half of the records (a preamble sits at the start).
         let later = &counts[n / 2..];
-        let width = mode(later).unwrap_or(1);
-        // A preamble is a few short lines (a title has one field, or far fewer than a row):
-        // a header one field short of its rows is no preamble.
+        let row_fields = mode(later).unwrap_or(1);
+        let trailing = trailing_delimiter(&counts, &blank, row_fields);
+        let unnamed_first = trailing.is_none() && unnamed_first(&counts, &blank, row_fields);
+        let width = trailing.unwrap_or(row_fields);
+        if trailing.is_some() {
+            for (c, b) in counts.iter_mut().zip(&blank) {
+                if *b && *c == width + 1 {
+                    *c = width;
+                }
+            }
+        }
+        // A preamble is a few lines of another width (a title has one field, or far fewer
+        // than a row, or a comma in its text): a header one field short of its rows is no
+        // preamble (see `detect` for a line wider than the rows).
         let skip = skip.unwrap_or_else(|| {
             for (i, c) in counts.iter().take(MAX_PREAMBLE + 1).enumerate() {
                 if *c == width {
                     return i;
                 }
-                if !(*c == 1 || c * 2 < width) {
+                if !(*c == 1 || c * 2 < width || *c > width) {
                     return 0;
                 }
             }
@@ -156,6 +198,9 @@ impl Framing {
             counts,
             ends,
             width,
+            trailing: trailing.is_some(),
+            row_fields,
+            unnamed_first,
             skip,
             score,
         }
@@ -184,16 +229,74 @@ impl Framing {
 }
 
 /// The field count and end offset of each whole record of `sample`, as `rules` frame it
-/// (at most [`DETECT_RECORDS`]); a last record without its line break counts only when the
-/// sample is the whole file.
-fn frame(sample: &[u8], complete: bool, rules: CsvRules) -> (Vec<usize>, Vec<usize>) {
-    let (mut counts, mut offsets) = (Vec::new(), Vec::new());
+/// (at most [`DETECT_RECORDS`]), and whether its last field is blank; a last record without
+/// its line break counts only when the sample is the whole file.
+fn frame(sample: &[u8], complete: bool, rules: CsvRules) -> (Vec<usize>, Vec<usize>, Vec<bool>) {
+    let (mut counts, mut offsets, mut blank) = (Vec::new(), Vec::new(), Vec::new());
     each_record(sample, complete, rules, |r| {
         counts.push(r.width());
         offsets.push(r.end);
+        blank.push(r.width() > 1 && r.fields().last().is_some_and(is_blank));
         counts.len() < DETECT_RECORDS
     });
-    (counts, offsets)
+    (counts, offsets, blank)
+}
+
+/// A value of nothing but white space (a line break in quotes, as some exports end rows).
+pub(crate) fn is_blank(v: &[u8]) -> bool {
+    v.iter().all(u8::is_ascii_whitespace)
+}
+
+/// The record that can only be a header of another width: the one just before the first
+/// record of `row_fields` fields, with nothing but title lines before it and (nearly) every
+/// record after it of that width. `None` in any other file: one row too wide among rows is
+/// a bad row, not a layout.
+fn header_before_rows(counts: &[usize], row_fields: usize) -> Option<usize> {
+    let first = counts.iter().position(|c| *c == row_fields)?;
+    let header = first.checked_sub(1)?;
+    let titles = counts[..header]
+        .iter()
+        .all(|c| *c == 1 || c * 2 < row_fields);
+    let rows = &counts[first..];
+    let wide = rows.iter().filter(|c| **c == row_fields).count();
+    (titles && wide as f64 >= 0.9 * rows.len() as f64).then_some(header)
+}
+
+/// Whether the record before the first of `row_fields` fields is one field short while no
+/// row's last field is blank (R's row names: the header leaves the first column unnamed).
+fn unnamed_first(counts: &[usize], blank: &[bool], row_fields: usize) -> bool {
+    let Some(header) = header_before_rows(counts, row_fields) else {
+        return false;
+    };
+    row_fields >= 3
+        && counts[header] + 1 == row_fields
+        && counts
+            .iter()
+            .zip(blank)
+            .filter(|(c, _)| **c == row_fields)
+            .all(|(_, b)| !*b)
+}
+
+/// The file's width when its rows end with a delimiter (`row_fields`: the most common field
+/// count as written; `blank`: each record's last field is blank), `None` when they do not.
+/// Two shapes say so: the rows are one field wider than the record before the first of
+/// them (the header) and that field is blank in every one of them, or that record alone is
+/// one field wider with a blank last field (a header ending in a delimiter). A blank last
+/// column under a header that names it is a column.
+fn trailing_delimiter(counts: &[usize], blank: &[bool], row_fields: usize) -> Option<usize> {
+    let header = header_before_rows(counts, row_fields)?;
+    let rows_blank = counts
+        .iter()
+        .zip(blank)
+        .filter(|(c, _)| **c == row_fields)
+        .all(|(_, b)| *b);
+    if row_fields >= 3 && counts[header] + 1 == row_fields && rows_blank {
+        return Some(row_fields - 1);
+    }
+    if row_fields >= 2 && counts[header] == row_fields + 1 && blank[header] {
+        return Some(row_fields);
+    }
+    None
 }
 
 /// The most common value (the larger on a tie).
@@ -313,7 +416,16 @@ pub fn detect(sample: &[u8], complete: bool, fixed: &Fixed, default_delimiter: u
             best.width
         ));
     }
-    let skip = best.skip;
+    let mut skip = best.skip;
+    // A line wider than the rows before them is a title holding the delimiter when the
+    // rows start with a header, and otherwise the header of a file whose rows are short.
+    if fixed.skip.is_none() && skip > 0 && best.counts[skip - 1] > best.width {
+        let start = best.ends[skip - 1];
+        let (header, _) = header_of(&body[start..], complete, best.rules);
+        if !header {
+            skip -= 1;
+        }
+    }
     let preamble = sep_len
         + if skip == 0 {
             0
@@ -334,6 +446,9 @@ pub fn detect(sample: &[u8], complete: bool, fixed: &Fixed, default_delimiter: u
         skip: skip + usize::from(sep.is_some()),
         preamble: preamble as u64,
         columns: best.width,
+        trailing: best.trailing,
+        row_fields: best.row_fields,
+        unnamed_first: header && best.unnamed_first && best.skip == skip,
         doubt: (!doubts.is_empty()).then(|| doubts.join("; ")),
     }
 }
@@ -364,19 +479,50 @@ fn shape(v: &[u8]) -> Shape {
     if text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("false") {
         return Shape::Bool;
     }
-    if v.len() >= 10
-        && v[..4].iter().all(u8::is_ascii_digit)
-        && v[4] == b'-'
-        && v[5..7].iter().all(u8::is_ascii_digit)
-        && v[7] == b'-'
-        && v[8..10].iter().all(u8::is_ascii_digit)
-    {
+    if is_date(v) || is_time(v) {
         return Shape::Date;
     }
     if text.bytes().any(|b| b.is_ascii_digit()) && text.parse::<f64>().is_ok() {
         return Shape::Float;
     }
+    let unsigned = text.trim_start_matches(['-', '+']);
+    if ["nan", "inf", "infinity"]
+        .iter()
+        .any(|w| unsigned.eq_ignore_ascii_case(w))
+    {
+        return Shape::Float;
+    }
     Shape::Text
+}
+
+/// Digit groups of `v` split at `sep`, each 1 to 4 digits long (`None` otherwise).
+fn digit_groups(v: &[u8], sep: u8) -> Option<Vec<usize>> {
+    v.split(|b| *b == sep)
+        .map(|g| {
+            ((1..=4).contains(&g.len()) && g.iter().all(u8::is_ascii_digit)).then_some(g.len())
+        })
+        .collect()
+}
+
+/// A date as written in exports: `2024-01-31` (and a time after it), `31/01/2024`,
+/// `1/31/2024`, `31.01.24`, `2024/01/31`.
+fn is_date(v: &[u8]) -> bool {
+    let day = v.split(|b| *b == b' ' || *b == b'T').next().unwrap_or(v);
+    [b'-', b'/', b'.'].iter().any(|&sep| {
+        matches!(
+            digit_groups(day, sep).as_deref(),
+            Some([4, 1..=2, 1..=2]) | Some([1..=2, 1..=2, 2 | 4])
+        )
+    })
+}
+
+/// A time of day: `13:45`, `1:00:00`, `13:45:10.5`.
+fn is_time(v: &[u8]) -> bool {
+    let whole = v.split(|b| *b == b'.').next().unwrap_or(v);
+    matches!(
+        digit_groups(whole, b':').as_deref(),
+        Some([1..=2, 2]) | Some([1..=2, 2, 2])
+    )
 }
 
 /// Whether `value` fits a column of shape `column`.
@@ -563,6 +709,75 @@ mod tests {
         );
         let d = detect_all(&text);
         assert_eq!((d.rules.delimiter, d.columns, d.header), (b';', 3000, true));
+    }
+
+    #[test]
+    fn a_delimiter_ending_every_row_is_no_column() {
+        // Rows one field wider than the header, the extra field always blank.
+        let d = detect_all("id,name,amount\n1,a,2.5,\n2,b,3.5,\n3,c,4,\n");
+        assert_eq!(
+            (d.columns, d.trailing, d.row_fields, d.header),
+            (3, true, 4, true)
+        );
+        assert_eq!(d.doubt, None, "{d:?}");
+        // The blank field may be a quoted line break (as some exports end their rows).
+        let d = detect_all("\"a\";\"b\"\n\"x\";\"1\";\"\n\"\n");
+        assert_eq!(
+            (d.rules.delimiter, d.columns, d.trailing),
+            (b';', 2, true),
+            "{d:?}"
+        );
+        // A header alone ending with a delimiter.
+        let d = detect_all("id,v,\n1,2\n3,4\n5,6\n");
+        assert_eq!((d.columns, d.trailing, d.row_fields), (2, true, 2), "{d:?}");
+        // A blank last column the header names is a column.
+        let d = detect_all("id,v,note\n1,2,\n3,4,\n");
+        assert_eq!((d.columns, d.trailing), (3, false), "{d:?}");
+        // Without a header one short, rows that all end blank keep their last column.
+        let d = detect_all("1,2,\n3,4,\n5,6,\n");
+        assert_eq!((d.columns, d.trailing), (3, false), "{d:?}");
+    }
+
+    #[test]
+    fn a_header_one_short_of_filled_rows_leaves_the_first_column_unnamed() {
+        let d = detect_all("\"x\",\"y\"\n\"r1\",1,2\n\"r2\",3,4\n\"r3\",5,6\n");
+        assert_eq!(
+            (d.columns, d.unnamed_first, d.trailing, d.header),
+            (3, true, false, true),
+            "{d:?}"
+        );
+        assert!(d.describe().contains("naming all but the first column"));
+    }
+
+    #[test]
+    fn a_title_holding_the_delimiter_is_a_preamble_but_a_wide_header_is_not() {
+        let text = "Created as New Dataset,Sample 022, February 11 2017\ncm-1,%T\n4000.00,98.78\n3999.00,98.79\n3998.00,98.78\n";
+        let d = detect_all(text);
+        assert_eq!((d.skip, d.columns, d.header), (1, 2, true), "{d:?}");
+        assert!(text[d.preamble as usize..].starts_with("cm-1,%T"));
+        // A header naming more columns than the rows fill stays the header.
+        let d = detect_all("id,score,extra\n1,2.5\n2,3.5\n3,4.5\n");
+        assert_eq!((d.skip, d.header), (0, true), "{d:?}");
+    }
+
+    #[test]
+    fn dates_times_and_nan_as_exports_write_them_are_typed() {
+        let d =
+            detect_all("2/28/2008,1:00:00,NaN\n2/28/2008,2:00:00,NaN\n2/28/2008,3:00:00,81.5\n");
+        assert_eq!((d.rules.delimiter, d.header), (b',', false), "{d:?}");
+        let d = detect_all("date,time,humidity\n2/28/2008,1:00:00,NaN\n2/28/2008,2:00:00,80\n");
+        assert!(d.header, "{d:?}");
+        for (v, s) in [
+            ("31.01.2024", Shape::Date),
+            ("2024/01/31", Shape::Date),
+            ("13:45:10.5", Shape::Date),
+            ("-inf", Shape::Float),
+            ("1.2.3", Shape::Text),
+            ("10.0.0.1", Shape::Text),
+            ("1.5", Shape::Float),
+        ] {
+            assert_eq!(shape(v.as_bytes()), s, "{v}");
+        }
     }
 
     #[test]

@@ -500,7 +500,13 @@ fn infer_csv(
             MAX_SAMPLE_BYTES >> 20
         ));
     }
-    let clean = well_formed_rows(&sample[..end], rules);
+    let trailing = found.trailing.then_some(found.columns);
+    if found.unnamed_first {
+        // The header gets an empty first name (read as `column_1`).
+        sample.insert(0, rules.delimiter);
+    }
+    let end = end + usize::from(found.unnamed_first);
+    let clean = well_formed_rows(&sample[..end], rules, trailing);
     let format = arrow_csv_format(&found, ask.null_value.as_deref())?;
     let (schema, _) = format
         .infer_schema(&clean[..], Some(rows))
@@ -523,13 +529,23 @@ const MAX_SAMPLE_BYTES: usize = 64 << 20;
 
 /// The sample without rows that would stop inference: rows whose field count differs from
 /// the first row's, and rows that are not UTF-8. (Those rows are reported when the data is
-/// read; they must not decide the types.)
-fn well_formed_rows(data: &[u8], rules: CsvRules) -> Vec<u8> {
+/// read; they must not decide the types.) Where rows end with a delimiter (`trailing`: the
+/// file's columns), a record one field wider whose last field is blank is kept without it.
+fn well_formed_rows(data: &[u8], rules: CsvRules, trailing: Option<usize>) -> Vec<u8> {
     let mut kept = Vec::with_capacity(data.len());
     let (mut start, mut expected) = (0usize, None);
     each_record(data, true, rules, |r| {
-        let row = &data[start..r.end];
-        if *expected.get_or_insert(r.width()) == r.width() && std::str::from_utf8(row).is_ok() {
+        let mut row = &data[start..r.end];
+        let mut width = r.width();
+        if trailing.is_some_and(|c| width == c + 1)
+            && r.fields().last().is_some_and(super::dialect::is_blank)
+        {
+            if let Some(cut) = without_last_field(row, rules) {
+                row = cut;
+                width -= 1;
+            }
+        }
+        if *expected.get_or_insert(width) == width && std::str::from_utf8(row).is_ok() {
             kept.extend_from_slice(row);
             // A record ended by `\r` alone gets a line feed; the file's last one keeps its end.
             if !row.ends_with(b"\n") && r.end < data.len() {
@@ -540,6 +556,23 @@ fn well_formed_rows(data: &[u8], rules: CsvRules) -> Vec<u8> {
         true
     });
     kept
+}
+
+/// A record's bytes without its blank last field and the delimiter before it (and without
+/// its line break), `None` when its end is not such a field.
+fn without_last_field(row: &[u8], rules: CsvRules) -> Option<&[u8]> {
+    let mut end = row.len();
+    while end > 0 && matches!(row[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    // A blank field as written: white space, maybe quoted (`""`, `"` + a line break + `"`).
+    while end > 0
+        && row[end - 1] != rules.delimiter
+        && (row[end - 1].is_ascii_whitespace() || row[end - 1] == rules.quote)
+    {
+        end -= 1;
+    }
+    (end > 0 && row[end - 1] == rules.delimiter).then(|| &row[..end - 1])
 }
 
 /// Where a sample of `rows` records plus the header ends: just after that record's line
@@ -692,7 +725,8 @@ mod tests {
                     quote: b'"',
                     escape: None,
                     comment: None
-                }
+                },
+                None
             )),
             Ok("a,b".to_string())
         );

@@ -600,11 +600,12 @@ impl Source {
             first.dialect.as_ref(),
         )?;
         // The group's dialect (one for all its files), else the options' defaults.
-        let (rules, header) = match &first.dialect {
-            Some(d) => (d.rules, d.header),
+        let (rules, header, trailing) = match &first.dialect {
+            Some(d) => (d.rules, d.header, d.trailing),
             None => (
                 self.options.csv.rules_for(&first.input.display),
                 self.options.csv.header_or_default(),
+                false,
             ),
         };
         // Per-file constant columns: Hive folder values, then the source path.
@@ -658,6 +659,7 @@ impl Source {
                 partition_fields: partition_fields.into_iter().map(Arc::new).collect(),
                 header,
                 rules,
+                trailing,
                 null_regex,
                 compression: first.input.compression.to_datafusion(),
                 batch_size: 8192,
@@ -681,7 +683,12 @@ impl Source {
         if csv_split {
             let dialect = split::Dialect {
                 rules,
-                columns: first.schema.fields().len(),
+                // Records as written: one more field where rows end with a delimiter.
+                columns: first
+                    .dialect
+                    .as_ref()
+                    .filter(|d| d.trailing)
+                    .map_or(first.schema.fields().len(), |d| d.row_fields),
                 lines: first.input.format == Format::Ndjson || newlines == NewlinesInValues::No,
             };
             table = table.with_csv_split(dialect, Arc::clone(&self.unsplit));
@@ -770,8 +777,9 @@ struct GroupKey {
     store: String,
     format: Format,
     compression: Compression,
-    /// A CSV file's dialect and whether it has a header.
-    dialect: Option<(CsvRules, bool)>,
+    /// A CSV file's dialect, whether it has a header and whether its rows end with a
+    /// delimiter.
+    dialect: Option<(CsvRules, bool, bool)>,
     columns: Vec<(String, Option<DataType>)>,
 }
 
@@ -783,7 +791,7 @@ impl GroupKey {
             store: f.input.store.clone(),
             format: f.input.format,
             compression: f.input.compression,
-            dialect: f.dialect.as_ref().map(|d| (d.rules, d.header)),
+            dialect: f.dialect.as_ref().map(|d| (d.rules, d.header, d.trailing)),
             columns: f
                 .schema
                 .fields()
