@@ -66,6 +66,11 @@ pub enum Error {
     #[error("{0}")]
     BadRow(String),
 
+    /// An HTTP API call of an enrich stage failed and the stage stops the job
+    /// (`on_error = "fail"`): the stage, the key and what the API answered.
+    #[error("{0}")]
+    Api(String),
+
     /// A cluster's executor does not see the job's inputs or outputs where the client does
     /// (see [`crate::cluster::reach`]): the executor, the path and what is wrong.
     #[error("{0}")]
@@ -210,4 +215,27 @@ pub fn column_list(schema: &datafusion::arrow::datatypes::Schema) -> String {
         .filter(|n| !crate::ledger::origin::is_origin(n))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// An error and its causes as one line, the way sluice prints errors: causes whose text the
+/// message already holds are left out (DataFusion errors repeat their sources), line breaks
+/// are folded.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(text.trim()) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(text.trim());
+        }
+        cause = c.source();
+    }
+    out.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

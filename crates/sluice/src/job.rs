@@ -510,12 +510,13 @@ fn check_not_reading_output(source: &Source, sink: &SinkOptions) -> Result<()> {
     Ok(())
 }
 
-/// A bad row or a broken file that stopped the job, taken out of the engine's wrapping.
+/// A bad row, a failed API call or a broken file that stopped the job, taken out of the engine's wrapping.
 fn own_error(e: &datafusion::error::DataFusionError) -> Option<Error> {
     match e.find_root() {
         datafusion::error::DataFusionError::External(inner) => {
             match inner.downcast_ref::<Error>() {
                 Some(Error::BadRow(msg)) => Some(Error::BadRow(msg.clone())),
+                Some(Error::Api(msg)) => Some(Error::Api(msg.clone())),
                 Some(Error::File { file, reason }) => Some(Error::file(file, reason)),
                 _ => None,
             }

@@ -248,9 +248,15 @@ fn bound_text(v: &toml::Value) -> String {
     }
 }
 
-impl PipelineSpec {
-    fn into_job(self, base: &Path) -> Result<Job> {
-        let s = self.source;
+impl SourceSpec {
+    /// The read options these keys describe; relative paths are joined onto `base` (the
+    /// pipeline file's folder; empty: the working directory).
+    pub fn into_read_options(
+        self,
+        base: &Path,
+        storage: &crate::storage::stores::StorageOptions,
+    ) -> Result<ReadOptions> {
+        let s = self;
         let newlines = match &s.newlines_in_values {
             None => NewlinesInValues::Auto,
             Some(toml::Value::Boolean(true)) => NewlinesInValues::Yes,
@@ -285,7 +291,7 @@ impl PipelineSpec {
                 spec
             }
         });
-        let source = ReadOptions {
+        Ok(ReadOptions {
             paths,
             format: s.format.as_deref().map(str::parse::<Format>).transpose()?,
             csv,
@@ -310,7 +316,7 @@ impl PipelineSpec {
             max_compression_ratio: s
                 .max_compression_ratio
                 .unwrap_or(crate::source::DEFAULT_MAX_COMPRESSION_RATIO),
-            storage: self.storage.clone(),
+            storage: storage.clone(),
             database: crate::db::DbOptions {
                 table: s.table,
                 query: s.query,
@@ -319,9 +325,19 @@ impl PipelineSpec {
                 lower_bound: s.lower_bound.as_ref().map(bound_text),
                 upper_bound: s.upper_bound.as_ref().map(bound_text),
             },
-        };
-        let k = self.sink;
-        let sink = SinkOptions {
+        })
+    }
+}
+
+impl SinkSpec {
+    /// The sink options these keys describe; relative paths are joined onto `base`.
+    pub fn into_sink_options(
+        self,
+        base: &Path,
+        storage: &crate::storage::stores::StorageOptions,
+    ) -> Result<SinkOptions> {
+        let k = self;
+        Ok(SinkOptions {
             path: anchor(base, &k.path),
             format: k.format.as_deref().map(str::parse::<Format>).transpose()?,
             files: k.files,
@@ -334,7 +350,7 @@ impl PipelineSpec {
                 .unwrap_or_default(),
             compression: k.compression.as_deref().map(str::parse).transpose()?,
             rejects: k.rejects.as_deref().map(|r| anchor(base, r)),
-            storage: self.storage.clone(),
+            storage: storage.clone(),
             rejects_format: k
                 .rejects_format
                 .as_deref()
@@ -344,7 +360,14 @@ impl PipelineSpec {
             table: k.table,
             upsert: k.upsert.map(OneOrMany::into_vec).unwrap_or_default(),
             create: k.create,
-        };
+        })
+    }
+}
+
+impl PipelineSpec {
+    fn into_job(self, base: &Path) -> Result<Job> {
+        let source = self.source.into_read_options(base, &self.storage)?;
+        let sink = self.sink.into_sink_options(base, &self.storage)?;
         // Stages run in the order they appear in the file, whatever their kind.
         let mut stages: Vec<(usize, Stage)> = Vec::new();
         for t in self.transform {

@@ -143,8 +143,8 @@ impl QueryCmd {
         // What the query did not see is said on stderr, whether printing worked or not.
         for (name, source) in &sources {
             source.rejects.finish(false)?;
-            for line in accounting_lines(name, source, &rejects_root) {
-                eprintln!("{line}");
+            for line in source.unseen_lines(name, &rejects_root.join(name)) {
+                eprintln!("warning: {line}");
             }
         }
         result?;
@@ -184,30 +184,4 @@ impl QueryCmd {
         }
         Ok(())
     }
-}
-
-/// The stderr lines telling what a query did not see of table `name`: rejected and skipped
-/// rows, and files that could not be read.
-fn accounting_lines(name: &str, source: &Source, rejects_root: &std::path::Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    let rejected = source.rejects.rejected();
-    if rejected > 0 {
-        lines.push(format!(
-            "warning: table {name}: {rejected} row(s) rejected, not in the result (see {})",
-            rejects_root.join(name).join("rejects.ndjson").display()
-        ));
-    }
-    let skipped = source.rejects.skipped();
-    if skipped > 0 {
-        lines.push(format!(
-            "warning: table {name}: {skipped} bad row(s) skipped (--on-error skip), not in the result"
-        ));
-    }
-    for f in source.rejects.failed() {
-        lines.push(format!(
-            "warning: table {name}: {} could not be read: {}",
-            f.file, f.reason
-        ));
-    }
-    lines
 }

@@ -343,13 +343,15 @@ pub async fn execute(
     .await
 }
 
-/// The line sluice itself wrote for a job that failed on the cluster (a bad row, a broken
-/// file), taken out of Ballista's report of the failed task, which carries the executor's
-/// error only as its debug text; `None` when the failure was not one of sluice's.
+/// The line sluice itself wrote for a job that failed on the cluster (a bad row, a failed
+/// API call, a broken file), taken out of Ballista's report of the failed task, which
+/// carries the executor's error only as its debug text; `None` when the failure was not one
+/// of sluice's.
 pub fn job_error(e: &datafusion::error::DataFusionError) -> Option<String> {
     let text = e.to_string();
     for marker in [
         "BadRow(\"",
+        "Api(\"",
         "Unreachable(\"",
         "File { file: \"",
         "Config(\"",

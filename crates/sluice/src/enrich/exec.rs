@@ -163,7 +163,7 @@ impl BatchMap for EnrichMap {
 impl EnrichMap {
     /// The error that stops the job (`on_error = "fail"`).
     fn failed(&self, message: &str) -> DataFusionError {
-        DataFusionError::External(Box::new(crate::error::Error::BadRow(format!(
+        DataFusionError::External(Box::new(crate::error::Error::Api(format!(
             "enrich '{}': {message}",
             self.enricher.name
         ))))

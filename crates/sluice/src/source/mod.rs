@@ -19,6 +19,7 @@ pub mod table;
 pub mod temporal;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
@@ -431,6 +432,33 @@ impl Source {
             connector: None,
             options,
         })
+    }
+
+    /// What a query over this source (as table `name`) did not see, one line each: rows
+    /// rejected (in `rejects_dir/rejects.ndjson`), rows skipped, files that could not be
+    /// read. Empty when every row was read.
+    pub fn unseen_lines(&self, name: &str, rejects_dir: &Path) -> Vec<String> {
+        let mut lines = Vec::new();
+        let rejected = self.rejects.rejected();
+        if rejected > 0 {
+            lines.push(format!(
+                "table {name}: {rejected} row(s) rejected, not in the result (see {})",
+                rejects_dir.join("rejects.ndjson").display()
+            ));
+        }
+        let skipped = self.rejects.skipped();
+        if skipped > 0 {
+            lines.push(format!(
+                "table {name}: {skipped} bad row(s) skipped (on-error skip), not in the result"
+            ));
+        }
+        for f in self.rejects.failed() {
+            lines.push(format!(
+                "table {name}: {} could not be read: {}",
+                f.file, f.reason
+            ));
+        }
+        lines
     }
 
     /// Total bytes of all input files.
