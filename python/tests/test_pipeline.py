@@ -193,7 +193,10 @@ def test_ctrl_c_cancels_promptly_and_commits_nothing(tmp_path: Path):
     out = tmp_path / "out"
     script = textwrap.dedent(
         f"""
-        import sys, time, sluice
+        import signal, sys, time, sluice
+        # Python's own Ctrl-C handler, even when started with SIGINT ignored (a background
+        # job of a non-interactive shell, as CI may run this).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         def slow(batch):
             if batch.num_rows:
                 print("started", flush=True)
@@ -225,7 +228,8 @@ def test_ctrl_c_stops_a_read(tmp_path: Path):
     write_csv(data, files=2, rows=2000)
     script = textwrap.dedent(
         f"""
-        import sys, sluice
+        import signal, sys, sluice
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         rel = sluice.scan({str(data)!r}).sql(
             "SELECT a.id FROM self a CROSS JOIN self b CROSS JOIN self c"
         )

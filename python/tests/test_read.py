@@ -111,6 +111,10 @@ def test_explicit_schema_and_csv_options(tmp_path: Path):
     (tmp_path / "n.txt").write_text("1;x\n2;y\n")
     t = sluice.read(tmp_path / "n.txt", format="csv", header=False, delimiter=";")
     assert t.num_rows == 2 and t.column(1).to_pylist() == ["x", "y"]
+    # No header and a schema: its names, by position.
+    t = sluice.read(tmp_path / "n.txt", format="csv", header=False, delimiter=";", schema="id BIGINT, s VARCHAR")
+    assert t.schema.names == ["id", "s"]
+    assert t.to_pylist() == [{"id": 1, "s": "x"}, {"id": 2, "s": "y"}]
 
 
 def test_pandas_and_polars_and_arrow_consumers(odd_dir: Path):

@@ -10,13 +10,17 @@ use pyo3::prelude::*;
 use crate::errors::SluiceError;
 
 /// The engine's runtime: as many worker threads as cores (each job's partitions are its
-/// own setting).
+/// own setting), with a main thread's stack.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(sluice::context::default_threads().max(2))
             .thread_name("sluice")
+            // A job's plan is built and started on a worker (the CLI does that on its main
+            // thread, 8 MiB): deep plans recurse through `execute`, more so in debug builds,
+            // where tokio's default 2 MiB overflowed.
+            .thread_stack_size(16 * 1024 * 1024)
             .enable_all()
             .build()
             .expect("the sluice runtime cannot start: no threads?")

@@ -394,3 +394,60 @@ for r in duckdb.sql("""
     ];
     assert_eq!(out.lines().collect::<Vec<_>>(), expected);
 }
+
+/// A file without a header and a schema: its columns take the schema's names by position
+/// (as in Spark and DuckDB), declared (`--no-header`) or detected; before, the file's
+/// `column_1`... came out beside the schema's columns, which were all NULL.
+#[test]
+fn a_headerless_file_takes_the_schema_names_by_position() {
+    let wd = Workdir::new();
+    wd.write("d.txt", "1;2.5\n2;3.5\n");
+    wd.write("n.csv", "7,x,0.5\n8,y,1.5\n9,z,2.5\n");
+    let declared = wd.ok(&[
+        "query",
+        "SELECT id, v FROM t ORDER BY id",
+        "-t",
+        "t=d.txt",
+        "--format-in",
+        "csv",
+        "--no-header",
+        "--delimiter",
+        ";",
+        "--schema",
+        "id BIGINT, v DOUBLE",
+        "--output",
+        "csv",
+    ]);
+    assert_eq!(declared, "id,v\n1,2.5\n2,3.5\n");
+    // Detected headerless (numbers first), a schema naming every column.
+    let detected = wd.ok(&[
+        "query",
+        "SELECT sum(id) AS ids, string_agg(name, '') AS names, sum(w) AS w FROM t",
+        "-t",
+        "t=n.csv",
+        "--schema",
+        "id BIGINT, name VARCHAR, w DOUBLE",
+        "--output",
+        "csv",
+    ]);
+    assert_eq!(detected, "ids,names,w\n24,xyz,4.5\n");
+    // Declared headerless and wider than the schema: the first columns are named, the
+    // rest keep their numbers, and the schema view says so.
+    let wider = wd.ok(&[
+        "query",
+        "SELECT id, column_2, column_3 FROM t ORDER BY id",
+        "-t",
+        "t=n.csv",
+        "--no-header",
+        "--schema",
+        "id BIGINT",
+        "--output",
+        "csv",
+    ]);
+    assert_eq!(wider, "id,column_2,column_3\n7,x,0.5\n8,y,1.5\n9,z,2.5\n");
+    let schema = wd.ok(&["schema", "n.csv", "--no-header", "--schema", "id BIGINT"]);
+    assert!(
+        schema.contains("no header, 3 columns named by position from a schema of 1"),
+        "{schema}"
+    );
+}

@@ -296,7 +296,13 @@ impl Source {
             return Err(first_failure.unwrap_or_else(|| Error::NoMatch(options.paths.join(" "))));
         }
 
-        let (schema, decisions, required) = target_schema(ctx, &described, &options).await?;
+        let mut named = Vec::new();
+        if let Some(spec) = &options.schema {
+            let explicit = parse_schema(ctx, spec).await?;
+            named = name_headerless(&mut described, &explicit, options.csv.header == Some(false));
+        }
+        let (schema, mut decisions, required) = target_schema(ctx, &described, &options).await?;
+        decisions.extend(named);
         // A file without a NOT NULL column would reject every row: it is a whole-file fault.
         if options.union_by_name && !required.is_empty() {
             let mut kept = Vec::with_capacity(described.len());
@@ -922,6 +928,43 @@ async fn target_schema(
         }
     }
     Ok((Arc::new(Schema::new(fields)), decisions, required))
+}
+
+/// CSV files without a header take their column names from the explicit schema, by
+/// position (as Spark's and DuckDB's readers do): without this, a headerless file's
+/// columns are `column_1`, `column_2`... and the schema's columns would come out all NULL
+/// beside them. Done when the schema names as many columns as the file has, or for every
+/// headerless file when the header is declared absent (`--no-header`): then the first
+/// columns are named and a file wider or narrower than the schema is said in a line of
+/// the returned decisions.
+fn name_headerless(files: &mut [SourceFile], explicit: &Schema, declared: bool) -> Vec<String> {
+    let mut said = Vec::new();
+    for f in files.iter_mut() {
+        let headerless =
+            f.input.format == Format::Csv && f.dialect.as_ref().is_some_and(|d| !d.header);
+        let (have, named) = (f.schema.fields().len(), explicit.fields().len());
+        if !headerless || (have != named && !declared) {
+            continue;
+        }
+        let fields: Vec<Field> = f
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, own)| match explicit.fields().get(i) {
+                Some(e) => Field::new(e.name(), own.data_type().clone(), own.is_nullable()),
+                None => own.as_ref().clone(),
+            })
+            .collect();
+        f.schema = Arc::new(Schema::new(fields));
+        if have != named {
+            said.push(format!(
+                "{}: no header, {have} columns named by position from a schema of {named}",
+                f.input.display
+            ));
+        }
+    }
+    said
 }
 
 /// True when `column` comes from a `key=value` folder of the file's path.
