@@ -13,8 +13,8 @@ if [ ! -x bench/.venv/bin/python ]; then
 fi
 bench/.venv/bin/pip install --quiet --disable-pip-version-check "maturin>=1.9,<2" pyarrow polars duckdb
 (cd python && VIRTUAL_ENV="$PWD/../bench/.venv" PATH="$PWD/../bench/.venv/bin:$PATH" maturin develop --release --quiet)
-cargo build --release --locked -p sluice-bench
 if [ ! -f "$DATA/1x/big.csv" ]; then
+  cargo build --release --locked -p sluice-bench
   "$CARGO_TARGET_DIR/release/datagen" "$DATA/1x" --files 32 --rows 150000 --seed 42
 fi
 bench/.venv/bin/python bench/python.py --data "$DATA/1x" --rounds "${ROUNDS:-5}"

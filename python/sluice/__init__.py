@@ -310,7 +310,9 @@ def _batch_function(fn: Callable[[pa.RecordBatch], Any], name: str, schema: Opti
             return pa.RecordBatch.from_pylist([], schema=schema)
         out = _to_batch(fn(batch), name)
         if schema is not None and out.schema != schema:
-            out = pa.Table.from_batches([out]).select(schema.names).cast(schema).combine_chunks().to_batches()[0]
+            cast = pa.Table.from_batches([out]).select(schema.names).cast(schema).combine_chunks()
+            batches = cast.to_batches()
+            out = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=schema)
         return out
 
     return call
@@ -378,6 +380,12 @@ class Pipeline:
             name = getattr(fn, "__name__", "function")
             if not name.isidentifier():
                 name = f"function_{self._names}"
+            # Stages are found by name: two functions of one name get distinct ones.
+            taken = {step[1] for step in self._steps if step[0] == "map_batches"}
+            base, n = name, 1
+            while name in taken:
+                n += 1
+                name = f"{base}_{n}"
         self._steps.append(("map_batches", name, _batch_function(fn, name, schema)))
         return self
 

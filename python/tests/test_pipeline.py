@@ -262,3 +262,31 @@ def test_report_fields_and_read_only(tmp_path: Path):
     with pytest.raises(AttributeError):
         r.no_such_field
     assert "rows_in=80" in repr(r)
+
+
+def test_functions_of_one_name_each_run_once(tmp_path: Path):
+    data = tmp_path / "data"
+    g = write_csv(data, files=1, rows=30)
+
+    def adder(column: str, k: int):
+        def add(batch: pa.RecordBatch) -> pa.RecordBatch:
+            value = pc.add(batch.column("amount"), k)
+            return pa.RecordBatch.from_arrays(list(batch.columns) + [value], names=list(batch.schema.names) + [column])
+
+        return add
+
+    out = tmp_path / "out"
+    report = (
+        sluice.Pipeline()
+        .read(data)
+        .map_batches(adder("plus1", 1))
+        .map_batches(adder("plus2", 2))
+        .map_batches(lambda b: b)
+        .map_batches(lambda b: b)
+        .write(out)
+        .run()
+    )
+    t = pq.read_table(out)
+    assert report.rows_out == g.rows == t.num_rows
+    assert sum(t.column("plus1").to_pylist()) == g.amount + g.rows
+    assert sum(t.column("plus2").to_pylist()) == g.amount + 2 * g.rows

@@ -23,9 +23,33 @@ use crate::convert;
 use crate::errors::{to_py, FunctionError};
 use crate::runtime::block_on;
 
-/// The first exception a Python batch function raised in a job: raised again (as the
-/// `FunctionError`'s cause) when the job has stopped.
-type Raised = Arc<Mutex<Option<PyErr>>>;
+/// What a job's Python batch functions share: the first exception one raised (raised again
+/// as the `FunctionError`'s cause when the job has stopped), and the calls in flight, so a
+/// cancelled job returns to Python only once none is running and none will start.
+#[derive(Default)]
+struct PyCalls {
+    raised: Mutex<Option<PyErr>>,
+    cancelled: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+type Raised = Arc<PyCalls>;
+
+impl PyCalls {
+    /// No call starts from now on; returns when the running ones have returned (the engine's
+    /// tasks may outlive the cancelled job by a moment, and must never enter a Python that
+    /// is shutting down).
+    fn cancel_and_wait(&self, py: Python<'_>) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        py.detach(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while self.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+    }
+}
 
 /// A Python callable as a batch stage. It is called with a `pyarrow.RecordBatch` (holding
 /// the GIL, one call at a time on a standard CPython) and returns one; reading, decoding,
@@ -35,6 +59,15 @@ fn python_stage(name: String, f: Py<PyAny>, raised: Raised) -> BatchFn {
     BatchFn {
         name,
         f: Arc::new(move |batch: RecordBatch| {
+            // Counted before the check: a cancel that sees no call in flight sees every
+            // later one give up here.
+            raised.in_flight.fetch_add(1, Ordering::SeqCst);
+            let _done = InFlight(&raised.in_flight);
+            if raised.cancelled.load(Ordering::SeqCst) {
+                return Err(DataFusionError::Execution(format!(
+                    "batch function '{label}': the job was cancelled"
+                )));
+            }
             Python::attach(|py| {
                 let arg = batch.to_pyarrow(py)?;
                 let out = f.bind(py).call1((arg,))?;
@@ -43,7 +76,7 @@ fn python_stage(name: String, f: Py<PyAny>, raised: Raised) -> BatchFn {
             .map_err(|e: PyErr| {
                 let line = Python::attach(|py| {
                     let text = e.to_string();
-                    if let Ok(mut slot) = raised.lock() {
+                    if let Ok(mut slot) = raised.raised.lock() {
                         if slot.is_none() {
                             *slot = Some(e.clone_ref(py));
                         }
@@ -53,6 +86,15 @@ fn python_stage(name: String, f: Py<PyAny>, raised: Raised) -> BatchFn {
                 DataFusionError::Execution(format!("batch function '{label}' raised {line}"))
             })
         }),
+    }
+}
+
+/// Ends a call in flight when dropped (also when the call panics).
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -67,10 +109,14 @@ fn run_job(py: Python<'_>, job: Job, progress: bool, raised: Raised) -> PyResult
     if let Some(d) = display {
         d.stop();
     }
-    let report = match result? {
+    // Done, failed or interrupted: no Python call may start after this returns (the
+    // engine's tasks can outlive a failed or cancelled job by a moment).
+    raised.cancel_and_wait(py);
+    let result = result?;
+    let report = match result {
         Ok(report) => report,
         Err(e) => {
-            let first = raised.lock().ok().and_then(|mut r| r.take());
+            let first = raised.raised.lock().ok().and_then(|mut r| r.take());
             return Err(match first {
                 // The function's own exception, traceback and all, is the cause.
                 Some(cause) => {
