@@ -77,6 +77,35 @@ def _options(format: Optional[str], options: Mapping[str, Any]) -> dict:
     return out
 
 
+def _sql_type(t: pa.DataType) -> str:
+    simple = {
+        pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INT", pa.int64(): "BIGINT",
+        pa.uint8(): "TINYINT UNSIGNED", pa.uint16(): "SMALLINT UNSIGNED",
+        pa.uint32(): "INT UNSIGNED", pa.uint64(): "BIGINT UNSIGNED",
+        pa.float32(): "REAL", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
+        pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.date32(): "DATE",
+        pa.binary(): "BYTEA",
+    }
+    if t in simple:
+        return simple[t]
+    if pa.types.is_timestamp(t) and t.tz is None:
+        return "TIMESTAMP"
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision}, {t.scale})"
+    raise TypeError(f"schema: {t} has no sluice SQL type here; give the schema as text ('id BIGINT, ...')")
+
+
+def _schema_text(schema: Any) -> Any:
+    """A ``pyarrow.Schema`` as the schema text sluice takes (``"id" BIGINT NOT NULL, ...``)."""
+    if not isinstance(schema, pa.Schema):
+        return schema
+    parts = []
+    for field in schema:
+        name = '"' + field.name.replace('"', '""') + '"'
+        parts.append(f"{name} {_sql_type(field.type)}" + ("" if field.nullable else " NOT NULL"))
+    return ", ".join(parts)
+
+
 class Relation:
     """A lazy relation: files (or a database table) read by sluice's readers, then SQL.
 
@@ -145,7 +174,7 @@ def scan(
     paths: Paths,
     format: Optional[str] = None,
     *,
-    schema: Optional[str] = None,
+    schema: Optional[Union[str, pa.Schema]] = None,
     union_by_name: Optional[bool] = None,
     file_column: Optional[str] = None,
     on_error: Optional[str] = None,
@@ -163,7 +192,8 @@ def scan(
 
     The keyword options are those of the CLI and the pipeline file's ``[source]``, in Python
     style: ``format`` (``csv``, ``ndjson``, ``parquet``, ``orc``; default: each file's
-    extension), ``schema`` (``"id BIGINT, ts TIMESTAMP"`` or a file holding it),
+    extension), ``schema`` (``"id BIGINT, ts TIMESTAMP"``, a file holding it, or a
+    ``pyarrow.Schema``: listed columns get these types, non-nullable fields are NOT NULL),
     ``union_by_name`` (default True), ``file_column`` (a column naming each row's file),
     ``on_error`` (``"reject"`` (default), ``"skip"`` or ``"fail"``), ``infer_rows``,
     ``header``, ``delimiter``, ``quote``, ``escape``, ``comment``, ``skip_rows``,
@@ -180,7 +210,7 @@ def scan(
     opts = _options(
         format,
         dict(
-            schema=schema,
+            schema=_schema_text(schema),
             union_by_name=union_by_name,
             file_column=file_column,
             on_error=on_error,
@@ -345,6 +375,8 @@ class Pipeline:
         ``storage_options`` serve the read, the lookups and the write."""
         if storage_options:
             self._steps.insert(0, ("storage", dict(storage_options)))
+        if "schema" in options:
+            options = dict(options, schema=_schema_text(options["schema"]))
         self._steps.append(("read", _paths(paths), _options(format, options)))
         return self
 

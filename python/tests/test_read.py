@@ -190,3 +190,28 @@ def test_empty_strings_and_nulls_survive(tmp_path: Path):
     t = sluice.read(tmp_path / "e.csv")
     assert t.num_rows == 3
     assert t.column("s").to_pylist()[2] == "x"
+
+
+def test_a_pyarrow_schema_gives_types_and_not_null(tmp_path: Path):
+    (tmp_path / "a.csv").write_text('id,"odd ""name""",when,price\n1,2,2024-01-02 03:04:05,1.25\n2,,2024-02-03 00:00:00,2.50\n')
+    schema = pa.schema(
+        [
+            pa.field("id", pa.int32(), nullable=False),
+            ('odd "name"', pa.float64()),
+            ("when", pa.timestamp("us")),
+            ("price", pa.decimal128(10, 2)),
+        ]
+    )
+    t = sluice.read(tmp_path / "a.csv", schema=schema)
+    assert t.schema.field("id").type == pa.int32()
+    assert t.schema.field('odd "name"').type == pa.float64()
+    assert t.schema.field("when").type == pa.timestamp("us")
+    assert t.schema.field("price").type == pa.decimal128(10, 2)
+    assert t.column('odd "name"').to_pylist() == [2.0, None]
+    # NOT NULL holds: a null id is a bad row.
+    (tmp_path / "c.csv").write_text("id,x\n,1\n5,2\n")
+    with pytest.warns(sluice.UnreadRowsWarning, match="rejected"):
+        t = sluice.read(tmp_path / "c.csv", schema=pa.schema([pa.field("id", pa.int64(), nullable=False)]), rejects=tmp_path / "r")
+    assert t.column("id").to_pylist() == [5]
+    with pytest.raises(TypeError, match="schema"):
+        sluice.read(tmp_path / "c.csv", schema=pa.schema([("id", pa.list_(pa.int64()))]))
