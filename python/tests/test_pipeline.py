@@ -5,7 +5,6 @@ commit nothing."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -4,7 +4,6 @@
 //! DuckDB and pyarrow take directly.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,19 +86,6 @@ pub struct Relation {
     /// The plan built when the relation was made (to check it and learn its schema), kept
     /// for its first execution.
     built: Mutex<Option<Built>>,
-}
-
-fn temp_rejects() -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    std::env::temp_dir().join(format!(
-        "sluice-rejects-{}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
 }
 
 impl Relation {
@@ -324,13 +310,12 @@ impl Relation {
         })?
         .map_err(to_py)?;
         warn_all(py, &lines)?;
-        let batches = batches
+        let table = batches
             .into_iter()
             .map(|b| conform(b, &self.schema))
             .collect::<Result<Vec<_>, _>>()
             .and_then(|b| arrow_pyarrow::Table::try_new(b, Arc::clone(&self.schema)))
             .map_err(|e| SluiceError::new_err(e.to_string()))?;
-        let table = batches;
         table.into_pyarrow(py)
     }
 
@@ -409,7 +394,7 @@ pub fn scan(
     let read = convert::read_options(paths, table, &storage)?;
     let rejects = match rejects {
         Some(dir) => std::path::absolute(&dir).unwrap_or(dir),
-        None => temp_rejects(),
+        None => sluice::ledger::rejects::scratch_dir("sluice-rejects"),
     };
     let threads = threads
         .unwrap_or_else(sluice::context::default_threads)

@@ -510,7 +510,8 @@ fn check_not_reading_output(source: &Source, sink: &SinkOptions) -> Result<()> {
     Ok(())
 }
 
-/// A bad row, a failed API call or a broken file that stopped the job, taken out of the engine's wrapping.
+/// A bad row, a failed API call or a broken file that stopped the job, taken out of the
+/// engine's wrapping.
 fn own_error(e: &datafusion::error::DataFusionError) -> Option<Error> {
     match e.find_root() {
         datafusion::error::DataFusionError::External(inner) => {

@@ -79,14 +79,7 @@ impl QueryCmd {
         let rejects_root = match &self.rejects {
             // A whole path: a cluster's executors write there too.
             Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
-            None => std::env::temp_dir().join(format!(
-                "sluice-query-rejects-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis())
-                    .unwrap_or_default()
-            )),
+            None => sluice::ledger::rejects::scratch_dir("sluice-query-rejects"),
         };
         if self.cluster.is_some()
             && tables

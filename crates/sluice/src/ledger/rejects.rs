@@ -172,6 +172,22 @@ impl<R: std::io::Read> std::io::Read for LineCount<'_, R> {
     }
 }
 
+/// A new folder name under the system's temporary folder for rejected rows of a run that
+/// has no output of its own (`sluice query`, a Python read): `PREFIX-PID-MILLIS-N`, unique
+/// within the process and across processes. Nothing is created until a row is rejected.
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 /// The file a cluster task labelled `label` writes its rejected rows to.
 pub fn remote_file_name(label: &str) -> String {
     format!(".{label}.ndjson")

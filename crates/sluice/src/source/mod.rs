@@ -296,12 +296,16 @@ impl Source {
             return Err(first_failure.unwrap_or_else(|| Error::NoMatch(options.paths.join(" "))));
         }
 
-        let mut named = Vec::new();
-        if let Some(spec) = &options.schema {
-            let explicit = parse_schema(ctx, spec).await?;
-            named = name_headerless(&mut described, &explicit, options.csv.header == Some(false));
-        }
-        let (schema, mut decisions, required) = target_schema(ctx, &described, &options).await?;
+        let explicit = match &options.schema {
+            Some(spec) => Some(parse_schema(ctx, spec).await?),
+            None => None,
+        };
+        let named = match &explicit {
+            Some(e) => name_headerless(&mut described, e, options.csv.header == Some(false)),
+            None => Vec::new(),
+        };
+        let (schema, mut decisions, required) =
+            target_schema(&described, &options, explicit.as_ref())?;
         decisions.extend(named);
         // A file without a NOT NULL column would reject every row: it is a whole-file fault.
         if options.union_by_name && !required.is_empty() {
@@ -886,11 +890,11 @@ async fn resolve_all(
     Ok((files, skipped, missing))
 }
 
-/// The merged schema, with explicit types applied.
-async fn target_schema(
-    ctx: &SessionContext,
+/// The merged schema, with the explicit schema's types applied.
+fn target_schema(
     files: &[SourceFile],
     options: &ReadOptions,
+    explicit: Option<&Schema>,
 ) -> Result<(SchemaRef, Vec<String>, Vec<String>)> {
     let mut required = Vec::new();
     let (mut fields, decisions): (Vec<Field>, Vec<String>) = if options.union_by_name {
@@ -915,8 +919,7 @@ async fn target_schema(
     } else {
         by_position(files)?
     };
-    if let Some(spec) = &options.schema {
-        let explicit = parse_schema(ctx, spec).await?;
+    if let Some(explicit) = explicit {
         for ef in explicit.fields() {
             if !ef.is_nullable() {
                 required.push(ef.name().clone());
