@@ -125,23 +125,28 @@ fn explain_a_partitioned_output_over_bad_rows() {
         "p.toml",
         "[source]\npaths = \"in\"\n[sink]\npath = \"out\"\npartition_by = [\"cat\"]\n",
     );
-    let before = scratch_folders();
-    let text = wd.ok(&["explain", "p.toml"]);
+    // A temporary folder of its own: the shared one also holds the scratch folders of
+    // other tests' explains while they run (that raced under a parallel test run).
+    let tmp = wd.path("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let out = wd
+        .sluice()
+        .args(["explain", "p.toml"])
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("partitioned by cat"), "{text}");
     assert!(!wd.path("out").exists());
-    let after: Vec<_> = scratch_folders()
-        .into_iter()
-        .filter(|n| !before.contains(n))
-        .collect();
-    assert!(after.is_empty(), "scratch left behind: {after:?}");
-}
-
-/// The scratch folders of `explain` in the system's temporary folder.
-fn scratch_folders() -> Vec<std::ffi::OsString> {
-    std::fs::read_dir(std::env::temp_dir())
+    let left: Vec<_> = std::fs::read_dir(&tmp)
         .expect("tmp")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().starts_with("sluice-explain-"))
-        .collect()
+        .collect();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
 }
