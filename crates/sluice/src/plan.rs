@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::stats::Precision;
+use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -42,6 +44,18 @@ pub(crate) fn only_child(
     let [child] = <[_; 1]>::try_from(children)
         .map_err(|_| DataFusionError::Internal(format!("{name} has one child")))?;
     Ok(child)
+}
+
+/// What a scan of `bytes` bytes of files is likely to hold in memory, for the optimizer: the
+/// size alone, as an estimate (`Inexact`); rows and column values are unknown. DataFusion's
+/// join selection broadcasts the smaller side of a join (`CollectLeft`) when its size is
+/// under `hash_join_single_partition_threshold`, instead of hash-repartitioning both sides;
+/// without it a 50-row lookup file joined to millions of rows sends all of them through a
+/// repartition.
+pub(crate) fn estimated_statistics(schema: &SchemaRef, bytes: u64) -> Arc<Statistics> {
+    let mut stats = Statistics::new_unknown(schema);
+    stats.total_byte_size = Precision::Inexact(usize::try_from(bytes).unwrap_or(usize::MAX));
+    Arc::new(stats)
 }
 
 /// Ids for plan nodes, books and stages, unique in the process.

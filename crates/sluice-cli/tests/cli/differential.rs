@@ -185,3 +185,113 @@ fn sluice_agrees_with_duckdb_on_generated_files() {
         }
     }
 }
+
+/// A SQL join of many rows with a small file (the broadcast lookup written in SQL): the
+/// small side is the hash table every partition probes (`CollectLeft`), whichever side of
+/// the `JOIN` it is written on, so the big side is never repartitioned; and the answer is
+/// the generator's and DuckDB's.
+#[test]
+fn a_join_with_a_small_file_builds_on_it_and_agrees_with_duckdb() {
+    const CODES: [&str; 20] = [
+        "DE", "FR", "US", "GB", "IT", "ES", "NL", "BE", "PL", "SE", "NO", "DK", "FI", "AT", "CH",
+        "PT", "IE", "JP", "CA", "AU",
+    ];
+    let wd = Workdir::new();
+    let mut rng = Rng(0x5EED_1234_ABCD_0001);
+    // Rows: a known country, one no lookup row has, or none; amounts in cents.
+    let mut facts: Vec<(Option<String>, i64)> = Vec::new();
+    for f in 0..4 {
+        let mut text = String::from("id,country,amount\n");
+        for i in 0..6000 {
+            let country = match rng.below(25) {
+                0 => None,
+                1 => Some("ZZ".to_string()),
+                k => Some(CODES[(k as usize) % CODES.len()].to_string()),
+            };
+            let cents = rng.below(1_000_000) as i64;
+            let shown = country.clone().unwrap_or_default();
+            text.push_str(&format!("{i},{shown},{}.{:02}\n", cents / 100, cents % 100));
+            facts.push((country, cents));
+        }
+        wd.write(&format!("facts/part {f} #%~.csv"), text);
+    }
+    // 50 lookup rows: the 20 codes and 30 no row has, in 7 regions.
+    let mut lookup = String::from("country,region\n");
+    let mut region_of = std::collections::HashMap::new();
+    for (k, code) in CODES
+        .iter()
+        .map(|c| c.to_string())
+        .chain((0..30).map(|i| format!("X{i:02}")))
+        .enumerate()
+    {
+        let region = format!("région {}", k % 7);
+        lookup.push_str(&format!("{code},{region}\n"));
+        region_of.insert(code, region);
+    }
+    wd.write("lookup é/countries.csv", lookup);
+    // The generator's answer: rows and cents per region (inner join: unknown or empty
+    // countries drop out).
+    let mut want: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for (country, cents) in &facts {
+        if let Some(region) = country.as_ref().and_then(|c| region_of.get(c)) {
+            let e = want.entry(region.clone()).or_default();
+            e.0 += 1;
+            e.1 += cents;
+        }
+    }
+    let tables = [("t", "facts/"), ("c", "lookup é/countries.csv")];
+    for sql in [
+        "SELECT c.region, count(*) AS n, round(sum(t.amount) * 100) AS cents FROM t JOIN c ON t.country = c.country GROUP BY c.region ORDER BY c.region",
+        "SELECT c.region, count(*) AS n, round(sum(t.amount) * 100) AS cents FROM c JOIN t ON t.country = c.country GROUP BY c.region ORDER BY c.region",
+    ] {
+        let got: std::collections::BTreeMap<String, (i64, i64)> = wd.query(sql, &tables)[1..]
+            .iter()
+            .map(|line| {
+                let f: Vec<&str> = line.split(',').collect();
+                let num = |s: &str| s.parse::<f64>().unwrap_or_else(|_| panic!("{line}")) as i64;
+                (f[0].to_string(), (num(f[1]), num(f[2])))
+            })
+            .collect();
+        assert_eq!(got, want, "{sql}");
+        // The plan: the 50-row file (one range) is the build side; the 4 files are probed
+        // where they are read.
+        let plan = wd.query(&format!("EXPLAIN {sql}"), &tables).join("\n");
+        let join = plan
+            .find("HashJoinExec")
+            .unwrap_or_else(|| panic!("no hash join:\n{plan}"));
+        let after = &plan[join..];
+        assert!(after.contains("mode=CollectLeft"), "{plan}");
+        let build = after.find("CsvScanExec").expect("a scan under the join");
+        assert!(
+            after[build..].starts_with("CsvScanExec: partitions=1, ranges=1,"),
+            "the small file is not the build side:\n{plan}"
+        );
+        assert!(!after.contains("RepartitionExec: partitioning=Hash([country"), "{plan}");
+        let root = wd.root().display().to_string();
+        let duck_sql = sql
+            .replace(
+                "FROM t JOIN c",
+                &format!("FROM read_csv('{root}/facts/*.csv') t JOIN read_csv('{root}/lookup é/countries.csv') c"),
+            )
+            .replace(
+                "FROM c JOIN t",
+                &format!("FROM read_csv('{root}/lookup é/countries.csv') c JOIN read_csv('{root}/facts/*.csv') t"),
+            );
+        let duck = python(&format!(
+            "import duckdb\nfor r in duckdb.sql(\"\"\"{duck_sql}\"\"\").fetchall():\n    print(f'{{r[0]}},{{r[1]}},{{int(r[2])}}')"
+        ));
+        if let Some(duck) = duck {
+            let duck: std::collections::BTreeMap<String, (i64, i64)> = duck
+                .lines()
+                .map(|line| {
+                    let f: Vec<&str> = line.split(',').collect();
+                    (
+                        f[0].to_string(),
+                        (f[1].parse().expect("a count"), f[2].parse().expect("cents")),
+                    )
+                })
+                .collect();
+            assert_eq!(duck, want, "DuckDB: {duck_sql}");
+        }
+    }
+}

@@ -16,6 +16,7 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt6
 use datafusion::arrow::compute::{filter, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -23,6 +24,7 @@ use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::StatisticsArgs;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
@@ -280,6 +282,39 @@ impl ExecutionPlan for FileByFileExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    /// The files' sizes (a file read in several parts shares its size among them): an
+    /// estimate that lets the optimizer broadcast a small table.
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let mut parts_of: std::collections::HashMap<&str, u64> = Default::default();
+        for p in self.partitions.iter().flatten() {
+            *parts_of.entry(p.display.as_str()).or_default() += 1;
+        }
+        let bytes = match args.partition() {
+            Some(i) => self
+                .partitions
+                .get(i)
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+            None => self.partitions.iter().flatten().collect(),
+        }
+        .iter()
+        .map(|p| {
+            p.size
+                / parts_of
+                    .get(p.display.as_str())
+                    .copied()
+                    .unwrap_or(1)
+                    .max(1)
+        })
+        .sum();
+        Ok(crate::plan::estimated_statistics(&self.schema, bytes))
     }
 
     fn execute(
