@@ -228,3 +228,37 @@ fn tiny_inputs_leave_no_empty_files_unless_asked_for() {
     let n = wd.query("SELECT count(*) AS n FROM t", &[("t", "out")]);
     assert_eq!(n, ["n", "1"]);
 }
+
+/// Float columns are written without a dictionary (their values seldom repeat; building one
+/// only to drop it costs CPU), other columns keep theirs; the values read back the same.
+#[test]
+fn float_columns_are_written_without_a_dictionary() {
+    let wd = Workdir::new();
+    wd.write("in.csv", rows(20_000));
+    wd.ingest(&["in.csv", "--to", "out", "--files", "1"]);
+    let files = wd.data_files("out");
+    assert_eq!(files.len(), 1);
+    let Some(out) = python(&format!(
+        "import pyarrow.parquet as pq\n\
+         f = pq.ParquetFile(r'{}')\n\
+         names = f.schema_arrow.names\n\
+         for i in range(f.metadata.num_columns):\n    \
+             enc = f.metadata.row_group(0).column(i).encodings\n    \
+             print(names[i], str(f.schema_arrow.field(i).type), any('DICTIONARY' in e for e in enc))\n\
+         t = f.read()\n\
+         print('sum', sum(t.column('amount').to_pylist()), t.num_rows)",
+        wd.path("out").join(&files[0]).display()
+    )) else {
+        return;
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"amount double False"), "{out}");
+    assert!(lines.contains(&"country string True"), "{out}");
+    // amount is i + 0.5 for i in 0..20000.
+    let want = (0..20_000).map(|i| i as f64 + 0.5).sum::<f64>();
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("sum {want:.1} 20000").as_str()),
+        "{out}"
+    );
+}

@@ -17,6 +17,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 use futures::StreamExt;
 
 use super::{hive, WriteProgress, WrittenFile};
@@ -143,10 +144,21 @@ impl OpenFile {
         );
         let writer = match spec.format {
             Format::Parquet => {
-                let props = WriterProperties::builder()
+                let mut props = WriterProperties::builder()
                     .set_compression(spec.compression.codec())
-                    .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
-                    .build();
+                    .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")));
+                // Measured values (floats) seldom repeat: a dictionary of them grows to its
+                // page limit in every row group and is dropped, after hashing each value
+                // (14% of the CPU of a mostly-float ingest). Other columns keep the default.
+                for field in schema.fields() {
+                    if field.data_type().is_floating() {
+                        props = props.set_column_dictionary_enabled(
+                            ColumnPath::from(field.name().as_str()),
+                            false,
+                        );
+                    }
+                }
+                let props = props.build();
                 FileWriter::Parquet(Box::new(ArrowWriter::try_new(
                     out,
                     Arc::clone(schema),
