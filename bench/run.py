@@ -125,6 +125,9 @@ def commands(engine, job, data, out, sluice):
     """The command line that runs `job` with `engine`, writing to `out`."""
     py = sys.executable
     many, big, drift = f"{data}/many", f"{data}/big.csv", f"{data}/drift"
+    if job == "numeric_to_parquet":
+        # csv_to_parquet's commands over the other data shape.
+        many, job = numeric_data(data), "csv_to_parquet"
     if job == "lookup_wide":
         # A broadcast lookup over a wide file of which the job reads 2 columns + the key.
         wide, cats = (os.path.abspath(p) for p in wide_data(data))
@@ -147,19 +150,6 @@ def commands(engine, job, data, out, sluice):
                     f".group_by('label').agg(pl.len().alias('n'), pl.col('amount').sum().round(2).alias('total'))"
                     f".sort('label').collect()\n"
                     f"df.write_csv({out!r})")
-            return [py, "-c", code]
-    if job == "numeric_to_parquet":
-        folder = numeric_data(data)
-        if engine == "sluice":
-            return [sluice, "ingest", folder, "--to", out, "-q"]
-        if engine == "duckdb":
-            q = (f"COPY (SELECT * FROM read_csv('{folder}/*.csv')) TO '{out}/data.parquet' "
-                 f"(FORMAT parquet, COMPRESSION zstd)")
-            return [py, "-c", f"import duckdb, os\nos.makedirs({out!r})\nduckdb.sql({q!r})"]
-        if engine == "polars":
-            code = (f"import polars as pl, os\nos.makedirs({out!r})\n"
-                    f"pl.scan_csv({folder + '/*.csv'!r}, try_parse_dates=True)"
-                    f".sink_parquet({out + '/data.parquet'!r}, compression='zstd')")
             return [py, "-c", code]
     if job == "join_small":
         # The broadcast lookup written in SQL: 4.8M rows joined to a 50-row file.

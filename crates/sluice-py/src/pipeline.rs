@@ -33,8 +33,6 @@ struct PyCalls {
     in_flight: std::sync::atomic::AtomicUsize,
 }
 
-type Raised = Arc<PyCalls>;
-
 impl PyCalls {
     /// No call starts from now on; returns when the running ones have returned (the engine's
     /// tasks may outlive the cancelled job by a moment, and must never enter a Python that
@@ -54,16 +52,16 @@ impl PyCalls {
 /// A Python callable as a batch stage. It is called with a `pyarrow.RecordBatch` (holding
 /// the GIL, one call at a time on a standard CPython) and returns one; reading, decoding,
 /// enrich and writing go on in Rust meanwhile.
-fn python_stage(name: String, f: Py<PyAny>, raised: Raised) -> BatchFn {
+fn python_stage(name: String, f: Py<PyAny>, calls: Arc<PyCalls>) -> BatchFn {
     let label = name.clone();
     BatchFn {
         name,
         f: Arc::new(move |batch: RecordBatch| {
             // Counted before the check: a cancel that sees no call in flight sees every
             // later one give up here.
-            raised.in_flight.fetch_add(1, Ordering::SeqCst);
-            let _done = InFlight(&raised.in_flight);
-            if raised.cancelled.load(Ordering::SeqCst) {
+            calls.in_flight.fetch_add(1, Ordering::SeqCst);
+            let _done = InFlight(&calls.in_flight);
+            if calls.cancelled.load(Ordering::SeqCst) {
                 return Err(DataFusionError::Execution(format!(
                     "batch function '{label}': the job was cancelled"
                 )));
@@ -76,7 +74,7 @@ fn python_stage(name: String, f: Py<PyAny>, raised: Raised) -> BatchFn {
             .map_err(|e: PyErr| {
                 let line = Python::attach(|py| {
                     let text = e.to_string();
-                    if let Ok(mut slot) = raised.raised.lock() {
+                    if let Ok(mut slot) = calls.raised.lock() {
                         if slot.is_none() {
                             *slot = Some(e.clone_ref(py));
                         }
@@ -99,7 +97,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// Runs a job with the GIL released; a progress line on stderr when asked.
-fn run_job(py: Python<'_>, job: Job, progress: bool, raised: Raised) -> PyResult<String> {
+fn run_job(py: Python<'_>, job: Job, progress: bool, calls: Arc<PyCalls>) -> PyResult<String> {
     let counters = Arc::new(Progress::default());
     let display = progress.then(|| Display::start(Arc::clone(&counters)));
     let result = block_on(py, {
@@ -111,12 +109,12 @@ fn run_job(py: Python<'_>, job: Job, progress: bool, raised: Raised) -> PyResult
     }
     // Done, failed or interrupted: no Python call may start after this returns (the
     // engine's tasks can outlive a failed or cancelled job by a moment).
-    raised.cancel_and_wait(py);
+    calls.cancel_and_wait(py);
     let result = result?;
     let report = match result {
         Ok(report) => report,
         Err(e) => {
-            let first = raised.raised.lock().ok().and_then(|mut r| r.take());
+            let first = calls.raised.lock().ok().and_then(|mut r| r.take());
             return Err(match first {
                 // The function's own exception, traceback and all, is the cause.
                 Some(cause) => {
@@ -136,7 +134,7 @@ fn run_job(py: Python<'_>, job: Job, progress: bool, raised: Raised) -> PyResult
 #[pyo3(signature = (path, progress = false))]
 pub fn run_file(py: Python<'_>, path: PathBuf, progress: bool) -> PyResult<String> {
     let job = sluice::pipeline::load(&path).map_err(to_py)?;
-    run_job(py, job, progress, Raised::default())
+    run_job(py, job, progress, Arc::default())
 }
 
 /// `sluice.run({...})`: a dict in the pipeline file's shape (`source`, `transform`,
@@ -148,7 +146,7 @@ pub fn run_toml(py: Python<'_>, spec: &Bound<'_, PyDict>, progress: bool) -> PyR
     let doc = convert::table(spec)?;
     let text = toml::to_string(&doc).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let job = sluice::pipeline::parse(&text, Path::new("<dict>")).map_err(to_py)?;
-    run_job(py, job, progress, Raised::default())
+    run_job(py, job, progress, Arc::default())
 }
 
 /// `sluice.Pipeline().run()`: the builder's steps in order, each a tuple whose first item
@@ -158,7 +156,7 @@ pub fn run_toml(py: Python<'_>, spec: &Bound<'_, PyDict>, progress: bool) -> PyR
 #[pyfunction]
 #[pyo3(signature = (steps, progress = false))]
 pub fn run_steps(py: Python<'_>, steps: &Bound<'_, PyList>, progress: bool) -> PyResult<String> {
-    let raised = Raised::default();
+    let calls = Arc::<PyCalls>::default();
     let mut storage = sluice::storage::stores::StorageOptions::new();
     let mut job = Job {
         threads: sluice::context::default_threads(),
@@ -199,7 +197,7 @@ pub fn run_steps(py: Python<'_>, steps: &Bound<'_, PyList>, progress: bool) -> P
                 let name: String = step.get_item(1)?.extract()?;
                 let f = step.get_item(2)?.unbind();
                 job.stages
-                    .push(Stage::Batches(python_stage(name, f, Arc::clone(&raised))));
+                    .push(Stage::Batches(python_stage(name, f, Arc::clone(&calls))));
             }
             other => {
                 return Err(PyValueError::new_err(format!(
@@ -220,7 +218,7 @@ pub fn run_steps(py: Python<'_>, steps: &Bound<'_, PyList>, progress: bool) -> P
     };
     job.source = convert::read_options(&paths, options, &storage)?;
     job.sink = convert::sink_options(&path, sink, &storage)?;
-    run_job(py, job, progress, raised)
+    run_job(py, job, progress, calls)
 }
 
 /// A progress line on stderr, redrawn four times a second while a job runs (only on a

@@ -58,6 +58,15 @@ pub(crate) fn estimated_statistics(schema: &SchemaRef, bytes: u64) -> Arc<Statis
     Arc::new(stats)
 }
 
+/// The items of one partition of a scan (`Some(p)`), or of all of them (`None`): what
+/// partition statistics are asked about.
+pub(crate) fn partition_items<T>(partitions: &[Vec<T>], partition: Option<usize>) -> Vec<&T> {
+    match partition {
+        Some(p) => partitions.get(p).into_iter().flatten().collect(),
+        None => partitions.iter().flatten().collect(),
+    }
+}
+
 /// Ids for plan nodes, books and stages, unique in the process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 

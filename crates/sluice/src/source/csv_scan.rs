@@ -470,11 +470,10 @@ impl ExecutionPlan for CsvScanExec {
         _input_stats: &[Arc<Statistics>],
         args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
-        let ranges: Vec<&CsvRange> = match args.partition() {
-            Some(p) => self.partitions.get(p).into_iter().flatten().collect(),
-            None => self.partitions.iter().flatten().collect(),
-        };
-        let mut bytes: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+        let mut bytes: u64 = crate::plan::partition_items(&self.partitions, args.partition())
+            .iter()
+            .map(|r| r.end.saturating_sub(r.start))
+            .sum();
         if self.config.compression.is_compressed() {
             bytes = bytes.saturating_mul(COMPRESSED_EXPANSION);
         }

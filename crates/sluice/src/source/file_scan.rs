@@ -239,6 +239,15 @@ impl FileByFileExec {
             .map(|p| (p.display.clone(), p.whole))
             .collect()
     }
+
+    /// How many parts each file of the scan is read in (over all partitions).
+    fn parts_per_file(&self) -> std::collections::HashMap<String, usize> {
+        let mut parts_of: std::collections::HashMap<String, usize> = Default::default();
+        for p in self.partitions.iter().flatten() {
+            *parts_of.entry(p.display.clone()).or_default() += 1;
+        }
+        parts_of
+    }
 }
 
 impl DisplayAs for FileByFileExec {
@@ -291,29 +300,11 @@ impl ExecutionPlan for FileByFileExec {
         _input_stats: &[Arc<Statistics>],
         args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
-        let mut parts_of: std::collections::HashMap<&str, u64> = Default::default();
-        for p in self.partitions.iter().flatten() {
-            *parts_of.entry(p.display.as_str()).or_default() += 1;
-        }
-        let bytes = match args.partition() {
-            Some(i) => self
-                .partitions
-                .get(i)
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
-            None => self.partitions.iter().flatten().collect(),
-        }
-        .iter()
-        .map(|p| {
-            p.size
-                / parts_of
-                    .get(p.display.as_str())
-                    .copied()
-                    .unwrap_or(1)
-                    .max(1)
-        })
-        .sum();
+        let parts_of = self.parts_per_file();
+        let bytes = crate::plan::partition_items(&self.partitions, args.partition())
+            .iter()
+            .map(|p| p.size / parts_of.get(&p.display).copied().unwrap_or(1).max(1) as u64)
+            .sum();
         Ok(crate::plan::estimated_statistics(&self.schema, bytes))
     }
 
@@ -330,11 +321,8 @@ impl ExecutionPlan for FileByFileExec {
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let (scan, limited, origin) = (self.scan_id, self.limited, self.origin);
         let schema = Arc::clone(&self.schema);
-        // Parts per file in this scan: a file is read to its end when all of them are.
-        let mut parts_of: std::collections::HashMap<String, usize> = Default::default();
-        for p in self.partitions.iter().flatten() {
-            *parts_of.entry(p.display.clone()).or_default() += 1;
-        }
+        // A file is read to its end when all of its parts are.
+        let parts_of = self.parts_per_file();
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         let task = crate::ledger::rejects::Task {

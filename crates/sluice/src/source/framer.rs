@@ -139,14 +139,15 @@ impl RecordScan {
 
     /// [`Self::over`], with or without the 64-byte fast path ([`Self::block`]).
     fn over_with(&mut self, bytes: &[u8], max: u64, fast: bool) -> Option<usize> {
-        let fast = fast && self.csv.is_some_and(|r| r.escape.is_none());
+        // The fast path knows no escape character (a doubled quote is the only escape).
+        let fast = self.csv.filter(|r| fast && r.escape.is_none());
         let mut i = 0;
         // The block the fast path last refused is scanned byte by byte up to here.
         let mut careful_until = 0;
         while i < bytes.len() {
-            if fast && i >= careful_until {
+            if let (Some(rules), true) = (fast, i >= careful_until) {
                 if let Some(block) = bytes.get(i..i + BLOCK) {
-                    if self.block(block, max) {
+                    if self.block(block, rules, max) {
                         i += BLOCK;
                         continue;
                     }
@@ -199,17 +200,15 @@ impl RecordScan {
     /// come from a prefix XOR of the quote bits, and the line ends outside them end lines.
     /// Clean files take this path for nearly every block; the byte-by-byte rules stay the
     /// reference, and the tests hold the two equal on random text.
-    fn block(&mut self, block: &[u8], max: u64) -> bool {
+    /// `rules` are the framer's own, with no escape character.
+    fn block(&mut self, block: &[u8], rules: CsvRules, max: u64) -> bool {
         use ScanState::*;
-        let Some(rules) = self.csv else {
-            return false;
-        };
         let inside = match self.state {
             Quoted => true,
             RecordStart | FieldStart | Unquoted => false,
             QuoteInQuoted | Escaped | Comment => return false,
         };
-        if rules.escape.is_some() || self.pos + BLOCK as u64 - self.record_start >= max {
+        if self.pos + BLOCK as u64 - self.record_start >= max {
             return false;
         }
         let m = Classes::of(block, rules);
