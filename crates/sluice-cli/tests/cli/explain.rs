@@ -79,7 +79,7 @@ split_min_size = 65536
 name = "labels"
 paths = "lk/c.csv"
 on = "country"
-max_lookup_bytes = 2800
+max_lookup_bytes = 320
 
 [[enrich]]
 name = "meta"

@@ -32,6 +32,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use super::fast_csv::FastCsv;
 use super::framer::{CsvRules, RecordScan};
 use crate::ledger::lines::RangeLines;
 use crate::ledger::rejects::{
@@ -75,6 +76,8 @@ pub enum RowFormat {
 
 /// A CSV or JSON decoder behind one interface.
 enum AnyDecoder {
+    /// The decoder of clean CSV text (arrow's decoder inside it for the rest).
+    Fast(Box<FastCsv>),
     /// The decoder, and for a file whose rows end with a delimiter the check of its rows'
     /// widths (the decoder's last column is then that blank field).
     Csv(Box<Decoder>, Option<Box<TrailingCheck>>),
@@ -168,6 +171,7 @@ type ArrowResult<T> = std::result::Result<T, datafusion::arrow::error::ArrowErro
 impl AnyDecoder {
     fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize> {
         match self {
+            AnyDecoder::Fast(d) => d.decode(buf),
             AnyDecoder::Csv(d, None) => d.decode(buf),
             AnyDecoder::Csv(d, Some(check)) => {
                 let used = d.decode(buf)?;
@@ -181,6 +185,7 @@ impl AnyDecoder {
     /// A batch is complete and must be flushed before more input.
     fn full(&self) -> bool {
         match self {
+            AnyDecoder::Fast(d) => d.full(),
             AnyDecoder::Csv(d, _) => d.capacity() == 0,
             AnyDecoder::Json(d, batch, _) => d.len() >= *batch,
         }
@@ -188,6 +193,7 @@ impl AnyDecoder {
 
     fn flush(&mut self) -> ArrowResult<Option<RecordBatch>> {
         match self {
+            AnyDecoder::Fast(d) => d.flush(),
             AnyDecoder::Csv(d, None) => d.flush(),
             AnyDecoder::Csv(d, Some(check)) => {
                 let batch = d.flush()?;
@@ -238,6 +244,27 @@ pub struct CsvScanConfig {
 }
 
 impl CsvScanConfig {
+    /// The decoder of a range's batches: the fast one where it applies (see
+    /// [`super::fast_csv`]), else [`Self::decoder`].
+    fn batch_decoder(&self, header: bool) -> ArrowResult<AnyDecoder> {
+        match FastCsv::new(self, header) {
+            Some(fast) => Ok(AnyDecoder::Fast(Box::new(fast))),
+            None => self.decoder(header),
+        }
+    }
+
+    /// arrow's CSV decoder for a file without a blank field at the end of its rows (the fast
+    /// decoder's careful path).
+    pub(super) fn arrow_csv(&self, header: bool) -> ArrowResult<Decoder> {
+        match self.decoder(header)? {
+            AnyDecoder::Csv(d, None) => Ok(*d),
+            _ => Err(datafusion::arrow::error::ArrowError::CsvError(
+                "no plain CSV decoder for this scan".into(),
+            )),
+        }
+    }
+
+    /// arrow's decoder (CSV or NDJSON): the reference, and the careful path.
     fn decoder(&self, header: bool) -> ArrowResult<AnyDecoder> {
         if self.format == RowFormat::Json {
             let mut schema = match &self.file_projection {
@@ -1055,7 +1082,7 @@ impl RangeReader {
         Ok(RangeReader {
             config: config.clone(),
             display: range.display.clone(),
-            decoder: config.decoder(header)?,
+            decoder: config.batch_decoder(header)?,
             pending: Pending::default(),
             pending_offset: range.start + preamble,
             lines_before_pending: 0,
@@ -1163,7 +1190,7 @@ impl RangeReader {
         if !prefix.is_empty() {
             self.recover(prefix, true, step)?;
         }
-        self.decoder = self.config.decoder(false)?;
+        self.decoder = self.config.batch_decoder(false)?;
         self.header_pending = false;
         let line = if self.eager_lines {
             1 + self.lines_before_pending
@@ -1356,7 +1383,7 @@ impl RangeReader {
         }
         self.pending_offset += done as u64;
         self.header_pending = false;
-        self.decoder = self.config.decoder(false)?;
+        self.decoder = self.config.batch_decoder(false)?;
         if done < data.len() {
             // The tail is one partial row (every complete row was taken above): the decoder
             // takes it whole and waits for the rest. Should it refuse, the next flush takes

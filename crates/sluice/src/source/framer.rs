@@ -375,21 +375,21 @@ impl RecordScan {
 }
 
 /// Bytes [`RecordScan::block`] frames at once (one bit each in a `u64`).
-const BLOCK: usize = 64;
+pub(crate) const BLOCK: usize = 64;
 
 /// The bytes of a block that matter for framing, one bit per byte.
 #[derive(Default)]
-struct Classes {
-    quote: u64,
-    delimiter: u64,
+pub(crate) struct Classes {
+    pub(crate) quote: u64,
+    pub(crate) delimiter: u64,
     /// `\n` or `\r`.
-    line_end: u64,
-    comment: u64,
+    pub(crate) line_end: u64,
+    pub(crate) comment: u64,
 }
 
 impl Classes {
     /// Classifies a block of [`BLOCK`] bytes, 16 at a time (SSE2 compares on x86_64).
-    fn of(block: &[u8], rules: CsvRules) -> Classes {
+    pub(crate) fn of(block: &[u8], rules: CsvRules) -> Classes {
         use wide::u8x16;
         let splat = u8x16::splat;
         let (quote, delimiter) = (splat(rules.quote), splat(rules.delimiter));
@@ -413,7 +413,7 @@ impl Classes {
 }
 
 /// Bit k of the result is the XOR of bits 0..=k of `x`.
-fn prefix_xor(mut x: u64) -> u64 {
+pub(crate) fn prefix_xor(mut x: u64) -> u64 {
     for shift in [1, 2, 4, 8, 16, 32] {
         x ^= x << shift;
     }

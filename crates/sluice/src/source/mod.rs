@@ -5,6 +5,7 @@
 pub use crate::storage::counting;
 pub mod csv_scan;
 pub mod dialect;
+pub(crate) mod fast_csv;
 pub mod file_scan;
 /// File formats (moved to [`crate::storage::format`]).
 pub use crate::storage::format;

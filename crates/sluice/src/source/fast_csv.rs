@@ -1,0 +1,816 @@
+//! The decoder of clean CSV text: fields found 64 bytes at a time, only the decoded columns
+//! kept, values parsed straight from the file's bytes into typed arrays.
+//!
+//! arrow-csv's decoder (csv-core underneath) copies every field of every row, read or not,
+//! into a record buffer one byte at a time, and then parses the columns from it. Here a
+//! block of 64 bytes is classified with SIMD compares (the framer's [`Classes`]); quoted
+//! stretches come from a prefix XOR of the quote bits; the delimiters and line ends outside
+//! them bound the fields, and only the fields of decoded columns are remembered (as byte
+//! ranges of the batch's text). The values are parsed with arrow's own parsers, so a value
+//! reads the same on either path.
+//!
+//! arrow-csv stays the careful path, and the reference: a block where csv-core's rules could
+//! read the text otherwise (a quote inside an unquoted field) hands the rest of the batch to arrow's decoder, and a batch holding anything else the fast
+//! path does not take (a row of another width, a value that does not parse, invalid UTF-8, an
+//! unterminated quote at the end of input) is decoded again by arrow's decoder at the flush,
+//! which then fails or succeeds exactly as it would have alone (a failure sends the batch to
+//! the row-by-row recovery of [`super::csv_scan`]). The tests hold both decoders equal on
+//! random text cut at random places.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::timezone::Tz;
+use datafusion::arrow::array::{
+    ArrayRef, ArrowPrimitiveType, BooleanBuilder, NullArray, PrimitiveArray, PrimitiveBuilder,
+    RecordBatch, RecordBatchOptions, StringBuilder,
+};
+use datafusion::arrow::compute::kernels::cast_utils::{string_to_datetime, Parser};
+use datafusion::arrow::csv::reader::Decoder;
+use datafusion::arrow::datatypes::{
+    ArrowTimestampType, DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type,
+    Int64Type, Int8Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
+};
+use datafusion::arrow::error::ArrowError;
+
+use super::csv_scan::CsvScanConfig;
+use super::framer::{prefix_xor, Classes, CsvRules, BLOCK};
+
+type ArrowResult<T> = std::result::Result<T, ArrowError>;
+
+/// A file column that is not decoded.
+const SKIPPED: u32 = u32::MAX;
+
+/// Decodes CSV batches from a stream of bytes, with the interface of arrow's [`Decoder`]
+/// (`decode` takes what it can, `flush` makes the batch); see the module documentation.
+pub(crate) struct FastCsv {
+    /// The scan's settings (the careful decoder is made from them).
+    config: CsvScanConfig,
+    rules: CsvRules,
+    /// Columns in the file: every record must have this many fields.
+    columns: usize,
+    /// For each file column, where its fields go in `bounds` (or [`SKIPPED`]).
+    slot: Vec<u32>,
+    /// The batches' schema: the decoded columns, as arrow's decoder makes it.
+    schema: SchemaRef,
+    batch_size: usize,
+    /// A byte that is no quote, delimiter or line end (fills the last, short block).
+    pad: u8,
+    /// The bytes taken since the last flush.
+    data: Vec<u8>,
+    /// For each decoded column, the byte range in `data` of its field in every row (quotes
+    /// included).
+    bounds: Vec<Vec<(u32, u32)>>,
+    /// Rows framed in `data` (the header not counted).
+    rows: usize,
+    /// Fields of the record being framed so far.
+    field: usize,
+    /// Where the field being framed starts in `data`.
+    field_start: usize,
+    /// Inside quotes after the last byte taken.
+    in_quotes: bool,
+    /// A quote as the next byte may open a field (the last byte ended a field, a record or
+    /// a quoted stretch, or nothing was taken yet).
+    open_ok: bool,
+    /// The batch starts with the file's header line (its first record is no row).
+    header: bool,
+    /// The header record is not framed yet.
+    header_left: bool,
+    /// The batch holds a record this decoder does not take (another width): arrow's
+    /// decoder reads the batch at the flush.
+    odd: bool,
+    /// The end of the input was signalled.
+    eof: bool,
+    /// Arrow's decoder, reading the rest of this batch (the fast path refused a block).
+    careful: Option<Box<Decoder>>,
+    /// Batches made by the fast path (the tests check it is taken).
+    #[cfg(test)]
+    fast: usize,
+}
+
+impl FastCsv {
+    /// The fast decoder for `config`, or `None` when it does not apply: NDJSON, an escape
+    /// or comment character, a null pattern, rows ending with a delimiter, a delimiter or
+    /// quote outside ASCII, or a decoded column of a type it does not parse.
+    pub(crate) fn new(config: &CsvScanConfig, header: bool) -> Option<FastCsv> {
+        use super::csv_scan::RowFormat;
+        let rules = config.rules;
+        let plain = |b: u8| b.is_ascii() && b != b'\n' && b != b'\r';
+        if config.format != RowFormat::Csv
+            || config.trailing
+            || config.null_regex.is_some()
+            || rules.escape.is_some()
+            || rules.comment.is_some()
+            || !plain(rules.delimiter)
+            || !plain(rules.quote)
+            || rules.delimiter == rules.quote
+        {
+            return None;
+        }
+        let fields = config.file_schema.fields();
+        let columns = fields.len();
+        let projection = config
+            .file_projection
+            .clone()
+            .unwrap_or_else(|| (0..columns).collect());
+        if projection
+            .iter()
+            .any(|&i| i >= columns || !parses(fields[i].data_type()))
+        {
+            return None;
+        }
+        let mut slot = vec![SKIPPED; columns];
+        for (k, &i) in projection.iter().enumerate() {
+            if slot[i] != SKIPPED {
+                // A column decoded twice: arrow's decoder handles it.
+                return None;
+            }
+            slot[i] = k as u32;
+        }
+        let schema = Arc::new(Schema::new_with_metadata(
+            projection
+                .iter()
+                .map(|&i| Arc::clone(&fields[i]))
+                .collect::<Vec<_>>(),
+            config.file_schema.metadata().clone(),
+        ));
+        let pad = (0u8..=255)
+            .find(|b| plain(*b) && *b != rules.delimiter && *b != rules.quote)
+            .unwrap_or(b'a');
+        Some(FastCsv {
+            config: config.clone(),
+            rules,
+            columns,
+            bounds: vec![Vec::new(); projection.len()],
+            slot,
+            schema,
+            batch_size: config.batch_size.max(1),
+            pad,
+            data: Vec::new(),
+            rows: 0,
+            field: 0,
+            field_start: 0,
+            in_quotes: false,
+            open_ok: true,
+            header,
+            header_left: header,
+            odd: false,
+            eof: false,
+            careful: None,
+            #[cfg(test)]
+            fast: 0,
+        })
+    }
+
+    /// Takes bytes from `buf` up to the end of the batch's last row, or all of them; an
+    /// empty `buf` is the end of the input. Returns the bytes taken.
+    pub(crate) fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize> {
+        if let Some(d) = &mut self.careful {
+            self.eof |= buf.is_empty();
+            return d.decode(buf);
+        }
+        if buf.is_empty() {
+            self.end_of_input()?;
+            return Ok(0);
+        }
+        if self.rows >= self.batch_size {
+            return Ok(0);
+        }
+        let mut taken = 0;
+        while taken < buf.len() {
+            let len = (buf.len() - taken).min(BLOCK);
+            let at = self.data.len() + taken;
+            match self.block(&buf[taken..taken + len], at) {
+                Some(None) => taken += len,
+                Some(Some(end)) => {
+                    taken += end;
+                    break;
+                }
+                None => {
+                    // csv-core might read this block otherwise: arrow's decoder reads the
+                    // batch from its start (fewer rows than a batch so far, all taken).
+                    self.data.extend_from_slice(&buf[..taken]);
+                    let mut d = self.careful_decoder(false)?;
+                    let more = d.decode(&buf[taken..])?;
+                    self.careful = Some(d);
+                    return Ok(taken + more);
+                }
+            }
+        }
+        self.data.extend_from_slice(&buf[..taken]);
+        Ok(taken)
+    }
+
+    /// A batch is complete: [`Self::flush`] before more input.
+    pub(crate) fn full(&self) -> bool {
+        match &self.careful {
+            Some(d) => d.capacity() == 0,
+            None => self.rows >= self.batch_size,
+        }
+    }
+
+    /// The rows taken since the last flush, as a batch (`None`: none).
+    pub(crate) fn flush(&mut self) -> ArrowResult<Option<RecordBatch>> {
+        if let Some(d) = &mut self.careful {
+            // A batch cut short (by its size in bytes) may end inside a record that arrow's
+            // decoder holds: it reads on until a batch of its own ends.
+            let whole = d.capacity() == 0 || self.eof;
+            let batch = d.flush();
+            if whole {
+                self.reset();
+            }
+            return batch;
+        }
+        if self.rows == 0 && !self.odd {
+            return Ok(None);
+        }
+        if self.field != 0 || self.field_start < self.data.len() {
+            return Err(ArrowError::CsvError(
+                "Cannot flush part way through record".into(),
+            ));
+        }
+        let batch = match self.odd {
+            true => None,
+            false => self.fast_batch(),
+        };
+        #[cfg(test)]
+        {
+            self.fast += usize::from(batch.is_some());
+        }
+        let batch = match batch {
+            Some(b) => Ok(Some(b)),
+            None => {
+                let mut d = self.careful_decoder(self.eof)?;
+                d.flush()
+            }
+        };
+        self.reset();
+        batch
+    }
+
+    /// Arrow's decoder, fed the batch's bytes so far (and the end of input when `eof`).
+    fn careful_decoder(&self, eof: bool) -> ArrowResult<Box<Decoder>> {
+        let mut d = Box::new(self.config.arrow_csv(self.header)?);
+        let mut pos = 0;
+        while pos < self.data.len() {
+            let n = d.decode(&self.data[pos..])?;
+            if n == 0 {
+                // More rows than a batch: never, the fast path framed fewer.
+                return Err(ArrowError::CsvError(
+                    "the careful decoder stopped before the batch's end".into(),
+                ));
+            }
+            pos += n;
+        }
+        if eof {
+            d.decode(&[])?;
+        }
+        Ok(d)
+    }
+
+    /// Starts the next batch.
+    fn reset(&mut self) {
+        self.careful = None;
+        self.data.clear();
+        self.bounds.iter_mut().for_each(Vec::clear);
+        self.rows = 0;
+        self.field = 0;
+        self.field_start = 0;
+        self.in_quotes = false;
+        self.open_ok = true;
+        self.header = false;
+        self.header_left = false;
+        self.odd = false;
+    }
+
+    /// The end of the input: a last record without a line break is a row.
+    fn end_of_input(&mut self) -> ArrowResult<()> {
+        self.eof = true;
+        if self.field == 0 && self.field_start == self.data.len() {
+            return Ok(());
+        }
+        if self.in_quotes {
+            // An unterminated quote: csv-core's reading of it is arrow's to give.
+            self.careful = Some(self.careful_decoder(true)?);
+            return Ok(());
+        }
+        self.end_field(self.data.len());
+        self.end_record();
+        Ok(())
+    }
+
+    /// Frames `block` (at most [`BLOCK`] bytes, at offset `at` of the batch): `None` when
+    /// csv-core might read it otherwise (nothing taken), `Some(Some(n))` when the batch
+    /// filled up after its first `n` bytes, `Some(None)` when all of it was taken.
+    fn block(&mut self, block: &[u8], at: usize) -> Option<Option<usize>> {
+        let n = block.len();
+        let m = if n == BLOCK {
+            Classes::of(block, self.rules)
+        } else {
+            let mut padded = [self.pad; BLOCK];
+            padded[..n].copy_from_slice(block);
+            Classes::of(&padded, self.rules)
+        };
+        let last = 1u64 << (n - 1);
+        let valid = last | (last - 1);
+        // Bit k: inside quotes after byte k.
+        let quoted = prefix_xor(m.quote) ^ if self.in_quotes { !0 } else { 0 };
+        let opening = m.quote & quoted;
+        let closing = m.quote & !quoted;
+        let ends = m.delimiter | m.line_end;
+        // A quote opens a field only where a field starts (or doubles a closing quote):
+        // csv-core reads any other quote outside quotes as text. Text after a closing quote
+        // (`"a"b`) needs no check here: csv-core adds it to the field, which ends at the next
+        // delimiter or line end as it does here (a quote in that text would be refused as an
+        // opening one), and `value` refuses a field that does not end with its quote.
+        let may_open = ((ends | closing) << 1) | u64::from(self.open_ok);
+        if opening & !may_open != 0 {
+            return None;
+        }
+        let separators = ends & !quoted & valid;
+        let mut rest = separators;
+        while rest != 0 {
+            let k = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            let pos = at + k;
+            let line_end = m.line_end >> k & 1 == 1;
+            if line_end && self.field == 0 && pos == self.field_start {
+                // An empty line (or the LF of a CRLF): no record.
+                self.field_start = pos + 1;
+                continue;
+            }
+            self.end_field(pos);
+            if line_end {
+                self.end_record();
+                if self.rows >= self.batch_size {
+                    self.in_quotes = false;
+                    self.open_ok = true;
+                    return Some(Some(k + 1));
+                }
+            }
+        }
+        self.in_quotes = quoted & last != 0;
+        self.open_ok = (separators | closing) & last != 0;
+        Some(None)
+    }
+
+    /// The field being framed ends at `pos` (a delimiter, a line end or the input's end).
+    fn end_field(&mut self, pos: usize) {
+        if let Some(&s) = self.slot.get(self.field) {
+            if s != SKIPPED {
+                self.bounds[s as usize].push((self.field_start as u32, pos as u32));
+            }
+        }
+        self.field += 1;
+        self.field_start = pos + 1;
+    }
+
+    /// The record being framed ended.
+    fn end_record(&mut self) {
+        if self.field != self.columns {
+            self.odd = true;
+        }
+        if std::mem::take(&mut self.header_left) {
+            self.bounds.iter_mut().for_each(Vec::clear);
+        } else {
+            self.rows += 1;
+        }
+        self.field = 0;
+    }
+
+    /// The batch, or `None` when a value does not parse (or the text is not UTF-8).
+    fn fast_batch(&self) -> Option<RecordBatch> {
+        let text = std::str::from_utf8(&self.data).ok()?;
+        let quote = self.rules.quote;
+        let arrays = self
+            .schema
+            .fields()
+            .iter()
+            .zip(&self.bounds)
+            .map(|(f, b)| column(f.data_type(), b, text, quote))
+            .collect::<Option<Vec<_>>>()?;
+        RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            arrays,
+            &RecordBatchOptions::new()
+                .with_match_field_names(true)
+                .with_row_count(Some(self.rows)),
+        )
+        .ok()
+    }
+}
+
+/// The types [`column`] parses.
+fn parses(t: &DataType) -> bool {
+    use DataType::*;
+    matches!(
+        t,
+        Null | Utf8
+            | Boolean
+            | Int8
+            | Int16
+            | Int32
+            | Int64
+            | UInt8
+            | UInt16
+            | UInt32
+            | UInt64
+            | Float32
+            | Float64
+            | Date32
+            | Timestamp(..)
+    )
+}
+
+/// The column of type `t` from the fields at `bounds` of `text`, as arrow-csv parses it
+/// (an empty field is NULL), or `None` when a value does not parse.
+fn column(t: &DataType, bounds: &[(u32, u32)], text: &str, quote: u8) -> Option<ArrayRef> {
+    use DataType::*;
+    let values = || bounds.iter().map(|&b| value(text, b, quote));
+    Some(match t {
+        Null => Arc::new(NullArray::new(bounds.len())),
+        Utf8 => {
+            let bytes = bounds.iter().map(|(a, b)| (b - a) as usize).sum();
+            let mut out = StringBuilder::with_capacity(bounds.len(), bytes);
+            for v in values() {
+                match v? {
+                    s if s.is_empty() => out.append_null(),
+                    s => out.append_value(s),
+                }
+            }
+            Arc::new(out.finish())
+        }
+        Boolean => {
+            let mut out = BooleanBuilder::with_capacity(bounds.len());
+            for v in values() {
+                match v? {
+                    s if s.is_empty() => out.append_null(),
+                    s => out.append_value(parse_bool(&s)?),
+                }
+            }
+            Arc::new(out.finish())
+        }
+        Int8 => primitive::<Int8Type>(values())?,
+        Int16 => primitive::<Int16Type>(values())?,
+        Int32 => primitive::<Int32Type>(values())?,
+        Int64 => primitive::<Int64Type>(values())?,
+        UInt8 => primitive::<UInt8Type>(values())?,
+        UInt16 => primitive::<UInt16Type>(values())?,
+        UInt32 => primitive::<UInt32Type>(values())?,
+        UInt64 => primitive::<UInt64Type>(values())?,
+        Float32 => primitive::<Float32Type>(values())?,
+        Float64 => primitive::<Float64Type>(values())?,
+        Date32 => primitive::<Date32Type>(values())?,
+        Timestamp(unit, tz) => match unit {
+            TimeUnit::Second => timestamps::<TimestampSecondType>(values(), tz.as_deref())?,
+            TimeUnit::Millisecond => {
+                timestamps::<TimestampMillisecondType>(values(), tz.as_deref())?
+            }
+            TimeUnit::Microsecond => {
+                timestamps::<TimestampMicrosecondType>(values(), tz.as_deref())?
+            }
+            TimeUnit::Nanosecond => timestamps::<TimestampNanosecondType>(values(), tz.as_deref())?,
+        },
+        _ => return None,
+    })
+}
+
+/// The value of the field at `(start, end)` of `text`: a quoted field without its quotes,
+/// a doubled quote inside read as one. `None` for a quoted field with text after its
+/// closing quote (csv-core's reading of it is left to arrow's decoder).
+fn value(text: &str, (start, end): (u32, u32), quote: u8) -> Option<Cow<'_, str>> {
+    let s = text.get(start as usize..end as usize)?;
+    if s.as_bytes().first() != Some(&quote) {
+        return Some(Cow::Borrowed(s));
+    }
+    if s.len() < 2 || s.as_bytes()[s.len() - 1] != quote {
+        return None;
+    }
+    let inner = s.get(1..s.len() - 1)?;
+    let q = char::from(quote);
+    if !inner.contains(q) {
+        return Some(Cow::Borrowed(inner));
+    }
+    let (one, two) = (q.to_string(), format!("{q}{q}"));
+    Some(Cow::Owned(inner.replace(&two, &one)))
+}
+
+/// arrow-csv's reading of a boolean (its own rule, not arrow-cast's).
+fn parse_bool(s: &str) -> Option<bool> {
+    if s.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else if s.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+fn primitive<'a, T: ArrowPrimitiveType + Parser>(
+    values: impl ExactSizeIterator<Item = Option<Cow<'a, str>>>,
+) -> Option<ArrayRef> {
+    let mut out = PrimitiveBuilder::<T>::with_capacity(values.len());
+    for v in values {
+        match v? {
+            s if s.is_empty() => out.append_null(),
+            s => out.append_value(T::parse(&s)?),
+        }
+    }
+    Some(Arc::new(out.finish()))
+}
+
+fn timestamps<'a, T: ArrowTimestampType>(
+    values: impl ExactSizeIterator<Item = Option<Cow<'a, str>>>,
+    tz: Option<&str>,
+) -> Option<ArrayRef> {
+    Some(Arc::new(match tz {
+        Some(name) => {
+            let zone: Tz = name.parse().ok()?;
+            timestamps_in::<T, _>(values, &zone)?.with_timezone(name)
+        }
+        None => timestamps_in::<T, _>(values, &chrono::Utc)?,
+    }))
+}
+
+/// Timestamps read in `zone`, as arrow-csv reads them.
+fn timestamps_in<'a, T: ArrowTimestampType, Z: chrono::TimeZone>(
+    values: impl ExactSizeIterator<Item = Option<Cow<'a, str>>>,
+    zone: &Z,
+) -> Option<PrimitiveArray<T>> {
+    let mut out = PrimitiveBuilder::<T>::with_capacity(values.len());
+    for v in values {
+        let s = v?;
+        if s.is_empty() {
+            out.append_null();
+            continue;
+        }
+        let date = string_to_datetime(zone, &s).ok()?;
+        out.append_value(match T::UNIT {
+            TimeUnit::Second => date.timestamp(),
+            TimeUnit::Millisecond => date.timestamp_millis(),
+            TimeUnit::Microsecond => date.timestamp_micros(),
+            TimeUnit::Nanosecond => date.timestamp_nanos_opt()?,
+        });
+    }
+    Some(out.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::csv_scan::{RowFormat, LOCAL_READ};
+    use datafusion::arrow::datatypes::Field;
+    use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// What a decoder made of a text: its batches up to the first error, and whether one
+    /// came (the scan recovers the batch that fails, whichever decoder failed it).
+    #[derive(Debug, PartialEq)]
+    struct Outcome {
+        batches: Vec<RecordBatch>,
+        failed: bool,
+    }
+
+    /// Either decoder behind the scan's loop: `decode` until it takes nothing, `flush` when
+    /// full, the input cut into `chunks`.
+    trait Feed {
+        fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize>;
+        fn full(&self) -> bool;
+        fn flush(&mut self) -> ArrowResult<Option<RecordBatch>>;
+    }
+    impl Feed for FastCsv {
+        fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize> {
+            FastCsv::decode(self, buf)
+        }
+        fn full(&self) -> bool {
+            FastCsv::full(self)
+        }
+        fn flush(&mut self) -> ArrowResult<Option<RecordBatch>> {
+            FastCsv::flush(self)
+        }
+    }
+    impl Feed for Decoder {
+        fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize> {
+            Decoder::decode(self, buf)
+        }
+        fn full(&self) -> bool {
+            self.capacity() == 0
+        }
+        fn flush(&mut self) -> ArrowResult<Option<RecordBatch>> {
+            Decoder::flush(self)
+        }
+    }
+
+    fn run(d: &mut dyn Feed, chunks: &[&[u8]]) -> Outcome {
+        let mut out = Outcome {
+            batches: Vec::new(),
+            failed: false,
+        };
+        let mut step = || -> ArrowResult<()> {
+            for chunk in chunks {
+                let mut pos = 0;
+                while pos < chunk.len() {
+                    let n = d.decode(&chunk[pos..])?;
+                    pos += n;
+                    if d.full() {
+                        out.batches.extend(d.flush()?);
+                    } else if n == 0 {
+                        break;
+                    }
+                }
+                assert_eq!(pos, chunk.len(), "a decoder left bytes of a chunk");
+                {}
+            }
+            d.decode(&[])?;
+            out.batches.extend(d.flush()?);
+            Ok(())
+        };
+        out.failed = step().is_err();
+        out
+    }
+
+    fn config(types: &[DataType], projection: Option<Vec<usize>>, batch: usize) -> CsvScanConfig {
+        let fields: Vec<Field> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Field::new(format!("c{i}"), t.clone(), true))
+            .collect();
+        CsvScanConfig {
+            format: RowFormat::Csv,
+            file_schema: Arc::new(Schema::new(fields)),
+            partition_fields: Vec::new(),
+            header: true,
+            rules: CsvRules {
+                delimiter: b',',
+                quote: b'"',
+                escape: None,
+                comment: None,
+            },
+            trailing: false,
+            null_regex: None,
+            compression: FileCompressionType::UNCOMPRESSED,
+            batch_size: batch,
+            file_projection: projection,
+            read: LOCAL_READ,
+            max_record_bytes: 1 << 20,
+            max_compression_ratio: 0,
+            origin: false,
+        }
+    }
+
+    /// A value of type `t`, now and then quoted, empty, or not of the type.
+    fn value_of(rng: &mut StdRng, t: &DataType) -> String {
+        let v = match rng.random_range(0..24) {
+            0 => String::new(),
+            1 => "x\"y".into(),
+            2 => "\"a,\n\"\"b\"\"\r\"".into(),
+            3 => " 7 ".into(),
+            4 => "\"q\"t".into(),
+            _ => match t {
+                DataType::Int64 => rng.random_range(-100_000i64..100_000).to_string(),
+                DataType::UInt8 => rng.random_range(0u16..300).to_string(),
+                DataType::Float64 => format!("{:.3}", rng.random_range(-1e6..1e6)),
+                DataType::Boolean => {
+                    ["true", "FALSE", "True", "yes"][rng.random_range(0..4)].into()
+                }
+                DataType::Date32 => format!(
+                    "20{:02}-0{}-1{}",
+                    rng.random_range(0..99),
+                    1 + rng.random_range(0..9),
+                    rng.random_range(0..10)
+                ),
+                DataType::Timestamp(..) => format!(
+                    "2024-0{}-1{} 1{}:2{}:3{}{}",
+                    1 + rng.random_range(0..9),
+                    rng.random_range(0..10),
+                    rng.random_range(0..10),
+                    rng.random_range(0..10),
+                    rng.random_range(0..10),
+                    ["", ".25", "Z", "+02:00"][rng.random_range(0..4)]
+                ),
+                _ => ["plain", "é ü", "with space", "1.5", "a\"\"b", "\u{1F600}"]
+                    [rng.random_range(0..6)]
+                .into(),
+            },
+        };
+        if rng.random_range(0..8) == 0 && !v.starts_with('"') {
+            format!("\"{}\"", v.replace('"', "\"\""))
+        } else {
+            v
+        }
+    }
+
+    /// A CSV text of `rows` records of `types`, with the faults files have now and then: a
+    /// row of another width, empty lines, CRLF, a quote inside a field, no last line break,
+    /// invalid UTF-8.
+    fn text(rng: &mut StdRng, types: &[DataType], rows: usize, noise: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let names: Vec<String> = (0..types.len()).map(|i| format!("c{i}")).collect();
+        out.extend_from_slice(names.join(",").as_bytes());
+        out.push(b'\n');
+        for _ in 0..rows {
+            let mut width = types.len();
+            if rng.random_range(0..1000) < noise {
+                width = rng.random_range(1..types.len() + 2);
+            }
+            let fields: Vec<String> = (0..width)
+                .map(|i| value_of(rng, &types[i.min(types.len() - 1)]))
+                .collect();
+            out.extend_from_slice(fields.join(",").as_bytes());
+            if rng.random_range(0..1000) < noise {
+                out.extend_from_slice(
+                    [&b"\xff"[..], b"\"", b"\n\n", b"\r"][rng.random_range(0..4)],
+                );
+            }
+            out.extend_from_slice(if rng.random_range(0..4) == 0 {
+                b"\r\n"
+            } else {
+                b"\n"
+            });
+        }
+        // Stray bytes anywhere: quotes where csv-core reads them as text, text after a
+        // closing quote, line ends inside fields.
+        for b in out.iter_mut() {
+            if rng.random_range(0..4000) < noise {
+                *b = [b'"', b',', b'\n', b'x'][rng.random_range(0..4)];
+            }
+        }
+        if rng.random_range(0..2) == 0 {
+            while out.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                out.pop();
+            }
+        }
+        out
+    }
+
+    fn chunked<'a>(rng: &mut StdRng, text: &'a [u8]) -> Vec<&'a [u8]> {
+        let mut chunks = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let n = rng.random_range(1..=rest.len().min(300));
+            let (a, b) = rest.split_at(n);
+            chunks.push(a);
+            rest = b;
+        }
+        chunks
+    }
+
+    /// The fast decoder makes exactly arrow's batches (or fails the batch arrow fails) on
+    /// random CSV text with random faults, projections, batch sizes and chunkings; and it
+    /// takes the fast path for most batches of clean text.
+    #[test]
+    fn the_fast_decoder_agrees_with_arrows() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let all = [
+            DataType::Int64,
+            DataType::Utf8,
+            DataType::Float64,
+            DataType::Boolean,
+            DataType::Date32,
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("+01:00".into())),
+            DataType::UInt8,
+        ];
+        let (mut fast_batches, mut compared, mut failed) = (0, 0, 0);
+        for case in 0..1500 {
+            let width = rng.random_range(1..5);
+            let types: Vec<DataType> = (0..width)
+                .map(|_| all[rng.random_range(0..all.len())].clone())
+                .collect();
+            let projection = match rng.random_range(0..3) {
+                0 => None,
+                _ => Some((0..width).filter(|_| rng.random_range(0..2) == 0).collect()),
+            };
+            let noise = [0, 0, 5, 50][rng.random_range(0..4)];
+            let rows = rng.random_range(0..60);
+            let data = text(&mut rng, &types, rows, noise);
+            let chunks = chunked(&mut rng, &data);
+            let header = rng.random_range(0..3) != 0;
+            let cfg = config(&types, projection, rng.random_range(1..8));
+            let mut fast = FastCsv::new(&cfg, header).expect("the fast decoder applies");
+            let mut arrow = cfg.arrow_csv(header).expect("arrow's decoder");
+            let got = run(&mut fast, &chunks);
+            let want = run(&mut arrow, &chunks);
+            assert_eq!(
+                got,
+                want,
+                "case {case}: {:?} over {:?}",
+                types,
+                String::from_utf8_lossy(&data)
+            );
+            compared += want.batches.len();
+            failed += usize::from(want.failed);
+            if noise == 0 {
+                fast_batches += fast.fast;
+            }
+        }
+        assert!(
+            compared > 3000 && failed > 100,
+            "{compared} batches, {failed} failed"
+        );
+        assert!(fast_batches > 1000, "{fast_batches}");
+    }
+}
