@@ -279,11 +279,18 @@ fn partitions_read_one_snapshot_while_the_table_changes() {
     ));
     let total = pg.sql("SELECT sum(balance) FROM accounts");
     // Transfers between the first and the last accounts (different partitions), committed
-    // one by one, until the test stops them.
+    // one by one, until the test stops them. Killing psql does not stop its server process
+    // (a DO loop never writes to the client, so it never sees it gone): the test ends it by
+    // its application name, and the statement timeout ends it should the test die first.
+    let writer_name = format!("sluice-test-writer-{}", pg.schema);
     let mut writer = Command::new("psql")
         .arg(&pg.url)
+        .env("PGAPPNAME", &writer_name)
         .args(["-X", "-q", "-c"])
-        .arg(format!("SET search_path TO {}", pg.schema))
+        .arg(format!(
+            "SET search_path TO {}; SET statement_timeout = '300s'",
+            pg.schema
+        ))
         // A separate command: COMMIT inside DO needs to be outside any transaction block.
         .arg("-c")
         .arg(format!(
@@ -316,6 +323,11 @@ fn partitions_read_one_snapshot_while_the_table_changes() {
     }
     let _ = writer.kill();
     let _ = writer.wait();
+    let ended = pg.sql(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = '{writer_name}'"
+    ));
+    assert_eq!(ended, "1", "the writer's server process was not found");
     for s in &seen {
         assert_eq!(
             s,
