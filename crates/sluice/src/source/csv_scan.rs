@@ -23,7 +23,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::object_store::path::Path;
-use datafusion::object_store::{ObjectStore, ObjectStoreExt};
+use datafusion::object_store::ObjectStore;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::StatisticsArgs;
@@ -624,8 +624,7 @@ async fn read_stream(
             let store = Arc::clone(&store);
             let location = location.clone();
             async move {
-                store
-                    .get_range(&location, from..to)
+                crate::storage::pooled::get_range(store.as_ref(), &location, from..to)
                     .await
                     .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))
             }

@@ -6,4 +6,5 @@ pub mod counting;
 pub mod format;
 pub mod manifest;
 pub mod partition;
+pub mod pooled;
 pub mod stores;
