@@ -229,12 +229,24 @@ fn tiny_inputs_leave_no_empty_files_unless_asked_for() {
     assert_eq!(n, ["n", "1"]);
 }
 
-/// Float columns are written without a dictionary (their values seldom repeat; building one
-/// only to drop it costs CPU), other columns keep theirs; the values read back the same.
+/// Columns whose values seldom repeat are written without a dictionary (building one only to
+/// drop it costs CPU): floats, and columns nearly unique in the first batch (the ids); columns
+/// of repeated values keep theirs, also one of 3,000 distinct codes; the values read back the
+/// same.
 #[test]
-fn float_columns_are_written_without_a_dictionary() {
+fn columns_of_unrepeated_values_are_written_without_a_dictionary() {
     let wd = Workdir::new();
-    wd.write("in.csv", rows(20_000));
+    let mut csv = String::from("id,country,year,amount,code\n");
+    let countries = ["DE", "FR", "US", "GB", ""];
+    for i in 0..20_000u64 {
+        let code = i.wrapping_mul(2_654_435_761) % 3000;
+        csv.push_str(&format!(
+            "{i},{},{},{i}.5,k{code}\n",
+            countries[i as usize % 5],
+            2020 + i % 3
+        ));
+    }
+    wd.write("in.csv", csv);
     wd.ingest(&["in.csv", "--to", "out", "--files", "1"]);
     let files = wd.data_files("out");
     assert_eq!(files.len(), 1);
@@ -252,8 +264,15 @@ fn float_columns_are_written_without_a_dictionary() {
         return;
     };
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.contains(&"amount double False"), "{out}");
-    assert!(lines.contains(&"country string True"), "{out}");
+    for line in [
+        "amount double False",
+        "id int64 False",
+        "country string True",
+        "year int64 True",
+        "code string True",
+    ] {
+        assert!(lines.contains(&line), "{line}: {out}");
+    }
     // amount is i + 0.5 for i in 0..20000.
     let want = (0..20_000).map(|i| i as f64 + 0.5).sum::<f64>();
     assert_eq!(
