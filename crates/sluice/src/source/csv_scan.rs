@@ -1766,7 +1766,7 @@ fn decode_rows_unchecked(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The arrow error texts sluice reads (arrow has no typed variants for them): a new
@@ -1817,7 +1817,8 @@ mod tests {
         );
     }
 
-    fn config(format: RowFormat) -> CsvScanConfig {
+    /// A scan's settings for the tests: comma-delimited with a header and `#` comments.
+    pub(crate) fn config(format: RowFormat) -> CsvScanConfig {
         CsvScanConfig {
             format,
             file_schema: Arc::new(Schema::empty()),

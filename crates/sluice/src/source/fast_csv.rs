@@ -610,9 +610,8 @@ fn timestamps_in<'a, T: ArrowTimestampType, Z: chrono::TimeZone>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::csv_scan::{RowFormat, LOCAL_READ};
+    use crate::source::csv_scan::RowFormat;
     use datafusion::arrow::datatypes::Field;
-    use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -688,27 +687,13 @@ mod tests {
             .enumerate()
             .map(|(i, t)| Field::new(format!("c{i}"), t.clone(), true))
             .collect();
-        CsvScanConfig {
-            format: RowFormat::Csv,
-            file_schema: Arc::new(Schema::new(fields)),
-            partition_fields: Vec::new(),
-            header: true,
-            rules: CsvRules {
-                delimiter: b',',
-                quote: b'"',
-                escape: None,
-                comment: None,
-            },
-            trailing: false,
-            null_regex: None,
-            compression: FileCompressionType::UNCOMPRESSED,
-            batch_size: batch,
-            file_projection: projection,
-            read: LOCAL_READ,
-            max_record_bytes: 1 << 20,
-            max_compression_ratio: 0,
-            origin: false,
-        }
+        let mut c = crate::source::csv_scan::tests::config(RowFormat::Csv);
+        c.file_schema = Arc::new(Schema::new(fields));
+        c.rules.comment = None;
+        c.batch_size = batch;
+        c.file_projection = projection;
+        c.max_record_bytes = 1 << 20;
+        c
     }
 
     /// A value of type `t`, now and then quoted, empty, or not of the type.
