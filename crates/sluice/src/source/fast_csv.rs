@@ -452,29 +452,20 @@ fn column(t: &DataType, bounds: &[(u32, u32)], text: &str, quote: u8) -> Option<
             }
             Arc::new(out.finish())
         }
-        Int8 => primitive::<Int8Type>(values())?,
-        Int16 => primitive::<Int16Type>(values())?,
-        Int32 => primitive::<Int32Type>(values())?,
-        Int64 => primitive::<Int64Type>(values())?,
-        UInt8 => primitive::<UInt8Type>(values())?,
-        UInt16 => primitive::<UInt16Type>(values())?,
-        UInt32 => primitive::<UInt32Type>(values())?,
-        UInt64 => primitive::<UInt64Type>(values())?,
-        Float32 => primitive::<Float32Type>(values())?,
-        Float64 => {
-            let mut out = PrimitiveBuilder::<Float64Type>::with_capacity(bounds.len());
-            for v in values() {
-                match v? {
-                    s if s.is_empty() => out.append_null(),
-                    s => out.append_value(match plain_f64(s.as_bytes()) {
-                        Some(x) => x,
-                        None => Float64Type::parse(&s)?,
-                    }),
-                }
-            }
-            Arc::new(out.finish())
-        }
-        Date32 => primitive::<Date32Type>(values())?,
+        Int8 => Arc::new(primitive::<Int8Type>(values(), Int8Type::parse)?),
+        Int16 => Arc::new(primitive::<Int16Type>(values(), Int16Type::parse)?),
+        Int32 => Arc::new(primitive::<Int32Type>(values(), Int32Type::parse)?),
+        Int64 => Arc::new(primitive::<Int64Type>(values(), Int64Type::parse)?),
+        UInt8 => Arc::new(primitive::<UInt8Type>(values(), UInt8Type::parse)?),
+        UInt16 => Arc::new(primitive::<UInt16Type>(values(), UInt16Type::parse)?),
+        UInt32 => Arc::new(primitive::<UInt32Type>(values(), UInt32Type::parse)?),
+        UInt64 => Arc::new(primitive::<UInt64Type>(values(), UInt64Type::parse)?),
+        Float32 => Arc::new(primitive::<Float32Type>(values(), Float32Type::parse)?),
+        // Plain decimals the short way (the same value), the rest by arrow's parser.
+        Float64 => Arc::new(primitive::<Float64Type>(values(), |s| {
+            plain_f64(s.as_bytes()).or_else(|| Float64Type::parse(s))
+        })?),
+        Date32 => Arc::new(primitive::<Date32Type>(values(), Date32Type::parse)?),
         Timestamp(unit, tz) => match unit {
             TimeUnit::Second => timestamps::<TimestampSecondType>(values(), tz.as_deref())?,
             TimeUnit::Millisecond => {
@@ -558,17 +549,19 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn primitive<'a, T: ArrowPrimitiveType + Parser>(
+/// The values read by `parse` (an empty one is NULL), or `None` when one does not parse.
+fn primitive<'a, T: ArrowPrimitiveType>(
     values: impl ExactSizeIterator<Item = Option<Cow<'a, str>>>,
-) -> Option<ArrayRef> {
+    parse: impl Fn(&str) -> Option<T::Native>,
+) -> Option<PrimitiveArray<T>> {
     let mut out = PrimitiveBuilder::<T>::with_capacity(values.len());
     for v in values {
         match v? {
             s if s.is_empty() => out.append_null(),
-            s => out.append_value(T::parse(&s)?),
+            s => out.append_value(parse(&s)?),
         }
     }
-    Some(Arc::new(out.finish()))
+    Some(out.finish())
 }
 
 fn timestamps<'a, T: ArrowTimestampType>(
@@ -589,22 +582,15 @@ fn timestamps_in<'a, T: ArrowTimestampType, Z: chrono::TimeZone>(
     values: impl ExactSizeIterator<Item = Option<Cow<'a, str>>>,
     zone: &Z,
 ) -> Option<PrimitiveArray<T>> {
-    let mut out = PrimitiveBuilder::<T>::with_capacity(values.len());
-    for v in values {
-        let s = v?;
-        if s.is_empty() {
-            out.append_null();
-            continue;
+    primitive::<T>(values, |s| {
+        let date = string_to_datetime(zone, s).ok()?;
+        match T::UNIT {
+            TimeUnit::Second => Some(date.timestamp()),
+            TimeUnit::Millisecond => Some(date.timestamp_millis()),
+            TimeUnit::Microsecond => Some(date.timestamp_micros()),
+            TimeUnit::Nanosecond => date.timestamp_nanos_opt(),
         }
-        let date = string_to_datetime(zone, &s).ok()?;
-        out.append_value(match T::UNIT {
-            TimeUnit::Second => date.timestamp(),
-            TimeUnit::Millisecond => date.timestamp_millis(),
-            TimeUnit::Microsecond => date.timestamp_micros(),
-            TimeUnit::Nanosecond => date.timestamp_nanos_opt()?,
-        });
-    }
-    Some(out.finish())
+    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! Ranged reads into recycled buffers.
 //!
 //! object_store reads a range of a local file into a new buffer that it first fills with
-//! zeros: for every 1 MiB read the allocator maps fresh pages, the kernel clears them and
-//! the zeros are then overwritten. In a profile of a GROUP BY over 32 CSV files that was a
-//! quarter of the CPU (page clearing 13%, the zero fill 2.5%, plus the copy from the page
-//! cache). Here a read of a local file goes into a buffer from a small pool, and the buffer
-//! goes back to the pool when the last [`Bytes`] slice of it is dropped. The file is opened
+//! zeros: for every 1 MiB read the allocator may map fresh pages, the kernel clears them
+//! and the zeros are then overwritten. Here a read of a local file goes into a buffer from a
+//! small pool, and the buffer goes back to the pool when the last [`Bytes`] slice of it is
+//! dropped. Measured on a GROUP BY over 32 CSV files: page faults 17.6k -> 10.5k and peak
+//! memory 128 -> 102 MiB; wall time no different within this machine's noise (a first
+//! profile, taken on a noisy moment, had put page clearing at 13% of the CPU). The file is opened
 //! by the store itself (`get_opts`, so wrappers such as the counting store still see the
 //! read); other stores' results are collected as before.
 
@@ -75,19 +76,11 @@ pub async fn get_range(
         attributes,
     } = store.get_opts(location, options).await?;
     match payload {
-        GetResultPayload::File(file, path) => tokio::task::spawn_blocking(move || {
-            read_file(&file, &path, range).map_err(|source| {
-                datafusion::object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(source),
-                }
-            })
-        })
-        .await
-        .map_err(|e| datafusion::object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        })?,
+        GetResultPayload::File(file, path) => {
+            tokio::task::spawn_blocking(move || read_file(&file, &path, range).map_err(local))
+                .await
+                .map_err(local)?
+        }
         payload => {
             GetResult {
                 payload,
@@ -98,6 +91,16 @@ pub async fn get_range(
             .bytes()
             .await
         }
+    }
+}
+
+/// An error of a local read, as the local store reports its own.
+fn local(
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> datafusion::object_store::Error {
+    datafusion::object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(source),
     }
 }
 
