@@ -530,34 +530,53 @@ fn fits(value: Shape, column: Shape) -> bool {
     value == Shape::Empty || value == column || (column == Shape::Float && value == Shape::Int)
 }
 
-/// The shape a column's values share (`Text` when they share none).
-fn common(values: impl Iterator<Item = Shape>) -> Shape {
-    let mut shape = Shape::Empty;
-    for v in values {
-        shape = match (shape, v) {
-            (s, Shape::Empty) => s,
-            (Shape::Empty, v) => v,
-            (a, b) if a == b => a,
-            (Shape::Int, Shape::Float) | (Shape::Float, Shape::Int) => Shape::Float,
-            _ => return Shape::Text,
-        };
+/// The shape a column's values share (`Text` when they share none): `column`, the shape
+/// of the values before, widened by `value`. Text stays text, so `value` is not looked at
+/// then (the costly shapes to tell are text's).
+fn widen(column: Shape, value: &[u8]) -> Shape {
+    if column == Shape::Text {
+        return Shape::Text;
     }
-    shape
+    match (column, shape(value)) {
+        (s, Shape::Empty) => s,
+        (Shape::Empty, v) => v,
+        (a, b) if a == b => a,
+        (Shape::Int, Shape::Float) | (Shape::Float, Shape::Int) => Shape::Float,
+        _ => Shape::Text,
+    }
 }
 
-/// Whether the first record of `data` is a header, by the types of the records below it,
-/// and why that is a guess when it is.
+/// Whether the first record of `data` is a header, by the types of the records below it
+/// (up to [`DETECT_RECORDS`] records in all), and why that is a guess when it is.
 fn header_of(data: &[u8], complete: bool, rules: CsvRules) -> (bool, Option<String>) {
-    let rows = fields_of(data, complete, rules, DETECT_RECORDS);
-    let Some((first, rest)) = rows.split_first() else {
+    let mut first: Option<Vec<Vec<u8>>> = None;
+    // The shape each of the first record's columns has below it.
+    let mut columns: Vec<Shape> = Vec::new();
+    let mut records = 0;
+    each_record(data, complete, rules, |r| {
+        records += 1;
+        match &first {
+            None => {
+                let fields: Vec<Vec<u8>> = r.fields().map(<[u8]>::to_vec).collect();
+                columns = vec![Shape::Empty; fields.len()];
+                first = Some(fields);
+            }
+            Some(_) => {
+                for (column, value) in columns.iter_mut().zip(r.fields()) {
+                    *column = widen(*column, value);
+                }
+            }
+        }
+        records < DETECT_RECORDS
+    });
+    let Some(first) = first else {
         return (true, None);
     };
-    if rest.is_empty() {
+    if records < 2 {
         return (true, None);
     }
     let (mut header, mut data_row) = (false, false);
-    for (j, value) in first.iter().enumerate() {
-        let column = common(rest.iter().filter_map(|r| r.get(j)).map(|v| shape(v)));
+    for (value, &column) in first.iter().zip(&columns) {
         if matches!(column, Shape::Text | Shape::Empty) {
             continue;
         }
@@ -584,16 +603,6 @@ fn header_of(data: &[u8], complete: bool, rules: CsvRules) -> (bool, Option<Stri
             ),
         )
     }
-}
-
-/// The fields of the first `limit` whole records of `data`.
-fn fields_of(data: &[u8], complete: bool, rules: CsvRules, limit: usize) -> Vec<Vec<Vec<u8>>> {
-    let mut rows = Vec::new();
-    each_record(data, complete, rules, |r| {
-        rows.push(r.fields().map(<[u8]>::to_vec).collect());
-        rows.len() < limit
-    });
-    rows
 }
 
 #[cfg(test)]

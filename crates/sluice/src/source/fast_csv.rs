@@ -1,30 +1,34 @@
 //! The decoder of clean CSV text: fields found 64 bytes at a time, only the decoded columns
-//! kept, values parsed straight from the file's bytes into typed arrays.
+//! kept, each value parsed into its typed column as soon as its field is framed.
 //!
 //! arrow-csv's decoder (csv-core underneath) copies every field of every row, read or not,
 //! into a record buffer one byte at a time, and then parses the columns from it. Here a
 //! block of 64 bytes is classified with SIMD compares (the framer's [`Classes`]); quoted
 //! stretches come from a prefix XOR of the quote bits; the delimiters and line ends outside
-//! them bound the fields, and only the fields of decoded columns are remembered (as byte
-//! ranges of the batch's text). The values are parsed with arrow's own parsers, so a value
-//! reads the same on either path.
+//! them bound the fields, and the field of a decoded column is parsed at once, while its
+//! bytes are still in the processor's cache (a second pass over a batch of 8,192 rows, one
+//! column at a time, missed the cache on nearly every value). The values are parsed with
+//! arrow's own parsers, so a value reads the same on either path.
 //!
 //! arrow-csv stays the careful path, and the reference: a block where csv-core's rules could
-//! read the text otherwise (a quote inside an unquoted field) hands the rest of the batch to arrow's decoder, and a batch holding anything else the fast
-//! path does not take (a row of another width, a value that does not parse, invalid UTF-8, an
-//! unterminated quote at the end of input) is decoded again by arrow's decoder at the flush,
-//! which then fails or succeeds exactly as it would have alone (a failure sends the batch to
-//! the row-by-row recovery of [`super::csv_scan`]). The tests hold both decoders equal on
-//! random text cut at random places.
+//! read the text otherwise (a quote inside an unquoted field) hands the rest of the batch to
+//! arrow's decoder, and a batch holding anything else the fast path does not take (a row of
+//! another width, a value that does not parse, invalid UTF-8, an unterminated quote at the
+//! end of input) is decoded again by arrow's decoder at the flush, which then fails or
+//! succeeds exactly as it would have alone (a failure sends the batch to the row-by-row
+//! recovery of [`super::csv_scan`]). The tests hold both decoders equal on random text cut
+//! at random places.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use datafusion::arrow::array::builder::{BooleanBufferBuilder, NullBufferBuilder};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    ArrayRef, ArrowPrimitiveType, BooleanBuilder, NullArray, PrimitiveArray, PrimitiveBuilder,
-    RecordBatch, RecordBatchOptions, StringBuilder,
+    ArrayRef, ArrowPrimitiveType, BooleanArray, NullArray, PrimitiveArray, RecordBatch,
+    RecordBatchOptions, StringArray,
 };
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::kernels::cast_utils::{string_to_datetime, Parser};
 use datafusion::arrow::csv::reader::Decoder;
 use datafusion::arrow::datatypes::{
@@ -43,6 +47,10 @@ type ArrowResult<T> = std::result::Result<T, ArrowError>;
 /// A file column that is not decoded.
 const SKIPPED: u32 = u32::MAX;
 
+/// Bytes of the input copied into the batch's text at a time, ahead of the framing (a
+/// multiple of [`BLOCK`]; the copy is cut back to what the batch took).
+const COPY_AHEAD: usize = 16 << 10;
+
 /// Decodes CSV batches from a stream of bytes, with the interface of arrow's [`Decoder`]
 /// (`decode` takes what it can, `flush` makes the batch); see the module documentation.
 pub(crate) struct FastCsv {
@@ -50,9 +58,11 @@ pub(crate) struct FastCsv {
     config: CsvScanConfig,
     rules: CsvRules,
     /// Columns in the file: every record must have this many fields.
-    columns: usize,
-    /// For each file column, where its fields go in `bounds` (or [`SKIPPED`]).
+    width: usize,
+    /// For each file column, its index in `columns` (or [`SKIPPED`]).
     slot: Vec<u32>,
+    /// The decoded columns of the batch, built as their fields are framed.
+    columns: Vec<Box<dyn Column>>,
     /// The batches' schema: the decoded columns, as arrow's decoder makes it.
     schema: SchemaRef,
     batch_size: usize,
@@ -60,9 +70,6 @@ pub(crate) struct FastCsv {
     pad: u8,
     /// The bytes taken since the last flush.
     data: Vec<u8>,
-    /// For each decoded column, the byte range in `data` of its field in every row (quotes
-    /// included).
-    bounds: Vec<Vec<(u32, u32)>>,
     /// Rows framed in `data` (the header not counted).
     rows: usize,
     /// Fields of the record being framed so far.
@@ -81,6 +88,9 @@ pub(crate) struct FastCsv {
     /// The batch holds a record this decoder does not take (another width): arrow's
     /// decoder reads the batch at the flush.
     odd: bool,
+    /// A value of the batch did not parse (or a column grew too long): arrow's decoder
+    /// reads the batch at the flush.
+    bad: bool,
     /// The end of the input was signalled.
     eof: bool,
     /// Arrow's decoder, reading the rest of this batch (the fast path refused a block).
@@ -88,6 +98,9 @@ pub(crate) struct FastCsv {
     /// Batches made by the fast path (the tests check it is taken).
     #[cfg(test)]
     fast: usize,
+    /// Of those, the batches that began with the header line.
+    #[cfg(test)]
+    fast_headed: usize,
 }
 
 impl FastCsv {
@@ -110,24 +123,21 @@ impl FastCsv {
             return None;
         }
         let fields = config.file_schema.fields();
-        let columns = fields.len();
+        let width = fields.len();
         let projection = config
             .file_projection
             .clone()
-            .unwrap_or_else(|| (0..columns).collect());
-        if projection
-            .iter()
-            .any(|&i| i >= columns || !parses(fields[i].data_type()))
-        {
-            return None;
-        }
-        let mut slot = vec![SKIPPED; columns];
+            .unwrap_or_else(|| (0..width).collect());
+        let batch_size = config.batch_size.max(1);
+        let mut slot = vec![SKIPPED; width];
+        let mut columns = Vec::with_capacity(projection.len());
         for (k, &i) in projection.iter().enumerate() {
-            if slot[i] != SKIPPED {
+            if *slot.get(i)? != SKIPPED {
                 // A column decoded twice: arrow's decoder handles it.
                 return None;
             }
             slot[i] = k as u32;
+            columns.push(column_for(fields[i].data_type())?);
         }
         let schema = Arc::new(Schema::new_with_metadata(
             projection
@@ -142,11 +152,11 @@ impl FastCsv {
         Some(FastCsv {
             config: config.clone(),
             rules,
-            columns,
-            bounds: vec![Vec::new(); projection.len()],
+            width,
             slot,
+            columns,
             schema,
-            batch_size: config.batch_size.max(1),
+            batch_size,
             pad,
             data: Vec::new(),
             rows: 0,
@@ -157,10 +167,13 @@ impl FastCsv {
             header,
             header_left: header,
             odd: false,
+            bad: false,
             eof: false,
             careful: None,
             #[cfg(test)]
             fast: 0,
+            #[cfg(test)]
+            fast_headed: 0,
         })
     }
 
@@ -178,11 +191,19 @@ impl FastCsv {
         if self.rows >= self.batch_size {
             return Ok(0);
         }
-        let mut taken = 0;
+        // The bytes are framed where they are kept (in `data`), copied ahead of the framing
+        // a few KiB at a time: a field's bytes are then in one place, wherever the input was
+        // cut, and still in cache when its value is parsed.
+        let base = self.data.len();
+        let (mut taken, mut copied) = (0, 0);
         while taken < buf.len() {
-            let len = (buf.len() - taken).min(BLOCK);
-            let at = self.data.len() + taken;
-            match self.block(&buf[taken..taken + len], at) {
+            if taken == copied {
+                let n = (buf.len() - copied).min(COPY_AHEAD);
+                self.data.extend_from_slice(&buf[copied..copied + n]);
+                copied += n;
+            }
+            let len = (copied - taken).min(BLOCK);
+            match self.block(base + taken, len) {
                 Some(None) => taken += len,
                 Some(Some(end)) => {
                     taken += end;
@@ -191,7 +212,7 @@ impl FastCsv {
                 None => {
                     // csv-core might read this block otherwise: arrow's decoder reads the
                     // batch from its start (fewer rows than a batch so far, all taken).
-                    self.data.extend_from_slice(&buf[..taken]);
+                    self.data.truncate(base + taken);
                     let mut d = self.careful_decoder(false)?;
                     let more = d.decode(&buf[taken..])?;
                     self.careful = Some(d);
@@ -199,7 +220,7 @@ impl FastCsv {
                 }
             }
         }
-        self.data.extend_from_slice(&buf[..taken]);
+        self.data.truncate(base + taken);
         Ok(taken)
     }
 
@@ -231,13 +252,14 @@ impl FastCsv {
                 "Cannot flush part way through record".into(),
             ));
         }
-        let batch = match self.odd {
+        let batch = match self.odd || self.bad {
             true => None,
             false => self.fast_batch(),
         };
         #[cfg(test)]
         {
             self.fast += usize::from(batch.is_some());
+            self.fast_headed += usize::from(batch.is_some() && self.header);
         }
         let batch = match batch {
             Some(b) => Ok(Some(b)),
@@ -274,7 +296,7 @@ impl FastCsv {
     fn reset(&mut self) {
         self.careful = None;
         self.data.clear();
-        self.bounds.iter_mut().for_each(Vec::clear);
+        self.columns.iter_mut().for_each(|c| c.clear());
         self.rows = 0;
         self.field = 0;
         self.field_start = 0;
@@ -283,6 +305,7 @@ impl FastCsv {
         self.header = false;
         self.header_left = false;
         self.odd = false;
+        self.bad = false;
     }
 
     /// The end of the input: a last record without a line break is a row.
@@ -301,17 +324,17 @@ impl FastCsv {
         Ok(())
     }
 
-    /// Frames `block` (at most [`BLOCK`] bytes, at offset `at` of the batch): `None` when
-    /// csv-core might read it otherwise (nothing taken), `Some(Some(n))` when the batch
-    /// filled up after its first `n` bytes, `Some(None)` when all of it was taken.
-    fn block(&mut self, block: &[u8], at: usize) -> Option<Option<usize>> {
-        let n = block.len();
-        let m = if n == BLOCK {
-            Classes::of(block, self.rules)
-        } else {
-            let mut padded = [self.pad; BLOCK];
-            padded[..n].copy_from_slice(block);
-            Classes::of(&padded, self.rules)
+    /// Frames the `n` bytes (at most [`BLOCK`]) of `data` at `at`: `None` when csv-core
+    /// might read them otherwise (nothing taken), `Some(Some(k))` when the batch filled up
+    /// after the first `k` of them, `Some(None)` when all were taken.
+    fn block(&mut self, at: usize, n: usize) -> Option<Option<usize>> {
+        let m = match self.data.get(at..at + BLOCK) {
+            Some(block) if n == BLOCK => Classes::of(block, self.rules),
+            _ => {
+                let mut padded = [self.pad; BLOCK];
+                padded[..n].copy_from_slice(&self.data[at..at + n]);
+                Classes::of(&padded, self.rules)
+            }
         };
         let last = 1u64 << (n - 1);
         let valid = last | (last - 1);
@@ -356,11 +379,14 @@ impl FastCsv {
         Some(None)
     }
 
-    /// The field being framed ends at `pos` (a delimiter, a line end or the input's end).
+    /// The field being framed ends at `pos` (a delimiter, a line end or the input's end):
+    /// the value of a decoded column is parsed now (the header's names are no values).
+    #[inline]
     fn end_field(&mut self, pos: usize) {
         if let Some(&s) = self.slot.get(self.field) {
-            if s != SKIPPED {
-                self.bounds[s as usize].push((self.field_start as u32, pos as u32));
+            if s != SKIPPED && !self.header_left && !self.bad {
+                let field = &self.data[self.field_start..pos];
+                self.bad = !self.columns[s as usize].push(field, self.rules.quote);
             }
         }
         self.field += 1;
@@ -368,28 +394,25 @@ impl FastCsv {
     }
 
     /// The record being framed ended.
+    #[inline]
     fn end_record(&mut self) {
-        if self.field != self.columns {
+        if self.field != self.width {
             self.odd = true;
         }
-        if std::mem::take(&mut self.header_left) {
-            self.bounds.iter_mut().for_each(Vec::clear);
-        } else {
+        if !std::mem::take(&mut self.header_left) {
             self.rows += 1;
         }
         self.field = 0;
     }
 
-    /// The batch, or `None` when a value does not parse (or the text is not UTF-8).
-    fn fast_batch(&self) -> Option<RecordBatch> {
-        let text = std::str::from_utf8(&self.data).ok()?;
-        let quote = self.rules.quote;
+    /// The batch, or `None` when its text is not UTF-8 (arrow's decoder fails such a batch,
+    /// whichever column holds the bytes).
+    fn fast_batch(&mut self) -> Option<RecordBatch> {
+        std::str::from_utf8(&self.data).ok()?;
         let arrays = self
-            .schema
-            .fields()
-            .iter()
-            .zip(&self.bounds)
-            .map(|(f, b)| column(f.data_type(), b, text, quote))
+            .columns
+            .iter_mut()
+            .map(|c| c.finish())
             .collect::<Option<Vec<_>>>()?;
         RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
@@ -402,102 +425,276 @@ impl FastCsv {
     }
 }
 
-/// The types [`column`] parses.
-fn parses(t: &DataType) -> bool {
-    use DataType::*;
-    matches!(
-        t,
-        Null | Utf8
-            | Boolean
-            | Int8
-            | Int16
-            | Int32
-            | Int64
-            | UInt8
-            | UInt16
-            | UInt32
-            | UInt64
-            | Float32
-            | Float64
-            | Date32
-            | Timestamp(..)
-    )
+/// A decoded column, built a value at a time as the fields are framed.
+trait Column: Send {
+    /// Appends the value of `field` (its bytes in the text, quotes included; an empty value
+    /// is NULL, as arrow-csv reads it): false when it does not parse.
+    fn push(&mut self, field: &[u8], quote: u8) -> bool;
+    /// The values appended since the last call, as an array (`None`: they make none).
+    fn finish(&mut self) -> Option<ArrayRef>;
+    /// Drops the values appended since the last call.
+    fn clear(&mut self);
 }
 
-/// The column of type `t` from the fields at `bounds` of `text`, as arrow-csv parses it
-/// (an empty field is NULL), or `None` when a value does not parse.
-fn column(t: &DataType, bounds: &[(u32, u32)], text: &str, quote: u8) -> Option<ArrayRef> {
+/// The builder of a column of type `t`, or `None` for a type the fast path does not parse.
+/// Builders start empty and then reserve what the last batch took (a lookup of two rows
+/// holds two rows' worth of memory, a scan's batches one allocation per buffer).
+fn column_for(t: &DataType) -> Option<Box<dyn Column>> {
     use DataType::*;
-    let values = || bounds.iter().map(|&b| value(text, b, quote));
     Some(match t {
-        Null => Arc::new(NullArray::new(bounds.len())),
-        Utf8 => {
-            let bytes = bounds.iter().map(|(a, b)| (b - a) as usize).sum();
-            let mut out = StringBuilder::with_capacity(bounds.len(), bytes);
-            for v in values() {
-                match v? {
-                    s if s.is_empty() => out.append_null(),
-                    s => out.append_value(s),
-                }
-            }
-            Arc::new(out.finish())
-        }
-        Boolean => {
-            let mut out = BooleanBuilder::with_capacity(bounds.len());
-            for v in values() {
-                match v? {
-                    s if s.is_empty() => out.append_null(),
-                    s => out.append_value(parse_bool(&s)?),
-                }
-            }
-            Arc::new(out.finish())
-        }
-        Int8 => Arc::new(primitive::<Int8Type>(values(), Int8Type::parse)?),
-        Int16 => Arc::new(primitive::<Int16Type>(values(), Int16Type::parse)?),
-        Int32 => Arc::new(primitive::<Int32Type>(values(), Int32Type::parse)?),
-        Int64 => Arc::new(primitive::<Int64Type>(values(), Int64Type::parse)?),
-        UInt8 => Arc::new(primitive::<UInt8Type>(values(), UInt8Type::parse)?),
-        UInt16 => Arc::new(primitive::<UInt16Type>(values(), UInt16Type::parse)?),
-        UInt32 => Arc::new(primitive::<UInt32Type>(values(), UInt32Type::parse)?),
-        UInt64 => Arc::new(primitive::<UInt64Type>(values(), UInt64Type::parse)?),
-        Float32 => Arc::new(primitive::<Float32Type>(values(), Float32Type::parse)?),
+        Null => Box::new(Nulls(0)),
+        Utf8 => Box::new(Text::new(0, 0)),
+        Boolean => Box::new(Bools::new(0)),
+        Int8 => typed::<Int8Type>(t, move |b| text(b).and_then(Int8Type::parse)),
+        Int16 => typed::<Int16Type>(t, move |b| text(b).and_then(Int16Type::parse)),
+        Int32 => typed::<Int32Type>(t, move |b| text(b).and_then(Int32Type::parse)),
+        // Plain integers the short way (the same value), the rest by arrow's parser.
+        Int64 => typed::<Int64Type>(t, move |b| {
+            plain_i64(b).or_else(|| text(b).and_then(Int64Type::parse))
+        }),
+        UInt8 => typed::<UInt8Type>(t, move |b| text(b).and_then(UInt8Type::parse)),
+        UInt16 => typed::<UInt16Type>(t, move |b| text(b).and_then(UInt16Type::parse)),
+        UInt32 => typed::<UInt32Type>(t, move |b| text(b).and_then(UInt32Type::parse)),
+        UInt64 => typed::<UInt64Type>(t, move |b| text(b).and_then(UInt64Type::parse)),
+        Float32 => typed::<Float32Type>(t, move |b| text(b).and_then(Float32Type::parse)),
         // Plain decimals the short way (the same value), the rest by arrow's parser.
-        Float64 => Arc::new(primitive::<Float64Type>(values(), |s| {
-            plain_f64(s.as_bytes()).or_else(|| Float64Type::parse(s))
-        })?),
-        Date32 => Arc::new(primitive::<Date32Type>(values(), Date32Type::parse)?),
+        Float64 => typed::<Float64Type>(t, move |b| {
+            plain_f64(b).or_else(|| text(b).and_then(Float64Type::parse))
+        }),
+        Date32 => typed::<Date32Type>(t, move |b| text(b).and_then(Date32Type::parse)),
         Timestamp(unit, tz) => match unit {
-            TimeUnit::Second => timestamps::<TimestampSecondType>(values(), tz.as_deref())?,
-            TimeUnit::Millisecond => {
-                timestamps::<TimestampMillisecondType>(values(), tz.as_deref())?
-            }
-            TimeUnit::Microsecond => {
-                timestamps::<TimestampMicrosecondType>(values(), tz.as_deref())?
-            }
-            TimeUnit::Nanosecond => timestamps::<TimestampNanosecondType>(values(), tz.as_deref())?,
+            TimeUnit::Second => timestamps::<TimestampSecondType>(t, tz.as_deref())?,
+            TimeUnit::Millisecond => timestamps::<TimestampMillisecondType>(t, tz.as_deref())?,
+            TimeUnit::Microsecond => timestamps::<TimestampMicrosecondType>(t, tz.as_deref())?,
+            TimeUnit::Nanosecond => timestamps::<TimestampNanosecondType>(t, tz.as_deref())?,
         },
         _ => return None,
     })
 }
 
-/// The value of the field at `(start, end)` of `text`: a quoted field without its quotes,
-/// a doubled quote inside read as one. `None` for a quoted field with text after its
-/// closing quote (csv-core's reading of it is left to arrow's decoder).
-fn value(text: &str, (start, end): (u32, u32), quote: u8) -> Option<Cow<'_, str>> {
-    let s = text.get(start as usize..end as usize)?;
-    if s.as_bytes().first() != Some(&quote) {
-        return Some(Cow::Borrowed(s));
+/// A value's bytes as text (arrow's parsers read `&str`).
+fn text(b: &[u8]) -> Option<&str> {
+    std::str::from_utf8(b).ok()
+}
+
+/// The value of a field: a quoted field without its quotes, a doubled quote inside read as
+/// one. `None` for a quoted field with text after its closing quote (csv-core's reading of
+/// it is left to arrow's decoder).
+#[inline(always)]
+fn value(field: &[u8], quote: u8) -> Option<Cow<'_, [u8]>> {
+    match field.first() {
+        Some(&q) if q == quote => quoted(field, quote),
+        _ => Some(Cow::Borrowed(field)),
     }
-    if s.len() < 2 || s.as_bytes()[s.len() - 1] != quote {
+}
+
+/// [`value`] of a field that starts with a quote.
+#[cold]
+fn quoted(field: &[u8], quote: u8) -> Option<Cow<'_, [u8]>> {
+    if field.len() < 2 || field[field.len() - 1] != quote {
         return None;
     }
-    let inner = s.get(1..s.len() - 1)?;
-    let q = char::from(quote);
-    if !inner.contains(q) {
+    let inner = &field[1..field.len() - 1];
+    if memchr::memchr(quote, inner).is_none() {
         return Some(Cow::Borrowed(inner));
     }
-    let (one, two) = (q.to_string(), format!("{q}{q}"));
-    Some(Cow::Owned(inner.replace(&two, &one)))
+    // Each pair of quotes is one (as `str::replace` of the pair reads them, left to right).
+    let mut out = Vec::with_capacity(inner.len());
+    let mut rest = inner;
+    while let Some(k) = memchr::memchr(quote, rest) {
+        out.extend_from_slice(&rest[..=k]);
+        rest = &rest[k + 1..];
+        if rest.first() == Some(&quote) {
+            rest = &rest[1..];
+        }
+    }
+    out.extend_from_slice(rest);
+    Some(Cow::Owned(out))
+}
+
+/// A column of type Null: only its length.
+struct Nulls(usize);
+
+impl Column for Nulls {
+    fn push(&mut self, _: &[u8], _: u8) -> bool {
+        self.0 += 1;
+        true
+    }
+    fn finish(&mut self) -> Option<ArrayRef> {
+        Some(Arc::new(NullArray::new(std::mem::take(&mut self.0))))
+    }
+    fn clear(&mut self) {
+        self.0 = 0;
+    }
+}
+
+/// A Utf8 column: the values' bytes one after another, and where each ends.
+struct Text {
+    offsets: Vec<i32>,
+    values: Vec<u8>,
+    nulls: NullBufferBuilder,
+}
+
+impl Text {
+    /// A builder with room for `rows` values of `bytes` bytes in all.
+    fn new(rows: usize, bytes: usize) -> Text {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Text {
+            offsets,
+            values: Vec::with_capacity(bytes),
+            nulls: NullBufferBuilder::new(0),
+        }
+    }
+}
+
+impl Column for Text {
+    fn push(&mut self, field: &[u8], quote: u8) -> bool {
+        let Some(v) = value(field, quote) else {
+            return false;
+        };
+        if v.is_empty() {
+            self.nulls.append_null();
+        } else {
+            self.values.extend_from_slice(&v);
+            self.nulls.append_non_null();
+        }
+        // A batch's text stays under 2 GiB (the scan cuts it short), so this holds.
+        match i32::try_from(self.values.len()) {
+            Ok(end) => {
+                self.offsets.push(end);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+    fn finish(&mut self) -> Option<ArrayRef> {
+        let next = Text::new(self.offsets.len() - 1, self.values.len());
+        let offsets = std::mem::replace(&mut self.offsets, next.offsets);
+        let values = std::mem::replace(&mut self.values, next.values);
+        let nulls = self.nulls.finish();
+        // Checks the offsets and that the values are UTF-8 (they are: pieces of UTF-8 text
+        // cut at ASCII delimiters and quotes).
+        let array = StringArray::try_new(
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            Buffer::from_vec(values),
+            nulls,
+        )
+        .ok()?;
+        Some(Arc::new(array))
+    }
+    fn clear(&mut self) {
+        self.offsets.truncate(1);
+        self.values.clear();
+        self.nulls.truncate(0);
+    }
+}
+
+/// A Boolean column, as arrow-csv reads booleans.
+struct Bools {
+    values: BooleanBufferBuilder,
+    nulls: NullBufferBuilder,
+}
+
+impl Bools {
+    /// A builder with room for `rows` values.
+    fn new(rows: usize) -> Bools {
+        Bools {
+            values: BooleanBufferBuilder::new(rows),
+            nulls: NullBufferBuilder::new(0),
+        }
+    }
+}
+
+impl Column for Bools {
+    fn push(&mut self, field: &[u8], quote: u8) -> bool {
+        let Some(v) = value(field, quote) else {
+            return false;
+        };
+        if v.is_empty() {
+            self.values.append(false);
+            self.nulls.append_null();
+            return true;
+        }
+        match parse_bool(&v) {
+            Some(b) => {
+                self.values.append(b);
+                self.nulls.append_non_null();
+                true
+            }
+            None => false,
+        }
+    }
+    fn finish(&mut self) -> Option<ArrayRef> {
+        let next = BooleanBufferBuilder::new(self.values.len());
+        let mut values = std::mem::replace(&mut self.values, next);
+        Some(Arc::new(BooleanArray::new(
+            values.finish(),
+            self.nulls.finish(),
+        )))
+    }
+    fn clear(&mut self) {
+        self.values.truncate(0);
+        self.nulls.truncate(0);
+    }
+}
+
+/// A column of a primitive type, its values read by `parse` (from a value's bytes).
+struct Typed<T: ArrowPrimitiveType, P> {
+    values: Vec<T::Native>,
+    nulls: NullBufferBuilder,
+    parse: P,
+    /// The column's type (a timestamp's carries its time zone).
+    data_type: DataType,
+}
+
+fn typed<T: ArrowPrimitiveType>(
+    t: &DataType,
+    parse: impl Fn(&[u8]) -> Option<T::Native> + Send + 'static,
+) -> Box<dyn Column> {
+    Box::new(Typed::<T, _> {
+        values: Vec::new(),
+        nulls: NullBufferBuilder::new(0),
+        parse,
+        data_type: t.clone(),
+    })
+}
+
+impl<T, P> Column for Typed<T, P>
+where
+    T: ArrowPrimitiveType,
+    P: Fn(&[u8]) -> Option<T::Native> + Send,
+{
+    fn push(&mut self, field: &[u8], quote: u8) -> bool {
+        let Some(v) = value(field, quote) else {
+            return false;
+        };
+        if v.is_empty() {
+            self.values.push(T::Native::default());
+            self.nulls.append_null();
+            return true;
+        }
+        match (self.parse)(&v) {
+            Some(x) => {
+                self.values.push(x);
+                self.nulls.append_non_null();
+                true
+            }
+            None => false,
+        }
+    }
+    fn finish(&mut self) -> Option<ArrayRef> {
+        let next = Vec::with_capacity(self.values.len());
+        let values = std::mem::replace(&mut self.values, next);
+        let array = PrimitiveArray::<T>::try_new(ScalarBuffer::from(values), self.nulls.finish())
+            .ok()?
+            .with_data_type(self.data_type.clone());
+        Some(Arc::new(array))
+    }
+    fn clear(&mut self) {
+        self.values.clear();
+        self.nulls.truncate(0);
+    }
 }
 
 /// Powers of ten exact in an `f64`.
@@ -538,59 +735,57 @@ fn plain_f64(s: &[u8]) -> Option<f64> {
     Some(if negative { -value } else { value })
 }
 
+/// `s` as an `i64` when it is a plain integer (`-?[0-9]{1,18}`: it cannot overflow);
+/// otherwise `None` (arrow's parser reads it: signs, spaces, longer ones).
+fn plain_i64(s: &[u8]) -> Option<i64> {
+    let (negative, digits) = match s.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut n = 0i64;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(b - b'0');
+    }
+    Some(if negative { -n } else { n })
+}
+
 /// arrow-csv's reading of a boolean (its own rule, not arrow-cast's).
-fn parse_bool(s: &str) -> Option<bool> {
-    if s.eq_ignore_ascii_case("false") {
+fn parse_bool(s: &[u8]) -> Option<bool> {
+    if s.eq_ignore_ascii_case(b"false") {
         Some(false)
-    } else if s.eq_ignore_ascii_case("true") {
+    } else if s.eq_ignore_ascii_case(b"true") {
         Some(true)
     } else {
         None
     }
 }
 
-/// The values read by `parse` (an empty one is NULL), or `None` when one does not parse.
-fn primitive<'a, T: ArrowPrimitiveType>(
-    values: impl ExactSizeIterator<Item = Option<Cow<'a, str>>>,
-    parse: impl Fn(&str) -> Option<T::Native>,
-) -> Option<PrimitiveArray<T>> {
-    let mut out = PrimitiveBuilder::<T>::with_capacity(values.len());
-    for v in values {
-        match v? {
-            s if s.is_empty() => out.append_null(),
-            s => out.append_value(parse(&s)?),
-        }
-    }
-    Some(out.finish())
-}
-
-fn timestamps<'a, T: ArrowTimestampType>(
-    values: impl ExactSizeIterator<Item = Option<Cow<'a, str>>>,
-    tz: Option<&str>,
-) -> Option<ArrayRef> {
-    Some(Arc::new(match tz {
+/// A timestamp column of `t`, read in its time zone (`None`: a zone that does not parse).
+fn timestamps<T: ArrowTimestampType>(t: &DataType, tz: Option<&str>) -> Option<Box<dyn Column>> {
+    Some(match tz {
         Some(name) => {
             let zone: Tz = name.parse().ok()?;
-            timestamps_in::<T, _>(values, &zone)?.with_timezone(name)
+            typed::<T>(t, move |b| timestamp::<T, _>(&zone, b))
         }
-        None => timestamps_in::<T, _>(values, &chrono::Utc)?,
-    }))
+        None => typed::<T>(t, |b| timestamp::<T, _>(&chrono::Utc, b)),
+    })
 }
 
-/// Timestamps read in `zone`, as arrow-csv reads them.
-fn timestamps_in<'a, T: ArrowTimestampType, Z: chrono::TimeZone>(
-    values: impl ExactSizeIterator<Item = Option<Cow<'a, str>>>,
-    zone: &Z,
-) -> Option<PrimitiveArray<T>> {
-    primitive::<T>(values, |s| {
-        let date = string_to_datetime(zone, s).ok()?;
-        match T::UNIT {
-            TimeUnit::Second => Some(date.timestamp()),
-            TimeUnit::Millisecond => Some(date.timestamp_millis()),
-            TimeUnit::Microsecond => Some(date.timestamp_micros()),
-            TimeUnit::Nanosecond => date.timestamp_nanos_opt(),
-        }
-    })
+/// A timestamp read in `zone`, as arrow-csv reads it.
+fn timestamp<T: ArrowTimestampType, Z: chrono::TimeZone>(zone: &Z, b: &[u8]) -> Option<i64> {
+    let date = string_to_datetime(zone, std::str::from_utf8(b).ok()?).ok()?;
+    match T::UNIT {
+        TimeUnit::Second => Some(date.timestamp()),
+        TimeUnit::Millisecond => Some(date.timestamp_millis()),
+        TimeUnit::Microsecond => Some(date.timestamp_micros()),
+        TimeUnit::Nanosecond => date.timestamp_nanos_opt(),
+    }
 }
 
 #[cfg(test)]
@@ -821,6 +1016,37 @@ mod tests {
         assert!(fast > 100_000 && total == 200_000, "{fast}");
     }
 
+    /// Plain integers read as arrow's parser reads them, on random strings of digits, signs
+    /// and spaces (long ones too); the fast path takes the plain ones.
+    #[test]
+    fn plain_integers_read_as_arrows_parser_reads_them() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut fast = 0;
+        for _ in 0..200_000 {
+            let len = rng.random_range(0..22);
+            let s: String = (0..len)
+                .map(|i| match rng.random_range(0..30) {
+                    0 => '-',
+                    1 => '+',
+                    2 => ' ',
+                    3 if i > 0 => 'x',
+                    _ => char::from(b'0' + rng.random_range(0..10u8)),
+                })
+                .collect();
+            let want = Int64Type::parse(&s);
+            if let Some(got) = plain_i64(s.as_bytes()) {
+                fast += 1;
+                assert_eq!(Some(got), want, "{s:?}");
+            }
+        }
+        for v in [i64::MIN, i64::MAX, -999_999_999_999_999_999, 0, -0] {
+            let s = v.to_string();
+            let got = plain_i64(s.as_bytes());
+            assert!(got.is_none() || got == Int64Type::parse(&s), "{s}");
+        }
+        assert!(fast > 20_000, "{fast}");
+    }
+
     /// The fast decoder makes exactly arrow's batches (or fails the batch arrow fails) on
     /// random CSV text with random faults, projections, batch sizes and chunkings; and it
     /// takes the fast path for most batches of clean text.
@@ -837,7 +1063,7 @@ mod tests {
             DataType::Timestamp(TimeUnit::Nanosecond, Some("+01:00".into())),
             DataType::UInt8,
         ];
-        let (mut fast_batches, mut compared, mut failed) = (0, 0, 0);
+        let (mut fast_batches, mut fast_headed, mut compared, mut failed) = (0, 0, 0, 0);
         for case in 0..1500 {
             let width = rng.random_range(1..5);
             let types: Vec<DataType> = (0..width)
@@ -868,12 +1094,17 @@ mod tests {
             failed += usize::from(want.failed);
             if noise == 0 {
                 fast_batches += fast.fast;
+                fast_headed += fast.fast_headed;
             }
         }
         assert!(
             compared > 3000 && failed > 100,
             "{compared} batches, {failed} failed"
         );
-        assert!(fast_batches > 1000, "{fast_batches}");
+        // The header's names are no values: a batch that starts with them is fast too.
+        assert!(
+            fast_batches > 1000 && fast_headed > 100,
+            "{fast_batches} fast batches, {fast_headed} with the header"
+        );
     }
 }

@@ -507,10 +507,17 @@ fn infer_csv(
     }
     let end = end + usize::from(found.unnamed_first);
     let clean = well_formed_rows(&sample[..end], rules, trailing);
-    let format = arrow_csv_format(&found, ask.null_value.as_deref())?;
-    let (schema, _) = format
-        .infer_schema(&clean[..], Some(rows))
-        .map_err(|e| e.to_string().trim_start_matches("Csv error: ").to_string())?;
+    let null_value = ask.null_value.as_deref();
+    let schema = match super::guess::infer(&clean, rules, found.header, rows, null_value) {
+        Some(schema) => schema,
+        None => {
+            let format = arrow_csv_format(&found, null_value)?;
+            format
+                .infer_schema(&clean[..], Some(rows))
+                .map_err(|e| e.to_string().trim_start_matches("Csv error: ").to_string())?
+                .0
+        }
+    };
     if schema.fields().len() > MAX_COLUMNS {
         return Err(format!(
             "has {} columns, more than the {MAX_COLUMNS} sluice reads",

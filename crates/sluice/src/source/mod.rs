@@ -10,6 +10,7 @@ pub mod file_scan;
 /// File formats (moved to [`crate::storage::format`]).
 pub use crate::storage::format;
 pub(crate) mod framer;
+pub(crate) mod guess;
 pub mod hive;
 pub mod infer;
 pub mod merge;
