@@ -1032,6 +1032,8 @@ fn framer(config: &CsvScanConfig, start: u64) -> RecordScan {
         RowFormat::Csv => RecordScan::csv(config.rules, start),
         RowFormat::Json => RecordScan::ndjson(start),
     }
+    // Record starts give rows their line and offset: kept only when rows carry them.
+    .keeping_starts(config.origin)
 }
 
 /// Bytes handed to the decoder before a batch is cut short: arrow's string arrays use

@@ -385,8 +385,9 @@ impl FastCsv {
     fn end_field(&mut self, pos: usize) {
         if let Some(&s) = self.slot.get(self.field) {
             if s != SKIPPED && !self.header_left && !self.bad {
-                let field = &self.data[self.field_start..pos];
-                self.bad = !self.columns[s as usize].push(field, self.rules.quote);
+                let text = &self.data[self.field_start..];
+                let len = pos - self.field_start;
+                self.bad = !self.columns[s as usize].push(text, len, self.rules.quote);
             }
         }
         self.field += 1;
@@ -427,9 +428,10 @@ impl FastCsv {
 
 /// A decoded column, built a value at a time as the fields are framed.
 trait Column: Send {
-    /// Appends the value of `field` (its bytes in the text, quotes included; an empty value
-    /// is NULL, as arrow-csv reads it): false when it does not parse.
-    fn push(&mut self, field: &[u8], quote: u8) -> bool;
+    /// Appends the value of the field that is the first `len` bytes of `text` (quotes
+    /// included; the text after it may follow; an empty value is NULL, as arrow-csv reads
+    /// it): false when it does not parse.
+    fn push(&mut self, text: &[u8], len: usize, quote: u8) -> bool;
     /// The values appended since the last call, as an array (`None`: they make none).
     fn finish(&mut self) -> Option<ArrayRef>;
     /// Drops the values appended since the last call.
@@ -516,7 +518,7 @@ fn quoted(field: &[u8], quote: u8) -> Option<Cow<'_, [u8]>> {
 struct Nulls(usize);
 
 impl Column for Nulls {
-    fn push(&mut self, _: &[u8], _: u8) -> bool {
+    fn push(&mut self, _: &[u8], _: usize, _: u8) -> bool {
         self.0 += 1;
         true
     }
@@ -527,6 +529,9 @@ impl Column for Nulls {
         self.0 = 0;
     }
 }
+
+/// Values up to this long are copied into a Utf8 column as a block of this size.
+const SHORT: usize = 16;
 
 /// A Utf8 column: the values' bytes one after another, and where each ends.
 struct Text {
@@ -549,15 +554,29 @@ impl Text {
 }
 
 impl Column for Text {
-    fn push(&mut self, field: &[u8], quote: u8) -> bool {
-        let Some(v) = value(field, quote) else {
-            return false;
-        };
-        if v.is_empty() {
-            self.nulls.append_null();
-        } else {
-            self.values.extend_from_slice(&v);
-            self.nulls.append_non_null();
+    fn push(&mut self, text: &[u8], len: usize, quote: u8) -> bool {
+        let field = &text[..len];
+        match text.get(..SHORT) {
+            // A short unquoted value is copied as 16 bytes (a copy of known size, with no
+            // call) and cut back to its length.
+            Some(wide) if len <= SHORT && len > 0 && field[0] != quote => {
+                let old = self.values.len();
+                let wide: &[u8; SHORT] = wide.try_into().expect("16 bytes");
+                self.values.extend_from_slice(wide);
+                self.values.truncate(old + len);
+                self.nulls.append_non_null();
+            }
+            _ => {
+                let Some(v) = value(field, quote) else {
+                    return false;
+                };
+                if v.is_empty() {
+                    self.nulls.append_null();
+                } else {
+                    self.values.extend_from_slice(&v);
+                    self.nulls.append_non_null();
+                }
+            }
         }
         // A batch's text stays under 2 GiB (the scan cuts it short), so this holds.
         match i32::try_from(self.values.len()) {
@@ -607,8 +626,8 @@ impl Bools {
 }
 
 impl Column for Bools {
-    fn push(&mut self, field: &[u8], quote: u8) -> bool {
-        let Some(v) = value(field, quote) else {
+    fn push(&mut self, text: &[u8], len: usize, quote: u8) -> bool {
+        let Some(v) = value(&text[..len], quote) else {
             return false;
         };
         if v.is_empty() {
@@ -665,8 +684,8 @@ where
     T: ArrowPrimitiveType,
     P: Fn(&[u8]) -> Option<T::Native> + Send,
 {
-    fn push(&mut self, field: &[u8], quote: u8) -> bool {
-        let Some(v) = value(field, quote) else {
+    fn push(&mut self, text: &[u8], len: usize, quote: u8) -> bool {
+        let Some(v) = value(&text[..len], quote) else {
             return false;
         };
         if v.is_empty() {
@@ -713,24 +732,29 @@ fn plain_f64(s: &[u8]) -> Option<f64> {
         (b'-', rest) => (true, rest),
         _ => (false, s),
     };
-    let (mut mantissa, mut count, mut after_point, mut point) = (0u64, 0usize, 0usize, false);
-    for &b in digits {
-        match b {
-            b'0'..=b'9' => {
-                count += 1;
-                if count > 19 {
-                    return None;
-                }
-                mantissa = mantissa * 10 + u64::from(b - b'0');
-                after_point += usize::from(point);
-            }
-            b'.' if !point => point = true,
-            _ => return None,
-        }
-    }
-    if count == 0 || mantissa > 1 << 53 {
+    // At most 19 digits and a point (19 digits make no more than a u64 holds).
+    if digits.len() > 20 {
         return None;
     }
+    // Where the point is (`None`: no point).
+    let mut point = None;
+    let mut mantissa = 0u64;
+    for (i, &b) in digits.iter().enumerate() {
+        let d = b.wrapping_sub(b'0');
+        if d < 10 {
+            // (20 digits may wrap: they are refused below.)
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+        } else if b == b'.' && point.is_none() {
+            point = Some(i);
+        } else {
+            return None;
+        }
+    }
+    let count = digits.len() - usize::from(point.is_some());
+    if count == 0 || count > 19 || mantissa > 1 << 53 {
+        return None;
+    }
+    let after_point = point.map_or(0, |p| digits.len() - p - 1);
     let value = mantissa as f64 / *EXACT_POWERS_OF_TEN.get(after_point)?;
     Some(if negative { -value } else { value })
 }

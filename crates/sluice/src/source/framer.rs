@@ -30,8 +30,10 @@ pub(crate) struct RecordScan {
     /// Where each framed record's content ends, for records not yet matched with decoded
     /// rows (see [`RecordScan::take_upto`]).
     pub(crate) ends: std::collections::VecDeque<u64>,
-    /// Where each of those records starts (the same records as `ends`).
+    /// Where each of those records starts (the same records as `ends`), when kept.
     pub(crate) starts: std::collections::VecDeque<u64>,
+    /// Whether `starts` is kept (a scan needs it only to give rows their line numbers).
+    keep_starts: bool,
     /// Blocks framed by the fast path (the tests check it is taken).
     #[cfg(test)]
     blocks: u64,
@@ -79,9 +81,17 @@ impl RecordScan {
             records: 0,
             ends: std::collections::VecDeque::new(),
             starts: std::collections::VecDeque::new(),
+            keep_starts: true,
             #[cfg(test)]
             blocks: 0,
         }
+    }
+
+    /// The same framer, keeping where records start only when `keep` (see
+    /// [`RecordScan::starts`]).
+    pub(crate) fn keeping_starts(mut self, keep: bool) -> Self {
+        self.keep_starts = keep;
+        self
     }
 
     /// A framer of CSV records whose first byte lies inside a quoted field (a window cut
@@ -330,7 +340,9 @@ impl RecordScan {
     fn frame(&mut self, end: u64) {
         self.records += 1;
         self.ends.push_back(end);
-        self.starts.push_back(self.record_start);
+        if self.keep_starts {
+            self.starts.push_back(self.record_start);
+        }
     }
 
     /// Inside a CSV comment line.
@@ -359,7 +371,7 @@ impl RecordScan {
         self.ends.partition_point(|&e| e <= offset) as u64
     }
 
-    /// Where the first `n` framed records not yet taken start.
+    /// Where the first `n` framed records not yet taken start (none unless kept).
     pub(crate) fn starts(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
         self.starts.iter().take(n).copied()
     }
@@ -369,7 +381,7 @@ impl RecordScan {
     pub(crate) fn take_upto(&mut self, offset: u64) -> u64 {
         let n = self.ends.partition_point(|&e| e <= offset);
         self.ends.drain(..n);
-        self.starts.drain(..n);
+        self.starts.drain(..n.min(self.starts.len()));
         n as u64
     }
 }
