@@ -53,6 +53,24 @@ impl Moto {
             assert!(Instant::now() < deadline, "moto_server did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Listening is not ready: moto loads its S3 backend on the first request, and a
+        // request in that moment can get a 500 (a bucket creation failed so in CI). Ready is
+        // answering a bucket listing; a server told to check credentials refuses an unsigned
+        // one, and any answer will do.
+        let checks_auth = extra_env
+            .iter()
+            .any(|(k, _)| *k == "INITIAL_NO_AUTH_ACTION_COUNT");
+        loop {
+            let (status, body) = moto.call("GET", "/", b"");
+            if status == 200 || (checks_auth && status != 0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server is not answering: {status} {body}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         Some(moto)
     }
 
