@@ -448,23 +448,23 @@ fn column_for(t: &DataType) -> Option<Box<dyn Column>> {
         Null => Box::new(Nulls(0)),
         Utf8 => Box::new(Text::new(0, 0)),
         Boolean => Box::new(Bools::new(0)),
-        Int8 => typed::<Int8Type>(t, move |b| text(b).and_then(Int8Type::parse)),
-        Int16 => typed::<Int16Type>(t, move |b| text(b).and_then(Int16Type::parse)),
-        Int32 => typed::<Int32Type>(t, move |b| text(b).and_then(Int32Type::parse)),
+        Int8 => typed::<Int8Type>(t, by_arrow::<Int8Type>),
+        Int16 => typed::<Int16Type>(t, by_arrow::<Int16Type>),
+        Int32 => typed::<Int32Type>(t, by_arrow::<Int32Type>),
         // Plain integers the short way (the same value), the rest by arrow's parser.
         Int64 => typed::<Int64Type>(t, move |b| {
-            plain_i64(b).or_else(|| text(b).and_then(Int64Type::parse))
+            plain_i64(b).or_else(|| by_arrow::<Int64Type>(b))
         }),
-        UInt8 => typed::<UInt8Type>(t, move |b| text(b).and_then(UInt8Type::parse)),
-        UInt16 => typed::<UInt16Type>(t, move |b| text(b).and_then(UInt16Type::parse)),
-        UInt32 => typed::<UInt32Type>(t, move |b| text(b).and_then(UInt32Type::parse)),
-        UInt64 => typed::<UInt64Type>(t, move |b| text(b).and_then(UInt64Type::parse)),
-        Float32 => typed::<Float32Type>(t, move |b| text(b).and_then(Float32Type::parse)),
+        UInt8 => typed::<UInt8Type>(t, by_arrow::<UInt8Type>),
+        UInt16 => typed::<UInt16Type>(t, by_arrow::<UInt16Type>),
+        UInt32 => typed::<UInt32Type>(t, by_arrow::<UInt32Type>),
+        UInt64 => typed::<UInt64Type>(t, by_arrow::<UInt64Type>),
+        Float32 => typed::<Float32Type>(t, by_arrow::<Float32Type>),
         // Plain decimals the short way (the same value), the rest by arrow's parser.
         Float64 => typed::<Float64Type>(t, move |b| {
-            plain_f64(b).or_else(|| text(b).and_then(Float64Type::parse))
+            plain_f64(b).or_else(|| by_arrow::<Float64Type>(b))
         }),
-        Date32 => typed::<Date32Type>(t, move |b| text(b).and_then(Date32Type::parse)),
+        Date32 => typed::<Date32Type>(t, by_arrow::<Date32Type>),
         Timestamp(unit, tz) => match unit {
             TimeUnit::Second => timestamps::<TimestampSecondType>(t, tz.as_deref())?,
             TimeUnit::Millisecond => timestamps::<TimestampMillisecondType>(t, tz.as_deref())?,
@@ -478,6 +478,22 @@ fn column_for(t: &DataType) -> Option<Box<dyn Column>> {
 /// A value's bytes as text (arrow's parsers read `&str`).
 fn text(b: &[u8]) -> Option<&str> {
     std::str::from_utf8(b).ok()
+}
+
+/// A value read by arrow's parser for `T`.
+fn by_arrow<T: Parser>(b: &[u8]) -> Option<T::Native> {
+    text(b).and_then(T::parse)
+}
+
+/// The value of a field read by `parse`: `Some(None)` for an empty one (NULL, as arrow-csv
+/// reads it), `None` when it does not parse.
+#[inline(always)]
+fn parsed<V>(field: &[u8], quote: u8, parse: impl Fn(&[u8]) -> Option<V>) -> Option<Option<V>> {
+    let v = value(field, quote)?;
+    if v.is_empty() {
+        return Some(None);
+    }
+    parse(&v).map(Some)
 }
 
 /// The value of a field: a quoted field without its quotes, a doubled quote inside read as
@@ -628,22 +644,12 @@ impl Bools {
 
 impl Column for Bools {
     fn push(&mut self, text: &[u8], len: usize, quote: u8) -> bool {
-        let Some(v) = value(&text[..len], quote) else {
+        let Some(b) = parsed(&text[..len], quote, parse_bool) else {
             return false;
         };
-        if v.is_empty() {
-            self.values.append(false);
-            self.nulls.append_null();
-            return true;
-        }
-        match parse_bool(&v) {
-            Some(b) => {
-                self.values.append(b);
-                self.nulls.append_non_null();
-                true
-            }
-            None => false,
-        }
+        self.values.append(b.unwrap_or_default());
+        self.nulls.append(b.is_some());
+        true
     }
     fn finish(&mut self) -> Option<ArrayRef> {
         let next = BooleanBufferBuilder::new(self.values.len());
@@ -686,22 +692,12 @@ where
     P: Fn(&[u8]) -> Option<T::Native> + Send,
 {
     fn push(&mut self, text: &[u8], len: usize, quote: u8) -> bool {
-        let Some(v) = value(&text[..len], quote) else {
+        let Some(x) = parsed(&text[..len], quote, &self.parse) else {
             return false;
         };
-        if v.is_empty() {
-            self.values.push(T::Native::default());
-            self.nulls.append_null();
-            return true;
-        }
-        match (self.parse)(&v) {
-            Some(x) => {
-                self.values.push(x);
-                self.nulls.append_non_null();
-                true
-            }
-            None => false,
-        }
+        self.values.push(x.unwrap_or_default());
+        self.nulls.append(x.is_some());
+        true
     }
     fn finish(&mut self) -> Option<ArrayRef> {
         let next = Vec::with_capacity(self.values.len());
@@ -804,7 +800,7 @@ fn timestamps<T: ArrowTimestampType>(t: &DataType, tz: Option<&str>) -> Option<B
 
 /// A timestamp read in `zone`, as arrow-csv reads it.
 fn timestamp<T: ArrowTimestampType, Z: chrono::TimeZone>(zone: &Z, b: &[u8]) -> Option<i64> {
-    let date = string_to_datetime(zone, std::str::from_utf8(b).ok()?).ok()?;
+    let date = string_to_datetime(zone, text(b)?).ok()?;
     match T::UNIT {
         TimeUnit::Second => Some(date.timestamp()),
         TimeUnit::Millisecond => Some(date.timestamp_millis()),
