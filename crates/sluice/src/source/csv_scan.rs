@@ -169,7 +169,8 @@ const COUNT_ONLY_FIELD: &str = "\u{0}sluice_row_count";
 type ArrowResult<T> = std::result::Result<T, datafusion::arrow::error::ArrowError>;
 
 impl AnyDecoder {
-    fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize> {
+    /// Takes bytes of `buf` (kept by reference by the fast decoder; empty: the end of input).
+    fn decode(&mut self, buf: &bytes::Bytes) -> ArrowResult<usize> {
         match self {
             AnyDecoder::Fast(d) => d.decode(buf),
             AnyDecoder::Csv(d, None) => d.decode(buf),
@@ -1153,7 +1154,7 @@ impl RangeReader {
         }
         let mut pos = 0;
         while pos < chunk.len() {
-            match self.decoder.decode(&chunk[pos..]) {
+            match self.decoder.decode(&chunk.slice(pos..)) {
                 Ok(n) => {
                     self.pending.push(chunk.slice(pos..pos + n));
                     pos += n;
@@ -1226,7 +1227,7 @@ impl RangeReader {
             self.feed_into(bytes::Bytes::from_static(b"\n"), &mut step)?;
         }
         self.size.finish();
-        match self.decoder.decode(&[]) {
+        match self.decoder.decode(&bytes::Bytes::new()) {
             Ok(_) => {
                 if !self.flush(&mut step, true)? {
                     self.pending.clear();
@@ -1731,14 +1732,15 @@ fn decode_rows_unchecked(
     let mut c = config.clone();
     c.batch_size = n.max(1);
     let mut d = c.decoder(false)?;
+    let raw = bytes::Bytes::copy_from_slice(raw);
     if let AnyDecoder::Json(..) = d {
-        if json_too_deep(raw) {
+        if json_too_deep(&raw) {
             return Err(datafusion::arrow::error::ArrowError::JsonError(format!(
                 "JSON nested deeper than {MAX_JSON_DEPTH} levels"
             )));
         }
         // A JSON row with a wrong type makes the decoder stop at it: decode in one call.
-        let decoded = d.decode(raw).and_then(|used| {
+        let decoded = d.decode(&raw).and_then(|used| {
             if used < raw.len() && raw[used..].iter().any(|b| !b.is_ascii_whitespace()) {
                 return Err(datafusion::arrow::error::ArrowError::JsonError(
                     "trailing data after the last row".into(),
@@ -1748,7 +1750,7 @@ fn decode_rows_unchecked(
         });
         return match decoded {
             // One row with an object or a list in a string column: that value as JSON text.
-            Err(e) if n == 1 => match nested_as_text(config, raw) {
+            Err(e) if n == 1 => match nested_as_text(config, &raw) {
                 Some(fixed) => decode_rows(config, &fixed, 1),
                 None => Err(e),
             },
@@ -1757,13 +1759,13 @@ fn decode_rows_unchecked(
     }
     let mut pos = 0;
     while pos < raw.len() {
-        let used = d.decode(&raw[pos..])?;
+        let used = d.decode(&raw.slice(pos..))?;
         if used == 0 {
             break;
         }
         pos += used;
     }
-    d.decode(&[])?;
+    d.decode(&bytes::Bytes::new())?;
     d.flush()
 }
 

@@ -7,7 +7,9 @@
 //! stretches come from a prefix XOR of the quote bits; the delimiters and line ends outside
 //! them bound the fields, and the field of a decoded column is parsed into its column as
 //! soon as it is found (no list of field bounds is kept; measured, this is as fast as a
-//! second pass per column, not faster: the cost is the parsing). The values are parsed with
+//! second pass per column, not faster: the cost is the parsing). The bytes are framed where
+//! the input holds them: a batch keeps the input's chunks by reference, and only a field that
+//! two chunks share is copied, to be read whole. The values are parsed with
 //! arrow's own parsers (plain integers and decimals the short way, to the same value), so a
 //! value reads the same on either path.
 //!
@@ -23,6 +25,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use datafusion::arrow::array::builder::{BooleanBufferBuilder, NullBufferBuilder};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
@@ -48,10 +51,6 @@ type ArrowResult<T> = std::result::Result<T, ArrowError>;
 /// A file column that is not decoded.
 const SKIPPED: u32 = u32::MAX;
 
-/// Bytes of the input copied into the batch's text at a time, ahead of the framing (a
-/// multiple of [`BLOCK`]; the copy is cut back to what the batch took).
-const COPY_AHEAD: usize = 16 << 10;
-
 /// Decodes CSV batches from a stream of bytes, with the interface of arrow's [`Decoder`]
 /// (`decode` takes what it can, `flush` makes the batch); see the module documentation.
 pub(crate) struct FastCsv {
@@ -69,13 +68,19 @@ pub(crate) struct FastCsv {
     batch_size: usize,
     /// A byte that is no quote, delimiter or line end (fills the last, short block).
     pad: u8,
-    /// The bytes taken since the last flush.
-    data: Vec<u8>,
-    /// Rows framed in `data` (the header not counted).
+    /// The bytes taken since the last flush, as the input gave them (not copied: arrow's
+    /// decoder reads them again when the fast path gives the batch up).
+    pieces: Vec<Bytes>,
+    /// The bytes taken since the last flush are UTF-8 so far.
+    utf8: Utf8Pieces,
+    /// The bytes of the field being framed that came in earlier pieces (the only bytes
+    /// copied: a field the input's chunks cut in two).
+    carry: Vec<u8>,
+    /// Rows framed in `pieces` (the header not counted).
     rows: usize,
     /// Fields of the record being framed so far.
     field: usize,
-    /// Where the field being framed starts in `data`.
+    /// Where the field being framed starts in the piece being framed (after `carry`).
     field_start: usize,
     /// Inside quotes after the last byte taken.
     in_quotes: bool,
@@ -159,7 +164,9 @@ impl FastCsv {
             schema,
             batch_size,
             pad,
-            data: Vec::new(),
+            pieces: Vec::new(),
+            utf8: Utf8Pieces::default(),
+            carry: Vec::new(),
             rows: 0,
             field: 0,
             field_start: 0,
@@ -179,8 +186,8 @@ impl FastCsv {
     }
 
     /// Takes bytes from `buf` up to the end of the batch's last row, or all of them; an
-    /// empty `buf` is the end of the input. Returns the bytes taken.
-    pub(crate) fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize> {
+    /// empty `buf` is the end of the input. Returns the bytes taken (kept by reference).
+    pub(crate) fn decode(&mut self, buf: &Bytes) -> ArrowResult<usize> {
         if let Some(d) = &mut self.careful {
             self.eof |= buf.is_empty();
             return d.decode(buf);
@@ -192,19 +199,13 @@ impl FastCsv {
         if self.rows >= self.batch_size {
             return Ok(0);
         }
-        // The bytes are framed where they are kept (in `data`), copied ahead of the framing
-        // a few KiB at a time: a field's bytes are then in one place, wherever the input was
-        // cut, and still in cache when its value is parsed.
-        let base = self.data.len();
-        let (mut taken, mut copied) = (0, 0);
+        // The bytes are framed where the input holds them; a field that the end of `buf`
+        // cuts is carried over (copied) to be read with its rest.
+        self.field_start = 0;
+        let mut taken = 0;
         while taken < buf.len() {
-            if taken == copied {
-                let n = (buf.len() - copied).min(COPY_AHEAD);
-                self.data.extend_from_slice(&buf[copied..copied + n]);
-                copied += n;
-            }
-            let len = (copied - taken).min(BLOCK);
-            match self.block(base + taken, len) {
+            let len = (buf.len() - taken).min(BLOCK);
+            match self.block(buf, taken, len) {
                 Some(None) => taken += len,
                 Some(Some(end)) => {
                     taken += end;
@@ -213,7 +214,7 @@ impl FastCsv {
                 None => {
                     // csv-core might read this block otherwise: arrow's decoder reads the
                     // batch from its start (fewer rows than a batch so far, all taken).
-                    self.data.truncate(base + taken);
+                    self.take(buf.slice(..taken));
                     let mut d = self.careful_decoder(false)?;
                     let more = d.decode(&buf[taken..])?;
                     self.careful = Some(d);
@@ -221,8 +222,18 @@ impl FastCsv {
                 }
             }
         }
-        self.data.truncate(base + taken);
+        self.carry.extend_from_slice(&buf[self.field_start..taken]);
+        self.field_start = 0;
+        self.take(buf.slice(..taken));
         Ok(taken)
+    }
+
+    /// Keeps `piece`, the bytes just taken.
+    fn take(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.utf8.push(&piece);
+            self.pieces.push(piece);
+        }
     }
 
     /// A batch is complete: [`Self::flush`] before more input.
@@ -248,7 +259,7 @@ impl FastCsv {
         if self.rows == 0 && !self.odd {
             return Ok(None);
         }
-        if self.field != 0 || self.field_start < self.data.len() {
+        if self.field != 0 || !self.carry.is_empty() {
             return Err(ArrowError::CsvError(
                 "Cannot flush part way through record".into(),
             ));
@@ -276,16 +287,18 @@ impl FastCsv {
     /// Arrow's decoder, fed the batch's bytes so far (and the end of input when `eof`).
     fn careful_decoder(&self, eof: bool) -> ArrowResult<Box<Decoder>> {
         let mut d = Box::new(self.config.arrow_csv(self.header)?);
-        let mut pos = 0;
-        while pos < self.data.len() {
-            let n = d.decode(&self.data[pos..])?;
-            if n == 0 {
-                // More rows than a batch: never, the fast path framed fewer.
-                return Err(ArrowError::CsvError(
-                    "the careful decoder stopped before the batch's end".into(),
-                ));
+        for piece in &self.pieces {
+            let mut pos = 0;
+            while pos < piece.len() {
+                let n = d.decode(&piece[pos..])?;
+                if n == 0 {
+                    // More rows than a batch: never, the fast path framed fewer.
+                    return Err(ArrowError::CsvError(
+                        "the careful decoder stopped before the batch's end".into(),
+                    ));
+                }
+                pos += n;
             }
-            pos += n;
         }
         if eof {
             d.decode(&[])?;
@@ -296,7 +309,9 @@ impl FastCsv {
     /// Starts the next batch.
     fn reset(&mut self) {
         self.careful = None;
-        self.data.clear();
+        self.pieces.clear();
+        self.utf8 = Utf8Pieces::default();
+        self.carry.clear();
         self.columns.iter_mut().for_each(|c| c.clear());
         self.rows = 0;
         self.field = 0;
@@ -312,7 +327,7 @@ impl FastCsv {
     /// The end of the input: a last record without a line break is a row.
     fn end_of_input(&mut self) -> ArrowResult<()> {
         self.eof = true;
-        if self.field == 0 && self.field_start == self.data.len() {
+        if self.field == 0 && self.carry.is_empty() {
             return Ok(());
         }
         if self.in_quotes {
@@ -320,20 +335,21 @@ impl FastCsv {
             self.careful = Some(self.careful_decoder(true)?);
             return Ok(());
         }
-        self.end_field(self.data.len());
+        self.field_start = 0;
+        self.end_field(&[], 0);
         self.end_record();
         Ok(())
     }
 
-    /// Frames the `n` bytes (at most [`BLOCK`]) of `data` at `at`: `None` when csv-core
+    /// Frames the `n` bytes (at most [`BLOCK`]) of `buf` at `at`: `None` when csv-core
     /// might read them otherwise (nothing taken), `Some(Some(k))` when the batch filled up
     /// after the first `k` of them, `Some(None)` when all were taken.
-    fn block(&mut self, at: usize, n: usize) -> Option<Option<usize>> {
-        let m = match self.data.get(at..at + BLOCK) {
+    fn block(&mut self, buf: &[u8], at: usize, n: usize) -> Option<Option<usize>> {
+        let m = match buf[at..].first_chunk::<BLOCK>() {
             Some(block) if n == BLOCK => Classes::of(block, self.rules),
             _ => {
                 let mut padded = [self.pad; BLOCK];
-                padded[..n].copy_from_slice(&self.data[at..at + n]);
+                padded[..n].copy_from_slice(&buf[at..at + n]);
                 Classes::of(&padded, self.rules)
             }
         };
@@ -360,12 +376,12 @@ impl FastCsv {
             rest &= rest - 1;
             let pos = at + k;
             let line_end = m.line_end >> k & 1 == 1;
-            if line_end && self.field == 0 && pos == self.field_start {
+            if line_end && self.field == 0 && pos == self.field_start && self.carry.is_empty() {
                 // An empty line (or the LF of a CRLF): no record.
                 self.field_start = pos + 1;
                 continue;
             }
-            self.end_field(pos);
+            self.end_field(buf, pos);
             if line_end {
                 self.end_record();
                 if self.rows >= self.batch_size {
@@ -380,17 +396,42 @@ impl FastCsv {
         Some(None)
     }
 
-    /// The field being framed ends at `pos` (a delimiter, a line end or the input's end):
-    /// the value of a decoded column is parsed now (the header's names are no values).
-    #[inline]
-    fn end_field(&mut self, pos: usize) {
-        if let Some(&s) = self.slot.get(self.field) {
-            if s != SKIPPED && !self.header_left && !self.bad {
-                let text = &self.data[self.field_start..];
-                let len = pos - self.field_start;
-                self.bad = !self.columns[s as usize].push(text, len, self.rules.quote);
-            }
+    /// The field being framed ends at `pos` of `buf` (a delimiter, a line end or the
+    /// input's end): the value of a decoded column is parsed now (the header's names are no
+    /// values).
+    #[inline(always)]
+    fn end_field(&mut self, buf: &[u8], pos: usize) {
+        if !self.carry.is_empty() {
+            return self.end_carried_field(buf, pos);
         }
+        if let Some(c) = self.target() {
+            let (text, len) = (&buf[self.field_start..], pos - self.field_start);
+            self.bad = !self.columns[c].push(text, len, self.rules.quote);
+        }
+        self.field += 1;
+        self.field_start = pos + 1;
+    }
+
+    /// The column the field being framed is parsed into: none for a column not decoded,
+    /// the header's names, or once the batch is known bad.
+    #[inline(always)]
+    fn target(&self) -> Option<usize> {
+        match self.slot.get(self.field) {
+            Some(&s) if s != SKIPPED && !self.header_left && !self.bad => Some(s as usize),
+            _ => None,
+        }
+    }
+
+    /// [`Self::end_field`] of a field that began in an earlier piece: its bytes joined.
+    #[cold]
+    #[inline(never)]
+    fn end_carried_field(&mut self, buf: &[u8], pos: usize) {
+        self.carry.extend_from_slice(&buf[..pos]);
+        if let Some(c) = self.target() {
+            let len = self.carry.len();
+            self.bad = !self.columns[c].push(&self.carry, len, self.rules.quote);
+        }
+        self.carry.clear();
         self.field += 1;
         self.field_start = pos + 1;
     }
@@ -410,7 +451,9 @@ impl FastCsv {
     /// The batch, or `None` when its text is not UTF-8 (arrow's decoder fails such a batch,
     /// whichever column holds the bytes).
     fn fast_batch(&mut self) -> Option<RecordBatch> {
-        std::str::from_utf8(&self.data).ok()?;
+        if !self.utf8.valid() {
+            return None;
+        }
         let arrays = self
             .columns
             .iter_mut()
@@ -424,6 +467,57 @@ impl FastCsv {
                 .with_row_count(Some(self.rows)),
         )
         .ok()
+    }
+}
+
+/// Checks that text given in pieces is UTF-8 (as one check of the pieces joined would),
+/// a character cut between two pieces included.
+#[derive(Default)]
+struct Utf8Pieces {
+    /// The start of a character that the last piece cut (at most 3 bytes).
+    cut: Vec<u8>,
+    /// A byte sequence that is no UTF-8 was seen.
+    bad: bool,
+}
+
+impl Utf8Pieces {
+    /// Checks the next piece.
+    fn push(&mut self, mut piece: &[u8]) {
+        if self.bad {
+            return;
+        }
+        if let Some(&lead) = self.cut.first() {
+            // The lead byte of a cut character tells its length (a valid start, as the
+            // check of the last piece found).
+            let width = match lead {
+                0xF0.. => 4,
+                0xE0.. => 3,
+                _ => 2,
+            };
+            let k = (width - self.cut.len()).min(piece.len());
+            self.cut.extend_from_slice(&piece[..k]);
+            piece = &piece[k..];
+            if self.cut.len() < width {
+                return;
+            }
+            self.bad = std::str::from_utf8(&self.cut).is_err();
+            self.cut.clear();
+            if self.bad {
+                return;
+            }
+        }
+        if let Err(e) = std::str::from_utf8(piece) {
+            match e.error_len() {
+                // The piece ends inside a character: its rest comes next.
+                None => self.cut.extend_from_slice(&piece[e.valid_up_to()..]),
+                Some(_) => self.bad = true,
+            }
+        }
+    }
+
+    /// All the pieces so far are UTF-8 (none ends inside a character).
+    fn valid(&self) -> bool {
+        !self.bad && self.cut.is_empty()
     }
 }
 
@@ -834,7 +928,7 @@ mod tests {
     }
     impl Feed for FastCsv {
         fn decode(&mut self, buf: &[u8]) -> ArrowResult<usize> {
-            FastCsv::decode(self, buf)
+            FastCsv::decode(self, &Bytes::copy_from_slice(buf))
         }
         fn full(&self) -> bool {
             FastCsv::full(self)
@@ -993,6 +1087,49 @@ mod tests {
             rest = b;
         }
         chunks
+    }
+
+    /// Text in pieces is UTF-8 exactly when the pieces joined are, on random bytes (valid
+    /// characters of every length, cut ones, stray continuation and invalid lead bytes) cut
+    /// at random places, characters split over two or three pieces among them.
+    #[test]
+    fn utf8_in_pieces_is_utf8_joined() {
+        let mut rng = StdRng::seed_from_u64(13);
+        let parts: [&[u8]; 9] = [
+            b"a",
+            "é".as_bytes(),
+            "€".as_bytes(),
+            "\u{1F600}".as_bytes(),
+            b"\xe2\x82",
+            b"\x80",
+            b"\xff",
+            b"\xf0\x9f",
+            b"\xc3",
+        ];
+        let (mut valid, mut cut_valid) = (0, 0);
+        for _ in 0..20_000 {
+            let text: Vec<u8> = (0..rng.random_range(0..12))
+                .flat_map(|_| match rng.random_range(0..10) {
+                    0..=4 => parts[rng.random_range(0..4)],
+                    _ => parts[rng.random_range(0..parts.len())],
+                })
+                .copied()
+                .collect();
+            let mut check = Utf8Pieces::default();
+            let mut rest = &text[..];
+            let mut pieces = 0;
+            while !rest.is_empty() {
+                let (a, b) = rest.split_at(rng.random_range(1..=rest.len().min(3)));
+                check.push(a);
+                rest = b;
+                pieces += 1;
+            }
+            let want = std::str::from_utf8(&text).is_ok();
+            assert_eq!(check.valid(), want, "{text:?}");
+            valid += usize::from(want);
+            cut_valid += usize::from(want && pieces > 1 && text.iter().any(|b| *b >= 0x80));
+        }
+        assert!(valid > 2000 && cut_valid > 1000, "{valid} {cut_valid}");
     }
 
     /// Plain decimals read as arrow's parser reads them, to the bit, on random strings of
