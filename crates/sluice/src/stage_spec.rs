@@ -94,6 +94,24 @@ impl StageSpec {
         }
     }
 
+    /// The spec as it may leave this process (in a plan sent to a cluster): a lookup's
+    /// storage options without their secrets ([`crate::cluster::stores::shareable`]);
+    /// executors open its files with their own credentials, as they do the job's inputs.
+    pub fn for_wire(&self) -> StageSpec {
+        match self {
+            StageSpec::Lookup {
+                spec,
+                storage,
+                books,
+            } => StageSpec::Lookup {
+                spec: spec.clone(),
+                storage: crate::cluster::stores::shareable(storage),
+                books: *books,
+            },
+            other => other.clone(),
+        }
+    }
+
     /// The spec as JSON.
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string(self).map_err(|e| Error::Config(format!("stage spec: {e}")))

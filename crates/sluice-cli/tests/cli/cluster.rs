@@ -1052,6 +1052,103 @@ fn s3_inputs_on_the_cluster_use_the_executors_credentials() {
     }
 }
 
+/// A lookup on an object store runs on the cluster with the pipeline's `[storage]` options
+/// that are not secrets and the executors' own credentials: the secret written in the
+/// pipeline is in no plan (the codec drops it: `codec::tests::a_lookup_node_carries_no_secret`),
+/// setting or log of the cluster, and the answer is the local run's.
+#[test]
+fn s3_lookups_on_the_cluster_use_the_executors_credentials() {
+    let Some(moto) = sluice_testkit::moto::Moto::start(&[]) else {
+        return;
+    };
+    let wd = Workdir::new();
+    moto.bucket("bkt");
+    let mut rows = 0;
+    for f in 0..4 {
+        let mut text = String::from("id,cat\n");
+        for r in 0..300 {
+            text.push_str(&format!("{r},c{}\n", (r + f) % 5));
+            rows += 1;
+        }
+        moto.put("bkt", &format!("in/p{f}.csv"), text.as_bytes());
+    }
+    // c4 has no label: those rows are rejected, on the executors, and counted back.
+    moto.put_exact(
+        "bkt",
+        "lk/cats é.csv",
+        "cat,label\nc0,zero\nc1,one\nc2,two\nc3,three\n",
+    );
+    let secret = "SECRET-LOOKUP-DO-NOT-SHIP-9b1e";
+    let (_procs, url) = cluster_env(
+        &wd,
+        &[],
+        &["--slots", "2"],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing-secret-key"),
+            (
+                "SLUICE_LOG",
+                "ballista_executor=trace,ballista_scheduler=debug,warn",
+            ),
+        ],
+    );
+    let pipeline = |out: &str| {
+        format!(
+            r#"
+[source]
+paths = "s3://bkt/in/"
+on_error = "reject"
+
+[[lookup]]
+name = "cats"
+paths = "s3://bkt/lk/cats é.csv"
+on = "cat"
+on_missing = "reject"
+
+[sink]
+path = "{out}"
+
+[storage]
+endpoint = "{}"
+allow_http = "true"
+region = "us-east-1"
+access_key_id = "testing"
+secret_access_key = "{secret}"
+"#,
+            moto.endpoint()
+        )
+    };
+    wd.write("local.toml", pipeline("out-local"));
+    wd.write("cluster.toml", pipeline("out-cluster"));
+    let local = run_report(&wd, "local.toml", &[]);
+    let remote = run_report(&wd, "cluster.toml", &["--cluster", &url]);
+    assert_eq!(jobs_done(&url), 1, "the job ran on the cluster");
+    assert_eq!(remote["rows_in"], rows, "{remote}");
+    assert_eq!(remote["rows_rejected"], rows / 5, "{remote}");
+    assert_eq!(counts(&remote), counts(&local), "{remote}");
+    let sql = "SELECT label, count(*) AS n FROM t GROUP BY label ORDER BY label";
+    let answer = wd.query(sql, &[("t", "out-cluster")]);
+    assert_eq!(answer, wd.query(sql, &[("t", "out-local")]));
+    assert_eq!(answer.len(), 5, "{answer:?}");
+    assert_eq!(
+        output_rejects(&wd, "out-cluster").len(),
+        output_rejects(&wd, "out-local").len()
+    );
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let jobs: serde_json::Value =
+        serde_json::from_str(&http_get(port, "/api/jobs").unwrap_or_default()).expect("jobs");
+    let job = jobs[0]["job_id"].as_str().expect("a job id").to_string();
+    let config = http_get(port, &format!("/api/job/{job}/config")).expect("job config");
+    assert!(!config.contains(secret), "{config}");
+    for log in ["scheduler.log", "executor-0.log", "executor-1.log"] {
+        assert!(!wd.read(log).contains(secret), "{log} holds the secret");
+    }
+}
+
 /// The enrich stage's persistent cache works from every executor when it is on a shared
 /// folder: a second run of the job on the cluster makes no call at all, and its answers are
 /// the first run's.
