@@ -564,14 +564,12 @@ mod tests {
         assert_eq!(write.spec().schema.as_ref(), schema.as_ref());
     }
 
-    /// A lookup's storage options travel to executors without their secrets: the plan's
-    /// bytes hold the endpoint and region, not the key (executors use their own
-    /// credentials, as for the job's inputs).
+    /// The storage options of a lookup's files and of an enrich stage's cache travel to
+    /// executors without their secrets: the plan's bytes hold the endpoint and region, not
+    /// the keys (executors use their own credentials, as for the job's inputs).
     #[test]
-    fn a_lookup_node_carries_no_secret() {
+    fn stage_nodes_carry_no_secret() {
         let secret = "SECRET-IN-NO-PLAN-41c2";
-        let spec: crate::lookup::LookupSpec =
-            toml::from_str("name = \"c\"\npaths = \"s3://b/c.csv\"\non = \"k\"\n").expect("spec");
         let storage: crate::storage::stores::StorageOptions = [
             ("endpoint", "http://127.0.0.1:9"),
             ("region", "eu-west-1"),
@@ -582,29 +580,47 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let stage = StageSpec::Lookup {
-            spec: Box::new(spec),
-            storage,
-            books: crate::ledger::rejects::BooksRef {
-                id: 1,
-                mode: crate::ledger::rejects::OnError::Reject,
-            },
+        let books = crate::ledger::rejects::BooksRef {
+            id: 1,
+            mode: crate::ledger::rejects::OnError::Reject,
         };
-        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)]));
-        let node: Arc<dyn ExecutionPlan> = Arc::new(MapExec::new(
-            Arc::new(EmptyExec::new(Arc::clone(&schema) as SchemaRef)),
-            3,
-            stage,
-            "LookupExec: c".into(),
-            schema,
-        ));
-        let bytes = plan_to_bytes(node).expect("encode");
-        let text = String::from_utf8_lossy(&bytes);
-        assert!(!text.contains(secret), "{text}");
-        assert!(!text.contains("AKIA-not-secret"), "{text}");
-        assert!(
-            text.contains("127.0.0.1:9") && text.contains("eu-west-1"),
-            "{text}"
-        );
+        let lookup: crate::lookup::LookupSpec =
+            toml::from_str("name = \"c\"\npaths = \"s3://b/c.csv\"\non = \"k\"\n").expect("spec");
+        let enrich: crate::enrich::EnrichSpec = toml::from_str(
+            "name = \"m\"\nurl = \"http://127.0.0.1:9/{k}\"\ncache = \"s3://b/cache\"\n\
+             [extract]\nt = \"/t\"\n",
+        )
+        .expect("spec");
+        let stages = [
+            StageSpec::Lookup {
+                spec: Box::new(lookup),
+                storage: storage.clone(),
+                books,
+            },
+            StageSpec::Enrich {
+                spec: Box::new(enrich),
+                storage,
+                books,
+                by_key: false,
+            },
+        ];
+        for stage in stages {
+            let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)]));
+            let node: Arc<dyn ExecutionPlan> = Arc::new(MapExec::new(
+                Arc::new(EmptyExec::new(Arc::clone(&schema) as SchemaRef)),
+                3,
+                stage,
+                "a stage".into(),
+                schema,
+            ));
+            let bytes = plan_to_bytes(node).expect("encode");
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(secret), "{text}");
+            assert!(!text.contains("AKIA-not-secret"), "{text}");
+            assert!(
+                text.contains("127.0.0.1:9") && text.contains("eu-west-1"),
+                "{text}"
+            );
+        }
     }
 }

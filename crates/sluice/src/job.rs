@@ -412,6 +412,7 @@ pub async fn apply_stages_spread(
             Stage::Enrich(spec) => {
                 let books = rejects.books();
                 let spec = StageSpec::Enrich {
+                    storage: spec.storage.clone(),
                     spec: spec.clone(),
                     books,
                     by_key: spread,
@@ -472,6 +473,9 @@ fn cluster_stages(stages: &[Stage]) -> Result<Vec<Stage>> {
                 e.cache = e
                     .cache
                     .map(|c| {
+                        if crate::storage::stores::is_remote(&c) {
+                            return Ok(c);
+                        }
                         std::path::absolute(&c)
                             .map(|p| p.display().to_string())
                             .map_err(|err| Error::io(c, err))

@@ -394,6 +394,7 @@ impl PipelineSpec {
             let mut e = e.into_inner();
             unique(&e.name)?;
             e.cache = e.cache.as_deref().map(|c| anchor(base, c));
+            e.storage = self.storage.clone();
             stages.push((at, Stage::Enrich(Box::new(e))));
         }
         for l in self.lookup {

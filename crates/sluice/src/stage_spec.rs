@@ -41,6 +41,9 @@ pub enum StageSpec {
     Enrich {
         /// The stage as written.
         spec: Box<EnrichSpec>,
+        /// Options of the object store its cache is in.
+        #[serde(default)]
+        storage: StorageOptions,
         /// The books rows whose calls fail go to.
         books: crate::ledger::rejects::BooksRef,
         /// Rows reach the stage hash-partitioned by its key, so each key is in one
@@ -83,10 +86,12 @@ impl StageSpec {
         match self {
             StageSpec::Enrich {
                 spec,
+                storage,
                 books,
                 by_key: true,
             } => Ok(StageSpec::Enrich {
                 spec: Box::new(spec.for_partitions(partitions)?),
+                storage: storage.clone(),
                 books: *books,
                 by_key: true,
             }),
@@ -94,22 +99,19 @@ impl StageSpec {
         }
     }
 
-    /// The spec as it may leave this process (in a plan sent to a cluster): a lookup's
-    /// storage options without their secrets ([`crate::cluster::stores::shareable`]);
-    /// executors open its files with their own credentials, as they do the job's inputs.
+    /// The spec as it may leave this process (in a plan sent to a cluster): the storage
+    /// options of a lookup's files or an enrich stage's cache without their secrets
+    /// ([`crate::cluster::stores::shareable`]); executors open those stores with their own
+    /// credentials, as they do the job's inputs.
     pub fn for_wire(&self) -> StageSpec {
-        match self {
-            StageSpec::Lookup {
-                spec,
-                storage,
-                books,
-            } => StageSpec::Lookup {
-                spec: spec.clone(),
-                storage: crate::cluster::stores::shareable(storage),
-                books: *books,
-            },
-            other => other.clone(),
+        let mut wire = self.clone();
+        match &mut wire {
+            StageSpec::Lookup { storage, .. } | StageSpec::Enrich { storage, .. } => {
+                *storage = crate::cluster::stores::shareable(storage);
+            }
+            StageSpec::Function { .. } => {}
         }
+        wire
     }
 
     /// The spec as JSON.
@@ -157,8 +159,15 @@ impl StageSpec {
                     services.books_for(books, &config)?,
                 ))
             }
-            StageSpec::Enrich { spec, books, .. } => {
-                let enricher = Arc::new(Enricher::new(spec, std::path::Path::new(""))?);
+            StageSpec::Enrich {
+                spec,
+                storage,
+                books,
+                ..
+            } => {
+                let mut spec = (**spec).clone();
+                spec.storage = storage.clone();
+                let enricher = Arc::new(Enricher::new(&spec, std::path::Path::new(""))?);
                 Arc::new(EnrichDef::new(
                     self.clone(),
                     enricher,
@@ -223,6 +232,7 @@ score = { path = "/score", type = "bigint" }
             },
             StageSpec::Enrich {
                 spec: Box::new(enrich),
+                storage: [("endpoint".to_string(), "http://127.0.0.1:9".to_string())].into(),
                 books: crate::ledger::rejects::BooksRef {
                     id: 7,
                     mode: crate::ledger::rejects::OnError::Reject,

@@ -1054,7 +1054,7 @@ fn s3_inputs_on_the_cluster_use_the_executors_credentials() {
 
 /// A lookup on an object store runs on the cluster with the pipeline's `[storage]` options
 /// that are not secrets and the executors' own credentials: the secret written in the
-/// pipeline is in no plan (the codec drops it: `codec::tests::a_lookup_node_carries_no_secret`),
+/// pipeline is in no plan (the codec drops it: `codec::tests::stage_nodes_carry_no_secret`),
 /// setting or log of the cluster, and the answer is the local run's.
 #[test]
 fn s3_lookups_on_the_cluster_use_the_executors_credentials() {
@@ -1154,9 +1154,55 @@ secret_access_key = "{secret}"
 /// the first run's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_enrich_cache_on_a_shared_folder_serves_every_executor() {
+    let wd = std::sync::Arc::new(Workdir::new());
+    the_cache_serves_every_executor(wd, "cache/meta", "", &[]).await;
+}
+
+/// The same with the cache on an object store (moto on loopback): the executors open it
+/// with the pipeline's `[storage]` options that are not secrets and their own credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enrich_cache_on_an_object_store_serves_every_executor() {
+    let Some(moto) = sluice_testkit::moto::Moto::start(&[]) else {
+        return;
+    };
+    moto.bucket("bkt");
+    let wd = std::sync::Arc::new(Workdir::new());
+    let storage = format!(
+        "[storage]\nendpoint = \"{}\"\nallow_http = \"true\"\nregion = \"us-east-1\"\n\
+         access_key_id = \"testing\"\nsecret_access_key = \"SECRET-CACHE-DO-NOT-SHIP\"\n",
+        moto.endpoint()
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing-secret-key"),
+    ];
+    the_cache_serves_every_executor(
+        std::sync::Arc::clone(&wd),
+        "s3://bkt/shared cache/é",
+        &storage,
+        &env,
+    )
+    .await;
+    assert_eq!(moto.keys("bkt", "shared cache/é/").len(), 100);
+    for log in ["scheduler.log", "executor-0.log", "executor-1.log"] {
+        assert!(
+            !wd.read(log).contains("SECRET-CACHE"),
+            "{log} holds the secret"
+        );
+    }
+}
+
+/// Runs a job enriching 300 rows over 100 keys twice on a cluster (started with `env`),
+/// its cache at `cache` (and the pipeline ending with `storage`): the first run calls each
+/// key once, the second calls nothing and writes the same answers.
+async fn the_cache_serves_every_executor(
+    wd: std::sync::Arc<Workdir>,
+    cache: &str,
+    storage: &str,
+    env: &[(&str, &str)],
+) {
     use sluice_testkit::{meta_api, ApiServer};
     let server = ApiServer::start(meta_api(Duration::from_millis(2))).await;
-    let wd = std::sync::Arc::new(Workdir::new());
     for f in 0..3 {
         let mut text = String::from("record_id,n\n");
         for r in 0..100 {
@@ -1167,8 +1213,8 @@ async fn the_enrich_cache_on_a_shared_folder_serves_every_executor() {
     let pipeline = |out: &str| {
         format!(
             "[source]\npaths = \"in\"\n[[enrich]]\nname = \"meta\"\nurl = \"{}\"\n\
-             concurrency = 4\ncache = \"cache/meta\"\n[enrich.extract]\ntitle = \"/title\"\n\
-             [sink]\npath = \"{out}\"\n[settings]\nthreads = 4\n",
+             concurrency = 4\ncache = \"{cache}\"\n[enrich.extract]\ntitle = \"/title\"\n\
+             [sink]\npath = \"{out}\"\n[settings]\nthreads = 4\n{storage}",
             server.url("/meta/{record_id}")
         )
     };
@@ -1176,8 +1222,13 @@ async fn the_enrich_cache_on_a_shared_folder_serves_every_executor() {
     wd.write("second.toml", pipeline("out-second"));
     let w = std::sync::Arc::clone(&wd);
     let counters = std::sync::Arc::clone(&server.counters);
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let (first, calls_first, second, calls_second) = tokio::task::spawn_blocking(move || {
-        let (_procs, url) = cluster(&w);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (_procs, url) = cluster_env(&w, &[], &[], &env);
         let run = |file: &str| -> serde_json::Value {
             let report = format!("{file}.json");
             w.ok(&[

@@ -592,6 +592,56 @@ async fn the_cache_makes_a_second_run_call_nothing() {
     assert_eq!(output(&wd), before);
 }
 
+/// The cache on an object store (moto on loopback, a prefix with a space and an `é`): the
+/// second run calls nothing, every answer from the store; an entry damaged in the store is a
+/// miss, called again (and only that one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_on_an_object_store_makes_a_second_run_call_nothing() {
+    let Some(moto) = sluice_testkit::moto::Moto::start(&[]) else {
+        return;
+    };
+    moto.bucket("bkt");
+    let server = ApiServer::start(meta_api(Duration::from_millis(2))).await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &ids(200), 1000);
+    let text = format!(
+        "{}\n[storage]\nendpoint = \"{}\"\nallow_http = \"true\"\nregion = \"us-east-1\"\n\
+         access_key_id = \"testing\"\nsecret_access_key = \"testing-secret-key\"\n",
+        pipeline(
+            &server.url("/meta/{record_id}"),
+            "concurrency = 8\ncache = \"s3://bkt/api cache/méta/\""
+        ),
+        moto.endpoint()
+    );
+    let first = run(&wd, text.clone(), true).await.expect("report");
+    assert_eq!(enrich_report(&first)["calls"], 200);
+    let before = output(&wd);
+    let entries = moto.keys("bkt", "api cache/méta/");
+    assert_eq!(entries.len(), 200, "one object per key: {entries:?}");
+    let second = run(&wd, text.clone(), true).await.expect("report");
+    assert_eq!(server.counters.requests.load(Ordering::SeqCst), 200);
+    let e = enrich_report(&second);
+    assert_eq!(
+        (e["calls"].clone(), e["cache_hits"].clone()),
+        (0.into(), 200.into())
+    );
+    assert_eq!(output(&wd), before);
+    // A damaged entry: its key alone is called again, and stored whole again.
+    let damaged = &entries[17];
+    let mut body = moto.get("bkt", damaged);
+    body.push('!');
+    moto.put_exact("bkt", damaged, &body);
+    let third = run(&wd, text, true).await.expect("report");
+    let e = enrich_report(&third);
+    assert_eq!(
+        (e["calls"].clone(), e["cache_hits"].clone()),
+        (1.into(), 199.into())
+    );
+    assert_eq!(server.counters.requests.load(Ordering::SeqCst), 201);
+    assert_eq!(output(&wd), before);
+    assert!(!moto.get("bkt", damaged).ends_with('!'));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_half_way_then_rerun_calls_only_the_rest() {
     let server = ApiServer::start(meta_api(Duration::from_millis(40))).await;

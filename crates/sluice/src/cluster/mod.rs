@@ -256,6 +256,7 @@ pub fn split_stage_limits(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
         };
         let StageSpec::Enrich {
             spec,
+            storage,
             books,
             by_key: true,
         } = map.spec()
@@ -271,6 +272,7 @@ pub fn split_stage_limits(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
                 spec.split_among(tasks)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?,
             ),
+            storage: storage.clone(),
             books: *books,
             by_key: true,
         };

@@ -1,33 +1,81 @@
-//! A persistent response cache: one file per request, keyed by a hash of the request.
+//! A persistent response cache: one entry per request, keyed by a hash of the request, in a
+//! folder or under an object-store prefix (`s3://`, `gs://`, `az://`): a cluster's executors
+//! share it either way.
 //!
 //! The key is the BLAKE3 hash of method, URL and body with secrets redacted (a rotated token
-//! keeps the cache; nothing secret is stored). An entry is written to a temporary file and
-//! renamed into place, so readers and concurrent writers (other partitions, other runs)
-//! never see half an entry; its header carries a hash of the body, so an entry damaged any
-//! other way is detected and fetched again. A job killed half-way keeps every entry written
-//! before the kill: the re-run calls only the rest.
+//! keeps the cache; nothing secret is stored). In a folder, an entry is written to a
+//! temporary file and renamed into place; on an object store, it is one PUT (atomic on S3,
+//! GCS and Azure). Readers and concurrent writers (other partitions, other executors, other
+//! runs) never see half an entry, and its header carries a hash of the body, so an entry
+//! damaged any other way is detected and fetched again. A job killed half-way keeps every
+//! entry written before the kill: the re-run calls only the rest.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use datafusion::object_store::path::Path as StorePath;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
 use crate::error::{Error, Result};
+use crate::storage::stores::{build_store, is_remote, store_error, RemoteUrl, StorageOptions};
 
 const MAGIC: &str = "sluice-cache-v1";
 
-/// The cache folder of one enrich stage.
+/// The cache of one enrich stage.
 #[derive(Debug, Clone)]
 pub struct Cache {
-    dir: PathBuf,
+    place: Place,
     ttl: Option<Duration>,
+}
+
+/// Where a cache's entries are.
+#[derive(Debug, Clone)]
+enum Place {
+    /// A folder: entries as files.
+    Folder(PathBuf),
+    /// An object store: entries as objects below `prefix` of the store at `url`.
+    Store {
+        url: String,
+        store: Arc<dyn ObjectStore>,
+        prefix: String,
+    },
 }
 
 impl Cache {
     /// Opens (creating) the cache folder.
-    pub fn open(dir: &Path, ttl: Option<Duration>) -> Result<Cache> {
+    fn open(dir: &Path, ttl: Option<Duration>) -> Result<Cache> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
         Ok(Cache {
-            dir: dir.to_path_buf(),
+            place: Place::Folder(dir.to_path_buf()),
+            ttl,
+        })
+    }
+
+    /// Opens the cache at `location`: an object-store URL (its store opened with `storage`)
+    /// or a folder (relative to `base`).
+    pub fn open_at(
+        location: &str,
+        base: &Path,
+        storage: &StorageOptions,
+        ttl: Option<Duration>,
+    ) -> Result<Cache> {
+        if !is_remote(location) {
+            let dir = Path::new(location);
+            return match dir.is_absolute() {
+                true => Cache::open(dir, ttl),
+                false => Cache::open(&base.join(dir), ttl),
+            };
+        }
+        let url = RemoteUrl::parse(location)?;
+        let store = build_store(&url, storage)?;
+        Ok(Cache {
+            place: Place::Store {
+                url: location.trim_end_matches('/').to_string(),
+                store,
+                prefix: url.key.trim_end_matches('/').to_string(),
+            },
             ttl,
         })
     }
@@ -45,28 +93,76 @@ impl Cache {
         h.finalize().to_hex().to_string()
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(&key[..2]).join(key)
+    /// The entry's place below the cache's folder or prefix.
+    fn relative(key: &str) -> String {
+        format!("{}/{key}", &key[..2])
     }
 
-    /// [`Cache::get`] on a blocking thread (file reads stay off the async runtime).
+    /// The entry's object below `prefix`, its key taken as written (a prefix such as
+    /// `api cache/méta` is not percent-encoded a second time).
+    fn object(prefix: &str, key: &str) -> Result<StorePath> {
+        let raw = match prefix.is_empty() {
+            true => Cache::relative(key),
+            false => format!("{prefix}/{}", Cache::relative(key)),
+        };
+        StorePath::parse(&raw)
+            .map_err(|e| Error::Config(format!("'{raw}' is not a valid object key: {e}")))
+    }
+
+    fn path(dir: &Path, key: &str) -> PathBuf {
+        dir.join(&key[..2]).join(key)
+    }
+
+    /// The stored body for `key`, when present, whole and fresh (file reads on a blocking
+    /// thread, off the async runtime).
     pub async fn load(&self, key: &str) -> Option<Vec<u8>> {
-        let (cache, key) = (self.clone(), key.to_string());
-        crate::error::blocking(move || Ok(cache.get(&key)))
-            .await
-            .ok()
-            .flatten()
+        match &self.place {
+            Place::Folder(_) => {
+                let (cache, key) = (self.clone(), key.to_string());
+                crate::error::blocking(move || Ok(cache.get(&key)))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            Place::Store { store, prefix, .. } => {
+                let at = Cache::object(prefix, key).ok()?;
+                let data = store.get(&at).await.ok()?.bytes().await.ok()?;
+                self.body_of(&data)
+            }
+        }
     }
 
-    /// [`Cache::put`] on a blocking thread.
+    /// Stores `body` for `key` (whole or not at all).
     pub async fn store(&self, key: &str, body: Vec<u8>) -> Result<()> {
-        let (cache, key) = (self.clone(), key.to_string());
-        crate::error::blocking(move || cache.put(&key, &body)).await
+        match &self.place {
+            Place::Folder(_) => {
+                let (cache, key) = (self.clone(), key.to_string());
+                crate::error::blocking(move || cache.put(&key, &body)).await
+            }
+            Place::Store { url, store, prefix } => {
+                let rel = Cache::relative(key);
+                let at = Cache::object(prefix, key)?;
+                store
+                    .put(&at, PutPayload::from(entry(&body)))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| store_error(&format!("{url}/{rel}"), e))
+            }
+        }
     }
 
-    /// The stored body for `key`, when present, whole and fresh.
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let data = std::fs::read(self.path(key)).ok()?;
+    /// The stored body for `key` in a cache folder (`None` on an object store: see
+    /// [`Cache::load`]).
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let Place::Folder(dir) = &self.place else {
+            return None;
+        };
+        let data = std::fs::read(Cache::path(dir, key)).ok()?;
+        self.body_of(&data)
+    }
+
+    /// The body of a stored entry, when it is whole and fresh.
+    fn body_of(&self, data: &[u8]) -> Option<Vec<u8>> {
         let nl = data.iter().position(|b| *b == b'\n')?;
         let header = std::str::from_utf8(&data[..nl]).ok()?;
         let body = &data[nl + 1..];
@@ -85,16 +181,21 @@ impl Cache {
         Some(body.to_vec())
     }
 
-    /// Stores `body` for `key` (atomically: temp file, then rename).
-    pub fn put(&self, key: &str, body: &[u8]) -> Result<()> {
-        let path = self.path(key);
-        let dir = path.parent().unwrap_or(&self.dir);
+    /// Stores `body` for `key` in a cache folder (atomically: temp file, then rename); on an
+    /// object store, see [`Cache::store`].
+    fn put(&self, key: &str, body: &[u8]) -> Result<()> {
+        let Place::Folder(root) = &self.place else {
+            return Err(Error::Config(
+                "an object-store cache is written asynchronously (Cache::store)".into(),
+            ));
+        };
+        let path = Cache::path(root, key);
+        let dir = path.parent().unwrap_or(root);
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
         let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
-            writeln!(f, "{MAGIC} {} {}", now_secs(), blake3::hash(body).to_hex())?;
-            f.write_all(body)?;
+            f.write_all(&entry(body))?;
             std::fs::rename(&tmp, &path)
         };
         write().map_err(|e| {
@@ -102,6 +203,13 @@ impl Cache {
             Error::io(path.display().to_string(), e)
         })
     }
+}
+
+/// A stored entry: a header line (magic, when, the body's hash), then the body.
+fn entry(body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{MAGIC} {} {}\n", now_secs(), blake3::hash(body).to_hex()).into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 fn now_secs() -> u64 {
@@ -124,7 +232,7 @@ mod tests {
         cache.put(&key, b"{\"a\":1}").expect("put");
         assert_eq!(cache.get(&key).as_deref(), Some(&b"{\"a\":1}"[..]));
         // A damaged entry is a miss.
-        let path = cache.path(&key);
+        let path = Cache::path(dir.path(), &key);
         let mut bytes = std::fs::read(&path).expect("read");
         let last = bytes.len() - 1;
         bytes[last] = b'X';

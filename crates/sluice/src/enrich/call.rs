@@ -185,7 +185,7 @@ impl std::fmt::Debug for Enricher {
 
 impl Enricher {
     /// Resolves a stage: templates, secrets, limits, client and cache. `base` anchors a
-    /// relative cache folder.
+    /// relative cache folder; an object-store cache opens with `spec.storage`.
     pub fn new(spec: &EnrichSpec, base: &Path) -> Result<Enricher> {
         let stage = |e: Error| match e {
             Error::Config(m) => Error::Config(format!("enrich '{}': {m}", spec.name)),
@@ -277,18 +277,13 @@ impl Enricher {
             )));
         }
         let cache = match &spec.cache {
-            Some(dir) => {
-                let dir = if Path::new(dir).is_absolute() {
-                    Path::new(dir).to_path_buf()
-                } else {
-                    base.join(dir)
-                };
+            Some(location) => {
                 let ttl = spec
                     .cache_ttl
                     .as_deref()
                     .map(|t| parse_duration("cache_ttl", t))
                     .transpose()?;
-                Some(Cache::open(&dir, ttl)?)
+                Some(Cache::open_at(location, base, &spec.storage, ttl)?)
             }
             None if spec.cache_ttl.is_some() => {
                 return Err(Error::Config("cache_ttl needs a cache folder".into()))

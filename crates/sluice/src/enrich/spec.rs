@@ -65,12 +65,17 @@ pub struct EnrichSpec {
     /// hit `retries` times harder (default 0.2).
     #[serde(default)]
     pub retry_budget: Option<f64>,
-    /// Folder of a persistent response cache (kept across runs).
+    /// Folder or object-store prefix (`s3://bucket/cache/`) of a persistent response cache
+    /// (kept across runs).
     #[serde(default)]
     pub cache: Option<String>,
     /// Cached responses older than this are fetched again (`"7d"`); default: never expire.
     #[serde(default)]
     pub cache_ttl: Option<String>,
+    /// Options of the object store a `cache` URL names (a pipeline file's `[storage]`; not
+    /// part of the stage's own text: [`crate::stage_spec::StageSpec`] carries them beside it).
+    #[serde(skip)]
+    pub storage: crate::storage::stores::StorageOptions,
     /// A row whose call failed after retries: `reject` (default: to the rejects dataset),
     /// `null` (null columns and a message in `error_column`) or `fail` (stop the job).
     #[serde(default)]
