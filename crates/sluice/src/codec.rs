@@ -547,6 +547,7 @@ mod tests {
                 mode: crate::ledger::rejects::OnError::Skip,
             }),
             progress: 7,
+            upload: Some("s3://b/out ~%#/é".into()),
         };
         let node: Arc<dyn ExecutionPlan> =
             Arc::new(OrderedConcatExec::new(Arc::new(WriteExec::new(

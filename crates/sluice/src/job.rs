@@ -119,9 +119,10 @@ impl Job {
             Some(_) => {
                 let ctx = crate::cluster::client_session(self.threads, self.source.split_min_size);
                 let stages = cluster_stages(&self.stages)?;
-                // The executors open remote inputs and lookups with the options that are
-                // not secrets, and their own credentials.
+                // The executors open remote inputs, lookups and outputs with the options
+                // that are not secrets, and their own credentials.
                 let mut storage = self.source.storage.clone();
+                storage.extend(self.sink.storage.clone());
                 for stage in &stages {
                     if let Stage::Lookup(l) = stage {
                         storage.extend(l.storage.clone());

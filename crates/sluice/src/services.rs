@@ -36,12 +36,23 @@ pub struct SluiceOptions {
     /// What every executor running a task of the job must see before it reads a row, as
     /// JSON (see [`crate::cluster::reach::Reach`]). Empty: nothing to check.
     pub reach: String,
+    /// An object-store prefix where each task, once it has succeeded, uploads its ledger
+    /// and rejects files (written locally first): a job whose output is on an object store
+    /// and whose executors share no folder. Empty: the ledger folder is shared.
+    pub remote_books: String,
 }
 
 impl SluiceOptions {
     /// The options a job's session carries, if any.
     pub fn of(config: &SessionConfig) -> Option<&SluiceOptions> {
         config.options().extensions.get::<SluiceOptions>()
+    }
+
+    /// The job's shareable storage options ([`SluiceOptions::storage`]), read back.
+    pub fn storage_options(config: &SessionConfig) -> crate::storage::stores::StorageOptions {
+        SluiceOptions::of(config)
+            .and_then(|o| serde_json::from_str(&o.storage).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -76,6 +87,10 @@ impl datafusion::config::ExtensionOptions for SluiceOptions {
                 self.reach = value.to_string();
                 Ok(())
             }
+            "remote_books" => {
+                self.remote_books = value.to_string();
+                Ok(())
+            }
             other => Err(DataFusionError::Configuration(format!(
                 "no sluice setting '{other}'"
             ))),
@@ -103,6 +118,11 @@ impl datafusion::config::ExtensionOptions for SluiceOptions {
                 key: "sluice.reach".into(),
                 value: Some(self.reach.clone()),
                 description: "what every executor must see of a job's inputs and outputs",
+            },
+            datafusion::config::ConfigEntry {
+                key: "sluice.remote_books".into(),
+                value: Some(self.remote_books.clone()),
+                description: "where a cluster's tasks upload their ledgers and rejects",
             },
         ]
     }

@@ -109,7 +109,8 @@ impl QueryCmd {
             None => df.execute_stream().await,
             Some(url) => match df.create_physical_plan().await {
                 Ok(plan) => {
-                    sluice::cluster::execute(url, plan, &ctx.copied_config(), &rejects_root).await
+                    sluice::cluster::execute(url, plan, &ctx.copied_config(), &rejects_root, None)
+                        .await
                 }
                 Err(e) => Err(e),
             },

@@ -404,6 +404,34 @@ fn bad_inputs(wd: &Workdir) -> Vec<(String, u64, String)> {
     bad
 }
 
+/// Per category, the rows and the sum of `v` the generator wrote.
+type Truth = std::collections::BTreeMap<String, (u64, i64)>;
+
+/// [`inputs`] and [`bad_inputs`]: per category the rows and sum of `v` of every good row,
+/// and the bad rows.
+fn good_and_bad_inputs(wd: &Workdir) -> (Truth, Vec<(String, u64, String)>) {
+    let mut truth = inputs(wd);
+    let bad = bad_inputs(wd);
+    // What bad_inputs wrote besides its bad rows: 29,994 blue rows of v = 2, one red of 5.
+    for (cat, n, s) in [("blue", 29_994, 59_988), ("red", 1, 5)] {
+        let e = truth.entry(cat.to_string()).or_default();
+        e.0 += n;
+        e.1 += s;
+    }
+    (truth, bad)
+}
+
+/// A cluster (two slots per executor) whose processes have moto's credentials in their
+/// environment, and `env` besides.
+fn s3_cluster(wd: &Workdir, env: &[(&str, &str)]) -> (Vec<Running>, String) {
+    let mut all = vec![
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing-secret-key"),
+    ];
+    all.extend_from_slice(env);
+    cluster_env(wd, &[], &["--slots", "2"], &all)
+}
+
 /// The rejects of a run's output folder.
 fn output_rejects(wd: &Workdir, out: &str) -> Vec<(String, u64, String)> {
     rejects_at(wd, &format!("{out}/_rejects/rejects.ndjson"))
@@ -444,14 +472,7 @@ fn counts(report: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
 #[test]
 fn a_pipeline_on_the_cluster_writes_the_local_output_rejects_and_report() {
     let wd = Workdir::new();
-    let mut truth = inputs(&wd);
-    let mut bad = bad_inputs(&wd);
-    // What bad_inputs wrote besides its bad rows: 29,994 blue rows of v = 2, one red of 5.
-    for (cat, n, s) in [("blue", 29_994, 59_988), ("red", 1, 5)] {
-        let e = truth.entry(cat.to_string()).or_default();
-        e.0 += n;
-        e.1 += s;
-    }
+    let (mut truth, mut bad) = good_and_bad_inputs(&wd);
     // Drift: a file with its columns in another order and one more.
     let mut drift = String::from("v,extra,cat,id\n");
     for i in 1..=10i64 {
@@ -547,6 +568,112 @@ fn a_pipeline_on_the_cluster_writes_the_local_output_rejects_and_report() {
         "{:?}",
         wd.staging_leftovers()
     );
+}
+
+/// An output on an object store from a cluster: each task uploads its files under their
+/// final names and its books (ledger, rejected rows) below a job prefix, the client reads
+/// the books back and publishes the manifest. The output, the rejects (file, line, kind)
+/// and the report equal the local run's; nothing of the job stays beside the output.
+#[test]
+fn s3_outputs_on_the_cluster_commit_like_local_ones() {
+    let Some(moto) = sluice_testkit::moto::Moto::start(&[]) else {
+        return;
+    };
+    moto.bucket("bkt");
+    let wd = Workdir::new();
+    let (truth, bad) = good_and_bad_inputs(&wd);
+    let (_procs, url) = s3_cluster(&wd, &[]);
+    let storage = [
+        format!("endpoint={}", moto.endpoint()),
+        "allow_http=true".to_string(),
+        "region=us-east-1".to_string(),
+        "access_key_id=testing".to_string(),
+        "secret_access_key=testing-secret-key".to_string(),
+    ];
+    let pipeline = |out: &str| {
+        format!(
+            "[source]\npaths = \"in\"\non_error = \"reject\"\nsplit_min_size = 65536\n\
+             [sink]\npath = \"s3://bkt/{out}\"\npartition_by = [\"cat\"]\n[settings]\nthreads = 4\n\
+             [storage]\n{}\n",
+            storage
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').expect("k=v");
+                    format!("{k} = \"{v}\"")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    wd.write("local.toml", pipeline("out local é"));
+    wd.write("cluster.toml", pipeline("out cluster é"));
+    let local = run_report(&wd, "local.toml", &[]);
+    let remote = run_report(&wd, "cluster.toml", &["--cluster", &url]);
+    assert_eq!(jobs_done(&url), 1, "the job ran on the cluster's executors");
+    crate::rejects::assert_identity(&remote);
+    assert_eq!(counts(&remote), counts(&local), "{remote}");
+    let generated: u64 = truth.values().map(|(n, _)| n).sum::<u64>() + bad.len() as u64;
+    assert_eq!(remote["rows_in"], generated, "{remote}");
+    assert_eq!(remote["rows_rejected"], bad.len() as u64, "{remote}");
+    // Read back through the manifest, both outputs hold the generator's rows.
+    let back = |out: &str, to: &str| {
+        let mut args = vec!["ingest".to_string(), format!("s3://bkt/{out}/")];
+        args.extend(["--to".into(), to.into(), "--quiet".into()]);
+        for kv in &storage {
+            args.extend(["--storage-option".into(), kv.clone()]);
+        }
+        wd.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        wd.query(
+            "SELECT cat, count(*) AS n, sum(v) AS s FROM t GROUP BY cat ORDER BY cat",
+            &[("t", to)],
+        )
+    };
+    let written = back("out cluster é", "back-cluster");
+    assert_eq!(written, back("out local é", "back-local"));
+    assert_eq!(written.len(), 1 + truth.len(), "{written:?}");
+    // The same rejected rows, with their files and lines.
+    let rejects = |out: &str| {
+        let text = moto.get("bkt", &format!("{out}/_rejects/rejects.ndjson"));
+        wd.write(&format!("{out}.rejects.ndjson"), text);
+        rejects_at(&wd, &format!("{out}.rejects.ndjson"))
+    };
+    let on_cluster = rejects("out cluster é");
+    assert_eq!(on_cluster, rejects("out local é"));
+    let mut missing = bad.clone();
+    missing.retain(|b| !on_cluster.contains(b));
+    assert!(
+        missing.is_empty(),
+        "bad rows missing from the rejects: {missing:?}"
+    );
+    // Only the manifest's files, the manifest and the rejects stay: no books, no ledgers.
+    let keys = moto.keys("bkt", "out cluster é/");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&moto.get("bkt", "out cluster é/_SUCCESS")).expect("manifest");
+    let listed = manifest["files"].as_array().map_or(0, Vec::len);
+    assert!(listed >= truth.len(), "{manifest}");
+    let others: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.ends_with(".parquet"))
+        .filter(|k| !k.ends_with("/_SUCCESS") && !k.contains("/_rejects/"))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+    assert_eq!(
+        keys.iter().filter(|k| k.ends_with(".parquet")).count(),
+        listed,
+        "{keys:?}"
+    );
+    // A job that fails (a bad row, on_error = "fail") commits nothing and leaves nothing.
+    wd.write(
+        "failing.toml",
+        pipeline("out failed").replace("on_error = \"reject\"", "on_error = \"fail\""),
+    );
+    let err = wd.fails(&["run", "failing.toml", "--quiet", "--cluster", &url], 1);
+    assert!(
+        err.contains("bad big.csv") || err.contains("late.csv"),
+        "{err}"
+    );
+    let left = moto.keys("bkt", "out failed/");
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Every file under `dir`, as paths.
@@ -654,14 +781,14 @@ fn what_the_cluster_cannot_run_yet_is_refused_in_one_line() {
             "ingest",
             "in",
             "--to",
-            "s3://bucket/out",
+            "s3://bucket/out.parquet",
             "--cluster",
             "df://127.0.0.1:9",
         ],
         1,
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("a folder every executor shares"), "{err}");
+    assert!(err.contains("not to the single file"), "{err}");
     assert!(!wd.path("out").exists());
 }
 
@@ -982,18 +1109,12 @@ fn s3_inputs_on_the_cluster_use_the_executors_credentials() {
         moto.put("bkt", &format!("in/p{f}.csv"), text.as_bytes());
     }
     let secret = "SECRET-DO-NOT-SHIP-7f3a";
-    let (_procs, url) = cluster_env(
+    let (_procs, url) = s3_cluster(
         &wd,
-        &[],
-        &["--slots", "2"],
-        &[
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing-secret-key"),
-            (
-                "SLUICE_LOG",
-                "ballista_executor=trace,ballista_scheduler=debug,warn",
-            ),
-        ],
+        &[(
+            "SLUICE_LOG",
+            "ballista_executor=trace,ballista_scheduler=debug,warn",
+        )],
     );
     let endpoint = format!("endpoint={}", moto.endpoint());
     let ingest = |out: &str, cluster: Option<&str>| -> serde_json::Value {
@@ -1079,18 +1200,12 @@ fn s3_lookups_on_the_cluster_use_the_executors_credentials() {
         "cat,label\nc0,zero\nc1,one\nc2,two\nc3,three\n",
     );
     let secret = "SECRET-LOOKUP-DO-NOT-SHIP-9b1e";
-    let (_procs, url) = cluster_env(
+    let (_procs, url) = s3_cluster(
         &wd,
-        &[],
-        &["--slots", "2"],
-        &[
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing-secret-key"),
-            (
-                "SLUICE_LOG",
-                "ballista_executor=trace,ballista_scheduler=debug,warn",
-            ),
-        ],
+        &[(
+            "SLUICE_LOG",
+            "ballista_executor=trace,ballista_scheduler=debug,warn",
+        )],
     );
     let pipeline = |out: &str| {
         format!(

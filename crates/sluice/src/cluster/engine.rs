@@ -223,6 +223,47 @@ impl BookedStage {
     }
 }
 
+impl BookedStage {
+    /// Uploads the task's rejects files and then its ledger to `url` (the job's books on an
+    /// object store, for executors that share no folder with the client), removing the
+    /// local copies. The ledger goes last: a ledger the client finds names files that are
+    /// there.
+    async fn upload_books(
+        &self,
+        url: &str,
+        ledger: &TaskLedger,
+        context: &TaskContext,
+    ) -> crate::error::Result<()> {
+        let storage = SluiceOptions::storage_options(context.session_config());
+        let target = crate::sink::remote::RemoteTarget::open(url, &storage)?;
+        let folders: std::collections::HashMap<u64, PathBuf> = self
+            .services
+            .all_books()
+            .iter()
+            .filter_map(|r| Some((r.id(), r.folder()?)))
+            .collect();
+        let mut local = Vec::new();
+        for b in &ledger.books {
+            if let (Some(name), Some(folder)) = (&b.rejects, folders.get(&b.id)) {
+                local.push((folder.join(name), name.clone()));
+            }
+        }
+        let path = ledger.path(&self.dir);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        local.push((path, name));
+        for (path, name) in &local {
+            target.upload_as(path, name).await?;
+        }
+        for (path, _) in local {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}
+
 /// What a stage a task built reports for the job's report, tagged with its kind:
 /// `{"enrich": {...}}` (its calls) or `{"lookup": {...}}` (its matches).
 fn stage_report(stage: &dyn std::any::Any) -> Option<serde_json::Value> {
@@ -266,12 +307,24 @@ impl QueryStageExecutor for BookedStage {
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             self.checked.add(self.job.as_str());
         }
-        let out = self.inner.execute_query_stage(task_id, context).await?;
+        let out = self
+            .inner
+            .execute_query_stage(task_id, context.clone())
+            .await?;
         let ledger = self.ledger()?;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || ledger.write(&dir))
+        let written = ledger.clone();
+        tokio::task::spawn_blocking(move || written.write(&dir))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        if let Some(url) = SluiceOptions::of(context.session_config())
+            .map(|o| o.remote_books.clone())
+            .filter(|u| !u.is_empty())
+        {
+            self.upload_books(&url, &ledger, &context)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
         Ok(out)
     }
 

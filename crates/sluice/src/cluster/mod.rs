@@ -186,9 +186,7 @@ pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> 
         })),
         override_runtime_producer: Some(Arc::new(move |config: &SessionConfig| {
             // A job's remote inputs are opened here from this executor's own credentials.
-            let options = crate::services::SluiceOptions::of(config)
-                .and_then(|o| serde_json::from_str(&o.storage).ok())
-                .unwrap_or_default();
+            let options = crate::services::SluiceOptions::storage_options(config);
             let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
                 .with_temp_file_path(temp.clone())
                 .with_object_store_registry(Arc::new(stores::ExecutorStores::new(options)))
@@ -298,19 +296,30 @@ pub fn for_cluster(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan
 /// Runs `plan` (planned in a session made with `config`) on the cluster at `scheduler`:
 /// the rows of its output, as they come back. Its tasks leave their ledgers in
 /// `ledger_dir` (on storage every executor shares), for [`absorb`] once the stream ended.
+/// With `remote_books` (an object-store prefix), the executors share no folder: each task
+/// writes its ledger and rejected rows in `ledger_dir` on its own machine and uploads them
+/// there once it has succeeded.
 pub async fn execute(
     scheduler: &SchedulerUrl,
     plan: Arc<dyn ExecutionPlan>,
     config: &SessionConfig,
     ledger_dir: &std::path::Path,
+    remote_books: Option<&str>,
 ) -> Result<SendableRecordBatchStream> {
     let plan = for_cluster(plan)?;
     let mut config = config.clone();
-    // Where each read's tasks leave their rejected rows: the client's folders.
+    // Where each read's tasks leave their rejected rows: the client's folders, or each
+    // task's own ledger folder when the books are uploaded.
     let dirs: std::collections::BTreeMap<String, String> = Services::of(&config)?
         .all_books()
         .iter()
-        .filter_map(|r| Some((r.id().to_string(), r.folder()?.display().to_string())))
+        .filter_map(|r| {
+            let dir = match remote_books {
+                Some(_) => ledger_dir.to_path_buf(),
+                None => r.folder()?,
+            };
+            Some((r.id().to_string(), dir.display().to_string()))
+        })
         .collect();
     if let Some(o) = config
         .options_mut()
@@ -320,14 +329,23 @@ pub async fn execute(
         o.rejects_dirs =
             serde_json::to_string(&dirs).map_err(|e| DataFusionError::External(Box::new(e)))?;
         o.ledger_dir = ledger_dir.display().to_string();
+        o.remote_books = remote_books.unwrap_or_default().to_string();
         // What every executor must see: the plan's inputs, and the folders made for the job
-        // (the ledger's, made here, and the rejects folders that are elsewhere).
-        std::fs::create_dir_all(ledger_dir)?;
-        let made = std::iter::once(ledger_dir.to_path_buf()).chain(
-            dirs.values()
-                .map(std::path::PathBuf::from)
-                .filter(|d| !d.starts_with(ledger_dir) && d.is_dir()),
-        );
+        // (the ledger's, made here, and the rejects folders that are elsewhere) unless each
+        // task keeps its books on its own machine.
+        let made: Vec<std::path::PathBuf> = match remote_books {
+            Some(_) => Vec::new(),
+            None => {
+                std::fs::create_dir_all(ledger_dir)?;
+                std::iter::once(ledger_dir.to_path_buf())
+                    .chain(
+                        dirs.values()
+                            .map(std::path::PathBuf::from)
+                            .filter(|d| !d.starts_with(ledger_dir) && d.is_dir()),
+                    )
+                    .collect()
+            }
+        };
         o.reach = serde_json::to_string(&reach::Reach::of(&plan, made))
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
     }

@@ -46,6 +46,11 @@ pub struct WriteSpec {
     pub books: Option<BooksRef>,
     /// The write progress counter's id among the session's services.
     pub progress: u64,
+    /// An object-store output the task uploads each file it wrote to, under its final name
+    /// (a cluster's job: see [`crate::sink::remote::RemoteTarget::upload_as`]), removing
+    /// its local copy; `None`: the files stay in `dir`.
+    #[serde(default)]
+    pub upload: Option<String>,
 }
 
 impl WriteSpec {
@@ -215,12 +220,33 @@ impl ExecutionPlan for WriteExec {
             rejects,
             task,
         };
+        let upload = match &self.spec.upload {
+            Some(url) => Some((
+                super::remote::RemoteTarget::open(
+                    url,
+                    &crate::services::SluiceOptions::storage_options(context.session_config()),
+                )
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                self.spec.dir.clone(),
+            )),
+            None => None,
+        };
         let input = self.input.execute(partition, context)?;
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let write = async move {
             let files = writer::write_stream(input, part, progress)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            if let Some((target, dir)) = &upload {
+                for f in &files {
+                    let local = dir.join(&f.path);
+                    target
+                        .upload_as(&local, &f.path)
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    let _ = std::fs::remove_file(&local);
+                }
+            }
             let batch = files_batch(&files)?;
             metrics.record_output(batch.num_rows());
             Ok(batch)
@@ -274,6 +300,7 @@ mod tests {
             partition_by: Vec::new(),
             books: None,
             progress: services.keep_write_progress(&progress),
+            upload: None,
         };
         let plan: Arc<dyn ExecutionPlan> = Arc::new(WriteExec::new(input, spec));
         let out = datafusion::physical_plan::collect(plan, ctx.task_ctx())

@@ -264,14 +264,14 @@ pub async fn write(
         return write_database(df, options, threads, progress, rejects).await;
     }
     if crate::storage::stores::is_remote(&options.path) {
-        if cluster.is_some() {
+        if cluster.is_some() && options.single_file_target() {
             return Err(Error::Config(format!(
-                "a job on a cluster writes to a folder every executor shares, not to '{}' (yet): \
-                 write to a shared folder, or run it here",
+                "a job on a cluster writes to a folder, not to the single file '{}' (yet): \
+                 write to a folder, or run it here",
                 options.path
             )));
         }
-        return write_remote(df, options, threads, progress, rejects).await;
+        return write_remote(df, options, threads, progress, rejects, cluster).await;
     }
     let (df, schema, format) = prepare(df, options)?;
     let target = PathBuf::from(&options.path);
@@ -307,6 +307,7 @@ pub async fn write(
         progress,
         rejects.cloned(),
         cluster,
+        None,
     )
     .await;
     // Closing the books (the rejects file's fsync) and the commit (renames, fsyncs) run on a
@@ -469,6 +470,7 @@ async fn write_remote(
     threads: usize,
     progress: Arc<WriteProgress>,
     rejects: Option<&Arc<crate::ledger::rejects::Rejects>>,
+    cluster: Option<&crate::cluster::SchedulerUrl>,
 ) -> Result<(WriteSummary, Arc<dyn ExecutionPlan>)> {
     let (df, schema, format) = prepare(df, options)?;
     let single = options.single_file_target();
@@ -481,6 +483,14 @@ async fn write_remote(
     if let Some(r) = rejects {
         r.set_dir(staging.join(commit::REJECTS_DIR));
     }
+    // On a cluster the tasks upload their files under their final names, and their books
+    // (ledgers, rejected rows) below this prefix, read back here before the commit.
+    let books = format!(".sluice-books-{job}");
+    let upload = cluster.map(|_| Upload {
+        url: &options.path,
+        target: &target,
+        books: &books,
+    });
     let result = async {
         let (files, flow) = run_writers(
             Arc::clone(&plan),
@@ -493,7 +503,8 @@ async fn write_remote(
             single,
             progress,
             rejects.cloned(),
-            None,
+            cluster,
+            upload,
         )
         .await?;
         let mut books = None;
@@ -512,12 +523,29 @@ async fn write_remote(
                 .await?,
             );
         }
-        target
-            .commit(&staging, job, options.mode, files.clone(), single)
-            .await?;
+        match cluster {
+            None => {
+                target
+                    .commit(&staging, job, options.mode, files.clone(), single)
+                    .await?
+            }
+            Some(_) => {
+                let up = target
+                    .upload_rejects(&staging, job, options.mode, files.clone(), single)
+                    .await?;
+                target.publish(up).await?
+            }
+        }
         Ok::<_, Error>((files, books))
     }
     .await;
+    if cluster.is_some() {
+        // The books read back, and after a failure the files the tasks uploaded: nothing
+        // of this job stays beside the output (readers ignore unlisted files anyway).
+        target
+            .clean_up(&books, result.is_err().then_some(job))
+            .await;
+    }
     let _ = std::fs::remove_dir_all(&staging);
     let (files, books) = result?;
     let summary = WriteSummary {
@@ -526,6 +554,19 @@ async fn write_remote(
     };
     Ok((summary, plan))
 }
+
+/// An object-store output written by a cluster's tasks: each uploads its files to `url`
+/// under their final names and its books below `books` (relative to the output).
+#[derive(Clone, Copy)]
+struct Upload<'a> {
+    url: &'a str,
+    target: &'a remote::RemoteTarget,
+    books: &'a str,
+}
+
+/// The folder below the client's staging folder that stands for each task's own scratch
+/// when a cluster's tasks upload what they write ([`Upload`]): never read by the client.
+const TASKS_DIR: &str = "tasks";
 
 #[allow(clippy::too_many_arguments)]
 async fn run_writers(
@@ -540,14 +581,20 @@ async fn run_writers(
     progress: Arc<WriteProgress>,
     rejects: Option<Arc<crate::ledger::rejects::Rejects>>,
     cluster: Option<&crate::cluster::SchedulerUrl>,
+    upload: Option<Upload<'_>>,
 ) -> Result<(Vec<WrittenFile>, crate::ledger::PlanFlow)> {
     let services = crate::services::Services::of(task_ctx.session_config())?;
-    // Executors run elsewhere: they are given the staging folder as a whole path.
-    let dir = match cluster {
+    // Executors run elsewhere: they are given the staging folder as a whole path (with an
+    // upload, a folder of their own machines: see TASKS_DIR).
+    let staging_whole = match cluster {
         Some(_) => {
             std::path::absolute(staging).map_err(|e| Error::io(staging.display().to_string(), e))?
         }
         None => staging.to_path_buf(),
+    };
+    let dir = match upload {
+        Some(_) => staging_whole.join(TASKS_DIR),
+        None => staging_whole.clone(),
     };
     // The tasks of a cluster's job leave their ledgers beside the rejected rows.
     let ledger_dir = dir.join(commit::REJECTS_DIR);
@@ -564,6 +611,7 @@ async fn run_writers(
             r.books()
         }),
         progress: services.keep_write_progress(&progress),
+        upload: upload.map(|u| u.url.to_string()),
     };
     // The write runs inside the plan: one task per partition drains it into its files.
     let node: Arc<dyn ExecutionPlan> = Arc::new(exec::WriteExec::new(Arc::clone(&plan), spec));
@@ -574,9 +622,19 @@ async fn run_writers(
         }
         Some(url) => {
             let config = task_ctx.session_config().clone();
-            let files = write_there(url, node, &config, &ledger_dir).await;
+            let books = upload.map(|u| format!("{}/{}", u.url.trim_end_matches('/'), u.books));
+            let files = write_there(url, node, &config, &ledger_dir, books.as_deref()).await;
             // What the tasks counted comes back whether the job worked or not (a failed
-            // job's rejects files are removed with its staging folder).
+            // job's rejects files are removed with its staging folder); uploaded books are
+            // read back into the client's rejects folder first.
+            let ledger_dir = match upload {
+                Some(u) => {
+                    let into = staging_whole.join(commit::REJECTS_DIR);
+                    u.target.download_below(u.books, &into).await?;
+                    into
+                }
+                None => ledger_dir,
+            };
             let mut flow = crate::cluster::absorb(&config, &ledger_dir)?;
             // The plan's output is what its write nodes took in.
             flow.out = flow.written;
@@ -592,6 +650,8 @@ async fn run_writers(
         for f in files {
             if f.rows > 0 || (keep_one && kept.is_empty()) {
                 kept.push(f);
+            } else if let Some(u) = upload {
+                u.target.delete(&f.path).await?;
             } else {
                 let path = staging.join(&f.path);
                 std::fs::remove_file(&path)
@@ -652,13 +712,14 @@ async fn write_there(
     node: Arc<dyn ExecutionPlan>,
     config: &datafusion::prelude::SessionConfig,
     ledger_dir: &Path,
+    remote_books: Option<&str>,
 ) -> Result<Vec<WrittenFile>> {
     let failed = |e: datafusion::error::DataFusionError| match crate::cluster::job_error(&e) {
         // The line sluice wrote on the executor (a bad row, a broken file).
         Some(line) => Error::BadRow(line),
         None => Error::from_engine(e),
     };
-    let stream = crate::cluster::execute(url, node, config, ledger_dir)
+    let stream = crate::cluster::execute(url, node, config, ledger_dir, remote_books)
         .await
         .map_err(failed)?;
     let batches: Vec<_> = stream.try_collect().await.map_err(failed)?;

@@ -130,6 +130,32 @@ impl RemoteTarget {
         files: Vec<WrittenFile>,
         single: bool,
     ) -> Result<Uploaded> {
+        let up = self
+            .upload_rejects(staging, job, mode, files, single)
+            .await?;
+        if single {
+            if let Some(f) = up.files.first() {
+                self.upload(&staging.join(&f.path), &self.key("")?).await?;
+            }
+        } else {
+            for f in &up.files {
+                self.upload(&staging.join(&f.path), &self.key(&f.path)?)
+                    .await?;
+            }
+        }
+        Ok(up)
+    }
+
+    /// Uploads the rejects of a job whose data files (`files`) are already uploaded under
+    /// their final names (by a cluster's tasks: [`RemoteTarget::upload_as`]).
+    pub async fn upload_rejects(
+        &self,
+        staging: &Path,
+        job: &str,
+        mode: WriteMode,
+        files: Vec<WrittenFile>,
+        single: bool,
+    ) -> Result<Uploaded> {
         // Rejected rows go beside the output: `OUT/_rejects/` or `FILE_rejects/`.
         let rejects = staging.join(REJECTS_DIR);
         let mut kept_rejects = HashSet::new();
@@ -149,16 +175,6 @@ impl RemoteTarget {
                 }
                 self.upload(&entry.path(), &key).await?;
                 kept_rejects.insert(key.to_string());
-            }
-        }
-        if single {
-            if let Some(f) = files.first() {
-                self.upload(&staging.join(&f.path), &self.key("")?).await?;
-            }
-        } else {
-            for f in &files {
-                self.upload(&staging.join(&f.path), &self.key(&f.path)?)
-                    .await?;
             }
         }
         Ok(Uploaded {
@@ -254,6 +270,59 @@ impl RemoteTarget {
             .iter()
             .map(|f| self.key(&f.path).map(|k| k.to_string()))
             .collect()
+    }
+
+    /// Uploads the local file `local` as `rel` below the prefix.
+    pub async fn upload_as(&self, local: &Path, rel: &str) -> Result<()> {
+        self.upload(local, &self.key(rel)?).await
+    }
+
+    /// Deletes the object `rel` below the prefix.
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        self.store
+            .delete(&self.key(rel)?)
+            .await
+            .map_err(|e| store_error(&format!("{}/{rel}", self.url), e))
+    }
+
+    /// Downloads every object below `rel` into the folder `into`, each as a file named by
+    /// its key's last part; returns how many.
+    pub async fn download_below(&self, rel: &str, into: &Path) -> Result<usize> {
+        let prefix = self.key(rel)?.to_string();
+        let listed = list_sorted(&self.store, &prefix, &self.url).await?;
+        std::fs::create_dir_all(into).map_err(|e| Error::io(into.display().to_string(), e))?;
+        for meta in &listed {
+            let name = meta.location.filename().unwrap_or_default().to_string();
+            let got = self.store.get(&meta.location).await;
+            let bytes = match got {
+                Ok(g) => g.bytes().await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| store_error(&format!("{}/{}", self.url, meta.location), e))?;
+            let path = into.join(&name);
+            std::fs::write(&path, &bytes).map_err(|e| Error::io(path.display().to_string(), e))?;
+        }
+        Ok(listed.len())
+    }
+
+    /// Deletes every object below `rel`, and the data files of `job` that no manifest
+    /// lists (a job that failed on a cluster after its tasks uploaded some): best effort,
+    /// what is left is unlisted and ignored by readers.
+    pub async fn clean_up(&self, rel: &str, job: Option<&str>) {
+        let Ok(listed) = list_sorted(&self.store, &self.prefix, &self.url).await else {
+            return;
+        };
+        let below = self.key(rel).map(|k| format!("{k}/")).unwrap_or_default();
+        let marker = job.map(|j| format!("-{j}."));
+        for meta in listed {
+            let k = meta.location.to_string();
+            let ours = marker
+                .as_deref()
+                .is_some_and(|m| meta.location.filename().is_some_and(|f| f.contains(m)));
+            if k.starts_with(&below) || ours {
+                let _ = self.store.delete(&meta.location).await;
+            }
+        }
     }
 
     /// Uploads one local file: one PUT when small, multipart otherwise.
