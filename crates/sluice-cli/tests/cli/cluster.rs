@@ -771,24 +771,42 @@ fn an_executor_that_sees_other_files_fails_the_job_in_one_line() {
 }
 
 /// What a cluster cannot run as the local run would yet is refused up front, in one line,
-/// before anything is written: an `s3://` output.
+/// before anything is written: a database output, one output file (local or on an object
+/// store) or `--files 1` (regression: a single-file output ran on the cluster and its
+/// ledger then refused the commit with "rows unaccounted": Ballista gave the task of the
+/// order-keeping concatenation only its input's first partition).
 #[test]
 fn what_the_cluster_cannot_run_yet_is_refused_in_one_line() {
     let wd = Workdir::new();
     wd.write("in/a.csv", "id\n1\n");
+    for to in [
+        vec!["one.csv"],
+        vec!["s3://bucket/one.parquet"],
+        vec!["folder", "--files", "1"],
+    ] {
+        let mut args = vec!["ingest", "in", "--to"];
+        args.extend(to.iter().copied());
+        args.extend(["--cluster", "df://127.0.0.1:9"]);
+        let err = wd.fails(&args, 1);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("not one file or --files 1"), "{err}");
+        assert!(!wd.path(to[0]).exists());
+    }
     let err = wd.fails(
         &[
             "ingest",
             "in",
             "--to",
-            "s3://bucket/out.parquet",
+            "postgres://nobody@127.0.0.1:9/db",
+            "--table",
+            "t",
             "--cluster",
             "df://127.0.0.1:9",
         ],
         1,
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("not to the single file"), "{err}");
+    assert!(err.contains("not to a database"), "{err}");
     assert!(!wd.path("out").exists());
 }
 

@@ -256,21 +256,25 @@ pub async fn write(
     if options.is_database() {
         if cluster.is_some() {
             return Err(Error::Config(
-                "a job on a cluster writes to a folder every executor shares, not to a \
+                "a job on a cluster writes to a folder or an object store, not to a \
                  database (yet): run it here"
                     .into(),
             ));
         }
         return write_database(df, options, threads, progress, rejects).await;
     }
+    if cluster.is_some() && (options.single_file_target() || options.files == Some(1)) {
+        // One file keeps the input's order by reading its partitions one after the other
+        // (OrderedConcatExec); Ballista would give that node's task only the first of them
+        // (it restricts a task's plan partition by partition), and the ledger would then
+        // refuse the commit with rows unaccounted.
+        return Err(Error::Config(format!(
+            "a job on a cluster writes a folder of files, not one file or --files 1 (yet): \
+             write '{}' as a folder, or run it here",
+            options.path
+        )));
+    }
     if crate::storage::stores::is_remote(&options.path) {
-        if cluster.is_some() && options.single_file_target() {
-            return Err(Error::Config(format!(
-                "a job on a cluster writes to a folder, not to the single file '{}' (yet): \
-                 write to a folder, or run it here",
-                options.path
-            )));
-        }
         return write_remote(df, options, threads, progress, rejects, cluster).await;
     }
     let (df, schema, format) = prepare(df, options)?;
