@@ -263,17 +263,6 @@ pub async fn write(
         }
         return write_database(df, options, threads, progress, rejects).await;
     }
-    if cluster.is_some() && (options.single_file_target() || options.files == Some(1)) {
-        // One file keeps the input's order by reading its partitions one after the other
-        // (OrderedConcatExec); Ballista would give that node's task only the first of them
-        // (it restricts a task's plan partition by partition), and the ledger would then
-        // refuse the commit with rows unaccounted.
-        return Err(Error::Config(format!(
-            "a job on a cluster writes a folder of files, not one file or --files 1 (yet): \
-             write '{}' as a folder, or run it here",
-            options.path
-        )));
-    }
     if crate::storage::stores::is_remote(&options.path) {
         return write_remote(df, options, threads, progress, rejects, cluster).await;
     }
@@ -534,6 +523,11 @@ async fn write_remote(
                     .await?
             }
             Some(_) => {
+                if let (true, Some(f)) = (single, files.first()) {
+                    // The task uploaded the file below the target's name: it takes that
+                    // name now, once the books are checked (one server-side copy).
+                    target.move_into_place(&f.path).await?;
+                }
                 let up = target
                     .upload_rejects(&staging, job, options.mode, files.clone(), single)
                     .await?;

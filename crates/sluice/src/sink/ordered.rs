@@ -15,7 +15,9 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::Distribution;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
@@ -64,6 +66,14 @@ impl ExecutionPlan for OrderedConcatExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let input = crate::plan::only_child("OrderedConcatExec", children)?;
         Ok(Arc::new(OrderedConcatExec::new(input)))
+    }
+
+    /// It consumes every partition of its input in its one output partition, as a collect
+    /// does: said so, a cluster's task builder (Ballista's `restrict`) gives its task all of
+    /// them instead of the task's own slice. The node is added after the physical optimizer
+    /// ran (when the write is shaped), so no coalesce is put under it for this.
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        InputDistributionRequirements::new(vec![Distribution::SinglePartition])
     }
 
     fn apply_expressions(

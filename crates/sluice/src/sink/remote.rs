@@ -277,6 +277,17 @@ impl RemoteTarget {
         self.upload(local, &self.key(rel)?).await
     }
 
+    /// Makes the object `rel` below a single-file target the target itself (a server-side
+    /// copy, then the copy's source deleted): the target appears whole or not at all.
+    pub async fn move_into_place(&self, rel: &str) -> Result<()> {
+        let (from, to) = (self.key(rel)?, self.key("")?);
+        self.store
+            .copy(&from, &to)
+            .await
+            .map_err(|e| store_error(&self.url, e))?;
+        self.delete(rel).await
+    }
+
     /// Deletes the object `rel` below the prefix.
     pub async fn delete(&self, rel: &str) -> Result<()> {
         self.store
