@@ -256,7 +256,13 @@ pub async fn explain(job: &Job) -> Result<Explain> {
     .await?;
     let plan = applied.df.clone().create_physical_plan().await?;
     let cluster = match &job.cluster {
-        Some(_) => Some(cluster_stages(Arc::clone(&plan), &ctx.copied_config())?),
+        Some(_) => {
+            // The stages of the job as it would run: the write included (one file is one
+            // task; a partitioned output is hash-partitioned first).
+            let write =
+                crate::sink::plan_for_explain(applied.df.clone(), &job.sink, threads).await?;
+            Some(cluster_stages(write, &ctx.copied_config())?)
+        }
         None => None,
     };
     let cpu = format!(

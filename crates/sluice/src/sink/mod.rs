@@ -384,6 +384,35 @@ async fn plan_streams(
     Ok((task_ctx, plan, job[..commit::JOB_ID_LEN].to_string()))
 }
 
+/// The plan [`write`] would run for `df` (shaped into its output streams, under the write
+/// node), never run: what `sluice explain --cluster` cuts into stages. A database output
+/// has no write node (it is loaded from the streams).
+pub async fn plan_for_explain(
+    df: DataFrame,
+    options: &SinkOptions,
+    threads: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if options.is_database() {
+        let (_, plan, _) = plan_streams(df, options, threads).await?;
+        return Ok(plan);
+    }
+    let (df, schema, format) = prepare(df, options)?;
+    let (_, plan, job) = plan_streams(df, options, threads).await?;
+    let spec = exec::WriteSpec {
+        dir: PathBuf::from(&options.path),
+        job,
+        single: options.single_file_target(),
+        schema,
+        format,
+        compression: options.compression.unwrap_or_default(),
+        partition_by: options.partition_by.clone(),
+        books: None,
+        progress: 0,
+        upload: None,
+    };
+    Ok(Arc::new(exec::WriteExec::new(plan, spec)))
+}
+
 /// [`write`] to a database table: the rows loaded in one transaction, committed after the
 /// books balance (see [`crate::db::postgres::write`]).
 async fn write_database(
@@ -478,7 +507,7 @@ async fn write_remote(
     }
     // On a cluster the tasks upload their files under their final names, and their books
     // (ledgers, rejected rows) below this prefix, read back here before the commit.
-    let books = format!(".sluice-books-{job}");
+    let books = format!("{}{job}", remote::BOOKS_PREFIX);
     let upload = cluster.map(|_| Upload {
         url: &options.path,
         target: &target,

@@ -26,6 +26,10 @@ use super::{WriteMode, WrittenFile};
 use crate::error::{Error, Result};
 use crate::storage::stores::{build_store, list_sorted, store_error, RemoteUrl, StorageOptions};
 
+/// The start of the name of a cluster job's books prefix below the output
+/// (`.sluice-books-JOB/`): its tasks' ledgers and rejects files, read back by the client.
+pub const BOOKS_PREFIX: &str = ".sluice-books-";
+
 /// Files up to this size go up in one PUT; bigger ones in multipart parts of this size.
 const PART: usize = 8 << 20;
 
@@ -100,7 +104,15 @@ impl RemoteTarget {
                 _ => Ok(()),
             };
         }
-        if mode == WriteMode::Error && !self.existing().await?.is_empty() {
+        // A cluster job's books (see [`BOOKS_PREFIX`]) are no output: a task that finished
+        // after its job failed may have uploaded its ledger after the clean-up.
+        let books = self.key(BOOKS_PREFIX)?.to_string();
+        let output = self
+            .existing()
+            .await?
+            .into_iter()
+            .any(|k| !k.to_string().starts_with(&books));
+        if mode == WriteMode::Error && output {
             return Err(Error::OutputExists(self.url.clone()));
         }
         Ok(())
