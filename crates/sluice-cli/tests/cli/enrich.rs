@@ -642,6 +642,47 @@ async fn the_cache_on_an_object_store_makes_a_second_run_call_nothing() {
     assert!(!moto.get("bkt", damaged).ends_with('!'));
 }
 
+/// A cache on a store nobody answers (nothing listens on its endpoint): the run calls the
+/// API for every key, writes every row, and says once, in one line, that the cache is off
+/// (not a line per key, nor the store's retries for every key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cache_store_is_turned_off_with_one_warning() {
+    let server = ApiServer::start(meta_api(Duration::from_millis(2))).await;
+    let wd = Arc::new(Workdir::new());
+    data(&wd, &ids(200), 1000);
+    let text = format!(
+        "{}\n[storage]\nendpoint = \"http://127.0.0.1:9\"\nallow_http = \"true\"\n\
+         region = \"us-east-1\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n",
+        pipeline(
+            &server.url("/meta/{record_id}"),
+            "concurrency = 8\ncache = \"s3://nowhere/cache\""
+        )
+    );
+    let w = Arc::clone(&wd);
+    let out = tokio::task::spawn_blocking(move || {
+        w.write("p.toml", text);
+        w.sluice()
+            .args(["run", "p.toml", "--report-json", "r.json", "--quiet"])
+            .output()
+            .expect("run sluice")
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let said: Vec<&str> = stderr.lines().filter(|l| l.contains("cache")).collect();
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(said[0].contains("the cache is off"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&wd.read("r.json")).expect("report");
+    assert_eq!(report["rows_out"], 1000, "{report}");
+    let e = enrich_report(&report);
+    assert_eq!(
+        (e["calls"].clone(), e["cache_hits"].clone()),
+        (200.into(), 0.into())
+    );
+    assert_eq!(server.counters.requests.load(Ordering::SeqCst), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_half_way_then_rerun_calls_only_the_rest() {
     let server = ApiServer::start(meta_api(Duration::from_millis(40))).await;

@@ -9,9 +9,14 @@
 //! runs) never see half an entry, and its header carries a hash of the body, so an entry
 //! damaged any other way is detected and fetched again. A job killed half-way keeps every
 //! entry written before the kill: the re-run calls only the rest.
+//!
+//! A store that fails (unreachable, refusing the credentials) turns the cache off for the
+//! rest of the run, with one warning: every key is then called, none waits on the store's
+//! retries again, and the log does not get a line per key.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,11 +40,13 @@ pub struct Cache {
 enum Place {
     /// A folder: entries as files.
     Folder(PathBuf),
-    /// An object store: entries as objects below `prefix` of the store at `url`.
+    /// An object store: entries as objects below `prefix` of the store at `url`; `off` once
+    /// it failed.
     Store {
         url: String,
         store: Arc<dyn ObjectStore>,
         prefix: String,
+        off: Arc<AtomicBool>,
     },
 }
 
@@ -75,6 +82,7 @@ impl Cache {
                 url: location.trim_end_matches('/').to_string(),
                 store,
                 prefix: url.key.trim_end_matches('/').to_string(),
+                off: Arc::new(AtomicBool::new(false)),
             },
             ttl,
         })
@@ -124,10 +132,28 @@ impl Cache {
                     .ok()
                     .flatten()
             }
-            Place::Store { store, prefix, .. } => {
+            Place::Store {
+                url,
+                store,
+                prefix,
+                off,
+            } => {
+                if off.load(Ordering::Relaxed) {
+                    return None;
+                }
                 let at = Cache::object(prefix, key).ok()?;
-                let data = store.get(&at).await.ok()?.bytes().await.ok()?;
-                self.body_of(&data)
+                let got = match store.get(&at).await {
+                    Ok(got) => got.bytes().await,
+                    Err(e) => Err(e),
+                };
+                match got {
+                    Ok(data) => self.body_of(&data),
+                    Err(datafusion::object_store::Error::NotFound { .. }) => None,
+                    Err(e) => {
+                        turn_off(off, &store_error(url, e));
+                        None
+                    }
+                }
             }
         }
     }
@@ -139,14 +165,21 @@ impl Cache {
                 let (cache, key) = (self.clone(), key.to_string());
                 crate::error::blocking(move || cache.put(&key, &body)).await
             }
-            Place::Store { url, store, prefix } => {
-                let rel = Cache::relative(key);
+            Place::Store {
+                url,
+                store,
+                prefix,
+                off,
+            } => {
+                if off.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
                 let at = Cache::object(prefix, key)?;
-                store
-                    .put(&at, PutPayload::from(entry(&body)))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| store_error(&format!("{url}/{rel}"), e))
+                if let Err(e) = store.put(&at, PutPayload::from(entry(&body))).await {
+                    let rel = Cache::relative(key);
+                    turn_off(off, &store_error(&format!("{url}/{rel}"), e));
+                }
+                Ok(())
             }
         }
     }
@@ -202,6 +235,13 @@ impl Cache {
             let _ = std::fs::remove_file(&tmp);
             Error::io(path.display().to_string(), e)
         })
+    }
+}
+
+/// Turns an object-store cache off after `error`, saying so once.
+fn turn_off(off: &AtomicBool, error: &Error) {
+    if !off.swap(true, Ordering::Relaxed) {
+        tracing::warn!("enrich cache: {error}: the cache is off for the rest of this run");
     }
 }
 
