@@ -1239,8 +1239,15 @@ fn s3_inputs_on_the_cluster_use_the_executors_credentials() {
         wd.query(sql, &[("t", "out-cluster")]),
         wd.query(sql, &[("t", "out-local")])
     );
-    // The job's settings as the scheduler holds them (and hands to every task): the options
-    // that are not secrets travel, the secret does not; nor is it in any log of the cluster.
+    let config = secret_nowhere(&wd, &url, secret);
+    assert!(config.contains("sluice.storage"), "{config}");
+    assert!(config.contains("allow_http"), "{config}");
+}
+
+/// Checks that `secret` is in neither the settings of the cluster's first job as its
+/// scheduler holds them (and hands to every task) nor any log of the cluster; returns those
+/// settings.
+fn secret_nowhere(wd: &Workdir, url: &str, secret: &str) -> String {
     let port: u16 = url
         .rsplit(':')
         .next()
@@ -1250,12 +1257,11 @@ fn s3_inputs_on_the_cluster_use_the_executors_credentials() {
         serde_json::from_str(&http_get(port, "/api/jobs").unwrap_or_default()).expect("jobs");
     let job = jobs[0]["job_id"].as_str().expect("a job id").to_string();
     let config = http_get(port, &format!("/api/job/{job}/config")).expect("job config");
-    assert!(config.contains("sluice.storage"), "{config}");
-    assert!(config.contains("allow_http"), "{config}");
     assert!(!config.contains(secret), "{config}");
     for log in ["scheduler.log", "executor-0.log", "executor-1.log"] {
         assert!(!wd.read(log).contains(secret), "{log} holds the secret");
     }
+    config
 }
 
 /// A lookup on an object store runs on the cluster with the pipeline's `[storage]` options
@@ -1334,19 +1340,7 @@ secret_access_key = "{secret}"
         output_rejects(&wd, "out-cluster").len(),
         output_rejects(&wd, "out-local").len()
     );
-    let port: u16 = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let jobs: serde_json::Value =
-        serde_json::from_str(&http_get(port, "/api/jobs").unwrap_or_default()).expect("jobs");
-    let job = jobs[0]["job_id"].as_str().expect("a job id").to_string();
-    let config = http_get(port, &format!("/api/job/{job}/config")).expect("job config");
-    assert!(!config.contains(secret), "{config}");
-    for log in ["scheduler.log", "executor-0.log", "executor-1.log"] {
-        assert!(!wd.read(log).contains(secret), "{log} holds the secret");
-    }
+    secret_nowhere(&wd, &url, secret);
 }
 
 /// The enrich stage's persistent cache works from every executor when it is on a shared
