@@ -684,6 +684,33 @@ fn s3_outputs_on_the_cluster_commit_like_local_ones() {
     wd.write("again.toml", pipeline("out failed"));
     let again = run_report(&wd, "again.toml", &["--cluster", &url]);
     assert_eq!(counts(&again), counts(&local), "{again}");
+    // Appending adds the job's files to the manifest (every sum doubles) and keeps the
+    // earlier rejects beside the new ones; overwriting leaves exactly the new job's files.
+    for (mode, times) in [("append", 2), ("overwrite", 1)] {
+        let toml = format!("{mode}.toml");
+        let text =
+            pipeline("out failed").replace("[sink]\n", &format!("[sink]\nmode = \"{mode}\"\n"));
+        wd.write(&toml, text);
+        let report = run_report(&wd, &toml, &["--cluster", &url]);
+        assert_eq!(counts(&report), counts(&local), "{mode}: {report}");
+        let got = back("out failed", &format!("back-{mode}"));
+        assert_eq!(got.len(), written.len(), "{mode}: {got:?}");
+        for (g, w) in got.iter().zip(&written).skip(1) {
+            let g: Vec<&str> = g.split(',').collect();
+            let w: Vec<&str> = w.split(',').collect();
+            assert_eq!(g[0], w[0], "{mode}");
+            for i in 1..3 {
+                let (g, w): (i64, i64) = (g[i].parse().expect("n"), w[i].parse().expect("n"));
+                assert_eq!(g, w * times, "{mode}: {got:?} vs {written:?}");
+            }
+        }
+        let rejects_files = moto
+            .keys("bkt", "out failed/_rejects/")
+            .iter()
+            .filter(|k| k.ends_with(".ndjson"))
+            .count();
+        assert_eq!(rejects_files, times as usize, "{mode}");
+    }
     // One object: one task concatenates the partitions in order (regression: its task was
     // given only the first partition, and the ledger refused the commit with "rows
     // unaccounted"); its file takes the target's name once the books are checked. The
