@@ -248,12 +248,7 @@ impl BookedStage {
                 local.push((folder.join(name), name.clone()));
             }
         }
-        let path = ledger.path(&self.dir);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        local.push((path, name));
+        local.push((ledger.path(&self.dir), ledger.file_name()));
         for (path, name) in &local {
             target.upload_as(path, name).await?;
         }
@@ -313,8 +308,7 @@ impl QueryStageExecutor for BookedStage {
             .await?;
         let ledger = self.ledger()?;
         let dir = self.dir.clone();
-        let written = ledger.clone();
-        tokio::task::spawn_blocking(move || written.write(&dir))
+        let ledger = tokio::task::spawn_blocking(move || ledger.write(&dir).map(|()| ledger))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))??;
         if let Some(url) = SluiceOptions::of(context.session_config())

@@ -20,11 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use datafusion::object_store::path::Path as StorePath;
-use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-
 use crate::error::{Error, Result};
-use crate::storage::stores::{build_store, is_remote, store_error, RemoteUrl, StorageOptions};
+use crate::sink::remote::RemoteTarget;
+use crate::storage::stores::{is_remote, StorageOptions};
 
 const MAGIC: &str = "sluice-cache-v1";
 
@@ -40,12 +38,9 @@ pub struct Cache {
 enum Place {
     /// A folder: entries as files.
     Folder(PathBuf),
-    /// An object store: entries as objects below `prefix` of the store at `url`; `off` once
-    /// it failed.
+    /// An object store: entries as objects below its prefix; `off` once it failed.
     Store {
-        url: String,
-        store: Arc<dyn ObjectStore>,
-        prefix: String,
+        at: Arc<RemoteTarget>,
         off: Arc<AtomicBool>,
     },
 }
@@ -75,13 +70,9 @@ impl Cache {
                 false => Cache::open(&base.join(dir), ttl),
             };
         }
-        let url = RemoteUrl::parse(location)?;
-        let store = build_store(&url, storage)?;
         Ok(Cache {
             place: Place::Store {
-                url: location.trim_end_matches('/').to_string(),
-                store,
-                prefix: url.key.trim_end_matches('/').to_string(),
+                at: Arc::new(RemoteTarget::open(location, storage)?),
                 off: Arc::new(AtomicBool::new(false)),
             },
             ttl,
@@ -106,19 +97,8 @@ impl Cache {
         format!("{}/{key}", &key[..2])
     }
 
-    /// The entry's object below `prefix`, its key taken as written (a prefix such as
-    /// `api cache/méta` is not percent-encoded a second time).
-    fn object(prefix: &str, key: &str) -> Result<StorePath> {
-        let raw = match prefix.is_empty() {
-            true => Cache::relative(key),
-            false => format!("{prefix}/{}", Cache::relative(key)),
-        };
-        StorePath::parse(&raw)
-            .map_err(|e| Error::Config(format!("'{raw}' is not a valid object key: {e}")))
-    }
-
     fn path(dir: &Path, key: &str) -> PathBuf {
-        dir.join(&key[..2]).join(key)
+        dir.join(Cache::relative(key))
     }
 
     /// The stored body for `key`, when present, whole and fresh (file reads on a blocking
@@ -132,25 +112,14 @@ impl Cache {
                     .ok()
                     .flatten()
             }
-            Place::Store {
-                url,
-                store,
-                prefix,
-                off,
-            } => {
+            Place::Store { at, off } => {
                 if off.load(Ordering::Relaxed) {
                     return None;
                 }
-                let at = Cache::object(prefix, key).ok()?;
-                let got = match store.get(&at).await {
-                    Ok(got) => got.bytes().await,
-                    Err(e) => Err(e),
-                };
-                match got {
-                    Ok(data) => self.body_of(&data),
-                    Err(datafusion::object_store::Error::NotFound { .. }) => None,
+                match at.get(&Cache::relative(key)).await {
+                    Ok(data) => self.body_of(&data?),
                     Err(e) => {
-                        turn_off(off, &store_error(url, e));
+                        turn_off(off, &e);
                         None
                     }
                 }
@@ -165,19 +134,11 @@ impl Cache {
                 let (cache, key) = (self.clone(), key.to_string());
                 crate::error::blocking(move || cache.put(&key, &body)).await
             }
-            Place::Store {
-                url,
-                store,
-                prefix,
-                off,
-            } => {
-                if off.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let at = Cache::object(prefix, key)?;
-                if let Err(e) = store.put(&at, PutPayload::from(entry(&body))).await {
-                    let rel = Cache::relative(key);
-                    turn_off(off, &store_error(&format!("{url}/{rel}"), e));
+            Place::Store { at, off } => {
+                if !off.load(Ordering::Relaxed) {
+                    if let Err(e) = at.put(&Cache::relative(key), entry(&body)).await {
+                        turn_off(off, &e);
+                    }
                 }
                 Ok(())
             }

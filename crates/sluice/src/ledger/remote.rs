@@ -76,12 +76,14 @@ pub struct BooksLedger {
 }
 
 impl TaskLedger {
+    /// The ledger's file name.
+    pub fn file_name(&self) -> String {
+        format!(".stage-{}-task-{}.ledger.json", self.stage, self.task)
+    }
+
     /// The ledger's file in the job's ledger folder `dir`.
     pub fn path(&self, dir: &Path) -> PathBuf {
-        dir.join(format!(
-            ".stage-{}-task-{}.ledger.json",
-            self.stage, self.task
-        ))
+        dir.join(self.file_name())
     }
 
     /// Writes the ledger to `dir` (whole or not at all: written aside, synced, renamed).

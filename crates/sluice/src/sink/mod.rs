@@ -398,10 +398,31 @@ pub async fn plan_for_explain(
     }
     let (df, schema, format) = prepare(df, options)?;
     let (_, plan, job) = plan_streams(df, options, threads).await?;
-    let spec = exec::WriteSpec {
-        dir: PathBuf::from(&options.path),
-        job,
-        single: options.single_file_target(),
+    let dir = PathBuf::from(&options.path);
+    let spec = write_spec(
+        options,
+        schema,
+        format,
+        dir,
+        &job,
+        options.single_file_target(),
+    );
+    Ok(Arc::new(exec::WriteExec::new(plan, spec)))
+}
+
+/// What the write node writes for `options`: no books, progress counter or upload.
+fn write_spec(
+    options: &SinkOptions,
+    schema: SchemaRef,
+    format: Format,
+    dir: PathBuf,
+    job: &str,
+    single: bool,
+) -> exec::WriteSpec {
+    exec::WriteSpec {
+        dir,
+        job: job.to_string(),
+        single,
         schema,
         format,
         compression: options.compression.unwrap_or_default(),
@@ -409,8 +430,7 @@ pub async fn plan_for_explain(
         books: None,
         progress: 0,
         upload: None,
-    };
-    Ok(Arc::new(exec::WriteExec::new(plan, spec)))
+    }
 }
 
 /// [`write`] to a database table: the rows loaded in one transaction, committed after the
@@ -509,7 +529,6 @@ async fn write_remote(
     // (ledgers, rejected rows) below this prefix, read back here before the commit.
     let books = format!("{}{job}", remote::BOOKS_PREFIX);
     let upload = cluster.map(|_| Upload {
-        url: &options.path,
         target: &target,
         books: &books,
     });
@@ -582,11 +601,10 @@ async fn write_remote(
     Ok((summary, plan))
 }
 
-/// An object-store output written by a cluster's tasks: each uploads its files to `url`
-/// under their final names and its books below `books` (relative to the output).
+/// An object-store output written by a cluster's tasks: each uploads its files to the
+/// target under their final names and its books below `books` (relative to the target).
 #[derive(Clone, Copy)]
 struct Upload<'a> {
-    url: &'a str,
     target: &'a remote::RemoteTarget,
     books: &'a str,
 }
@@ -626,19 +644,13 @@ async fn run_writers(
     // The tasks of a cluster's job leave their ledgers beside the rejected rows.
     let ledger_dir = dir.join(commit::REJECTS_DIR);
     let spec = exec::WriteSpec {
-        dir,
-        job: job.to_string(),
-        single,
-        schema: Arc::clone(schema),
-        format,
-        compression: options.compression.unwrap_or_default(),
-        partition_by: options.partition_by.clone(),
         books: rejects.map(|r| {
             services.keep_books(&r);
             r.books()
         }),
         progress: services.keep_write_progress(&progress),
-        upload: upload.map(|u| u.url.to_string()),
+        upload: upload.map(|u| u.target.url().to_string()),
+        ..write_spec(options, Arc::clone(schema), format, dir, job, single)
     };
     // The write runs inside the plan: one task per partition drains it into its files.
     let node: Arc<dyn ExecutionPlan> = Arc::new(exec::WriteExec::new(Arc::clone(&plan), spec));
@@ -649,7 +661,7 @@ async fn run_writers(
         }
         Some(url) => {
             let config = task_ctx.session_config().clone();
-            let books = upload.map(|u| format!("{}/{}", u.url.trim_end_matches('/'), u.books));
+            let books = upload.map(|u| format!("{}/{}", u.target.url(), u.books));
             let files = write_there(url, node, &config, &ledger_dir, books.as_deref()).await;
             // What the tasks counted comes back whether the job worked or not (a failed
             // job's rejects files are removed with its staging folder); uploaded books are

@@ -43,7 +43,8 @@ pub struct Uploaded {
     kept_rejects: HashSet<String>,
 }
 
-/// An output on an object store.
+/// An output on an object store (or any prefix sluice writes objects below).
+#[derive(Debug)]
 pub struct RemoteTarget {
     url: String,
     store: Arc<dyn ObjectStore>,
@@ -225,18 +226,14 @@ impl RemoteTarget {
         }
         // The server's clock: when this job's first upload landed.
         let started = ours.iter().filter_map(|k| present.get(k)).min().copied();
-        let previous = match self.store.get(&self.key(MANIFEST)?).await {
-            Err(object_store::Error::NotFound { .. }) => None,
-            // Any other error stops the job: taking it for "no manifest" would drop the
-            // earlier files from an append, or keep stale ones in an overwrite.
-            Err(e) => return Err(store_error(&self.url, e)),
-            Ok(got) => {
-                let bytes = got.bytes().await.map_err(|e| store_error(&self.url, e))?;
-                Some(Manifest::parse(
-                    &bytes,
-                    &format!("{}/{MANIFEST}", self.url),
-                )?)
-            }
+        // Any error but "not found" stops the job: taking it for "no manifest" would drop
+        // the earlier files from an append, or keep stale ones in an overwrite.
+        let previous = match self.get(MANIFEST).await? {
+            Some(bytes) => Some(Manifest::parse(
+                &bytes,
+                &format!("{}/{MANIFEST}", self.url),
+            )?),
+            None => None,
         };
         let mut all = up.files;
         if up.mode == WriteMode::Append {
@@ -284,6 +281,38 @@ impl RemoteTarget {
             .collect()
     }
 
+    /// The output's URL (`s3://bucket/prefix`, without a trailing `/`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The object `rel` below the prefix, `None` when there is none.
+    pub async fn get(&self, rel: &str) -> Result<Option<bytes::Bytes>> {
+        self.fetch(&self.key(rel)?).await
+    }
+
+    /// The object at `key`, `None` when there is none (errors name the output).
+    async fn fetch(&self, key: &StorePath) -> Result<Option<bytes::Bytes>> {
+        match self.store.get(key).await {
+            Ok(got) => got
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| store_error(&self.url, e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error(&self.url, e)),
+        }
+    }
+
+    /// Writes `body` as the object `rel` below the prefix: one PUT, whole or not at all.
+    pub async fn put(&self, rel: &str, body: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&self.key(rel)?, PutPayload::from(body))
+            .await
+            .map(|_| ())
+            .map_err(|e| store_error(&format!("{}/{rel}", self.url), e))
+    }
+
     /// Uploads the local file `local` as `rel` below the prefix.
     pub async fn upload_as(&self, local: &Path, rel: &str) -> Result<()> {
         self.upload(local, &self.key(rel)?).await
@@ -309,23 +338,22 @@ impl RemoteTarget {
     }
 
     /// Downloads every object below `rel` into the folder `into`, each as a file named by
-    /// its key's last part; returns how many.
-    pub async fn download_below(&self, rel: &str, into: &Path) -> Result<usize> {
+    /// its key's last part.
+    pub async fn download_below(&self, rel: &str, into: &Path) -> Result<()> {
         let prefix = self.key(rel)?.to_string();
         let listed = list_sorted(&self.store, &prefix, &self.url).await?;
         std::fs::create_dir_all(into).map_err(|e| Error::io(into.display().to_string(), e))?;
         for meta in &listed {
-            let name = meta.location.filename().unwrap_or_default().to_string();
-            let got = self.store.get(&meta.location).await;
-            let bytes = match got {
-                Ok(g) => g.bytes().await,
-                Err(e) => Err(e),
-            }
-            .map_err(|e| store_error(&format!("{}/{}", self.url, meta.location), e))?;
-            let path = into.join(&name);
+            let bytes = self.fetch(&meta.location).await?.ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: {} was listed, then gone",
+                    self.url, meta.location
+                ))
+            })?;
+            let path = into.join(meta.location.filename().unwrap_or_default());
             std::fs::write(&path, &bytes).map_err(|e| Error::io(path.display().to_string(), e))?;
         }
-        Ok(listed.len())
+        Ok(())
     }
 
     /// Deletes every object below `rel`, and the data files of `job` that no manifest

@@ -402,9 +402,8 @@ impl FastCsv {
     #[inline(always)]
     fn end_field(&mut self, buf: &[u8], pos: usize) {
         if !self.carry.is_empty() {
-            return self.end_carried_field(buf, pos);
-        }
-        if let Some(c) = self.target() {
+            self.push_carried(buf, pos);
+        } else if let Some(c) = self.target() {
             let (text, len) = (&buf[self.field_start..], pos - self.field_start);
             self.bad = !self.columns[c].push(text, len, self.rules.quote);
         }
@@ -422,18 +421,17 @@ impl FastCsv {
         }
     }
 
-    /// [`Self::end_field`] of a field that began in an earlier piece: its bytes joined.
+    /// The value of a field that began in an earlier piece, ending at `pos` of `buf`: its
+    /// bytes joined, then parsed as [`Self::end_field`] parses a value.
     #[cold]
     #[inline(never)]
-    fn end_carried_field(&mut self, buf: &[u8], pos: usize) {
+    fn push_carried(&mut self, buf: &[u8], pos: usize) {
         self.carry.extend_from_slice(&buf[..pos]);
         if let Some(c) = self.target() {
             let len = self.carry.len();
             self.bad = !self.columns[c].push(&self.carry, len, self.rules.quote);
         }
         self.carry.clear();
-        self.field += 1;
-        self.field_start = pos + 1;
     }
 
     /// The record being framed ended.
