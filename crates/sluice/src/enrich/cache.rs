@@ -20,9 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
 use crate::error::{Error, Result};
-use crate::sink::remote::RemoteTarget;
-use crate::storage::stores::{is_remote, StorageOptions};
+use crate::storage::stores::{
+    build_store, get_object, is_remote, key_path, store_error, RemoteUrl, StorageOptions,
+};
 
 const MAGIC: &str = "sluice-cache-v1";
 
@@ -38,9 +41,10 @@ pub struct Cache {
 enum Place {
     /// A folder: entries as files.
     Folder(PathBuf),
-    /// An object store: entries as objects below its prefix; `off` once it failed.
+    /// An object store: entries as objects below the key of `url`; `off` once it failed.
     Store {
-        at: Arc<RemoteTarget>,
+        url: Arc<RemoteUrl>,
+        store: Arc<dyn ObjectStore>,
         off: Arc<AtomicBool>,
     },
 }
@@ -70,9 +74,11 @@ impl Cache {
                 false => Cache::open(&base.join(dir), ttl),
             };
         }
+        let url = RemoteUrl::parse(location.trim_end_matches('/'))?;
         Ok(Cache {
             place: Place::Store {
-                at: Arc::new(RemoteTarget::open(location, storage)?),
+                store: build_store(&url, storage)?,
+                url: Arc::new(url),
                 off: Arc::new(AtomicBool::new(false)),
             },
             ttl,
@@ -97,6 +103,15 @@ impl Cache {
         format!("{}/{key}", &key[..2])
     }
 
+    /// The entry's object below the cache's key, taken as written ([`key_path`]).
+    fn object(url: &RemoteUrl, key: &str) -> Result<datafusion::object_store::path::Path> {
+        let rel = Cache::relative(key);
+        match url.key.is_empty() {
+            true => key_path(url, &rel),
+            false => key_path(url, &format!("{}/{rel}", url.key)),
+        }
+    }
+
     fn path(dir: &Path, key: &str) -> PathBuf {
         dir.join(Cache::relative(key))
     }
@@ -112,11 +127,15 @@ impl Cache {
                     .ok()
                     .flatten()
             }
-            Place::Store { at, off } => {
+            Place::Store { url, store, off } => {
                 if off.load(Ordering::Relaxed) {
                     return None;
                 }
-                match at.get(&Cache::relative(key)).await {
+                let got = match Cache::object(url, key) {
+                    Ok(at) => get_object(store, &at, &url.store).await,
+                    Err(e) => Err(e),
+                };
+                match got {
                     Ok(data) => self.body_of(&data?),
                     Err(e) => {
                         turn_off(off, &e);
@@ -134,11 +153,19 @@ impl Cache {
                 let (cache, key) = (self.clone(), key.to_string());
                 crate::error::blocking(move || cache.put(&key, &body)).await
             }
-            Place::Store { at, off } => {
-                if !off.load(Ordering::Relaxed) {
-                    if let Err(e) = at.put(&Cache::relative(key), entry(&body)).await {
-                        turn_off(off, &e);
-                    }
+            Place::Store { url, store, off } => {
+                if off.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let put = match Cache::object(url, key) {
+                    Ok(at) => store
+                        .put(&at, PutPayload::from(entry(&body)))
+                        .await
+                        .map_err(|e| store_error(&url.store, e)),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = put {
+                    turn_off(off, &e);
                 }
                 Ok(())
             }

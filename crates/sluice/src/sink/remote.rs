@@ -24,7 +24,9 @@ use tokio::io::AsyncReadExt;
 use super::commit::{Manifest, MANIFEST, REJECTS_DIR};
 use super::{WriteMode, WrittenFile};
 use crate::error::{Error, Result};
-use crate::storage::stores::{build_store, list_sorted, store_error, RemoteUrl, StorageOptions};
+use crate::storage::stores::{
+    build_store, get_object, list_sorted, store_error, RemoteUrl, StorageOptions,
+};
 
 /// The start of the name of a cluster job's books prefix below the output
 /// (`.sluice-books-JOB/`): its tasks' ledgers and rejects files, read back by the client.
@@ -43,8 +45,7 @@ pub struct Uploaded {
     kept_rejects: HashSet<String>,
 }
 
-/// An output on an object store (or any prefix sluice writes objects below).
-#[derive(Debug)]
+/// An output on an object store.
 pub struct RemoteTarget {
     url: String,
     store: Arc<dyn ObjectStore>,
@@ -288,29 +289,7 @@ impl RemoteTarget {
 
     /// The object `rel` below the prefix, `None` when there is none.
     pub async fn get(&self, rel: &str) -> Result<Option<bytes::Bytes>> {
-        self.fetch(&self.key(rel)?).await
-    }
-
-    /// The object at `key`, `None` when there is none (errors name the output).
-    async fn fetch(&self, key: &StorePath) -> Result<Option<bytes::Bytes>> {
-        match self.store.get(key).await {
-            Ok(got) => got
-                .bytes()
-                .await
-                .map(Some)
-                .map_err(|e| store_error(&self.url, e)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(store_error(&self.url, e)),
-        }
-    }
-
-    /// Writes `body` as the object `rel` below the prefix: one PUT, whole or not at all.
-    pub async fn put(&self, rel: &str, body: Vec<u8>) -> Result<()> {
-        self.store
-            .put(&self.key(rel)?, PutPayload::from(body))
-            .await
-            .map(|_| ())
-            .map_err(|e| store_error(&format!("{}/{rel}", self.url), e))
+        get_object(&self.store, &self.key(rel)?, &self.url).await
     }
 
     /// Uploads the local file `local` as `rel` below the prefix.
@@ -344,12 +323,14 @@ impl RemoteTarget {
         let listed = list_sorted(&self.store, &prefix, &self.url).await?;
         std::fs::create_dir_all(into).map_err(|e| Error::io(into.display().to_string(), e))?;
         for meta in &listed {
-            let bytes = self.fetch(&meta.location).await?.ok_or_else(|| {
-                Error::Config(format!(
-                    "{}: {} was listed, then gone",
-                    self.url, meta.location
-                ))
-            })?;
+            let bytes = get_object(&self.store, &meta.location, &self.url)
+                .await?
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{}: {} was listed, then gone",
+                        self.url, meta.location
+                    ))
+                })?;
             let path = into.join(meta.location.filename().unwrap_or_default());
             std::fs::write(&path, &bytes).map_err(|e| Error::io(path.display().to_string(), e))?;
         }

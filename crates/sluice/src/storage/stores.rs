@@ -220,6 +220,24 @@ pub fn key_path(url: &RemoteUrl, key: &str) -> Result<StorePath> {
     })
 }
 
+/// The object at `key`, `None` when there is none; errors name `what`.
+pub async fn get_object(
+    store: &Arc<dyn ObjectStore>,
+    key: &StorePath,
+    what: &str,
+) -> Result<Option<bytes::Bytes>> {
+    use object_store::ObjectStoreExt;
+    match store.get(key).await {
+        Ok(got) => got
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(|e| store_error(what, e)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(store_error(what, e)),
+    }
+}
+
 /// Every object below `prefix` (`""`: the whole bucket), in key order; errors name `what`.
 pub async fn list_sorted(
     store: &Arc<dyn ObjectStore>,
