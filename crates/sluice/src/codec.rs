@@ -9,8 +9,10 @@
 //!
 //! Encoded: the CSV/NDJSON scan ([`CsvScanExec`]: its ranges, dialect, schema and the id of
 //! its books), the Parquet file-by-file scan ([`FileByFileExec`]: each part's DataFusion scan
-//! in protobuf form), stage nodes ([`MapExec`]), the write ([`WriteExec`]) and
-//! [`OrderedConcatExec`]. ORC parts travel as what their scan is made from
+//! in protobuf form), stage nodes ([`MapExec`]), the write ([`WriteExec`]),
+//! [`OrderedConcatExec`], and a scan cut for a cluster (a `DataSourceExec` over
+//! [`partitions::PartitionSource`]: each file group's scan as plan bytes; decoded, it is
+//! bound to the decoding task's context). ORC parts travel as what their scan is made from
 //! ([`crate::source::file_scan::OrcPart`]: `datafusion-orc`'s scan has no protobuf form).
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::partitions;
 use crate::ledger::rejects::BooksRef;
 use crate::sink::exec::{WriteExec, WriteSpec};
 use crate::sink::ordered::OrderedConcatExec;
@@ -58,6 +61,17 @@ enum Wire {
     CsvScan(Box<WireCsvScan>),
     /// The Parquet/ORC scan, file by file.
     FileByFile(Box<WireFileScan>),
+    /// A sluice scan as a `DataSourceExec` whose files are its partitions (see
+    /// [`crate::cluster::partitions`]): each file group's one-partition scans as plan
+    /// bytes (base64).
+    Partitions {
+        #[serde(with = "schema_text")]
+        schema: SchemaRef,
+        scan: String,
+        store_url: String,
+        groups: Vec<Vec<String>>,
+        limit: Option<usize>,
+    },
 }
 
 /// A [`FileByFileExec`] as configuration: each part's own scan as plan bytes (base64).
@@ -429,6 +443,28 @@ impl PhysicalExtensionCodec for SluiceCodec {
             )?)),
             Wire::CsvScan(scan) => Arc::new(decode_scan(*scan)?),
             Wire::FileByFile(scan) => Arc::new(decode_file_scan(*scan, ctx)?),
+            Wire::Partitions {
+                schema,
+                scan,
+                store_url,
+                groups,
+                limit,
+            } => {
+                let groups = nested(groups, |text: String| {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .map_err(|e| DataFusionError::Plan(format!("encoded scan part: {e}")))?;
+                    plan_from_bytes(&bytes, ctx)
+                })?;
+                let scan = partitions::Partitioned {
+                    schema,
+                    scan,
+                    store_url: ObjectStoreUrl::parse(&store_url)?,
+                    groups,
+                    limit,
+                };
+                partitions::partitioned(scan, Some(partitions::shared_context(ctx)))
+            }
         })
     }
 
@@ -455,6 +491,17 @@ impl PhysicalExtensionCodec for SluiceCodec {
             Wire::CsvScan(Box::new(encode_scan(scan)?))
         } else if let Some(scan) = node.downcast_ref::<FileByFileExec>() {
             Wire::FileByFile(Box::new(encode_file_scan(scan)?))
+        } else if let Some(found) = partitions::parts_of(node.as_ref()) {
+            let scan = found?;
+            Wire::Partitions {
+                schema: scan.schema,
+                scan: scan.scan,
+                store_url: scan.store_url.as_str().to_string(),
+                groups: nested(scan.groups, |part: Arc<dyn ExecutionPlan>| {
+                    Ok(base64::engine::general_purpose::STANDARD.encode(plan_to_bytes(part)?))
+                })?,
+                limit: scan.limit,
+            }
         } else if let Some(inner) = &self.inner {
             return inner.try_encode(node, buf, _proto_converter);
         } else {

@@ -723,3 +723,105 @@ async fn a_batch_function_runs_on_executors_that_registered_it() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(!dir.path().join("out2").exists());
 }
+
+/// A scan cut for a cluster ([`sluice::cluster::restrictable_scans`]) is a `DataSourceExec`
+/// whose files are the scan's partitions: Ballista's own per-task rewrite
+/// (`restrict_plan_to_partitions`, run on the scheduler's decoded copy, then sent on as
+/// bytes as a task's plan is) keeps exactly the task's partitions. Each task reads exactly
+/// the rows the local run reads in those partitions, a task given no partition reads
+/// nothing, and over all tasks the books count every row once (rejects included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_cut_for_a_cluster_reads_each_tasks_partitions() {
+    use ballista_scheduler::state::task_builder::restrict_plan_to_partitions;
+    use sluice::datafusion::physical_plan::{collect, execute_stream_partitioned};
+    use sluice::ledger::rejects::{OnError, Rejects};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("in ~%#");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    // 6 files of known rows (one bad row: a third field), 33 good rows in all.
+    let mut good = 0u64;
+    for f in 0..6 {
+        let mut text = String::from("n,cat\n");
+        for i in 0..(f + 3) {
+            text.push_str(&format!("{},c{}\n", f * 100 + i, i % 3));
+            good += 1;
+        }
+        if f == 4 {
+            text.push_str("9999,bad,extra\n");
+        }
+        write(&data, &format!("pärt {f} #.csv"), &text);
+    }
+    assert_eq!(good, 33);
+    let here = sluice::context::session(4);
+    let options = ReadOptions {
+        paths: vec![data.display().to_string()],
+        on_error: OnError::Reject,
+        ..ReadOptions::default()
+    };
+    let (source, applied) = read_then(&here, options, &[]).await;
+    source.rejects.set_dir(dir.path().join("rejects here"));
+    let plan = applied.df.create_physical_plan().await.expect("plan");
+    let partitions = plan.properties().output_partitioning().partition_count();
+    assert!(partitions >= 3, "{partitions}");
+    // The local rows, partition by partition.
+    let mut local = Vec::new();
+    for stream in execute_stream_partitioned(Arc::clone(&plan), here.task_ctx()).expect("run") {
+        use futures::TryStreamExt;
+        let batches: Vec<RecordBatch> = stream.try_collect().await.expect("rows");
+        local.push(sorted_rows(&batches));
+    }
+    let local_rows: usize = local.iter().map(Vec::len).sum();
+    assert_eq!(local_rows as u64, good);
+
+    let cut = sluice::cluster::restrictable_scans(Arc::clone(&plan)).expect("cut");
+    let shown = sluice::datafusion::physical_plan::displayable(cut.as_ref())
+        .indent(false)
+        .to_string();
+    assert!(
+        shown.contains("DataSourceExec") && !shown.contains("UnionExec"),
+        "{shown}"
+    );
+    assert_eq!(
+        cut.properties().output_partitioning().partition_count(),
+        partitions
+    );
+    let bytes = sluice::codec::plan_to_bytes(cut).expect("encode");
+    // The scheduler's copy.
+    let books = Arc::new(Rejects::with_id(source.rejects.id(), OnError::Reject));
+    books.set_dir(dir.path().join("rejects there"));
+    let (scheduler, _) = fresh_session(&books);
+    let scheduled = sluice::codec::plan_from_bytes(&bytes, &scheduler.task_ctx()).expect("decode");
+    // Tasks: every partition once, in slices of several sizes, and a task given none.
+    let mut tasks: Vec<Vec<usize>> = vec![vec![], vec![0]];
+    tasks.push((1..partitions - 1).collect());
+    tasks.push(vec![partitions - 1]);
+    let mut seen = Vec::new();
+    for task in &tasks {
+        let restricted =
+            restrict_plan_to_partitions(Arc::clone(&scheduled), task).expect("restrict");
+        assert_eq!(
+            restricted
+                .properties()
+                .output_partitioning()
+                .partition_count(),
+            task.len(),
+            "{task:?}"
+        );
+        let sent = sluice::codec::plan_to_bytes(restricted).expect("encode task");
+        let (executor, _) = fresh_session(&books);
+        let run = sluice::codec::plan_from_bytes(&sent, &executor.task_ctx()).expect("decode");
+        let got = sorted_rows(&collect(run, executor.task_ctx()).await.expect("task runs"));
+        let mut expected: Vec<String> = task.iter().flat_map(|&p| local[p].clone()).collect();
+        expected.sort();
+        assert_eq!(got, expected, "task {task:?}");
+        seen.extend(task.iter().copied());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..partitions).collect::<Vec<_>>());
+    // The books of the tasks' side: every good row once, the bad row rejected once.
+    let counted: u64 = books.per_file().values().map(|f| f.rows_ok).sum();
+    assert_eq!(counted, good);
+    let rejected: u64 = books.per_file().values().map(|f| f.rows_rejected).sum();
+    assert_eq!(rejected, 1);
+}

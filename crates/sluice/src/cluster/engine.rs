@@ -224,6 +224,50 @@ impl BookedStage {
 }
 
 impl BookedStage {
+    /// Runs the task, then writes its ledger (and uploads its books when they go to an
+    /// object store).
+    async fn run_and_book(
+        &self,
+        task_id: usize,
+        context: &Arc<TaskContext>,
+    ) -> Result<Vec<ShuffleWritePartition>> {
+        let out = self
+            .inner
+            .execute_query_stage(task_id, Arc::clone(context))
+            .await?;
+        let ledger = self.ledger()?;
+        let dir = self.dir.clone();
+        let ledger = tokio::task::spawn_blocking(move || ledger.write(&dir).map(|()| ledger))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        if let Some(url) = SluiceOptions::of(context.session_config())
+            .map(|o| o.remote_books.clone())
+            .filter(|u| !u.is_empty())
+        {
+            self.upload_books(&url, &ledger, context)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
+        Ok(out)
+    }
+
+    /// After a failed run: deletes the rejects files of its books and its ledger if it was
+    /// written (the run counts for nothing; a retry is a task of its own). Best effort: the
+    /// task's own error is the one reported.
+    fn discard_books(&self) {
+        for books in self.services.all_books().iter().filter(|r| r.on_cluster()) {
+            if let Err(e) = books.discard_task_file() {
+                tracing::warn!("task {}: {e}", self.task);
+            }
+        }
+        let ledger = TaskLedger {
+            stage: self.stage,
+            task: self.task,
+            ..TaskLedger::default()
+        };
+        let _ = std::fs::remove_file(ledger.path(&self.dir));
+    }
+
     /// Uploads the task's rejects files and then its ledger to `url` (the job's books on an
     /// object store, for executors that share no folder with the client), removing the
     /// local copies. The ledger goes last: a ledger the client finds names files that are
@@ -302,24 +346,11 @@ impl QueryStageExecutor for BookedStage {
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             self.checked.add(self.job.as_str());
         }
-        let out = self
-            .inner
-            .execute_query_stage(task_id, context.clone())
-            .await?;
-        let ledger = self.ledger()?;
-        let dir = self.dir.clone();
-        let ledger = tokio::task::spawn_blocking(move || ledger.write(&dir).map(|()| ledger))
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        if let Some(url) = SluiceOptions::of(context.session_config())
-            .map(|o| o.remote_books.clone())
-            .filter(|u| !u.is_empty())
-        {
-            self.upload_books(&url, &ledger, &context)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let ran = self.run_and_book(task_id, &context).await;
+        if ran.is_err() {
+            self.discard_books();
         }
-        Ok(out)
+        ran
     }
 
     fn collect_plan_metrics(&self) -> Vec<MetricsSet> {

@@ -15,6 +15,7 @@
 //! ([`engine`]), and the client reads them back ([`absorb`]).
 
 pub mod engine;
+pub mod partitions;
 pub mod reach;
 pub mod stores;
 
@@ -202,39 +203,49 @@ pub async fn run_executor(options: ExecutorOptions) -> crate::error::Result<()> 
         .map_err(cluster_error)
 }
 
-/// `plan` with each multi-partition sluice scan replaced by a union of single-partition
-/// scans, one per partition (the same rows, in the same partitions).
+/// `plan` with each sluice scan turned into a `DataSourceExec` whose files are the scan's
+/// partitions ([`partitions::partitioned`]): the same rows, in the same partitions, in a
+/// leaf Ballista knows how to restrict to each task's partitions.
 ///
 /// Ballista gives each task a copy of its stage's plan restricted to the task's partitions,
 /// and it knows how to restrict only its own and DataFusion's leaves: a sluice scan left as
-/// it is would have every task read the scan's first partition. A union of single-partition
-/// branches that cannot be restricted is cut by Ballista's planner into one stage per
-/// branch, so each branch is read exactly once, by one task.
-pub fn one_scan_per_partition(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+/// it is would have every task read the scan's first partition.
+pub fn restrictable_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::physical_plan::union::UnionExec;
 
     use crate::source::csv_scan::CsvScanExec;
     use crate::source::file_scan::FileByFileExec;
     plan.transform_up(|node| {
-        let branches: Vec<Arc<dyn ExecutionPlan>> =
+        let (store_url, parts): (_, Vec<Arc<dyn ExecutionPlan>>) =
             if let Some(scan) = node.downcast_ref::<CsvScanExec>() {
-                scan.one_per_partition()?
-                    .into_iter()
-                    .map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>)
-                    .collect()
+                (
+                    scan.store_url.clone(),
+                    scan.one_per_partition()?
+                        .into_iter()
+                        .map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>)
+                        .collect(),
+                )
             } else if let Some(scan) = node.downcast_ref::<FileByFileExec>() {
-                scan.one_per_partition()
-                    .into_iter()
-                    .map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>)
-                    .collect()
+                (
+                    scan.store_url.clone(),
+                    scan.one_per_partition()
+                        .into_iter()
+                        .map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>)
+                        .collect(),
+                )
             } else {
                 return Ok(Transformed::no(node));
             };
-        if branches.len() < 2 {
-            return Ok(Transformed::no(node));
-        }
-        Ok(Transformed::yes(UnionExec::try_new(branches)?))
+        let scan = partitions::Partitioned {
+            schema: node.schema(),
+            scan: node.name().to_string(),
+            store_url,
+            groups: parts.into_iter().map(|p| vec![p]).collect(),
+            limit: None,
+        };
+        Ok(Transformed::yes(
+            partitions::partitioned(scan, None) as Arc<dyn ExecutionPlan>
+        ))
     })
     .map(|t| t.data)
 }
@@ -285,12 +296,12 @@ pub fn split_stage_limits(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
     .map(|t| t.data)
 }
 
-/// `plan` as a cluster runs it: each sluice scan cut into single-partition branches
-/// ([`one_scan_per_partition`]) and each keyed enrich stage's limits divided among its
+/// `plan` as a cluster runs it: each sluice scan a leaf Ballista can restrict to a task's
+/// partitions ([`restrictable_scans`]) and each keyed enrich stage's limits divided among its
 /// tasks ([`split_stage_limits`]). What [`execute`] submits and `sluice explain --cluster`
 /// shows.
 pub fn for_cluster(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    split_stage_limits(one_scan_per_partition(plan)?)
+    split_stage_limits(restrictable_scans(plan)?)
 }
 
 /// Runs `plan` (planned in a session made with `config`) on the cluster at `scheduler`:

@@ -94,6 +94,10 @@ impl Reach {
                     add(&scan.store_url, p.location.as_ref(), &p.display, p.size);
                 }
             }
+            // A scan cut for the cluster: its partitions' scans.
+            if let Some(Ok(cut)) = super::partitions::parts_of(node.as_ref()) {
+                todo.extend(cut.groups.into_iter().flatten());
+            }
             todo.extend(node.children().into_iter().cloned());
         }
         let outputs: BTreeSet<PathBuf> = outputs.into_iter().collect();

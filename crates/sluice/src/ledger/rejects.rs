@@ -284,6 +284,26 @@ impl Rejects {
         self.remote.is_some()
     }
 
+    /// In a cluster's executor, for a task that failed: closes and deletes the file its
+    /// rejected rows went to (no ledger names it, so nothing would ever read or remove it).
+    pub fn discard_task_file(&self) -> Result<()> {
+        let (Some(label), Some(dir)) = (&self.remote, self.folder()) else {
+            return Ok(());
+        };
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.values_mut() {
+                drop(t.writer.take());
+            }
+        }
+        let path = dir.join(remote_file_name(label));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(path.display().to_string(), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// What an executor's task counted and rejected of this read, its rejects file closed
     /// and synced: to be written to the job's ledger folder.
     pub fn task_books(&self) -> Result<super::remote::BooksLedger> {
@@ -751,5 +771,42 @@ mod tests {
             failed[0].reason
         );
         assert_eq!(failed[1].reason, "gzip: corrupt deflate stream");
+    }
+
+    /// A cluster task that failed leaves no rejects file behind: nothing would ever read
+    /// it (no ledger names it) or remove it (on an executor's own scratch folder).
+    #[test]
+    fn a_failed_tasks_rejects_file_is_discarded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let folder = dir.path().join("rejects ~%#é");
+        let there = Rejects::on_executor(
+            7,
+            OnError::Reject,
+            Some(folder.clone()),
+            "stage-1-task-3".into(),
+        );
+        let record = RejectRecord {
+            file: "in/x.csv".into(),
+            line: 2,
+            byte_offset: 6,
+            column: None,
+            kind: "too_many_fields",
+            message: "3 fields, 2 expected".into(),
+            raw: "1,2,3".into(),
+            ..RejectRecord::default()
+        };
+        there.reject_later(record, Task::default()).expect("reject");
+        let file = folder.join(remote_file_name("stage-1-task-3"));
+        assert!(file.exists());
+        // Another task's file in the same folder is not this task's business.
+        let other = folder.join(remote_file_name("stage-1-task-4"));
+        std::fs::write(&other, "{}\n").expect("other");
+        there.discard_task_file().expect("discard");
+        assert!(!file.exists());
+        assert!(other.exists());
+        // Twice, or with nothing written: nothing to do.
+        there.discard_task_file().expect("again");
+        let quiet = Rejects::on_executor(8, OnError::Reject, Some(folder), "s-2".into());
+        quiet.discard_task_file().expect("nothing written");
     }
 }
