@@ -227,31 +227,8 @@ pub fn summary(report: &Report) -> String {
                 .collect();
             out.push_str(&format!("    failed attempts: {}\n", causes.join(", ")));
         }
-        let w = &e.waited_s;
-        let waits: Vec<String> = [
-            ("concurrency limit", w.concurrency),
-            ("rate limit", w.rate_limit),
-            ("Retry-After", w.retry_after),
-            ("backoff", w.backoff),
-            ("stage paused", w.paused),
-        ]
-        .iter()
-        .filter(|(_, s)| *s >= 0.05)
-        .map(|(what, s)| format!("{what} {s:.1}"))
-        .collect();
-        if !waits.is_empty() {
-            out.push_str(&format!(
-                "    request-seconds waiting: {}{}\n",
-                waits.join(", "),
-                if e.paused_all > 0 {
-                    format!(
-                        " ({} pauses of the whole stage: most answers said slow down)",
-                        e.paused_all
-                    )
-                } else {
-                    String::new()
-                }
-            ));
+        if let Some(waits) = e.waits_line() {
+            out.push_str(&format!("    {waits}\n"));
         }
     }
     for d in &report.schema_decisions {

@@ -43,6 +43,32 @@ pub struct Explain {
     /// run (planned here, as the scheduler would; the cluster is not contacted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Vec<ClusterStage>>,
+    /// With `--analyze`: what the run of the job did (see [`Explain::add_run`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunMeasured>,
+}
+
+/// What a run of the job did, beside its plan (`sluice explain --analyze`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunMeasured {
+    /// Wall-clock seconds of the whole job.
+    pub seconds: f64,
+    /// Records in the inputs.
+    pub rows_in: u64,
+    /// Rows written.
+    pub rows_out: u64,
+    /// Rows rejected (unreadable, failed enrich calls, unplaceable at the write).
+    pub rows_rejected: u64,
+    /// Rows dropped (`on_error = "skip"`).
+    pub rows_skipped: u64,
+    /// Rows the SQL removed.
+    pub rows_removed_by_sql: u64,
+    /// Rows the SQL added.
+    pub rows_added_by_sql: u64,
+    /// Output files written.
+    pub files_written: u64,
+    /// Their bytes.
+    pub bytes_written: u64,
 }
 
 /// One stage of a job on a cluster.
@@ -124,6 +150,13 @@ pub struct StagePlan {
     pub parallelism: String,
     /// Settings worth seeing.
     pub details: BTreeMap<String, String>,
+    /// With `--analyze`, an enrich stage's run: keys, calls, latency and what its requests
+    /// waited for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrich: Option<crate::enrich::EnrichReport>,
+    /// With `--analyze`, a lookup's run: rows matched and missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<crate::lookup::LookupReport>,
 }
 
 /// Where the output goes.
@@ -369,6 +402,8 @@ pub async fn explain(job: &Job) -> Result<Explain> {
             name,
             parallelism,
             details,
+            enrich: None,
+            lookup: None,
         });
     }
 
@@ -419,7 +454,43 @@ pub async fn explain(job: &Job) -> Result<Explain> {
         },
         warnings,
         cluster,
+        run: None,
     })
+}
+
+impl Explain {
+    /// Adds what a run of the job did (`report`, from [`Job::run`]) to its plan: the
+    /// rows and time of the whole job, and each enrich stage's and lookup's figures under
+    /// that stage — for an enrich stage, the wall time its requests spent waiting on the
+    /// concurrency limit, the rate limit and `Retry-After`.
+    pub fn add_run(&mut self, report: &crate::Report) {
+        for stage in &mut self.stages {
+            match stage.kind.as_str() {
+                "enrich" => {
+                    stage.enrich = report.enrich.iter().find(|e| e.name == stage.name).cloned()
+                }
+                "lookup" => {
+                    stage.lookup = report
+                        .lookups
+                        .iter()
+                        .find(|l| l.name == stage.name)
+                        .cloned()
+                }
+                _ => {}
+            }
+        }
+        self.run = Some(RunMeasured {
+            seconds: report.seconds,
+            rows_in: report.rows_in,
+            rows_out: report.rows_out,
+            rows_rejected: report.rows_rejected,
+            rows_skipped: report.rows_skipped,
+            rows_removed_by_sql: report.rows_removed_by_sql,
+            rows_added_by_sql: report.rows_added_by_sql,
+            files_written: report.files_written,
+            bytes_written: report.bytes_written,
+        });
+    }
 }
 
 /// The stages Ballista's planner cuts `plan` into, as a cluster job would run it.
@@ -583,6 +654,31 @@ impl fmt::Display for Explain {
             for (k, v) in &s.details {
                 writeln!(f, "       {k}: {v}")?;
             }
+            if let Some(e) = &s.enrich {
+                writeln!(
+                    f,
+                    "       run: {} rows, {} keys ({} cached), {} calls ({} retries), {} failed keys; p50 {:.0} ms; calling for {:.2} s, at most {} in flight",
+                    e.rows,
+                    e.distinct_keys,
+                    e.cache_hits,
+                    e.calls,
+                    e.retries,
+                    e.failed_keys,
+                    e.latency_ms_p50,
+                    e.calling_s,
+                    e.max_in_flight
+                )?;
+                if let Some(waits) = e.waits_line() {
+                    writeln!(f, "       {waits}")?;
+                }
+            }
+            if let Some(l) = &s.lookup {
+                writeln!(
+                    f,
+                    "       run: {} rows matched, {} missing",
+                    l.matched, l.missing
+                )?;
+            }
         }
         let o = &self.output;
         write!(f, "output: {} ({}", o.path, o.format)?;
@@ -591,6 +687,29 @@ impl fmt::Display for Explain {
         }
         writeln!(f, "), files: {}, mode: {}", o.files, o.mode)?;
         writeln!(f, "  columns: {}", o.columns.join(", "))?;
+        if let Some(r) = &self.run {
+            let mut also = String::new();
+            for (n, what) in [
+                (r.rows_skipped, "skipped"),
+                (r.rows_removed_by_sql, "removed by SQL"),
+                (r.rows_added_by_sql, "added by SQL"),
+            ] {
+                if n > 0 {
+                    also.push_str(&format!(", {n} {what}"));
+                }
+            }
+            writeln!(
+                f,
+                "run: {:.2} s; {} rows in, {} out, {} rejected{also}; {} file{} written ({})",
+                r.seconds,
+                r.rows_in,
+                r.rows_out,
+                r.rows_rejected,
+                r.files_written,
+                if r.files_written == 1 { "" } else { "s" },
+                human_bytes(r.bytes_written)
+            )?;
+        }
         if let Some(stages) = &self.cluster {
             writeln!(f, "on the cluster: {} stages", stages.len())?;
             for s in stages {

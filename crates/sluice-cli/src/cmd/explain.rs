@@ -13,7 +13,8 @@ pub enum ExplainFormat {
     Json,
 }
 
-/// Show how a pipeline would run, without running it.
+/// Show how a pipeline would run, without running it (with `--analyze`: run it, then show
+/// the plan with what each stage did).
 #[derive(Debug, Args)]
 pub struct ExplainCmd {
     /// The pipeline file.
@@ -29,6 +30,12 @@ pub struct ExplainCmd {
     /// the stages and tasks it would run as. The cluster is not contacted.
     #[arg(long, value_name = "df://HOST:PORT")]
     pub cluster: Option<sluice::cluster::SchedulerUrl>,
+    /// Run the job as `sluice run` would (its output is written and its APIs are called),
+    /// then show the plan with what happened: rows and time, and for each enrich stage its
+    /// calls and the wall time its requests waited on the concurrency limit, the rate
+    /// limit and `Retry-After` (like `EXPLAIN ANALYZE` in PostgreSQL and DuckDB).
+    #[arg(long)]
+    pub analyze: bool,
 }
 
 impl ExplainCmd {
@@ -41,7 +48,11 @@ impl ExplainCmd {
         if let Some(url) = self.cluster {
             job.cluster = Some(url);
         }
-        let plan = sluice::explain::explain(&job).await?;
+        let mut plan = sluice::explain::explain(&job).await?;
+        if self.analyze {
+            let report = job.run(&sluice::Progress::default()).await?;
+            plan.add_run(&report);
+        }
         match self.format {
             ExplainFormat::Text => print!("{plan}"),
             ExplainFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),

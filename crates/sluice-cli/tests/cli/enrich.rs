@@ -399,6 +399,77 @@ async fn a_sporadic_429_delays_its_key_not_the_stage() {
     );
 }
 
+/// `sluice explain --analyze` runs the job and shows, under the enrich stage, the wall time
+/// its requests waited on the rate limit and on `Retry-After` (with the request-seconds
+/// beside it). The API's own fates say how many keys had to wait a whole second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_analyze_says_what_the_requests_waited_for() {
+    let faults = Faults {
+        error_500: 0.0,
+        too_many: 0.05,
+        retry_after_s: 1,
+        missing: 0.0,
+        seed: 11,
+    };
+    let wd = Arc::new(Workdir::new());
+    let keys = ids(200);
+    data(&wd, &keys, 600);
+    let too_many = keys
+        .iter()
+        .filter(|k| faults.fate(k) == Fate::TooMany)
+        .count();
+    assert!(too_many >= 3, "the seed gives 429 keys");
+    // 200 calls and their retries at 100 per second: the rate limit holds the stage for
+    // about two seconds; each 429 key waits out its second.
+    let extra = "concurrency = 8\nrate_limit = \"100/s\"\nretries = 2\nbackoff = \"5ms\"";
+    // Each run against a fresh server (a key answers 429 on its first call to a server).
+    let mut outputs = Vec::new();
+    for format in ["text", "json"] {
+        let (api, early) = faulty_api(Duration::from_millis(5), faults);
+        let server = ApiServer::start(api).await;
+        wd.write("p.toml", pipeline(&server.url("/meta/{record_id}"), extra));
+        let in_wd = Arc::clone(&wd);
+        let shown = tokio::task::spawn_blocking(move || {
+            in_wd.ok(&["explain", "p.toml", "--analyze", "--format", format])
+        })
+        .await
+        .expect("join");
+        assert_eq!(early.load(Ordering::SeqCst), 0, "no key retried early");
+        assert_eq!(
+            server.counters.requests.load(Ordering::SeqCst),
+            (200 + too_many) as u64,
+            "one call per key and one retry per 429 key"
+        );
+        // The job ran: every row written.
+        assert_eq!(output(&wd).len(), 600);
+        outputs.push(shown);
+    }
+    let (text, json) = (&outputs[0], &outputs[1]);
+    assert!(
+        text.contains("run: 600 rows, 200 keys (0 cached)"),
+        "{text}"
+    );
+    assert!(text.contains("600 rows in, 600 out, 0 rejected"), "{text}");
+    assert!(text.contains("rate limit"), "{text}");
+    assert!(text.contains("Retry-After"), "{text}");
+    let plan: serde_json::Value = serde_json::from_str(json).expect("json");
+    let e = &plan["stages"][0]["enrich"];
+    assert_eq!(e["calls"], 200 + too_many as u64, "{e}");
+    let seconds = plan["run"]["seconds"].as_f64().expect("seconds");
+    let wall = |cause: &str| e["waited_wall_s"][cause].as_f64().expect("wall");
+    let request_s = |cause: &str| e["waited_s"][cause].as_f64().expect("request-s");
+    // Each 429 key waited its own second; they overlap, so the wall time is at least one
+    // second and at most the run's, and below the request-seconds.
+    assert!(request_s("retry_after") >= too_many as f64 * 0.99, "{e}");
+    assert!(wall("retry_after") >= 0.99, "{e}");
+    assert!(wall("retry_after") <= seconds, "{e} in {seconds} s");
+    assert!(wall("retry_after") < request_s("retry_after"), "{e}");
+    // (200 + retries - burst) calls spaced 10 ms apart: over a second and a half of it.
+    assert!(wall("rate_limit") >= 1.5, "{e}");
+    assert!(wall("rate_limit") <= seconds, "{e} in {seconds} s");
+    assert!(e["calling_s"].as_f64().expect("calling") >= 1.9, "{e}");
+}
+
 /// An overloaded API (429 with `Retry-After: 1` for every request above 100 per second):
 /// most answers say slow down, so the whole stage pauses for the Retry-After instead of
 /// every key hammering on its own; few calls are wasted and every row is enriched.

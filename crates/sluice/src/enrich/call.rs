@@ -591,12 +591,11 @@ impl Enricher {
         loop {
             attempt += 1;
             let (result, latency) = {
-                let queued = Instant::now();
-                let _permit = self.limiter.acquire().await;
-                self.stats.waited(Wait::Concurrency, queued.elapsed());
-                let waited = self.pacer.acquire().await;
-                self.stats.waited(Wait::Paused, waited.paused);
-                self.stats.waited(Wait::RateLimit, waited.rate);
+                let _permit = {
+                    let _waiting = self.stats.waiting(Wait::Concurrency);
+                    self.limiter.acquire().await
+                };
+                self.pacer.acquire(&self.stats).await;
                 let started = self.stats.call_started();
                 let result = self.send(method, req).await;
                 let latency = started.elapsed();
@@ -661,12 +660,11 @@ impl Enricher {
                                 self.pacer.pause_until(Instant::now() + ra);
                                 self.stats.paused_all.fetch_add(1, Ordering::Relaxed);
                             }
-                            let wait = backoff.max(ra);
-                            self.stats.waited(Wait::RetryAfter, wait);
-                            tokio::time::sleep(wait).await;
+                            let _waiting = self.stats.waiting(Wait::RetryAfter);
+                            tokio::time::sleep(backoff.max(ra)).await;
                         }
                         None => {
-                            self.stats.waited(Wait::Backoff, backoff);
+                            let _waiting = self.stats.waiting(Wait::Backoff);
                             tokio::time::sleep(backoff).await;
                         }
                     }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::stats::{EnrichStats, Wait};
 use tokio::sync::Notify;
 
 /// Caps requests in flight.
@@ -182,15 +183,6 @@ struct PaceState {
     recent: std::collections::VecDeque<bool>,
 }
 
-/// How long a request waited in [`Pacer::acquire`], and why.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Waited {
-    /// Held by a pause of the whole stage (the API told everyone to wait).
-    pub paused: Duration,
-    /// Held by the rate limit.
-    pub rate: Duration,
-}
-
 impl Pacer {
     /// `per_second` requests per second at most with `burst` at once; `None`: no rate.
     pub fn new(per_second: Option<f64>, burst: u32) -> Pacer {
@@ -204,13 +196,13 @@ impl Pacer {
         }
     }
 
-    /// Waits until a request may go; says how long it waited and why.
-    pub async fn acquire(&self) -> Waited {
-        let mut waited = Waited::default();
+    /// Waits until a request may go, counting the waits in `stats` as a pause of the whole
+    /// stage or the rate limit.
+    pub async fn acquire(&self, stats: &EnrichStats) {
         loop {
             let wait = {
                 let Ok(mut s) = self.state.lock() else {
-                    return waited;
+                    return;
                 };
                 let now = Instant::now();
                 match s.pause_until {
@@ -231,14 +223,14 @@ impl Pacer {
                 }
             };
             match wait {
-                None => return waited,
+                None => return,
                 Some((d, paused)) => {
-                    tokio::time::sleep(d).await;
-                    if paused {
-                        waited.paused += d;
+                    let _waiting = stats.waiting(if paused {
+                        Wait::Paused
                     } else {
-                        waited.rate += d;
-                    }
+                        Wait::RateLimit
+                    });
+                    tokio::time::sleep(d).await;
                 }
             }
         }
