@@ -397,6 +397,26 @@ async fn a_sporadic_429_delays_its_key_not_the_stage() {
         served_meanwhile >= 20,
         "only {served_meanwhile} other requests during the Retry-After"
     );
+    // A key waiting out its Retry-After does not hold back the keys queued behind it: by
+    // the time the first 429ed key is asked again (a second later), nearly every key has
+    // had its first call (at 8 in flight and 10 ms each, 400 keys take half a second; if
+    // each waiting key kept its place among the 8, the 20-odd 429 keys would stall them).
+    let retried_at = arrivals
+        .iter()
+        .filter(|(_, t)| *t == first_429.1)
+        .nth(1)
+        .map(|(at, _)| *at)
+        .expect("the 429 key was asked again");
+    let called_before: std::collections::HashSet<&String> = arrivals
+        .iter()
+        .filter(|(at, _)| *at < retried_at)
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        called_before.len() >= 360,
+        "only {} of 400 keys called before the first 429 key's retry",
+        called_before.len()
+    );
 }
 
 /// `sluice explain --analyze` runs the job and shows, under the enrich stage, the wall time
@@ -1460,4 +1480,121 @@ mode = "overwrite"
     assert_identity(&report);
     assert_eq!(report["rows_rejected"], 7, "{report:#}");
     assert_eq!(report["rows_out"], 93, "{report:#}");
+}
+
+/// What the two-key test API answers for `/pair/{a}/{b}`.
+fn pair_answer(a: &str, b: &str) -> serde_json::Value {
+    let i = (a.chars().count() * 1000 + b.chars().count()) as i64;
+    serde_json::json!({
+        "s": format!("{a}|{b}"),
+        "i": i,
+        "d": i as f64 / 4.0,
+        "ok": i % 2 == 0,
+        "obj": { "a": a, "n": [i] },
+    })
+}
+
+/// A URL with two columns, a NULL in one of them, and every extract type: each row gets
+/// the answer to its own pair of values (computed here from the rows written, not read
+/// back from sluice), rows with a NULL get NULLs without a call, and the API sees one call
+/// per distinct pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_key_columns_and_every_extract_type_land_in_their_rows() {
+    let server = ApiServer::start(|req: &Request| {
+        let parts: Vec<String> = req
+            .path
+            .trim_start_matches("/pair/")
+            .split('/')
+            .map(sluice_testkit::percent_decode)
+            .collect();
+        match &parts[..] {
+            [a, b] => Reply::json(200, pair_answer(a, b).to_string()),
+            _ => Reply::status(404),
+        }
+    })
+    .await;
+    let wd = Arc::new(Workdir::new());
+    let firsts = ["x", "é ü", "50%", "#tag", "a~b", "long-value-long-value"];
+    let seconds = ["1", "22", "", "ñ", "q?r"];
+    // 3000 rows; the empty second value is a NULL (an empty CSV field).
+    let mut csv = String::from("a,b,n\n");
+    let mut expected = Vec::new();
+    for n in 0..3000usize {
+        let a = firsts[(n * 7) % firsts.len()];
+        let b = seconds[(n * 3 + n / 11) % seconds.len()];
+        csv.push_str(&format!("{a},{b},{n}\n"));
+        expected.push((a, (!b.is_empty()).then_some(b)));
+    }
+    wd.write("data.csv", csv);
+    let text = format!(
+        r#"
+[source]
+paths = "data.csv"
+
+[[enrich]]
+name = "pair"
+url = "{}"
+concurrency = 4
+
+[enrich.extract]
+s = "/s"
+i = {{ path = "/i", type = "bigint" }}
+d = {{ path = "/d", type = "double" }}
+ok = {{ path = "/ok", type = "boolean" }}
+obj = {{ path = "/obj", type = "json" }}
+
+[sink]
+path = "out"
+mode = "overwrite"
+"#,
+        server.url("/pair/{a}/{b}")
+    );
+    let report = run(&wd, text, true).await.expect("report");
+    assert_identity(&report);
+    assert_eq!(report["rows_out"], 3000, "{report}");
+    let with_null = expected.iter().filter(|(_, b)| b.is_none()).count() as u64;
+    let pairs: std::collections::HashSet<_> = expected
+        .iter()
+        .filter_map(|(a, b)| b.map(|b| (*a, b)))
+        .collect();
+    let e = enrich_report(&report);
+    assert_eq!(e["null_keys"], with_null, "{e}");
+    assert_eq!(e["calls"], pairs.len() as u64, "{e}");
+    assert_eq!(
+        server.counters.requests.load(Ordering::SeqCst),
+        pairs.len() as u64
+    );
+    let out = wd.ok(&[
+        "query",
+        "SELECT a, b, s, i, d, ok, obj FROM t ORDER BY n",
+        "-t",
+        "t=out",
+        "--output",
+        "ndjson",
+    ]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows.len(), 3000);
+    for (n, (row, (a, b))) in rows.iter().zip(&expected).enumerate() {
+        assert_eq!(row["a"], *a, "row {n}");
+        match b {
+            None => {
+                for c in ["b", "s", "i", "d", "ok", "obj"] {
+                    assert!(row[c].is_null(), "row {n}: {c} should be NULL: {row}");
+                }
+            }
+            Some(b) => {
+                let want = pair_answer(a, b);
+                assert_eq!(row["s"], want["s"], "row {n}");
+                assert_eq!(row["i"], want["i"], "row {n}");
+                assert_eq!(row["d"].as_f64(), want["d"].as_f64(), "row {n}");
+                assert_eq!(row["ok"], want["ok"], "row {n}");
+                let obj: serde_json::Value =
+                    serde_json::from_str(row["obj"].as_str().expect("json text")).expect("obj");
+                assert_eq!(obj, want["obj"], "row {n}");
+            }
+        }
+    }
 }

@@ -87,6 +87,56 @@ struct Waiting {
     tx: tokio::sync::oneshot::Sender<Outcome>,
 }
 
+/// Distinct requests waiting for a call, and the tasks that call them.
+///
+/// A key seen for the first time joins the queue (a request and the channel its answer
+/// goes to); at most `concurrency` runner tasks (plus one per runner waiting out a retry)
+/// take keys from it in order and call them. A queued key costs its request and a
+/// channel, not a task of its own: a batch of thousands of new keys is queued in
+/// microseconds and the first request goes out at once.
+#[derive(Default)]
+struct CallQueue {
+    items: std::collections::VecDeque<Queued>,
+    /// Runner tasks alive.
+    running: usize,
+    /// Runners waiting out a retry's backoff or `Retry-After` (each lets one more run).
+    sleeping: usize,
+}
+
+/// A distinct request waiting for a runner, and where its answer goes.
+struct Queued {
+    req: Request,
+    tx: tokio::sync::oneshot::Sender<Outcome>,
+}
+
+/// Counts a runner as waiting out a retry while alive.
+struct Sleeping<'a>(&'a Enricher);
+
+impl Drop for Sleeping<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.0.queue.lock() {
+            q.sleeping = q.sleeping.saturating_sub(1);
+        }
+    }
+}
+
+/// Keeps the count of runners right if a runner ends without finding the queue empty
+/// (stopped or panicked).
+struct Running<'a> {
+    enricher: &'a Enricher,
+    counted: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            if let Ok(mut q) = self.enricher.queue.lock() {
+                q.running = q.running.saturating_sub(1);
+            }
+        }
+    }
+}
+
 /// An enrich stage, resolved and ready to call: shared by all partitions of its plan node.
 pub struct Enricher {
     /// The stage's name.
@@ -122,6 +172,10 @@ pub struct Enricher {
     cache: Option<Cache>,
     batch: Option<Batch>,
     seen: Mutex<Seen>,
+    /// Keys waiting for a call (not in batch mode).
+    queue: Mutex<CallQueue>,
+    /// Runners calling keys from the queue at most (the most requests in flight).
+    runners: usize,
     /// The call tasks started, stopped by [`Enricher::stop`] when the job ends.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Live counters.
@@ -401,6 +455,8 @@ impl Enricher {
             seen: Mutex::new(Seen::new(
                 spec.max_keys_in_memory.unwrap_or(DEFAULT_KEYS_IN_MEMORY),
             )),
+            queue: Mutex::new(CallQueue::default()),
+            runners: pool.max(1),
             tasks: Mutex::new(Vec::new()),
             stats: Arc::new(EnrichStats::new(&spec.name)),
         })
@@ -458,6 +514,78 @@ impl Enricher {
                 t.abort();
             }
         }
+        if let Ok(mut q) = self.queue.lock() {
+            q.items.clear();
+        }
+    }
+
+    /// Queues `req` for a runner, starting one if fewer than allowed are running.
+    fn queue_call(self: &Arc<Self>, req: Request) -> tokio::sync::oneshot::Receiver<Outcome> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = match self.queue.lock() {
+            Ok(mut q) => {
+                q.items.push_back(Queued { req, tx });
+                let start = q.running < self.runners + q.sleeping;
+                if start {
+                    q.running += 1;
+                }
+                start
+            }
+            // The sender is dropped: the key fails as "the call task failed".
+            Err(_) => false,
+        };
+        if start {
+            let this = Arc::clone(self);
+            self.spawn(async move { this.run_calls().await });
+        }
+        rx
+    }
+
+    /// A runner: calls queued keys in order until the queue is empty.
+    async fn run_calls(self: Arc<Self>) {
+        let mut running = Running {
+            enricher: &self,
+            counted: true,
+        };
+        loop {
+            let next = match self.queue.lock() {
+                Ok(mut q) => match q.items.pop_front() {
+                    Some(w) => w,
+                    None => {
+                        q.running = q.running.saturating_sub(1);
+                        running.counted = false;
+                        return;
+                    }
+                },
+                Err(_) => return,
+            };
+            if next.tx.is_closed() {
+                continue;
+            }
+            let outcome = self.fetch(next.req).await;
+            let _ = next.tx.send(outcome);
+        }
+    }
+
+    /// Marks the calling runner as waiting out a retry until the guard drops, and starts
+    /// another runner if keys are queued, so a wait costs the stage no throughput.
+    fn sleeping(self: &Arc<Self>) -> Sleeping<'_> {
+        let start = match self.queue.lock() {
+            Ok(mut q) => {
+                q.sleeping += 1;
+                let start = !q.items.is_empty() && q.running < self.runners + q.sleeping;
+                if start {
+                    q.running += 1;
+                }
+                start
+            }
+            Err(_) => false,
+        };
+        if start {
+            let this = Arc::clone(self);
+            self.spawn(async move { this.run_calls().await });
+        }
+        Sleeping(self)
     }
 
     /// Spawns a call task that [`Enricher::stop`] can stop.
@@ -505,9 +633,8 @@ impl Enricher {
                 .boxed()
                 .shared()
         } else {
-            let this = Arc::clone(self);
-            let task = self.spawn(async move { this.fetch(request).await });
-            async move { Arc::new(task.await.unwrap_or_else(|e| lost(e.to_string()))) }
+            let rx = self.queue_call(request);
+            async move { Arc::new(rx.await.unwrap_or_else(|e| lost(e.to_string()))) }
                 .boxed()
                 .shared()
         };
@@ -534,7 +661,7 @@ impl Enricher {
     }
 
     /// Cache, then the API with retries; then extraction.
-    async fn fetch(&self, req: Request) -> Outcome {
+    async fn fetch(self: &Arc<Self>, req: Request) -> Outcome {
         let cache_key = req.key(self.method.as_str());
         if let Some(body) = self.cached(&cache_key).await {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -581,7 +708,7 @@ impl Enricher {
     /// before the call gives up its concurrency slot, so a run killed at any moment has at
     /// most `concurrency` answers received but not kept (the ones a rerun asks again).
     async fn call(
-        &self,
+        self: &Arc<Self>,
         method: &reqwest::Method,
         req: &Request,
         cache_key: Option<&str>,
@@ -661,10 +788,12 @@ impl Enricher {
                                 self.stats.paused_all.fetch_add(1, Ordering::Relaxed);
                             }
                             let _waiting = self.stats.waiting(Wait::RetryAfter);
+                            let _sleeping = self.sleeping();
                             tokio::time::sleep(backoff.max(ra)).await;
                         }
                         None => {
                             let _waiting = self.stats.waiting(Wait::Backoff);
+                            let _sleeping = self.sleeping();
                             tokio::time::sleep(backoff).await;
                         }
                     }
@@ -752,7 +881,7 @@ impl Enricher {
     }
 
     /// Answers a batch of keys: cached ones from the cache, the rest with one POST.
-    async fn fetch_batch(&self, items: Vec<Waiting>) {
+    async fn fetch_batch(self: &Arc<Self>, items: Vec<Waiting>) {
         let Some(batch) = &self.batch else { return };
         let mut send = Vec::with_capacity(items.len());
         for w in items {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
+    StringArray, StringBuilder, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -212,6 +213,87 @@ impl EnrichMap {
     }
 }
 
+/// Tells a batch's rows apart by `key`: for each row, the index of its distinct key, and
+/// for each distinct key, the first row that has it.
+fn distinct_rows<K: std::hash::Hash + Eq>(
+    n: usize,
+    key: impl Fn(usize) -> K,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut index: HashMap<K, usize> = HashMap::new();
+    let mut rows = Vec::with_capacity(n);
+    let mut firsts = Vec::new();
+    for row in 0..n {
+        let next = firsts.len();
+        let k = *index.entry(key(row)).or_insert_with(|| {
+            firsts.push(row);
+            next
+        });
+        rows.push(k);
+    }
+    (rows, firsts)
+}
+
+/// A new column of type `data_type`: row `i` holds `value(rows[i])` (NULL for `None`).
+/// The extracted types are built with their own builders; a value of another type (never
+/// made by extraction) takes the general path through scalars.
+fn extracted_column<'a>(
+    data_type: &DataType,
+    rows: &[usize],
+    value: impl Fn(usize) -> Option<&'a ScalarValue>,
+) -> Result<ArrayRef> {
+    macro_rules! build {
+        ($builder:expr, $variant:ident) => {{
+            let mut b = $builder;
+            for &k in rows {
+                match value(k) {
+                    Some(ScalarValue::$variant(Some(v))) => b.append_value(*v),
+                    Some(ScalarValue::$variant(None)) | None => b.append_null(),
+                    Some(_) => return scalar_column(data_type, rows, value),
+                }
+            }
+            Ok(Arc::new(b.finish()) as ArrayRef)
+        }};
+    }
+    match data_type {
+        DataType::Utf8 => {
+            let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+            for &k in rows {
+                match value(k) {
+                    Some(ScalarValue::Utf8(Some(v))) => b.append_value(v),
+                    Some(ScalarValue::Utf8(None)) | None => b.append_null(),
+                    Some(_) => return scalar_column(data_type, rows, value),
+                }
+            }
+            Ok(Arc::new(b.finish()))
+        }
+        DataType::Int64 => build!(Int64Builder::with_capacity(rows.len()), Int64),
+        DataType::Float64 => build!(Float64Builder::with_capacity(rows.len()), Float64),
+        DataType::Boolean => build!(BooleanBuilder::with_capacity(rows.len()), Boolean),
+        _ => scalar_column(data_type, rows, value),
+    }
+}
+
+/// [`extracted_column`] through scalars: one per distinct value, then taken per row.
+fn scalar_column<'a>(
+    data_type: &DataType,
+    rows: &[usize],
+    value: impl Fn(usize) -> Option<&'a ScalarValue>,
+) -> Result<ArrayRef> {
+    let distinct = rows.iter().max().map_or(0, |m| m + 1);
+    let scalars = (0..distinct)
+        .map(|k| match value(k) {
+            Some(v) => Ok(v.clone()),
+            None => ScalarValue::try_from(data_type),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if scalars.is_empty() {
+        return Ok(datafusion::arrow::array::new_empty_array(data_type));
+    }
+    let distinct = ScalarValue::iter_to_array(scalars)?;
+    let take_rows = UInt32Array::from(rows.iter().map(|&k| k as u32).collect::<Vec<u32>>());
+    Ok(take(distinct.as_ref(), &take_rows, None)?)
+}
+
 /// How one row fared.
 enum RowResult {
     /// NULL in the URL: no call, NULL columns.
@@ -244,66 +326,66 @@ impl EnrichMap {
                 .ok_or_else(|| DataFusionError::Internal("cast to Utf8".into()))?;
             columns.push((text, is_bare_json(array.data_type())));
         }
-        // Each distinct set of values is rendered (and its call started or joined) once.
-        let mut by_values: HashMap<Vec<Value>, usize> = HashMap::new();
-        let mut kinds: Vec<RowResult> = Vec::new();
+        // Each distinct set of values is rendered (and its call started or joined) once;
+        // rows are told apart by the values where they lie, without a copy per row.
+        fn text(a: &StringArray, row: usize) -> Option<&str> {
+            (!a.is_null(row)).then(|| a.value(row))
+        }
+        let (rows, firsts) = match &columns[..] {
+            [(a, _)] => distinct_rows(n, |row| text(a, row)),
+            _ => distinct_rows(n, |row| {
+                columns
+                    .iter()
+                    .map(|(a, _)| text(a, row))
+                    .collect::<Vec<_>>()
+            }),
+        };
+        let mut kinds: Vec<RowResult> = Vec::with_capacity(firsts.len());
         let mut pending = Vec::new();
-        let mut rows: Vec<usize> = Vec::with_capacity(n);
-        for row in 0..n {
+        for &row in &firsts {
             let values: Vec<Value> = columns
                 .iter()
-                .map(|(a, bare)| (!a.is_null(row)).then(|| (a.value(row).to_string(), *bare)))
+                .map(|(a, bare)| text(a, row).map(|v| (v.to_string(), *bare)))
                 .collect();
-            let k = match by_values.get(&values) {
-                Some(&k) => k,
-                None => {
-                    kinds.push(match e.request(&values) {
-                        Ok(None) => RowResult::NoCall,
-                        Err(why) => RowResult::Invalid(why),
-                        Ok(Some(req)) => {
-                            pending.push(e.outcome(req));
-                            RowResult::Call(pending.len() - 1)
-                        }
-                    });
-                    by_values.insert(values, kinds.len() - 1);
-                    kinds.len() - 1
+            kinds.push(match e.request(&values) {
+                Ok(None) => RowResult::NoCall,
+                Err(why) => RowResult::Invalid(why),
+                Ok(Some(req)) => {
+                    pending.push(e.outcome(req));
+                    RowResult::Call(pending.len() - 1)
                 }
-            };
-            if matches!(kinds[k], RowResult::NoCall) {
-                e.stats.null_keys.fetch_add(1, Ordering::Relaxed);
-            }
-            rows.push(k);
+            });
         }
+        let null_keys = rows
+            .iter()
+            .filter(|&&k| matches!(kinds[k], RowResult::NoCall))
+            .count();
+        e.stats
+            .null_keys
+            .fetch_add(null_keys as u64, Ordering::Relaxed);
         let outcomes: Vec<Arc<Outcome>> = if e.on_error == OnCallError::Fail {
             self.all_or_first_failure(&kinds, pending).await?
         } else {
             futures::future::join_all(pending).await
         };
 
-        // New columns: one value per distinct request (NULL where it failed or made no
-        // call), then every row takes its request's value: no per-row scalars.
-        let mut per_request: Vec<Vec<ScalarValue>> =
-            vec![Vec::with_capacity(kinds.len()); e.extract.len()];
-        for kind in &kinds {
-            let values = match kind {
+        // New columns, written row by row straight from each request's answer (NULL
+        // where it failed or made no call).
+        let answers: Vec<Option<&[ScalarValue]>> = kinds
+            .iter()
+            .map(|kind| match kind {
                 RowResult::Call(i) => match outcomes[*i].as_ref() {
-                    Outcome::Ok(values) => Some(values),
+                    Outcome::Ok(values) => Some(&values[..]),
                     Outcome::Failed(_) => None,
                 },
                 RowResult::NoCall | RowResult::Invalid(_) => None,
-            };
-            for (j, (_, spec)) in e.extract.iter().enumerate() {
-                per_request[j].push(match values {
-                    Some(v) => v[j].clone(),
-                    None => ScalarValue::try_from(&spec.kind.data_type())?,
-                });
-            }
-        }
-        let take_rows = UInt32Array::from(rows.iter().map(|&k| k as u32).collect::<Vec<u32>>());
+            })
+            .collect();
         let mut new_columns: Vec<ArrayRef> = Vec::with_capacity(e.extract.len());
-        for values in per_request {
-            let distinct = ScalarValue::iter_to_array(values)?;
-            new_columns.push(take(distinct.as_ref(), &take_rows, None)?);
+        for (j, (_, spec)) in e.extract.iter().enumerate() {
+            new_columns.push(extracted_column(&spec.kind.data_type(), &rows, |k| {
+                answers[k].map(|v| &v[j])
+            })?);
         }
         // An error column (on_error = null) and which rows stay.
         let mut errors: Vec<Option<String>> = Vec::new();
