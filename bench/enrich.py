@@ -5,7 +5,9 @@ Runs, side by side in one session:
   * sluice (`sluice run` with an [[enrich]] stage, concurrency 64, no cache),
   * Python's common recipe: ThreadPoolExecutor(10) + requests.get per row,
   * asyncio + aiohttp with a semaphore of 64, one request per row,
-and prints each time next to the floor distinct_keys x latency / concurrency. Every run must
+and prints each time next to the floor distinct_keys x latency / concurrency. On the clean
+API, each sluice round follows a round of `apiserver --probe`: raw keep-alive connections
+asking the same keys and doing nothing else, the floor this server reaches on this machine. Every run must
 return the enriched value for every row (checked), or the run counts as failed.
 
 With --faults the API behaves like real ones (apiserver --faults, the same keys every run:
@@ -79,6 +81,14 @@ def start_server(binary, latency_ms, faults=False):
 def capacity(binary):
     out = subprocess.run([binary, "--capacity"], capture_output=True, text=True, check=True)
     return out.stdout.strip()
+
+
+def probe(binary, base, keys, concurrency):
+    """Seconds the fastest client there is takes for the same keys (`apiserver --probe`)."""
+    out = subprocess.run([binary, "--probe", base, "--keys", str(keys),
+                          "--concurrency", str(concurrency)],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.split(",")[-1].split()[0])
 
 
 def make_data(path, rows, keys, seed=7):
@@ -275,8 +285,13 @@ def main():
                   f"concurrency {args.concurrency}{', faults' if args.faults else ''}: "
                   f"floor {floor:.2f}s")
             times = []
+            probes = []
             last = None
             for _ in range(args.rounds):
+                if not args.faults:
+                    # In turns with sluice: raw keep-alive connections asking the same keys
+                    # and doing nothing else, the floor of this server on this machine.
+                    probes.append(probe(args.apiserver, base, args.keys, args.concurrency))
                 if args.faults:
                     # Faults strike a key's first call: a fresh server per run.
                     server.kill()
@@ -294,12 +309,20 @@ def main():
                   f"{', '.join(f'{t:.2f}' for t in times)})  = {s / floor:.2f}x floor; "
                   f"calls {last['calls']}, p50 {last['latency_ms_p50']:.1f} ms, "
                   f"{last['requests_per_second']:.0f} req/s, max in flight {last['max_in_flight']}")
+            if probes:
+                p = statistics.median(probes)
+                print(f"raw client        {p:7.2f}s  (median of {args.rounds}: "
+                      f"{', '.join(f'{t:.2f}' for t in probes)})  = {p / floor:.2f}x floor; "
+                      f"sluice = {s / p:.2f}x of it (apiserver --probe: {args.concurrency} "
+                      f"keep-alive connections of raw HTTP, nothing else)")
             t = last["timeline"]
             ideal = (args.keys / args.concurrency - 1) * args.latency_ms / 1000
             print(f"  last run by the server's clock: {t[0]:.3f}s to the first request, "
                   f"{t[1]:.3f}s to the last" + ("" if args.faults else f" (ideal {ideal:.3f}s)")
                   + f", {t[2]:.3f}s after it")
             results = {"floor": floor, "sluice": s, "sluice_rounds": times}
+            if probes:
+                results["raw_client"] = statistics.median(probes)
             if args.faults and "waited_s" in last:
                 w = last["waited_s"]
                 print(f"  sluice waited (request-seconds): Retry-After {w['retry_after']:.1f}, "

@@ -10,6 +10,11 @@
 //! since the previous `/_stats` arrived (Unix seconds); and how many requests came, and the
 //! most in flight at once, since then (counted by the server itself). `apiserver --capacity` measures how many requests per second it answers at zero
 //! latency on this machine, with 64 keep-alive clients, and exits.
+//!
+//! `apiserver --probe URL [--keys N] [--concurrency C]` is the fastest client there is:
+//! `C` keep-alive connections of raw HTTP/1.1 that ask `GET /meta/id00000` ...
+//! `/meta/id{N-1}` of the server at `URL` and do nothing else; it prints the seconds they
+//! took. On the same machine and server, that is the floor a real client can reach.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +43,14 @@ async fn main() {
     );
     if std::env::args().any(|a| a == "--capacity") {
         capacity().await;
+        return;
+    }
+    if let Some(url) = arg("--probe") {
+        let keys = arg("--keys").and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        let concurrency = arg("--concurrency")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        probe(&url, keys, concurrency).await;
         return;
     }
     let port: u16 = arg("--port").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -123,27 +136,10 @@ async fn capacity() {
     let mut tasks = Vec::new();
     for c in 0..64 {
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let (r, mut w) = stream.into_split();
-            let mut r = BufReader::new(r);
+            let mut conn = RawClient::connect(addr).await;
             let mut n = 0u64;
             while Instant::now() < deadline {
-                let req = format!("GET /meta/{c}-{n} HTTP/1.1\r\nhost: x\r\n\r\n");
-                w.write_all(req.as_bytes()).await.expect("write");
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    r.read_line(&mut line).await.expect("read");
-                    let line = line.trim_end();
-                    if line.is_empty() {
-                        break;
-                    }
-                    if let Some(v) = line.strip_prefix("content-length: ") {
-                        len = v.parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0u8; len];
-                r.read_exact(&mut body).await.expect("body");
+                conn.get(&format!("/meta/{c}-{n}")).await;
                 n += 1;
             }
             n
@@ -157,4 +153,83 @@ async fn capacity() {
         "capacity: {:.0} requests/s (64 keep-alive clients, zero latency)",
         total as f64 / 3.0
     );
+}
+
+/// One keep-alive connection speaking just enough HTTP/1.1 to ask for a path.
+struct RawClient {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl RawClient {
+    async fn connect(addr: std::net::SocketAddr) -> RawClient {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (r, w) = stream.into_split();
+        RawClient {
+            r: BufReader::new(r),
+            w,
+        }
+    }
+
+    /// `GET path`: the answer's status (its body is read and dropped).
+    async fn get(&mut self, path: &str) -> u16 {
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+        self.w.write_all(req.as_bytes()).await.expect("write");
+        let mut len = 0usize;
+        let mut status = 0u16;
+        loop {
+            let mut line = String::new();
+            self.r.read_line(&mut line).await.expect("read");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(rest) = line.strip_prefix("HTTP/1.1 ") {
+                status = rest.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            }
+            if let Some(v) = line.strip_prefix("content-length: ") {
+                len = v.parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.r.read_exact(&mut body).await.expect("body");
+        status
+    }
+}
+
+/// The bench's keys asked of the server at `url` by `concurrency` raw connections, timed.
+async fn probe(url: &str, keys: usize, concurrency: usize) {
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let addr: std::net::SocketAddr = host.parse().expect("--probe http://HOST:PORT");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = RawClient::connect(addr).await;
+            let mut bad = 0u64;
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= keys {
+                    return bad;
+                }
+                if conn.get(&format!("/meta/id{k:05}")).await != 200 {
+                    bad += 1;
+                }
+            }
+        }));
+    }
+    let mut bad = 0;
+    for t in tasks {
+        bad += t.await.expect("probe task");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(bad, 0, "the probe got {bad} answers that were not 200");
+    println!("probe: {keys} requests, {concurrency} in flight, {secs:.3} s");
 }

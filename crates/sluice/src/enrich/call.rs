@@ -517,28 +517,50 @@ impl Enricher {
         if let Ok(mut q) = self.queue.lock() {
             q.items.clear();
         }
+        // The answers kept for dedupe are freed on a thread of their own: a million small
+        // answers take tens of milliseconds to free, and the job is done with them.
+        let answers = match self.seen.lock() {
+            Ok(mut seen) => {
+                let cap = seen.cap;
+                std::mem::replace(&mut *seen, Seen::new(cap))
+            }
+            Err(_) => return,
+        };
+        if !answers.map.is_empty() {
+            // If no thread can be started, they are freed here, with the failed spawn.
+            let _ = std::thread::Builder::new()
+                .name("sluice-enrich-free".into())
+                .spawn(move || drop(answers));
+        }
     }
 
     /// Queues `req` for a runner, starting one if fewer than allowed are running.
     fn queue_call(self: &Arc<Self>, req: Request) -> tokio::sync::oneshot::Receiver<Outcome> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // If the lock is poisoned the sender is dropped: the key fails as "the call task
+        // failed".
+        self.with_queue(|q| q.items.push_back(Queued { req, tx }));
+        rx
+    }
+
+    /// Changes the queue with `change`, then starts a runner if keys wait and fewer
+    /// runners than allowed are running.
+    fn with_queue(self: &Arc<Self>, change: impl FnOnce(&mut CallQueue)) {
         let start = match self.queue.lock() {
             Ok(mut q) => {
-                q.items.push_back(Queued { req, tx });
-                let start = q.running < self.runners + q.sleeping;
+                change(&mut q);
+                let start = !q.items.is_empty() && q.running < self.runners + q.sleeping;
                 if start {
                     q.running += 1;
                 }
                 start
             }
-            // The sender is dropped: the key fails as "the call task failed".
             Err(_) => false,
         };
         if start {
             let this = Arc::clone(self);
             self.spawn(async move { this.run_calls().await });
         }
-        rx
     }
 
     /// A runner: calls queued keys in order until the queue is empty.
@@ -570,21 +592,7 @@ impl Enricher {
     /// Marks the calling runner as waiting out a retry until the guard drops, and starts
     /// another runner if keys are queued, so a wait costs the stage no throughput.
     fn sleeping(self: &Arc<Self>) -> Sleeping<'_> {
-        let start = match self.queue.lock() {
-            Ok(mut q) => {
-                q.sleeping += 1;
-                let start = !q.items.is_empty() && q.running < self.runners + q.sleeping;
-                if start {
-                    q.running += 1;
-                }
-                start
-            }
-            Err(_) => false,
-        };
-        if start {
-            let this = Arc::clone(self);
-            self.spawn(async move { this.run_calls().await });
-        }
+        self.with_queue(|q| q.sleeping += 1);
         Sleeping(self)
     }
 

@@ -3,7 +3,6 @@
 //! answers while the next batches' requests are already in flight (four batches ahead per
 //! partition). Memory stays bounded by those batches plus one small answer per distinct key.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::ScalarValue;
+use datafusion::common::{HashMap, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use futures::StreamExt;
 
@@ -28,6 +27,10 @@ use crate::stage_spec::StageSpec;
 
 /// Input batches whose calls run ahead of the one being emitted, per partition.
 const BATCHES_AHEAD: usize = 4;
+
+/// New keys a batch queues before it lets their calls start (on 2 cores, a batch of 8,192
+/// new keys would otherwise hold its thread for milliseconds before the first request).
+const KEYS_BETWEEN_YIELDS: usize = 128;
 
 /// An enrich stage: it reads the columns its templates name and appends the extracted ones.
 #[derive(Debug)]
@@ -219,7 +222,7 @@ fn distinct_rows<K: std::hash::Hash + Eq>(
     n: usize,
     key: impl Fn(usize) -> K,
 ) -> (Vec<usize>, Vec<usize>) {
-    let mut index: HashMap<K, usize> = HashMap::new();
+    let mut index: HashMap<K, usize> = HashMap::default();
     let mut rows = Vec::with_capacity(n);
     let mut firsts = Vec::new();
     for row in 0..n {
@@ -342,7 +345,12 @@ impl EnrichMap {
         };
         let mut kinds: Vec<RowResult> = Vec::with_capacity(firsts.len());
         let mut pending = Vec::new();
-        for &row in &firsts {
+        for (i, &row) in firsts.iter().enumerate() {
+            if i % KEYS_BETWEEN_YIELDS == KEYS_BETWEEN_YIELDS - 1 {
+                // The keys queued so far go out now: their runners get the thread while
+                // the rest of the batch is rendered.
+                tokio::task::yield_now().await;
+            }
             let values: Vec<Value> = columns
                 .iter()
                 .map(|(a, bare)| text(a, row).map(|v| (v.to_string(), *bare)))
