@@ -374,7 +374,17 @@ impl EnrichMap {
         let outcomes: Vec<Arc<Outcome>> = if e.on_error == OnCallError::Fail {
             self.all_or_first_failure(&kinds, pending).await?
         } else {
-            futures::future::join_all(pending).await
+            // The keys queued last are answered last: waiting for the last one first, the
+            // others are mostly answered by then and are taken without a wake-up each
+            // (awaiting them all at once registers and wakes thousands of waiters a batch).
+            if let Some(last) = pending.last() {
+                last.clone().await;
+            }
+            let mut outcomes = Vec::with_capacity(pending.len());
+            for answer in pending {
+                outcomes.push(answer.await);
+            }
+            outcomes
         };
 
         // New columns, written row by row straight from each request's answer (NULL
