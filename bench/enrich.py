@@ -7,8 +7,9 @@ Runs, side by side in one session:
   * asyncio + aiohttp with a semaphore of 64, one request per row,
 and prints each time next to the floor distinct_keys x latency / concurrency. On the clean
 API, each sluice round follows a round of `apiserver --probe`: raw keep-alive connections
-asking the same keys and doing nothing else, the floor this server reaches on this machine. Every run must
-return the enriched value for every row (checked), or the run counts as failed.
+asking the same keys and doing nothing else, the floor this server reaches on this machine.
+Every run must return the enriched value for every row (checked), or the run counts as
+failed.
 
 With --faults the API behaves like real ones (apiserver --faults, the same keys every run:
 2% of keys answer 500 and 1% answer 429 with Retry-After: 1 on their first call, 0.1% are

@@ -852,10 +852,17 @@ fn an_executor_that_sees_other_files_fails_the_job_in_one_line() {
         err.contains("cannot find the job's folder") && err.contains("/out/"),
         "{err}"
     );
-    // Nothing committed. (A task still running on the executor that sees the folder may
-    // leave files in the job's hidden staging folder after the client removed it; like a
-    // killed job's, that folder is removed by the next job that writes `out/new`.)
+    // Nothing committed: no out/new, and no file under out but in a job's hidden staging
+    // folder (a task still running on the executor that sees the folder may leave files
+    // there after the client removed it; like a killed job's, that folder is removed by
+    // the next job that writes `out/new`).
     assert!(!wd.path("out/new").exists(), "nothing committed");
+    let outside: Vec<String> = wd
+        .data_files("out")
+        .into_iter()
+        .filter(|f| !f.starts_with(".sluice-staging-new-"))
+        .collect();
+    assert!(outside.is_empty(), "nothing committed: {outside:?}");
 }
 
 /// What a cluster cannot run as the local run would yet is refused up front, in one line,

@@ -581,9 +581,6 @@ impl Enricher {
                 },
                 Err(_) => return,
             };
-            if next.tx.is_closed() {
-                continue;
-            }
             let outcome = self.fetch(next.req).await;
             let _ = next.tx.send(outcome);
         }

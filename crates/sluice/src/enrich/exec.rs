@@ -244,12 +244,14 @@ fn extracted_column<'a>(
     rows: &[usize],
     value: impl Fn(usize) -> Option<&'a ScalarValue>,
 ) -> Result<ArrayRef> {
+    // Each row takes its key's value through `$builder` (`$v` bound to the scalar's
+    // payload, `$append` what is appended).
     macro_rules! build {
-        ($builder:expr, $variant:ident) => {{
+        ($builder:expr, $variant:ident, |$v:ident| $append:expr) => {{
             let mut b = $builder;
             for &k in rows {
                 match value(k) {
-                    Some(ScalarValue::$variant(Some(v))) => b.append_value(*v),
+                    Some(ScalarValue::$variant(Some($v))) => b.append_value($append),
                     Some(ScalarValue::$variant(None)) | None => b.append_null(),
                     Some(_) => return scalar_column(data_type, rows, value),
                 }
@@ -257,21 +259,12 @@ fn extracted_column<'a>(
             Ok(Arc::new(b.finish()) as ArrayRef)
         }};
     }
+    let n = rows.len();
     match data_type {
-        DataType::Utf8 => {
-            let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
-            for &k in rows {
-                match value(k) {
-                    Some(ScalarValue::Utf8(Some(v))) => b.append_value(v),
-                    Some(ScalarValue::Utf8(None)) | None => b.append_null(),
-                    Some(_) => return scalar_column(data_type, rows, value),
-                }
-            }
-            Ok(Arc::new(b.finish()))
-        }
-        DataType::Int64 => build!(Int64Builder::with_capacity(rows.len()), Int64),
-        DataType::Float64 => build!(Float64Builder::with_capacity(rows.len()), Float64),
-        DataType::Boolean => build!(BooleanBuilder::with_capacity(rows.len()), Boolean),
+        DataType::Utf8 => build!(StringBuilder::with_capacity(n, n * 16), Utf8, |v| v),
+        DataType::Int64 => build!(Int64Builder::with_capacity(n), Int64, |v| *v),
+        DataType::Float64 => build!(Float64Builder::with_capacity(n), Float64, |v| *v),
+        DataType::Boolean => build!(BooleanBuilder::with_capacity(n), Boolean, |v| *v),
         _ => scalar_column(data_type, rows, value),
     }
 }
