@@ -7,7 +7,9 @@ Runs, side by side in one session:
   * asyncio + aiohttp with a semaphore of 64, one request per row,
 and prints each time next to the floor distinct_keys x latency / concurrency. On the clean
 API, each sluice round follows a round of `apiserver --probe`: raw keep-alive connections
-asking the same keys and doing nothing else, the floor this server reaches on this machine.
+asking the same keys and doing nothing else, the floor this server reaches on this machine;
+and a round of `apiserver --probe --reqwest`: the same loop through reqwest, the HTTP client
+sluice is built on. The server also says each client's mean think time per request.
 Every run must return the enriched value for every row (checked), or the run counts as
 failed.
 
@@ -84,12 +86,17 @@ def capacity(binary):
     return out.stdout.strip()
 
 
-def probe(binary, base, keys, concurrency):
-    """Seconds the fastest client there is takes for the same keys (`apiserver --probe`)."""
+def probe(binary, base, keys, concurrency, client=None):
+    """Seconds the fastest client there is takes for the same keys (`apiserver --probe`), and
+    its mean think time by the server's clock; with client="reqwest", the same loop through
+    reqwest (the HTTP library sluice calls with) instead of raw connections."""
+    server_stats(base)  # a fresh span for this run
     out = subprocess.run([binary, "--probe", base, "--keys", str(keys),
-                          "--concurrency", str(concurrency)],
+                          "--concurrency", str(concurrency)]
+                         + (["--reqwest"] if client == "reqwest" else []),
                          capture_output=True, text=True, check=True)
-    return float(out.stdout.split(",")[-1].split()[0])
+    gap = server_stats(base).get("client_gap_us", 0.0)
+    return float(out.stdout.split(",")[-1].split()[0]), gap
 
 
 def make_data(path, rows, keys, seed=7):
@@ -155,6 +162,7 @@ mode = "overwrite"
     # planning, the first batch), from the first request to the last, and after it (the
     # last answer, the output's last rows, the commit).
     e["early_retries"] = span["early_retries"]
+    e["client_gap_us"] = span.get("client_gap_us", 0.0)
     e["timeline"] = (span["first_request"] - wall0, span["last_request"] - span["first_request"],
                      wall1 - span["last_request"])
     return secs, ok, e
@@ -286,13 +294,18 @@ def main():
                   f"concurrency {args.concurrency}{', faults' if args.faults else ''}: "
                   f"floor {floor:.2f}s")
             times = []
+            gaps = []
             probes = []
+            reqwest_probes = []
             last = None
             for _ in range(args.rounds):
                 if not args.faults:
                     # In turns with sluice: raw keep-alive connections asking the same keys
-                    # and doing nothing else, the floor of this server on this machine.
+                    # and doing nothing else, the floor of this server on this machine; then
+                    # the same loop through reqwest, the HTTP client sluice is built on.
                     probes.append(probe(args.apiserver, base, args.keys, args.concurrency))
+                    reqwest_probes.append(probe(args.apiserver, base, args.keys,
+                                                args.concurrency, "reqwest"))
                 if args.faults:
                     # Faults strike a key's first call: a fresh server per run.
                     server.kill()
@@ -304,6 +317,7 @@ def main():
                 if args.faults and e["early_retries"] != 0:
                     sys.exit("sluice retried a key before its Retry-After")
                 times.append(secs)
+                gaps.append(e["client_gap_us"])
                 last = e
             s = statistics.median(times)
             print(f"sluice            {s:7.2f}s  (median of {args.rounds}: "
@@ -311,11 +325,24 @@ def main():
                   f"calls {last['calls']}, p50 {last['latency_ms_p50']:.1f} ms, "
                   f"{last['requests_per_second']:.0f} req/s, max in flight {last['max_in_flight']}")
             if probes:
-                p = statistics.median(probes)
+                p = statistics.median(t for t, _ in probes)
                 print(f"raw client        {p:7.2f}s  (median of {args.rounds}: "
-                      f"{', '.join(f'{t:.2f}' for t in probes)})  = {p / floor:.2f}x floor; "
+                      f"{', '.join(f'{t:.2f}' for t, _ in probes)})  = {p / floor:.2f}x floor; "
                       f"sluice = {s / p:.2f}x of it (apiserver --probe: {args.concurrency} "
                       f"keep-alive connections of raw HTTP, nothing else)")
+                r = statistics.median(t for t, _ in reqwest_probes)
+                print(f"reqwest client    {r:7.2f}s  (median of {args.rounds}: "
+                      f"{', '.join(f'{t:.2f}' for t, _ in reqwest_probes)})  = {r / floor:.2f}x "
+                      f"floor; sluice = {s / r:.2f}x of it (apiserver --probe --reqwest: the "
+                      f"same loop through reqwest)")
+                # Think time: from an answer leaving the server to the next request on that
+                # connection arriving. The latency is the same for every request, so the 64
+                # connections move in waves: each wave's answers arrive together and wait for
+                # the client to get through all of them, so CPU per answer costs wall time.
+                print(f"  client think time per request (server's clock, medians): sluice "
+                      f"{statistics.median(gaps):.0f} us, reqwest "
+                      f"{statistics.median(g for _, g in reqwest_probes):.0f} us, raw "
+                      f"{statistics.median(g for _, g in probes):.0f} us")
             t = last["timeline"]
             ideal = (args.keys / args.concurrency - 1) * args.latency_ms / 1000
             print(f"  last run by the server's clock: {t[0]:.3f}s to the first request, "
@@ -323,7 +350,8 @@ def main():
                   + f", {t[2]:.3f}s after it")
             results = {"floor": floor, "sluice": s, "sluice_rounds": times}
             if probes:
-                results["raw_client"] = statistics.median(probes)
+                results["raw_client"] = statistics.median(t for t, _ in probes)
+                results["reqwest_client"] = statistics.median(t for t, _ in reqwest_probes)
             if args.faults and "waited_s" in last:
                 w = last["waited_s"]
                 print(f"  sluice waited (request-seconds): Retry-After {w['retry_after']:.1f}, "

@@ -8,13 +8,18 @@
 //! "last_request": T, "requests": N, "max_in_flight": N}`: requests for a key that came
 //! before its `Retry-After` was over (with `--faults`); when the first and the last request
 //! since the previous `/_stats` arrived (Unix seconds); and how many requests came, and the
-//! most in flight at once, since then (counted by the server itself). `apiserver --capacity` measures how many requests per second it answers at zero
-//! latency on this machine, with 64 keep-alive clients, and exits.
+//! most in flight at once, since then (counted by the server itself); and `client_gap_us`,
+//! the client's mean think time: from an answer written to the next request received on the
+//! same connection. With `APISERVER_TIMELINE=1` each `/_stats` also prints to stderr the
+//! requests that arrived in each 100 ms of the run. `apiserver --capacity` measures how many
+//! requests per second it answers at zero latency on this machine, with 64 keep-alive
+//! clients, and exits.
 //!
 //! `apiserver --probe URL [--keys N] [--concurrency C]` is the fastest client there is:
 //! `C` keep-alive connections of raw HTTP/1.1 that ask `GET /meta/id00000` ...
 //! `/meta/id{N-1}` of the server at `URL` and do nothing else; it prints the seconds they
-//! took. On the same machine and server, that is the floor a real client can reach.
+//! took. On the same machine and server, that is the floor a real client can reach. With
+//! `--reqwest` the same loop goes through a reqwest client built as sluice builds its own.
 
 use std::time::{Duration, Instant};
 
@@ -50,7 +55,11 @@ async fn main() {
         let concurrency = arg("--concurrency")
             .and_then(|v| v.parse().ok())
             .unwrap_or(64);
-        probe(&url, keys, concurrency).await;
+        if std::env::args().any(|a| a == "--reqwest") {
+            probe_reqwest(&url, keys, concurrency).await;
+        } else {
+            probe(&url, keys, concurrency).await;
+        }
         return;
     }
     let port: u16 = arg("--port").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -81,18 +90,35 @@ async fn main() {
     let counters: Arc<std::sync::OnceLock<Arc<sluice_testkit::Counters>>> = Arc::default();
     let seen = Arc::clone(&counters);
     let requests_before = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let arrivals_before = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handler: Handler = Arc::new(move |req: &Request| {
         if req.path == "/_stats" {
             // Requests and the most in flight at once since the previous `/_stats`.
-            let (requests, peak) = match seen.get() {
+            let (requests, peak, gap_us) = match seen.get() {
                 Some(c) => {
+                    let gap_ns = c.gap_ns.swap(0, Ordering::SeqCst);
+                    let gaps = c.gaps.swap(0, Ordering::SeqCst);
+                    let gap_us = gap_ns as f64 / 1000.0 / gaps.max(1) as f64;
+                    if std::env::var_os("APISERVER_TIMELINE").is_some() {
+                        let all = c.arrivals();
+                        let from = arrivals_before.swap(all.len(), Ordering::SeqCst);
+                        let run = &all[from.min(all.len())..];
+                        if let (Some((t0, _)), Some((end, _))) = (run.first(), run.last()) {
+                            let bucket = |t: &Instant| t.duration_since(*t0).as_millis() / 100;
+                            let mut buckets = vec![0u32; bucket(end) as usize + 1];
+                            for (t, _) in run {
+                                buckets[bucket(t) as usize] += 1;
+                            }
+                            eprintln!("requests per 100 ms: {buckets:?}");
+                        }
+                    }
                     // Both counts include this request: it is not the run's.
                     let total = c.requests.load(Ordering::SeqCst);
                     let before = requests_before.swap(total, Ordering::SeqCst);
                     let peak = c.max_in_flight.swap(1, Ordering::SeqCst);
-                    (total.saturating_sub(before).saturating_sub(1), peak)
+                    (total.saturating_sub(before).saturating_sub(1), peak, gap_us)
                 }
-                None => (0, 0),
+                None => (0, 0, 0.0),
             };
             let n = early.as_ref().map_or(0, |e| e.load(Ordering::Relaxed));
             // Read and reset: each run of a client against one server gets its own span.
@@ -103,7 +129,7 @@ async fn main() {
                 .unwrap_or((0.0, 0.0));
             return Reply::json(
                 200,
-                format!("{{\"early_retries\":{n},\"first_request\":{first:.6},\"last_request\":{last:.6},\"requests\":{requests},\"max_in_flight\":{peak}}}"),
+                format!("{{\"early_retries\":{n},\"first_request\":{first:.6},\"last_request\":{last:.6},\"requests\":{requests},\"max_in_flight\":{peak},\"client_gap_us\":{gap_us:.1}}}"),
             );
         }
         let now = std::time::SystemTime::now()
@@ -225,11 +251,57 @@ async fn probe(url: &str, keys: usize, concurrency: usize) {
             }
         }));
     }
+    finish("probe", tasks, started, keys).await;
+}
+
+/// Waits for a probe's tasks (each returns how many answers were not 200: there must be
+/// none) and prints the seconds since `started`.
+async fn finish(
+    what: &str,
+    tasks: Vec<tokio::task::JoinHandle<u64>>,
+    started: Instant,
+    keys: usize,
+) {
+    let concurrency = tasks.len();
     let mut bad = 0;
     for t in tasks {
         bad += t.await.expect("probe task");
     }
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(bad, 0, "the probe got {bad} answers that were not 200");
-    println!("probe: {keys} requests, {concurrency} in flight, {secs:.3} s");
+    println!("{what}: {keys} requests, {concurrency} in flight, {secs:.3} s");
+}
+
+/// [`probe`] with reqwest's client (as sluice builds it) in place of raw connections.
+async fn probe_reqwest(url: &str, keys: usize, concurrency: usize) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (next, client, url) = (Arc::clone(&next), client.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut bad = 0u64;
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= keys {
+                    return bad;
+                }
+                let resp = client
+                    .get(format!("{url}/meta/id{k:05}"))
+                    .send()
+                    .await
+                    .expect("send");
+                if resp.status().as_u16() != 200 {
+                    bad += 1;
+                }
+                let _ = resp.bytes().await.expect("body");
+            }
+        }));
+    }
+    finish("probe (reqwest)", tasks, started, keys).await;
 }

@@ -142,6 +142,11 @@ pub struct Counters {
     pub max_in_flight: AtomicU64,
     /// TCP connections accepted.
     pub connections: AtomicU64,
+    /// Client think time: from an answer written to the next request line received on
+    /// the same connection, summed (nanoseconds) over [`Counters::gaps`] gaps.
+    pub gap_ns: AtomicU64,
+    /// How many such gaps were timed.
+    pub gaps: AtomicU64,
     per_target: Mutex<HashMap<String, u64>>,
     arrivals: Mutex<Vec<(Instant, String)>>,
     headers_seen: Mutex<Vec<String>>,
@@ -262,10 +267,16 @@ async fn connection(
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
+    let mut answered: Option<Instant> = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).await? == 0 {
             return Ok(());
+        }
+        if let Some(at) = answered.take() {
+            let gap = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            counters.gap_ns.fetch_add(gap, Ordering::Relaxed);
+            counters.gaps.fetch_add(1, Ordering::Relaxed);
         }
         let mut parts = line.split_whitespace();
         let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
@@ -347,7 +358,9 @@ async fn connection(
                 if request.method != "HEAD" {
                     out.extend_from_slice(&body);
                 }
-                write.write_all(&out).await
+                let written = write.write_all(&out).await;
+                answered = Some(Instant::now());
+                written
             }
         };
         result?;

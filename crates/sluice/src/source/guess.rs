@@ -135,6 +135,14 @@ fn kind(s: &str) -> u16 {
     {
         return TEXT;
     }
+    // Nor does one start with N, n or i, but NaN, nan and inf are decimals.
+    if matches!(first, b'N' | b'n' | b'i') {
+        return if s == "NaN" || s == "nan" || s == "inf" {
+            DECIMAL
+        } else {
+            TEXT
+        };
+    }
     let digits = b.strip_prefix(b"-").unwrap_or(b);
     let all_digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
     if all_digits(digits) {
@@ -256,6 +264,11 @@ mod tests {
         "é",
         "i",
         "n",
+        "Nan",
+        "NAN",
+        "nanny",
+        "id06596",
+        "inf ",
     ];
 
     fn field(rng: &mut StdRng, column: &[&str]) -> String {
