@@ -21,7 +21,8 @@ its Retry-After (the server counts). The Python side is asyncio + aiohttp with a
 keys and a per-request retry that waits out Retry-After: the best plain recipe.
 
 Usage: bench/enrich.py --sluice PATH --apiserver PATH [--rows 100000] [--keys 10000]
-       [--latency-ms 20] [--rounds 3] [--skip-python] [--faults]
+       [--latency-ms 20] [--jitter-ms 0] [--rounds 3] [--skip-python] [--skip-per-row]
+       [--faults]
 """
 
 import argparse
@@ -67,9 +68,10 @@ def server_stats(base):
         return json.load(r)
 
 
-def start_server(binary, latency_ms, faults=False):
+def start_server(binary, latency_ms, faults=False, jitter_ms=0):
     proc = subprocess.Popen(
-        [binary, "--latency-ms", str(latency_ms)] + (["--faults"] if faults else []),
+        [binary, "--latency-ms", str(latency_ms)] + (["--faults"] if faults else [])
+        + (["--jitter-ms", str(jitter_ms)] if jitter_ms else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -275,12 +277,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-python", action="store_true")
     ap.add_argument("--faults", action="store_true")
+    ap.add_argument("--jitter-ms", type=int, default=0,
+                    help="clean API only: each answer after latency +- this, drawn evenly")
     ap.add_argument("--skip-per-row", action="store_true",
                     help="skip the two recipes that call once per row (minutes)")
     args = ap.parse_args()
 
     print(capacity(args.apiserver))
-    server, base = start_server(args.apiserver, args.latency_ms, args.faults)
+    if args.jitter_ms and args.faults:
+        sys.exit("--jitter-ms is for the clean API")
+    server, base = start_server(args.apiserver, args.latency_ms, args.faults, args.jitter_ms)
     try:
         with tempfile.TemporaryDirectory(prefix="sluice-enrich-bench-") as work:
             data = os.path.join(work, "data.csv")
@@ -290,7 +296,8 @@ def main():
             if args.faults:
                 floor += FAULTS["retry_after"]
                 missing_rows = sum(1 for rid, _ in read_rows(data) if fate(rid) == "missing")
-            print(f"{args.rows} rows, {args.keys} distinct ids, {args.latency_ms} ms latency, "
+            jitter = f" +- {args.jitter_ms}" if args.jitter_ms else ""
+            print(f"{args.rows} rows, {args.keys} distinct ids, {args.latency_ms}{jitter} ms latency, "
                   f"concurrency {args.concurrency}{', faults' if args.faults else ''}: "
                   f"floor {floor:.2f}s")
             times = []

@@ -7,6 +7,7 @@
 #   SKIP_PYTHON=1 ROUNDS=5 bash bench/enrich.sh
 #   SKIP_PER_ROW=1 bash bench/enrich.sh  # sluice and aiohttp+dedupe only (no per-row recipes)
 #   FAULTS=1 bash bench/enrich.sh         # an API with 500s, 429 + Retry-After and 404s
+#   JITTER_MS=5 bash bench/enrich.sh      # the clean API, each answer after 20 +- 5 ms
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
@@ -23,5 +24,6 @@ args=(--sluice "$BIN/sluice" --apiserver "$BIN/apiserver" --rounds "${ROUNDS:-3}
 [ "${SKIP_PYTHON:-0}" = 1 ] && args+=(--skip-python)
 [ "${FAULTS:-0}" = 1 ] && args+=(--faults)
 [ "${SKIP_PER_ROW:-0}" = 1 ] && args+=(--skip-per-row)
+[ -n "${JITTER_MS:-}" ] && args+=(--jitter-ms "$JITTER_MS")
 mkdir -p bench/results
 bench/.venv/bin/python bench/enrich.py "${args[@]}" | tee bench/results/enrich.txt

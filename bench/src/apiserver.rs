@@ -1,9 +1,11 @@
 //! A loopback fake metadata API for the enrich benchmark and manual tries:
-//! `apiserver [--latency-ms N] [--port P] [--faults [--fail-500 F] [--fail-429 F]
-//! [--retry-after S] [--missing F] [--seed N]]` prints `listening on http://127.0.0.1:PORT`
-//! and serves `GET /meta/{id}` and `POST /meta/batch` (see `sluice_testkit::meta_api`) until
-//! killed. With `--faults` it behaves like a real API (`sluice_testkit::faulty_api`: by
-//! default 2% of keys answer 500 and 1% answer 429 with `Retry-After: 1` on their first call,
+//! `apiserver [--latency-ms N] [--jitter-ms J] [--port P] [--faults [--fail-500 F]
+//! [--fail-429 F] [--retry-after S] [--missing F] [--seed N]]` prints `listening on
+//! http://127.0.0.1:PORT` and serves `GET /meta/{id}` and `POST /meta/batch` (see
+//! `sluice_testkit::meta_api`) until killed. With `--jitter-ms J` (no faults) each answer
+//! comes after the latency +- J ms, drawn evenly: the same mean, so the same floor, but the
+//! connections no longer move in step. With `--faults` it behaves like a real API
+//! (`sluice_testkit::faulty_api`: by default 2% of keys answer 500 and 1% answer 429 with `Retry-After: 1` on their first call,
 //! 0.1% are always 404), and `GET /_stats` answers `{"early_retries": N, "first_request": T,
 //! "last_request": T, "requests": N, "max_in_flight": N}`: requests for a key that came
 //! before its `Retry-After` was over (with `--faults`); when the first and the last request
@@ -80,6 +82,22 @@ async fn main() {
         };
         let (api, early) = faulty_api(latency, faults);
         (Arc::new(api), Some(early))
+    } else if let Some(jitter) = arg("--jitter-ms").and_then(|v| v.parse::<u64>().ok()) {
+        // Each answer after latency +- jitter, drawn evenly (the same mean: the same floor).
+        let api = meta_api(latency);
+        let drawn = std::sync::atomic::AtomicU64::new(0);
+        let spread = Duration::from_millis(jitter);
+        let handler: Handler = Arc::new(move |req: &Request| {
+            let n = drawn.fetch_add(1, Ordering::Relaxed);
+            let mut h = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            h ^= h >> 31;
+            let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+            let delay = (latency + spread).saturating_sub(spread.mul_f64(2.0 * (1.0 - u)));
+            api(req).after(delay)
+        });
+        (handler, None)
     } else {
         (Arc::new(meta_api(latency)), None)
     };

@@ -1598,3 +1598,155 @@ mode = "overwrite"
         }
     }
 }
+
+/// Kills a child process (a test's server) when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// HTTPS: a server whose certificate chains to a trusted root answers every call (the roots
+/// are read at the first handshake: `SSL_CERT_FILE` names them here); the same server fails
+/// the job with its certificate's fault when another root is trusted, or when it is called
+/// by a name its certificate is not for. The server is `openssl s_server` on 127.0.0.1 with
+/// certificates made by the test (Debian's openssl package: `.ci/run` installs it).
+#[test]
+fn https_servers_are_checked_against_the_trusted_roots() {
+    let wd = Workdir::new();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(wd.root())
+            .output()
+            .expect("run openssl (Debian's openssl package; .ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    // Two authorities; the server's certificate is the first one's, for 127.0.0.1 only.
+    for ca in ["ca", "other"] {
+        let (key, crt, subject) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN=sluice test {ca}"),
+        );
+        let args = [
+            &["req", "-x509"][..],
+            &new_key,
+            &[
+                "-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subject,
+            ],
+        ]
+        .concat();
+        openssl(&args);
+    }
+    let args = [
+        &["req", "-new"][..],
+        &new_key,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat();
+    openssl(&args);
+    wd.write("san.ext", "subjectAltName=IP:127.0.0.1\n");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    // The answers, as files the server hands out.
+    let keys = ids(5);
+    for k in &keys {
+        wd.write(&format!("www/{k}.json"), meta_object(k).to_string());
+    }
+    data(&wd, &keys, 10);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let _server = KillOnDrop(
+        std::process::Command::new("openssl")
+            .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-WWW"])
+            .args(["-quiet", "-cert"])
+            .arg(wd.path("server.crt"))
+            .arg("-key")
+            .arg(wd.path("server.key"))
+            .current_dir(wd.path("www"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start openssl s_server"),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "openssl s_server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = |host: &str, roots: &str| {
+        let url = format!("https://{host}:{port}/{{record_id}}.json");
+        let extra = "concurrency = 1\nretries = 0\non_error = \"fail\"";
+        wd.write("p.toml", pipeline(&url, extra));
+        wd.sluice()
+            .env("SSL_CERT_FILE", wd.path(roots))
+            .env_remove("SSL_CERT_DIR")
+            .args(["run", "p.toml", "--quiet"])
+            .output()
+            .expect("run sluice")
+    };
+
+    let out = run("127.0.0.1", "ca.crt");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows = output(&wd);
+    assert_eq!(rows.len(), 10);
+    for (id, title, owner, _) in &rows {
+        assert_eq!(title.as_deref(), Some(format!("title-{id}").as_str()));
+        assert_eq!(owner.as_deref(), Some(format!("owner-{id}").as_str()));
+    }
+
+    for (host, roots, fault) in [
+        ("127.0.0.1", "other.crt", "UnknownIssuer"),
+        ("localhost", "ca.crt", "not valid for name"),
+    ] {
+        let out = run(host, roots);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{host} {roots}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(fault), "{host} {roots}: {stderr}");
+    }
+}
