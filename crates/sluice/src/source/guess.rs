@@ -124,24 +124,13 @@ fn kind(s: &str) -> u16 {
     let Some(&first) = b.first() else {
         return pattern(s);
     };
-    // No pattern (nor NaN, nan, inf, -inf) starts with another ASCII byte; a literal quote
-    // makes text in arrow's rule too.
+    // No pattern starts with another ASCII byte (a literal quote makes text in arrow's rule
+    // too): only NaN, nan and inf can still be more than text.
     if first.is_ascii()
         && !first.is_ascii_digit()
-        && !matches!(
-            first,
-            b'-' | b'.' | b't' | b'T' | b'f' | b'F' | b'N' | b'n' | b'i'
-        )
+        && !matches!(first, b'-' | b'.' | b't' | b'T' | b'f' | b'F')
     {
-        return TEXT;
-    }
-    // Nor does one start with N, n or i, but NaN, nan and inf are decimals.
-    if matches!(first, b'N' | b'n' | b'i') {
-        return if s == "NaN" || s == "nan" || s == "inf" {
-            DECIMAL
-        } else {
-            TEXT
-        };
+        return unpatterned(s);
     }
     let digits = b.strip_prefix(b"-").unwrap_or(b);
     let all_digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
@@ -171,7 +160,15 @@ fn pattern(s: &str) -> u16 {
         } else {
             1 << m
         }
-    } else if s == "NaN" || s == "nan" || s == "inf" || s == "-inf" {
+    } else {
+        unpatterned(s)
+    }
+}
+
+/// arrow-csv's rule for a value no pattern matches: its four names of non-numbers are
+/// decimals, anything else is text.
+fn unpatterned(s: &str) -> u16 {
+    if s == "NaN" || s == "nan" || s == "inf" || s == "-inf" {
         DECIMAL
     } else {
         TEXT
