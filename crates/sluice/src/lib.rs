@@ -51,6 +51,7 @@ pub mod source;
 pub mod stage;
 pub mod stage_spec;
 pub mod storage;
+mod tls;
 
 pub use builder::Pipeline;
 /// The DataFusion version sluice is built on, re-exported for custom functions and plans.

@@ -408,7 +408,7 @@ impl Enricher {
             None => targets.iter().map(host_port).collect(),
         };
         let client = reqwest::Client::builder()
-            .use_preconfigured_tls(super::tls::client_config()?)
+            .use_preconfigured_tls(crate::tls::client_config()?)
             .redirect(redirect_policy(allowed))
             .pool_max_idle_per_host(pool)
             .tcp_nodelay(true)

@@ -10,7 +10,6 @@ pub mod limit;
 pub mod spec;
 pub mod stats;
 pub mod template;
-mod tls;
 
 pub use call::Enricher;
 pub use exec::{EnrichDef, EnrichMap};

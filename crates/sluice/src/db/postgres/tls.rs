@@ -22,12 +22,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -201,27 +201,23 @@ impl TlsOptions {
             Some(path) => Some(PathBuf::from(path)),
             None => home_root,
         };
-        let mut roots = RootCertStore::empty();
         match file {
             Some(path) => {
+                let mut roots = RootCertStore::empty();
                 for cert in certificates(&path)? {
                     roots.add(cert).map_err(|e| {
                         Error::Config(format!("sslrootcert {}: {e}", path.display()))
                     })?;
                 }
+                Ok(roots)
             }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                let (added, _) = roots.add_parsable_certificates(found.certs);
-                if added == 0 {
-                    return Err(Error::Config(
-                        "TLS: the system has no trusted root certificates: give sslrootcert=FILE"
-                            .into(),
-                    ));
-                }
-            }
+            None => crate::tls::system_roots().ok_or_else(|| {
+                Error::Config(
+                    "TLS: the system has no trusted root certificates: give sslrootcert=FILE"
+                        .into(),
+                )
+            }),
         }
-        Ok(roots)
     }
 }
 
@@ -278,39 +274,7 @@ impl ServerCertVerifier for Lenient {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    crate::tls::signatures_by_provider!();
 }
 
 #[cfg(test)]
