@@ -5,9 +5,10 @@
 //! `sluice_testkit::meta_api`) until killed. With `--jitter-ms J` (no faults) each answer
 //! comes after the latency +- J ms, drawn evenly: the same mean, so the same floor, but the
 //! connections no longer move in step. With `--faults` it behaves like a real API
-//! (`sluice_testkit::faulty_api`: by default 2% of keys answer 500 and 1% answer 429 with `Retry-After: 1` on their first call,
-//! 0.1% are always 404), and `GET /_stats` answers `{"early_retries": N, "first_request": T,
-//! "last_request": T, "requests": N, "max_in_flight": N}`: requests for a key that came
+//! (`sluice_testkit::faulty_api`: by default 2% of keys answer 500 and 1% answer 429 with
+//! `Retry-After: 1` on their first call, 0.1% are always 404), and `GET /_stats` answers
+//! `{"early_retries": N, "first_request": T, "last_request": T, "requests": N,
+//! "max_in_flight": N, "client_gap_us": G}`: requests for a key that came
 //! before its `Retry-After` was over (with `--faults`); when the first and the last request
 //! since the previous `/_stats` arrived (Unix seconds); and how many requests came, and the
 //! most in flight at once, since then (counted by the server itself); and `client_gap_us`,
@@ -83,17 +84,14 @@ async fn main() {
         let (api, early) = faulty_api(latency, faults);
         (Arc::new(api), Some(early))
     } else if let Some(jitter) = arg("--jitter-ms").and_then(|v| v.parse::<u64>().ok()) {
-        // Each answer after latency +- jitter, drawn evenly (the same mean: the same floor).
+        // Each answer after latency +- jitter, drawn evenly (the same mean: the same floor),
+        // from a seeded generator: the same draws every run.
+        use rand::{Rng, SeedableRng};
         let api = meta_api(latency);
-        let drawn = std::sync::atomic::AtomicU64::new(0);
+        let draws = std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(7));
         let spread = Duration::from_millis(jitter);
         let handler: Handler = Arc::new(move |req: &Request| {
-            let n = drawn.fetch_add(1, Ordering::Relaxed);
-            let mut h = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            h ^= h >> 31;
-            let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+            let u: f64 = draws.lock().map_or(0.5, |mut r| r.random());
             let delay = (latency + spread).saturating_sub(spread.mul_f64(2.0 * (1.0 - u)));
             api(req).after(delay)
         });
