@@ -524,7 +524,7 @@ impl Rejects {
             .map_err(|_| Error::Config("rejects writer poisoned".into()))?;
         let t = tasks.entry(task).or_default();
         if t.writer.is_none() {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+            crate::storage::manifest::create_job_dir(&dir)?;
             let path = match &self.remote {
                 Some(label) => dir.join(remote_file_name(label)),
                 None => task_file(&dir, task),

@@ -86,9 +86,10 @@ impl TaskLedger {
         dir.join(self.file_name())
     }
 
-    /// Writes the ledger to `dir` (whole or not at all: written aside, synced, renamed).
+    /// Writes the ledger to `dir` (whole or not at all: written aside, synced, renamed); in
+    /// a job's staging folder, never recreating that folder once the job has removed it.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        crate::storage::manifest::create_job_dir(dir)?;
         let path = self.path(dir);
         let tmp = path.with_extension("tmp");
         let text = serde_json::to_vec(self).map_err(|e| Error::Ledger(e.to_string()))?;

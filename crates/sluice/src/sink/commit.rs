@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 
 use super::WriteMode;
 use crate::error::{Error, Result};
-pub use crate::storage::manifest::{manifest_paths, Manifest, WrittenFile, MANIFEST, REJECTS_DIR};
-
-const STAGING_PREFIX: &str = ".sluice-staging-";
+pub use crate::storage::manifest::{
+    create_job_dir, manifest_paths, Manifest, WrittenFile, MANIFEST, REJECTS_DIR, STAGING_PREFIX,
+};
 
 /// A job's hold on an output target: the lock, the staging folder, and the commit.
 #[derive(Debug)]
@@ -392,6 +392,40 @@ fn sync_parent(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_never_brings_back_the_staging_folder_of_an_ended_job() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let target = dir.path().join("out ~%#é");
+        let commit = Commit::begin(&target, "job1").expect("begin");
+        let staging = commit.staging().to_path_buf();
+        // While the job lives: partition folders and the rejects folder are made below it.
+        let part = staging.join("country=Côte d'Ivoire").join("year=2024");
+        create_job_dir(&part).expect("partition folders");
+        assert!(part.is_dir());
+        create_job_dir(&part).expect("made twice");
+        let rejects = staging.join(REJECTS_DIR);
+        create_job_dir(&rejects).expect("rejects folder");
+        // The job ends (failed, say) and its staging folder is removed; a task still
+        // running elsewhere then asks for its folders: an error, and nothing reappears.
+        std::fs::remove_dir_all(&staging).expect("clean up");
+        for late in [&part, &rejects, &staging] {
+            let e = create_job_dir(late).expect_err("the job is gone");
+            assert!(e.to_string().contains("the job's folder is gone"), "{e}");
+        }
+        assert!(!staging.exists(), "the staging folder came back");
+        let ledger = crate::ledger::remote::TaskLedger::default();
+        assert!(ledger.write(&rejects).is_err());
+        assert!(
+            !staging.exists(),
+            "a late ledger brought the staging folder back"
+        );
+        // Outside a staging folder (a task's local scratch folder) parents are made.
+        let scratch = dir.path().join("sluice-upload-job1").join("tasks");
+        create_job_dir(&scratch).expect("scratch");
+        assert!(scratch.is_dir());
+        drop(commit);
+    }
 
     #[test]
     fn the_output_holds_exactly_the_listed_files() {

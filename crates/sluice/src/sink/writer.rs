@@ -135,8 +135,7 @@ impl OpenFile {
     fn create(spec: &PartSpec, rel: String, schema: &SchemaRef) -> Result<OpenFile> {
         let abs = spec.dir.join(&rel);
         if let Some(parent) = abs.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io(parent.display().to_string(), e))?;
+            super::commit::create_job_dir(parent)?;
         }
         let file = File::create(&abs).map_err(|e| Error::io(abs.display().to_string(), e))?;
         let out = BufWriter::with_capacity(

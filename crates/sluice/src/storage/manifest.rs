@@ -28,6 +28,57 @@ pub const MANIFEST: &str = "_SUCCESS";
 /// output it sits beside the file as `NAME_rejects/`.
 pub const REJECTS_DIR: &str = "_rejects";
 
+/// The name a job's staging folder starts with (`.sluice-staging-NAME-JOB`, beside the
+/// target): everything the job writes is below it until the commit.
+pub const STAGING_PREFIX: &str = ".sluice-staging-";
+
+/// Creates the folder `dir` below a job's folder `root` (its staging folder, or a folder
+/// in it), one level at a time, and never `root` itself: once the job has ended and its
+/// staging folder was removed, a task still running for it (a cluster's straggler) gets an
+/// error here instead of recreating the folder the job cleaned up.
+pub fn create_below(root: &Path, dir: &Path) -> Result<()> {
+    let rest = dir.strip_prefix(root).map_err(|_| {
+        Error::Config(format!(
+            "{} is not below the job's folder {}",
+            dir.display(),
+            root.display()
+        ))
+    })?;
+    if !root.is_dir() {
+        return Err(Error::io(
+            root.display().to_string(),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the job's folder is gone (the job has ended or was stopped)",
+            ),
+        ));
+    }
+    let mut at = root.to_path_buf();
+    for part in rest.components() {
+        at.push(part);
+        match std::fs::create_dir(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && at.is_dir() => {}
+            Err(e) => return Err(Error::io(at.display().to_string(), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the folder `dir` a task writes into: below a job's staging folder with
+/// [`create_below`] (so a task that outlives its job cannot bring the folder back), and
+/// anywhere else (a task's local scratch folder) with all its missing parents.
+pub fn create_job_dir(dir: &Path) -> Result<()> {
+    let root = dir.ancestors().find(|a| {
+        a.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(STAGING_PREFIX))
+    });
+    match root {
+        Some(root) => create_below(root, dir),
+        None => std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e)),
+    }
+}
+
 /// The `_SUCCESS` manifest: what a complete output holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
