@@ -32,18 +32,19 @@ pub const REJECTS_DIR: &str = "_rejects";
 /// target): everything the job writes is below it until the commit.
 pub const STAGING_PREFIX: &str = ".sluice-staging-";
 
-/// Creates the folder `dir` below a job's folder `root` (its staging folder, or a folder
-/// in it), one level at a time, and never `root` itself: once the job has ended and its
-/// staging folder was removed, a task still running for it (a cluster's straggler) gets an
-/// error here instead of recreating the folder the job cleaned up.
-pub fn create_below(root: &Path, dir: &Path) -> Result<()> {
-    let rest = dir.strip_prefix(root).map_err(|_| {
-        Error::Config(format!(
-            "{} is not below the job's folder {}",
-            dir.display(),
-            root.display()
-        ))
-    })?;
+/// Creates the folder `dir` a task writes into. Below a job's staging folder, the folders
+/// between it and `dir` are made one level at a time and the staging folder itself never:
+/// once the job has ended and removed it, a task still running for it (a cluster's
+/// straggler) gets an error here instead of bringing the folder back. Anywhere else (a
+/// task's local scratch folder) `dir` is made with all its missing parents.
+pub fn create_job_dir(dir: &Path) -> Result<()> {
+    let root = dir.ancestors().find(|a| {
+        a.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(STAGING_PREFIX))
+    });
+    let Some(root) = root else {
+        return std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e));
+    };
     if !root.is_dir() {
         return Err(Error::io(
             root.display().to_string(),
@@ -54,7 +55,8 @@ pub fn create_below(root: &Path, dir: &Path) -> Result<()> {
         ));
     }
     let mut at = root.to_path_buf();
-    for part in rest.components() {
+    // `root` is one of `dir`'s ancestors: what follows it are the folders to make.
+    for part in dir.components().skip(root.components().count()) {
         at.push(part);
         match std::fs::create_dir(&at) {
             Ok(()) => {}
@@ -63,20 +65,6 @@ pub fn create_below(root: &Path, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Creates the folder `dir` a task writes into: below a job's staging folder with
-/// [`create_below`] (so a task that outlives its job cannot bring the folder back), and
-/// anywhere else (a task's local scratch folder) with all its missing parents.
-pub fn create_job_dir(dir: &Path) -> Result<()> {
-    let root = dir.ancestors().find(|a| {
-        a.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(STAGING_PREFIX))
-    });
-    match root {
-        Some(root) => create_below(root, dir),
-        None => std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e)),
-    }
 }
 
 /// The `_SUCCESS` manifest: what a complete output holds.
